@@ -1,1 +1,226 @@
-int main() { return 0; }
+// svad: wiring only. Parses the command line, discovers the host, connects
+// to the bus, publishes the objects and runs the loop.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <sdbus-c++/sdbus-c++.h>
+#include <string>
+#include <yaml-cpp/yaml.h>
+
+#include "svad/core/discovery.h"
+#include "svad/core/log.h"
+#include "svad/dbus/bus_loop.h"
+#include "svad/dbus/service.h"
+#include "svad/linux/sysfs_reader.h"
+#include "svad/names.h"
+#include "svad/version.h"
+
+namespace {
+
+constexpr int kExitUsage = 2;
+constexpr int kExitFailure = 1;
+
+struct Options {
+    std::string bus = "system";
+    std::string sysfsRoot = "/sys";
+    std::string devRoot = "/dev";
+    std::string backend = "linux";
+    std::optional<std::string> config;
+    bool verbose = false;
+};
+
+void printHelp() {
+    std::printf(
+        "Usage: svad [OPTIONS]\n"
+        "The Shared Virtual Addressing control plane: publishes the host's IOMMU\n"
+        "topology on D-Bus as %s.\n\n"
+        "  --bus session|system|ADDRESS  bus to serve on (default: system; sd-bus\n"
+        "                                honours DBUS_SYSTEM_BUS_ADDRESS)\n"
+        "  --sysfs-root DIR              sysfs to read (default: /sys)\n"
+        "  --dev-root DIR                device nodes (default: /dev)\n"
+        "  --backend linux|sim           kernel backend (default: linux)\n"
+        "  --config FILE                 configuration file (YAML)\n"
+        "  --verbose                     log debug messages\n"
+        "  --version                     print the version and exit\n"
+        "  --help                        print this help and exit\n\n"
+        "Signals: SIGHUP rescans the host; SIGTERM and SIGINT stop svad.\n",
+        std::string(svad::names::kService).c_str());
+}
+
+[[noreturn]] void usageError(const std::string& message) {
+    std::fprintf(stderr, "svad: %s (try --help)\n", message.c_str());
+    std::exit(kExitUsage);
+}
+
+Options parseArgs(int argc, char** argv) {
+    Options o;
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        std::string value;
+        bool hasInline = false;
+        if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+            value = arg.substr(eq + 1);
+            arg = arg.substr(0, eq);
+            hasInline = true;
+        }
+        auto next = [&]() -> std::string {
+            if (hasInline) {
+                return value;
+            }
+            if (i + 1 >= argc) {
+                usageError("option " + arg + " needs a value");
+            }
+            return argv[++i];
+        };
+        if (arg == "--help" || arg == "-h") {
+            printHelp();
+            std::exit(0);
+        } else if (arg == "--version") {
+            std::printf("svad %s\n", SVAD_VERSION);
+            std::exit(0);
+        } else if (arg == "--bus") {
+            o.bus = next();
+        } else if (arg == "--sysfs-root") {
+            o.sysfsRoot = next();
+        } else if (arg == "--dev-root") {
+            o.devRoot = next();
+        } else if (arg == "--backend") {
+            o.backend = next();
+            if (o.backend != "linux" && o.backend != "sim") {
+                usageError("--backend must be 'linux' or 'sim', not '" + o.backend + "'");
+            }
+        } else if (arg == "--config") {
+            o.config = next();
+        } else if (arg == "--verbose" || arg == "-v") {
+            o.verbose = true;
+        } else {
+            usageError("unknown argument '" + arg + "'");
+        }
+    }
+    if (o.bus.empty()) {
+        usageError("--bus must not be empty");
+    }
+    return o;
+}
+
+bool isDirectory(const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// The configuration's schema arrives with the policy work; until then the
+// file must exist and be a YAML mapping (or empty).
+std::optional<std::string> checkConfig(const std::string& path) {
+    if (::access(path.c_str(), R_OK) != 0) {
+        return path + ": " + std::strerror(errno);
+    }
+    try {
+        YAML::Node root = YAML::LoadFile(path);
+        if (root.IsDefined() && !root.IsNull() && !root.IsMap()) {
+            return path + ":" + std::to_string(root.Mark().line + 1) + ":" +
+                   std::to_string(root.Mark().column + 1) + ": expected a mapping at the top level";
+        }
+    } catch (const YAML::Exception& e) {
+        return path + ":" + std::to_string(e.mark.line + 1) + ":" +
+               std::to_string(e.mark.column + 1) + ": " + e.msg;
+    }
+    return std::nullopt;
+}
+
+std::unique_ptr<sdbus::IConnection> connectBus(const std::string& bus) {
+    if (bus == "system") {
+        return sdbus::createSystemBusConnection();
+    }
+    if (bus == "session") {
+        return sdbus::createSessionBusConnection();
+    }
+    return sdbus::createSessionBusConnectionWithAddress(bus);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options opts = parseArgs(argc, argv);
+    if (opts.verbose) {
+        svad::log::setMaxPriority(svad::log::Priority::Debug);
+    }
+    if (!isDirectory(opts.sysfsRoot)) {
+        usageError("--sysfs-root " + opts.sysfsRoot + " is not a directory");
+    }
+    if (!isDirectory(opts.devRoot)) {
+        usageError("--dev-root " + opts.devRoot + " is not a directory");
+    }
+    if (opts.config) {
+        if (auto err = checkConfig(*opts.config)) {
+            std::fprintf(stderr, "svad: configuration: %s\n", err->c_str());
+            return kExitUsage;
+        }
+    }
+    // Writing to a client that went away must not kill the daemon.
+    std::signal(SIGPIPE, SIG_IGN);
+
+    const std::string sysfsRoot = opts.sysfsRoot;
+    auto scan = [sysfsRoot] {
+        svad::linux_impl::SysfsReader sysfs(sysfsRoot);
+        return svad::core::discover(sysfs);
+    };
+
+    try {
+        boost::asio::io_context io(1);
+        // Block the signals before the scan, so none is lost while we start.
+        boost::asio::signal_set stopSignals(io, SIGTERM, SIGINT);
+        boost::asio::signal_set hupSignal(io, SIGHUP);
+
+        svad::core::Host host = scan();
+
+        auto connection = connectBus(opts.bus);
+        svad::dbus::BusLoop loop(io, *connection);
+        auto service = std::make_unique<svad::dbus::Service>(
+            io, *connection, loop,
+            svad::dbus::ServiceOptions{opts.backend, opts.sysfsRoot, opts.devRoot}, scan);
+        service->publishInitial(std::move(host));
+        connection->requestName(std::string(svad::names::kService));
+        svad::log::notice("svad " SVAD_VERSION " ready",
+                          {{"BUS", opts.bus}, {"BACKEND", opts.backend},
+                           {"SYSFS_ROOT", opts.sysfsRoot}});
+
+        stopSignals.async_wait([&io, &loop](const boost::system::error_code& ec, int sig) {
+            if (!ec) {
+                svad::log::notice(std::string("stopping on ") + ::strsignal(sig));
+                loop.stop();
+                io.stop();
+            }
+        });
+        std::function<void()> waitHup;
+        waitHup = [&hupSignal, &service, &waitHup] {
+            hupSignal.async_wait([&service, &waitHup](const boost::system::error_code& ec, int) {
+                if (ec) {
+                    return;
+                }
+                svad::log::notice("SIGHUP: rescanning the host");
+                service->rescan();
+                waitHup();
+            });
+        };
+        waitHup();
+
+        loop.start();
+        io.run();
+
+        connection->releaseName(std::string(svad::names::kService));
+        service.reset();
+    } catch (const sdbus::Error& e) {
+        std::fprintf(stderr, "svad: D-Bus: %s: %s\n", e.getName().c_str(), e.getMessage().c_str());
+        return kExitFailure;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "svad: %s\n", e.what());
+        return kExitFailure;
+    }
+    return 0;
+}

@@ -1,1 +1,507 @@
-// placeholder
+#include "svad/core/discovery.h"
+
+#include <algorithm>
+#include <map>
+#include <unordered_map>
+
+#include "svad/core/parse.h"
+#include "svad/core/pci_caps.h"
+#include "svad/core/vtd.h"
+
+namespace svad::core {
+
+namespace {
+
+constexpr size_t kConfigMax = 4096;
+
+// Collects the warnings of one object, prefixed with the attribute concerned.
+class Warnings {
+public:
+    explicit Warnings(std::vector<std::string>& out) : out_(out) {}
+    void add(const std::string& what) { out_.push_back(what); }
+
+private:
+    std::vector<std::string>& out_;
+};
+
+std::optional<uint64_t> readHexAttr(const ports::Sysfs& fs, const std::string& dir,
+                                    const char* attr, Warnings& w, bool required = true) {
+    auto text = fs.readText(dir + "/" + attr);
+    if (!text) {
+        if (required) {
+            w.add(std::string(attr) + ": missing or unreadable");
+        }
+        return std::nullopt;
+    }
+    auto v = parseHex(*text);
+    if (!v) {
+        w.add(std::string(attr) + ": not a hexadecimal number: '" + text->substr(0, 32) + "'");
+    }
+    return v;
+}
+
+std::optional<int64_t> readDecAttr(const ports::Sysfs& fs, const std::string& dir,
+                                   const char* attr, Warnings& w, bool required = true) {
+    auto text = fs.readText(dir + "/" + attr);
+    if (!text) {
+        if (required) {
+            w.add(std::string(attr) + ": missing or unreadable");
+        }
+        return std::nullopt;
+    }
+    auto v = parseDec(*text);
+    if (!v) {
+        w.add(std::string(attr) + ": not a decimal number: '" + text->substr(0, 32) + "'");
+    }
+    return v;
+}
+
+template <typename T>
+T narrow(std::optional<uint64_t> v, uint64_t max, const char* attr, Warnings& w) {
+    if (!v) {
+        return 0;
+    }
+    if (*v > max) {
+        w.add(std::string(attr) + ": value out of range");
+        return 0;
+    }
+    return static_cast<T>(*v);
+}
+
+// A non-negative decimal count (sriov_totalvfs, size); 0 with a warning otherwise.
+uint32_t readCount(const ports::Sysfs& fs, const std::string& dir, const char* attr, Warnings& w) {
+    auto v = readDecAttr(fs, dir, attr, w);
+    if (!v) {
+        return 0;
+    }
+    if (*v < 0 || *v > UINT32_MAX) {
+        w.add(std::string(attr) + ": value out of range");
+        return 0;
+    }
+    return static_cast<uint32_t>(*v);
+}
+
+std::string linkBase(const ports::Sysfs& fs, const std::string& path) {
+    auto target = fs.readLink(path);
+    return target ? baseName(*target) : std::string();
+}
+
+// Components of a link target, e.g. "../../../devices/pci0000:6a/0000:6a:01.0/dsa0/wq0.0".
+std::vector<std::string> components(const std::string& path) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    while (start <= path.size()) {
+        size_t end = path.find('/', start);
+        if (end == std::string::npos) {
+            end = path.size();
+        }
+        if (end > start) {
+            out.push_back(path.substr(start, end - start));
+        }
+        start = end + 1;
+    }
+    return out;
+}
+
+// The nearest PCI function above `name` in a device link target.
+std::string pciParentOf(const std::vector<std::string>& comps, const std::string& name) {
+    auto it = std::find(comps.rbegin(), comps.rend(), name);
+    for (; it != comps.rend(); ++it) {
+        if (isPciAddress(*it)) {
+            return *it;
+        }
+    }
+    return {};
+}
+
+void discoverUnits(const ports::Sysfs& fs, Host& host) {
+    auto names = fs.list("class/iommu");
+    if (!names) {
+        return;  // no IOMMU at all: a valid (if unhelpful) host
+    }
+    for (const auto& name : *names) {
+        IommuUnit unit;
+        unit.name = name;
+        Warnings w(unit.warnings);
+        const std::string dir = "class/iommu/" + name;
+        if (fs.exists(dir + "/intel-iommu")) {
+            unit.kind = UnitKind::IntelVtd;
+            auto cap = readHexAttr(fs, dir, "intel-iommu/cap", w);
+            auto ecap = readHexAttr(fs, dir, "intel-iommu/ecap", w);
+            unit.version = fs.readText(dir + "/intel-iommu/version").value_or("");
+            if (cap && ecap) {
+                unit.vtd = decodeVtd(*cap, *ecap);
+            }
+        } else if (fs.exists(dir + "/amd-iommu")) {
+            unit.kind = UnitKind::AmdVi;
+        } else if (name.rfind("smmu", 0) == 0 || name.find(".smmu") != std::string::npos) {
+            unit.kind = UnitKind::ArmSmmuV3;
+        } else {
+            unit.kind = UnitKind::Other;
+        }
+        if (auto devs = fs.list(dir + "/devices")) {
+            for (const auto& d : *devs) {
+                if (isPciAddress(d)) {
+                    unit.devices.push_back(d);
+                }
+            }
+        }
+        host.units.push_back(std::move(unit));
+    }
+}
+
+GroupType groupTypeOf(const std::string& t) {
+    if (t == "DMA") {
+        return GroupType::Dma;
+    }
+    if (t == "DMA-FQ") {
+        return GroupType::DmaFq;
+    }
+    if (t == "identity") {
+        return GroupType::Identity;
+    }
+    if (t == "blocked") {
+        return GroupType::Blocked;
+    }
+    if (t == "unmanaged") {
+        return GroupType::Unmanaged;
+    }
+    return GroupType::Unknown;
+}
+
+void parseReservedRegions(const std::string& text, IommuGroup& g) {
+    size_t start = 0;
+    int line = 0;
+    while (start < text.size()) {
+        size_t end = text.find('\n', start);
+        if (end == std::string::npos) {
+            end = text.size();
+        }
+        std::string l = text.substr(start, end - start);
+        start = end + 1;
+        ++line;
+        if (l.empty()) {
+            continue;
+        }
+        auto s1 = l.find(' ');
+        auto s2 = s1 == std::string::npos ? s1 : l.find(' ', s1 + 1);
+        std::optional<uint64_t> a;
+        std::optional<uint64_t> b;
+        if (s2 != std::string::npos) {
+            a = parseHex(l.substr(0, s1));
+            b = parseHex(l.substr(s1 + 1, s2 - s1 - 1));
+        }
+        if (!a || !b || *b < *a) {
+            g.warnings.push_back("reserved_regions: line " + std::to_string(line) +
+                                 " is not 'START END TYPE': '" + l.substr(0, 64) + "'");
+            continue;
+        }
+        g.reservedRegions.push_back(ReservedRegion{*a, *b, l.substr(s2 + 1)});
+    }
+}
+
+void discoverGroups(const ports::Sysfs& fs, Host& host) {
+    auto names = fs.list("kernel/iommu_groups");
+    if (!names) {
+        return;
+    }
+    for (const auto& name : *names) {
+        auto id = parseDec(name);
+        if (!id || *id < 0 || *id > UINT32_MAX) {
+            host.warnings.push_back("kernel/iommu_groups/" + name + ": not a group number");
+            continue;
+        }
+        IommuGroup g;
+        g.id = static_cast<uint32_t>(*id);
+        const std::string dir = "kernel/iommu_groups/" + name;
+        if (auto t = fs.readText(dir + "/type")) {
+            g.typeName = *t;
+            g.type = groupTypeOf(*t);
+        } else {
+            g.warnings.push_back("type: missing or unreadable");
+        }
+        if (auto rr = fs.readText(dir + "/reserved_regions")) {
+            parseReservedRegions(*rr, g);
+        }
+        if (auto devs = fs.list(dir + "/devices")) {
+            for (const auto& d : *devs) {
+                if (isPciAddress(d)) {
+                    g.devices.push_back(d);
+                } else {
+                    g.warnings.push_back("devices/" + d + ": not a PCI address");
+                }
+            }
+        }
+        host.groups.push_back(std::move(g));
+    }
+    std::sort(host.groups.begin(), host.groups.end(),
+              [](const IommuGroup& a, const IommuGroup& b) { return a.id < b.id; });
+}
+
+PciDevice readPciDevice(const ports::Sysfs& fs, const std::string& address) {
+    PciDevice d;
+    d.address = address;
+    Warnings w(d.warnings);
+    const std::string dir = "bus/pci/devices/" + address;
+
+    d.vendor = narrow<uint16_t>(readHexAttr(fs, dir, "vendor", w), 0xffff, "vendor", w);
+    d.device = narrow<uint16_t>(readHexAttr(fs, dir, "device", w), 0xffff, "device", w);
+    d.subsystemVendor = narrow<uint16_t>(readHexAttr(fs, dir, "subsystem_vendor", w, false),
+                                         0xffff, "subsystem_vendor", w);
+    d.subsystemDevice = narrow<uint16_t>(readHexAttr(fs, dir, "subsystem_device", w, false),
+                                         0xffff, "subsystem_device", w);
+    d.classCode = narrow<uint32_t>(readHexAttr(fs, dir, "class", w), 0xffffff, "class", w);
+    d.revision = narrow<uint8_t>(readHexAttr(fs, dir, "revision", w, false), 0xff, "revision", w);
+
+    d.driver = linkBase(fs, dir + "/driver");
+    if (auto ov = fs.readText(dir + "/driver_override"); ov && *ov != "(null)") {
+        d.driverOverride = *ov;
+    }
+    if (auto numa = readDecAttr(fs, dir, "numa_node", w, false)) {
+        if (*numa < -1 || *numa > INT32_MAX) {
+            w.add("numa_node: value out of range");
+        } else {
+            d.numaNode = static_cast<int32_t>(*numa);
+        }
+    }
+    if (auto g = fs.readLink(dir + "/iommu_group")) {
+        auto id = parseDec(baseName(*g));
+        if (id && *id >= 0 && *id <= UINT32_MAX) {
+            d.group = static_cast<uint32_t>(*id);
+        } else {
+            w.add("iommu_group: link does not name a group: '" + *g + "'");
+        }
+    }
+    d.iommuUnit = linkBase(fs, dir + "/iommu");
+    d.physfn = linkBase(fs, dir + "/physfn");
+    if (fs.exists(dir + "/sriov_totalvfs")) {
+        d.sriovTotalVfs = readCount(fs, dir, "sriov_totalvfs", w);
+        d.sriovNumVfs = readCount(fs, dir, "sriov_numvfs", w);
+    }
+
+    auto entries = fs.list(dir);
+    if (entries) {
+        std::map<int64_t, std::string> vfs;
+        for (const auto& e : *entries) {
+            if (e.rfind("virtfn", 0) == 0) {
+                auto idx = parseDec(e.substr(6));
+                auto target = linkBase(fs, dir + "/" + e);
+                if (idx && *idx >= 0 && isPciAddress(target)) {
+                    vfs.emplace(*idx, target);
+                } else {
+                    w.add(e + ": not a link to a PCI function");
+                }
+            }
+        }
+        for (auto& [i, a] : vfs) {
+            d.virtfns.push_back(std::move(a));
+        }
+        if (std::find(entries->begin(), entries->end(), "vfio-dev") != entries->end()) {
+            if (auto v = fs.list(dir + "/vfio-dev"); v && !v->empty()) {
+                d.vfioDevice = v->front();
+                if (v->size() > 1) {
+                    w.add("vfio-dev: more than one cdev, using " + d.vfioDevice);
+                }
+            }
+        }
+    }
+
+    auto config = fs.readBinary(dir + "/config", kConfigMax);
+    if (!config) {
+        w.add("config: missing or unreadable");
+    } else {
+        d.configSize = static_cast<uint32_t>(config->size());
+        d.caps = parsePciConfig(*config);
+        for (const auto& cw : d.caps.warnings) {
+            w.add("config: " + cw);
+        }
+    }
+    return d;
+}
+
+bool driverKeepsGroupViable(const std::string& driver) {
+    return driver.empty() || driver == "vfio-pci" || driver == "pci-stub";
+}
+
+void computeViability(Host& host) {
+    std::unordered_map<std::string, const PciDevice*> byAddress;
+    for (const auto& d : host.devices) {
+        byAddress.emplace(d.address, &d);
+    }
+    for (auto& g : host.groups) {
+        g.blockers.clear();
+        for (const auto& member : g.devices) {
+            auto it = byAddress.find(member);
+            if (it == byAddress.end()) {
+                g.warnings.push_back("member " + member + " is not in bus/pci/devices");
+                continue;
+            }
+            if (!driverKeepsGroupViable(it->second->driver)) {
+                g.blockers.push_back(member + " is bound to " + it->second->driver);
+            }
+        }
+        g.viable = g.blockers.empty() && !g.devices.empty();
+    }
+}
+
+QueueMode queueModeOf(const std::string& s) {
+    if (s == "dedicated") {
+        return QueueMode::Dedicated;
+    }
+    if (s == "shared") {
+        return QueueMode::Shared;
+    }
+    return QueueMode::Unknown;
+}
+
+QueueType queueTypeOf(const std::string& s) {
+    if (s == "none") {
+        return QueueType::None;
+    }
+    if (s == "kernel") {
+        return QueueType::Kernel;
+    }
+    if (s == "user") {
+        return QueueType::User;
+    }
+    return QueueType::Unknown;
+}
+
+QueueState queueStateOf(const std::string& s) {
+    if (s == "disabled") {
+        return QueueState::Disabled;
+    }
+    if (s == "enabled") {
+        return QueueState::Enabled;
+    }
+    if (s == "locked") {
+        return QueueState::Locked;
+    }
+    return QueueState::Unknown;
+}
+
+bool isWorkQueueName(const std::string& n) {
+    // wq<K>.<Q>
+    if (n.size() < 5 || n.rfind("wq", 0) != 0) {
+        return false;
+    }
+    auto dot = n.find('.');
+    return dot != std::string::npos && dot > 2 && parseDec(n.substr(2, dot - 2)) &&
+           parseDec(n.substr(dot + 1));
+}
+
+void discoverQueues(const ports::Sysfs& fs, Host& host) {
+    auto names = fs.list("bus/dsa/devices");
+    if (!names) {
+        return;
+    }
+    for (const auto& name : *names) {
+        if (!isWorkQueueName(name)) {
+            continue;  // dsaK, iaxK, engineK.E, groupK.G live on the same bus
+        }
+        SiovQueue q;
+        q.name = name;
+        Warnings w(q.warnings);
+        const std::string dir = "bus/dsa/devices/" + name;
+        if (auto target = fs.readLink(dir)) {
+            auto comps = components(*target);
+            auto self = std::find(comps.rbegin(), comps.rend(), name);
+            if (self != comps.rend() && std::next(self) != comps.rend()) {
+                q.idxdDevice = *std::next(self);
+            }
+            q.parentDevice = pciParentOf(comps, name);
+        }
+        if (q.parentDevice.empty()) {
+            w.add("parent accelerator not found");
+        }
+        auto text = [&](const char* attr) {
+            auto t = fs.readText(dir + "/" + attr);
+            if (!t) {
+                w.add(std::string(attr) + ": missing or unreadable");
+            }
+            return t.value_or("");
+        };
+        q.mode = queueModeOf(text("mode"));
+        q.type = queueTypeOf(text("type"));
+        q.state = queueStateOf(text("state"));
+        q.wqName = fs.readText(dir + "/name").value_or("");
+        q.size = readCount(fs, dir, "size", w);
+        if (auto gid = readDecAttr(fs, dir, "group_id", w, false);
+            gid && *gid >= -1 && *gid <= INT32_MAX) {
+            q.groupId = static_cast<int32_t>(*gid);
+        }
+        if (auto p = readDecAttr(fs, dir, "priority", w, false); p && *p >= 0 && *p <= UINT32_MAX) {
+            q.priority = static_cast<uint32_t>(*p);
+        }
+        if (auto t = readDecAttr(fs, dir, "threshold", w, false);
+            t && *t >= 0 && *t <= UINT32_MAX) {
+            q.threshold = static_cast<uint32_t>(*t);
+        }
+        if (q.type == QueueType::User && q.state == QueueState::Enabled) {
+            q.charDevice = "dsa/" + name;
+        }
+        host.queues.push_back(std::move(q));
+    }
+}
+
+void discoverVdpa(const ports::Sysfs& fs, Host& host) {
+    auto names = fs.list("bus/vdpa/devices");
+    if (!names) {
+        return;
+    }
+    for (const auto& name : *names) {
+        VdpaDevice v;
+        v.name = name;
+        const std::string dir = "bus/vdpa/devices/" + name;
+        if (auto target = fs.readLink(dir)) {
+            auto comps = components(*target);
+            v.parentDevice = pciParentOf(comps, name);
+            if (!v.parentDevice.empty()) {
+                v.mgmtdev = "pci/" + v.parentDevice;
+            } else {
+                auto self = std::find(comps.rbegin(), comps.rend(), name);
+                if (self != comps.rend() && std::next(self) != comps.rend()) {
+                    v.mgmtdev = *std::next(self);
+                }
+            }
+        }
+        v.driver = linkBase(fs, dir + "/driver");
+        if (auto entries = fs.list(dir)) {
+            for (const auto& e : *entries) {
+                if (e.rfind("vhost-vdpa-", 0) == 0) {
+                    v.vhostDevice = e;
+                }
+            }
+        }
+        if (v.driver == "vhost_vdpa" && v.vhostDevice.empty()) {
+            v.warnings.push_back("bound to vhost_vdpa but no vhost-vdpa-N device");
+        }
+        host.vdpa.push_back(std::move(v));
+    }
+}
+
+}  // namespace
+
+Host discover(const ports::Sysfs& fs) {
+    Host host;
+    discoverUnits(fs, host);
+    discoverGroups(fs, host);
+    if (auto names = fs.list("bus/pci/devices")) {
+        host.devices.reserve(names->size());
+        for (const auto& name : *names) {
+            if (!isPciAddress(name)) {
+                host.warnings.push_back("bus/pci/devices/" + name + ": not a PCI address");
+                continue;
+            }
+            host.devices.push_back(readPciDevice(fs, name));
+        }
+    } else {
+        host.warnings.push_back("bus/pci/devices: missing or unreadable");
+    }
+    computeViability(host);
+    discoverQueues(fs, host);
+    discoverVdpa(fs, host);
+    return host;
+}
+
+}  // namespace svad::core

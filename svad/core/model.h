@@ -14,18 +14,20 @@ namespace svad::core {
 struct PasidCap {
     bool present = false;
     uint16_t offset = 0;
-    bool exec = false;      // Execute Permission Supported
-    bool priv = false;      // Privileged Mode Supported
-    uint32_t maxWidth = 0;  // Max PASID Width, in bits (0..20)
+    bool exec = false;     // Execute Permission Supported
+    bool priv = false;     // Privileged Mode Supported
+    uint32_t maxWidth = 0; // Max PASID Width, in bits (0..20)
+    bool operator==(const PasidCap&) const = default;
 };
 
 struct AtsCap {
     bool present = false;
     uint16_t offset = 0;
-    uint32_t invalidateQueueDepth = 0;  // 0 means 32
+    uint32_t invalidateQueueDepth = 0; // 0 means 32
     bool pageAligned = false;
     bool enabled = false;
     uint32_t smallestTranslationUnit = 0;
+    bool operator==(const AtsCap&) const = default;
 };
 
 struct PriCap {
@@ -33,6 +35,7 @@ struct PriCap {
     uint16_t offset = 0;
     bool enabled = false;
     uint32_t outstandingCapacity = 0;
+    bool operator==(const PriCap&) const = default;
 };
 
 struct AcsCap {
@@ -40,6 +43,7 @@ struct AcsCap {
     uint16_t offset = 0;
     uint16_t capability = 0;
     uint16_t control = 0;
+    bool operator==(const AcsCap&) const = default;
 };
 
 struct SriovCap {
@@ -51,6 +55,7 @@ struct SriovCap {
     uint16_t firstVfOffset = 0;
     uint16_t vfStride = 0;
     uint16_t vfDeviceId = 0;
+    bool operator==(const SriovCap&) const = default;
 };
 
 struct Dvsec {
@@ -58,6 +63,7 @@ struct Dvsec {
     uint16_t vendor = 0;
     uint16_t id = 0;
     uint8_t revision = 0;
+    bool operator==(const Dvsec&) const = default;
 };
 
 // One entry of the extended capability chain as it was walked.
@@ -65,20 +71,22 @@ struct ExtCap {
     uint16_t offset = 0;
     uint16_t id = 0;
     uint8_t version = 0;
+    bool operator==(const ExtCap&) const = default;
 };
 
 struct PciCapabilities {
-    bool express = false;  // PCI Express capability (0x10) in the standard list
-    std::vector<uint8_t> standard;  // ids of the standard capability list, in order
-    std::vector<ExtCap> extended;   // the extended chain, in order
+    bool express = false;          // PCI Express capability (0x10) in the standard list
+    std::vector<uint8_t> standard; // ids of the standard capability list, in order
+    std::vector<ExtCap> extended;  // the extended chain, in order
     PasidCap pasid;
     AtsCap ats;
     PriCap pri;
     AcsCap acs;
     SriovCap sriov;
     std::vector<Dvsec> dvsecs;
-    bool siov = false;  // Intel Scalable IOV DVSEC (vendor 0x8086, id 5)
+    bool siov = false; // Intel Scalable IOV DVSEC (vendor 0x8086, id 5)
     std::vector<std::string> warnings;
+    bool operator==(const PciCapabilities&) const = default;
 };
 
 // ---- Intel VT-d ---------------------------------------------------------
@@ -86,21 +94,22 @@ struct PciCapabilities {
 struct VtdCaps {
     uint64_t cap = 0;
     uint64_t ecap = 0;
-    bool scalableMode = false;   // ECAP.SMTS
-    bool pasid = false;          // ECAP.PASID
-    uint32_t pasidWidth = 0;     // ECAP.PSS + 1 when PASID is supported
-    bool nesting = false;        // ECAP.NEST
-    bool pageRequest = false;    // ECAP.PRS
-    bool firstLevel = false;     // ECAP.FLTS
-    bool secondLevel = false;    // ECAP.SLTS
-    bool deviceTlb = false;      // ECAP.DT
-    bool queuedInvalidation = false;  // ECAP.QI
-    bool interruptRemapping = false;  // ECAP.IR
-    bool passThrough = false;         // ECAP.PT
-    uint32_t maxAddressWidth = 0;     // CAP.MGAW + 1
-    uint32_t sagaw = 0;               // CAP.SAGAW bit field
-    bool firstLevel1GiB = false;      // CAP.FL1GP
-    bool firstLevel5Level = false;    // CAP.FL5LP
+    bool scalableMode = false;       // ECAP.SMTS
+    bool pasid = false;              // ECAP.PASID
+    uint32_t pasidWidth = 0;         // ECAP.PSS + 1 when PASID is supported
+    bool nesting = false;            // ECAP.NEST
+    bool pageRequest = false;        // ECAP.PRS
+    bool firstLevel = false;         // ECAP.FLTS
+    bool secondLevel = false;        // ECAP.SLTS
+    bool deviceTlb = false;          // ECAP.DT
+    bool queuedInvalidation = false; // ECAP.QI
+    bool interruptRemapping = false; // ECAP.IR
+    bool passThrough = false;        // ECAP.PT
+    uint32_t maxAddressWidth = 0;    // CAP.MGAW + 1
+    uint32_t sagaw = 0;              // CAP.SAGAW bit field
+    bool firstLevel1GiB = false;     // CAP.FL1GP
+    bool firstLevel5Level = false;   // CAP.FL5LP
+    bool operator==(const VtdCaps&) const = default;
 };
 
 // ---- Objects -------------------------------------------------------------
@@ -108,12 +117,13 @@ struct VtdCaps {
 enum class UnitKind : uint32_t { Unknown = 0, IntelVtd = 1, AmdVi = 2, ArmSmmuV3 = 3, Other = 4 };
 
 struct IommuUnit {
-    std::string name;  // dmar0
+    std::string name; // dmar0
     UnitKind kind = UnitKind::Unknown;
     std::string version;
     std::optional<VtdCaps> vtd;
-    std::vector<std::string> devices;  // PCI addresses
+    std::vector<std::string> devices; // PCI addresses
     std::vector<std::string> warnings;
+    bool operator==(const IommuUnit&) const = default;
 };
 
 enum class GroupType : uint32_t {
@@ -128,41 +138,44 @@ enum class GroupType : uint32_t {
 struct ReservedRegion {
     uint64_t start = 0;
     uint64_t end = 0;
-    std::string type;  // direct, direct-relaxable, reserved, msi
+    std::string type; // direct, direct-relaxable, reserved, msi
+    bool operator==(const ReservedRegion&) const = default;
 };
 
 struct IommuGroup {
     uint32_t id = 0;
     GroupType type = GroupType::Unknown;
-    std::string typeName;  // as sysfs spells it
+    std::string typeName; // as sysfs spells it
     std::vector<ReservedRegion> reservedRegions;
-    std::vector<std::string> devices;  // PCI addresses
+    std::vector<std::string> devices; // PCI addresses
     bool viable = false;
-    std::vector<std::string> blockers;  // "0000:00:1f.0 bound to lpc_ich"
+    std::vector<std::string> blockers; // "0000:00:1f.0 bound to lpc_ich"
     std::vector<std::string> warnings;
+    bool operator==(const IommuGroup&) const = default;
 };
 
 struct PciDevice {
-    std::string address;  // 0000:6a:01.0
+    std::string address; // 0000:6a:01.0
     uint16_t vendor = 0;
     uint16_t device = 0;
     uint16_t subsystemVendor = 0;
     uint16_t subsystemDevice = 0;
-    uint32_t classCode = 0;  // 24-bit
+    uint32_t classCode = 0; // 24-bit
     uint8_t revision = 0;
-    std::string driver;          // empty when unbound
-    std::string driverOverride;  // empty when none
+    std::string driver;         // empty when unbound
+    std::string driverOverride; // empty when none
     int32_t numaNode = -1;
     std::optional<uint32_t> group;
-    std::string iommuUnit;  // dmar0, empty when none
-    std::string physfn;     // PF address for a VF
+    std::string iommuUnit; // dmar0, empty when none
+    std::string physfn;    // PF address for a VF
     std::vector<std::string> virtfns;
     uint32_t sriovTotalVfs = 0;
     uint32_t sriovNumVfs = 0;
     std::string vfioDevice;  // vfio3, empty when no cdev
-    uint32_t configSize = 0;  // bytes read from config
+    uint32_t configSize = 0; // bytes read from config
     PciCapabilities caps;
     std::vector<std::string> warnings;
+    bool operator==(const PciDevice&) const = default;
 };
 
 enum class QueueMode : uint32_t { Unknown = 0, Dedicated = 1, Shared = 2 };
@@ -170,9 +183,9 @@ enum class QueueType : uint32_t { Unknown = 0, None = 1, Kernel = 2, User = 3 };
 enum class QueueState : uint32_t { Unknown = 0, Disabled = 1, Enabled = 2, Locked = 3 };
 
 struct SiovQueue {
-    std::string name;        // wq0.0
-    std::string idxdDevice;  // dsa0
-    std::string parentDevice;  // PCI address of the accelerator
+    std::string name;         // wq0.0
+    std::string idxdDevice;   // dsa0
+    std::string parentDevice; // PCI address of the accelerator
     QueueMode mode = QueueMode::Unknown;
     QueueType type = QueueType::Unknown;
     QueueState state = QueueState::Unknown;
@@ -181,17 +194,19 @@ struct SiovQueue {
     uint32_t priority = 0;
     uint32_t threshold = 0;
     std::string wqName;     // the "name" attribute
-    std::string charDevice;  // dsa/wq0.0 relative to the dev root, empty if none
+    std::string charDevice; // dsa/wq0.0 relative to the dev root, empty if none
     std::vector<std::string> warnings;
+    bool operator==(const SiovQueue&) const = default;
 };
 
 struct VdpaDevice {
-    std::string name;     // vdpa0
-    std::string mgmtdev;  // pci/0000:3b:00.2 or vdpasim_net
-    std::string parentDevice;  // PCI address, empty for a software device
-    std::string driver;   // vhost_vdpa, virtio_vdpa
+    std::string name;         // vdpa0
+    std::string mgmtdev;      // pci/0000:3b:00.2 or vdpasim_net
+    std::string parentDevice; // PCI address, empty for a software device
+    std::string driver;       // vhost_vdpa, virtio_vdpa
     std::string vhostDevice;  // vhost-vdpa-0, empty if none
     std::vector<std::string> warnings;
+    bool operator==(const VdpaDevice&) const = default;
 };
 
 struct Host {
@@ -200,7 +215,7 @@ struct Host {
     std::vector<PciDevice> devices;
     std::vector<SiovQueue> queues;
     std::vector<VdpaDevice> vdpa;
-    std::vector<std::string> warnings;  // host-level (unreadable directories etc.)
+    std::vector<std::string> warnings; // host-level (unreadable directories etc.)
 };
 
-}  // namespace svad::core
+} // namespace svad::core

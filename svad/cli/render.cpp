@@ -1,0 +1,334 @@
+#include "svad/cli/render.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "svad/names.h"
+
+namespace svad::cli {
+
+namespace {
+
+std::string jsonString(const std::string& s) {
+    std::string out = "\"";
+    for (char c : s) {
+        auto u = static_cast<unsigned char>(c);
+        switch (c) {
+        case '"':
+            out += "\\\"";
+            break;
+        case '\\':
+            out += "\\\\";
+            break;
+        case '\n':
+            out += "\\n";
+            break;
+        case '\t':
+            out += "\\t";
+            break;
+        default:
+            if (u < 0x20) {
+                char buf[8];
+                std::snprintf(buf, sizeof buf, "\\u%04x", u);
+                out += buf;
+            } else {
+                out += c;
+            }
+        }
+    }
+    return out + "\"";
+}
+
+std::string hex(uint64_t v, int width) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "0x%0*llx", width, static_cast<unsigned long long>(v));
+    return buf;
+}
+
+// Short form of an object path: its last component with PCI addresses restored.
+std::string shortPath(const std::string& p) {
+    if (p == "/") {
+        return "-";
+    }
+    auto pos = p.rfind('/');
+    std::string last = p.substr(pos + 1);
+    if (p.rfind(std::string(names::kDevicePrefix), 0) == 0 && last.size() == 12) {
+        last[4] = ':';
+        last[7] = ':';
+        last[10] = '.';
+    }
+    return last;
+}
+
+template <typename T>
+std::string joinList(const std::vector<T>& items, bool json,
+                     const std::function<std::string(const T&)>& one) {
+    std::string out = json ? "[" : "";
+    for (size_t i = 0; i < items.size(); ++i) {
+        if (i > 0) {
+            out += json ? "," : " ";
+        }
+        out += one(items[i]);
+    }
+    return json ? out + "]" : out;
+}
+
+// A property value as text (json=false) or as a JSON value (json=true).
+std::string valueText(const std::string& name, const sdbus::Variant& v, bool json) {
+    const std::string sig = v.peekValueType();
+    auto q = [json](const std::string& s) { return json ? jsonString(s) : s; };
+    if (sig == "s") {
+        return q(v.get<std::string>());
+    }
+    if (sig == "o") {
+        return q(v.get<sdbus::ObjectPath>());
+    }
+    if (sig == "b") {
+        return v.get<bool>() ? (json ? "true" : "yes") : (json ? "false" : "no");
+    }
+    if (sig == "y") {
+        return std::to_string(v.get<uint8_t>());
+    }
+    if (sig == "q") {
+        auto x = v.get<uint16_t>();
+        bool asHex = name.find("Id") != std::string::npos || name == "AcsCapability";
+        return asHex && !json ? hex(x, 4) : std::to_string(x);
+    }
+    if (sig == "u") {
+        auto x = v.get<uint32_t>();
+        return name == "ClassCode" && !json ? hex(x, 6) : std::to_string(x);
+    }
+    if (sig == "i") {
+        return std::to_string(v.get<int32_t>());
+    }
+    if (sig == "t") {
+        auto x = v.get<uint64_t>();
+        return (name == "Cap" || name == "Ecap") && !json ? hex(x, 16) : std::to_string(x);
+    }
+    if (sig == "as") {
+        return joinList<std::string>(v.get<std::vector<std::string>>(), json, q);
+    }
+    if (sig == "ao") {
+        return joinList<sdbus::ObjectPath>(v.get<std::vector<sdbus::ObjectPath>>(), json,
+                                           [&q, json](const sdbus::ObjectPath& p) {
+                                               return json ? q(p) : shortPath(p);
+                                           });
+    }
+    if (sig == "a(qqy)") {
+        using S = sdbus::Struct<uint16_t, uint16_t, uint8_t>;
+        const bool ext = name == "ExtendedCapabilities";
+        return joinList<S>(v.get<std::vector<S>>(), json, [json, ext](const S& s) {
+            if (json) {
+                return std::string(ext ? "{\"offset\":" : "{\"vendor\":") +
+                       std::to_string(std::get<0>(s)) + ",\"id\":" +
+                       std::to_string(std::get<1>(s)) +
+                       (ext ? ",\"version\":" : ",\"revision\":") +
+                       std::to_string(std::get<2>(s)) + "}";
+            }
+            return (ext ? "[" + hex(std::get<0>(s), 3) + "]" : hex(std::get<0>(s), 4)) + ":" +
+                   hex(std::get<1>(s), 4) + "v" + std::to_string(std::get<2>(s));
+        });
+    }
+    if (sig == "a(tts)") {
+        using S = sdbus::Struct<uint64_t, uint64_t, std::string>;
+        return joinList<S>(v.get<std::vector<S>>(), json, [json](const S& s) {
+            if (json) {
+                return "{\"start\":" + std::to_string(std::get<0>(s)) +
+                       ",\"end\":" + std::to_string(std::get<1>(s)) +
+                       ",\"type\":" + jsonString(std::get<2>(s)) + "}";
+            }
+            return hex(std::get<0>(s), 16) + "-" + hex(std::get<1>(s), 16) + "(" +
+                   std::get<2>(s) + ")";
+        });
+    }
+    return json ? "null" : "<" + sig + ">";
+}
+
+std::string prop(const Properties& p, const std::string& name) {
+    auto it = p.find(name);
+    return it == p.end() ? std::string("?") : valueText(name, it->second, false);
+}
+
+bool flag(const Properties& p, const std::string& name) {
+    auto it = p.find(name);
+    return it != p.end() && it->second.containsValueOfType<bool>() && it->second.get<bool>();
+}
+
+std::string orDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+std::string table(const std::vector<std::vector<std::string>>& rows) {
+    if (rows.empty()) {
+        return {};
+    }
+    std::vector<size_t> widths(rows[0].size(), 0);
+    for (const auto& r : rows) {
+        for (size_t i = 0; i < r.size() && i < widths.size(); ++i) {
+            widths[i] = std::max(widths[i], r[i].size());
+        }
+    }
+    std::string out;
+    for (const auto& r : rows) {
+        std::string line;
+        for (size_t i = 0; i < r.size(); ++i) {
+            line += r[i];
+            if (i + 1 < r.size()) {
+                line.append(widths[i] - r[i].size() + 2, ' ');
+            }
+        }
+        out += line + "\n";
+    }
+    return out;
+}
+
+}  // namespace
+
+std::string renderProperties(const Properties& props, bool json, const std::string& path) {
+    std::string out;
+    if (json) {
+        out = "{";
+        bool first = true;
+        if (!path.empty()) {
+            out += "\"ObjectPath\":" + jsonString(path);
+            first = false;
+        }
+        for (const auto& [k, v] : props) {
+            out += (first ? "" : ",") + jsonString(k) + ":" + valueText(k, v, true);
+            first = false;
+        }
+        return out + "}\n";
+    }
+    size_t width = 0;
+    for (const auto& [k, v] : props) {
+        width = std::max(width, k.size());
+    }
+    if (!path.empty()) {
+        out += std::string("ObjectPath:") + std::string(width + 1 - 10, ' ') + " " + path + "\n";
+    }
+    for (const auto& [k, v] : props) {
+        out += k + ":" + std::string(width - k.size() + 1, ' ') + valueText(k, v, false) + "\n";
+    }
+    return out;
+}
+
+std::string renderListing(const std::string& what, const Objects& objects, bool json,
+                          bool pasidOnly) {
+    std::string iface;
+    std::string prefix;
+    if (what == "devices") {
+        iface = names::kDeviceInterface;
+        prefix = names::kDevicePrefix;
+    } else if (what == "vdpa") {
+        iface = names::kDeviceInterface;
+        prefix = names::kVdpaPrefix;
+    } else if (what == "groups") {
+        iface = names::kGroupInterface;
+        prefix = names::kGroupPrefix;
+    } else if (what == "units") {
+        iface = names::kUnitInterface;
+        prefix = names::kUnitPrefix;
+    } else {
+        iface = names::kQueueInterface;
+        prefix = names::kQueuePrefix;
+    }
+
+    std::vector<std::pair<std::string, const Properties*>> selected;
+    for (const auto& [path, ifaces] : objects) {
+        if (path.rfind(prefix, 0) != 0) {
+            continue;
+        }
+        auto it = ifaces.find(iface);
+        if (it == ifaces.end() || (pasidOnly && !flag(it->second, "Pasid"))) {
+            continue;
+        }
+        selected.emplace_back(path, &it->second);
+    }
+    if (what == "groups") {
+        auto id = [](const Properties* p) {
+            auto it = p->find("Id");
+            return it == p->end() ? 0U : it->second.get<uint32_t>();
+        };
+        std::sort(selected.begin(), selected.end(),
+                  [&id](const auto& a, const auto& b) { return id(a.second) < id(b.second); });
+    }
+
+    if (json) {
+        std::string out = "[";
+        for (size_t i = 0; i < selected.size(); ++i) {
+            std::string one = renderProperties(*selected[i].second, true, selected[i].first);
+            one.pop_back();  // newline
+            out += (i > 0 ? "," : "") + one;
+        }
+        return out + "]\n";
+    }
+
+    std::vector<std::vector<std::string>> rows;
+    if (what == "devices") {
+        rows.push_back({"ADDRESS", "ID", "CLASS", "DRIVER", "GROUP", "UNIT", "PASID", "ATS", "PRI",
+                        "SIOV", "VFIO", "WARN"});
+        for (const auto& [path, p] : selected) {
+            std::string pasid = flag(*p, "Pasid") ? prop(*p, "PasidMaxWidth") + "b" +
+                                                        (flag(*p, "PasidExec") ? "+x" : "") +
+                                                        (flag(*p, "PasidPriv") ? "+p" : "")
+                                                  : "-";
+            auto w = p->find("Warnings");
+            size_t warns = w == p->end() ? 0 : w->second.get<std::vector<std::string>>().size();
+            rows.push_back({prop(*p, "Address"),
+                            prop(*p, "VendorId").substr(2) + ":" + prop(*p, "DeviceId").substr(2),
+                            prop(*p, "ClassCode").substr(2), orDash(prop(*p, "Driver")),
+                            shortPath(prop(*p, "Group")), shortPath(prop(*p, "Unit")), pasid,
+                            flag(*p, "Ats") ? "yes" : "-", flag(*p, "Pri") ? "yes" : "-",
+                            flag(*p, "Siov") ? "yes" : "-", orDash(prop(*p, "VfioDevice")),
+                            warns == 0 ? "-" : std::to_string(warns)});
+        }
+    } else if (what == "vdpa") {
+        rows.push_back({"NAME", "MGMTDEV", "DRIVER", "PARENT", "VHOST"});
+        for (const auto& [path, p] : selected) {
+            rows.push_back({prop(*p, "Address"), orDash(prop(*p, "VdpaManagementDevice")),
+                            orDash(prop(*p, "Driver")), shortPath(prop(*p, "ParentDevice")),
+                            orDash(prop(*p, "VhostDevice"))});
+        }
+    } else if (what == "groups") {
+        rows.push_back({"GROUP", "TYPE", "VIABLE", "DEVICES", "BLOCKERS"});
+        for (const auto& [path, p] : selected) {
+            rows.push_back({prop(*p, "Id"), orDash(prop(*p, "TypeName")),
+                            flag(*p, "Viable") ? "yes" : "no", orDash(prop(*p, "Devices")),
+                            orDash(prop(*p, "Blockers"))});
+        }
+    } else if (what == "units") {
+        rows.push_back({"UNIT", "KIND", "SCALABLE", "PASID", "NESTING", "PRS", "FIRST-LEVEL",
+                        "DEVICES"});
+        static const char* kKinds[] = {"unknown", "vt-d", "amd-vi", "smmu-v3", "other"};
+        for (const auto& [path, p] : selected) {
+            auto k = p->find("Kind");
+            uint32_t kind = k == p->end() ? 0 : k->second.get<uint32_t>();
+            auto devs = p->find("Devices");
+            size_t ndev =
+                devs == p->end() ? 0 : devs->second.get<std::vector<sdbus::ObjectPath>>().size();
+            rows.push_back({prop(*p, "Name"), kind < 5 ? kKinds[kind] : "unknown",
+                            flag(*p, "ScalableMode") ? "yes" : "no",
+                            flag(*p, "Pasid") ? prop(*p, "PasidWidth") + "b" : "-",
+                            flag(*p, "Nesting") ? "yes" : "no", flag(*p, "PageRequest") ? "yes" : "no",
+                            flag(*p, "FirstLevel") ? "yes" : "no", std::to_string(ndev)});
+        }
+    } else {
+        rows.push_back({"QUEUE", "DEVICE", "IDXD", "MODE", "TYPE", "STATE", "SIZE", "CHARDEV"});
+        static const char* kModes[] = {"unknown", "dedicated", "shared"};
+        static const char* kTypes[] = {"unknown", "none", "kernel", "user"};
+        static const char* kStates[] = {"unknown", "disabled", "enabled", "locked"};
+        auto e = [](const Properties* p, const char* n, const char* const* names, uint32_t max) {
+            auto it = p->find(n);
+            uint32_t v = it == p->end() ? 0 : it->second.get<uint32_t>();
+            return std::string(v <= max ? names[v] : "unknown");
+        };
+        for (const auto& [path, p] : selected) {
+            rows.push_back({prop(*p, "Name"), shortPath(prop(*p, "Device")),
+                            orDash(prop(*p, "IdxdDevice")), e(p, "Mode", kModes, 2),
+                            e(p, "Type", kTypes, 3), e(p, "State", kStates, 3), prop(*p, "Size"),
+                            orDash(prop(*p, "CharDevice"))});
+        }
+    }
+    return table(rows);
+}
+
+}  // namespace svad::cli

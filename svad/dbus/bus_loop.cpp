@@ -1,0 +1,100 @@
+#include "svad/dbus/bus_loop.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <chrono>
+#include <system_error>
+
+namespace svad::dbus {
+
+namespace {
+
+int dupBusFd(sdbus::IConnection& connection) {
+    int fd = ::fcntl(connection.getEventLoopPollData().fd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) {
+        throw std::system_error(errno, std::generic_category(), "cannot duplicate the bus fd");
+    }
+    return fd;
+}
+
+uint64_t monotonicNowUsec() {
+    struct timespec ts {};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+}  // namespace
+
+// The descriptor owns a duplicate of the bus fd, so that closing it never
+// closes sd-bus's own; epoll reports readiness of the shared file either way.
+BusLoop::BusLoop(boost::asio::io_context& io, sdbus::IConnection& connection)
+    : io_(io), connection_(connection), descriptor_(io, dupBusFd(connection)), timer_(io) {}
+
+BusLoop::~BusLoop() { stop(); }
+
+void BusLoop::start() {
+    stopped_ = false;
+    dispatch();
+}
+
+void BusLoop::stop() {
+    stopped_ = true;
+    ++generation_;
+    boost::system::error_code ec;
+    descriptor_.cancel(ec);
+    timer_.cancel();
+}
+
+void BusLoop::kick() {
+    if (kicked_ || stopped_) {
+        return;
+    }
+    kicked_ = true;
+    boost::asio::post(io_, [this] {
+        kicked_ = false;
+        if (!stopped_) {
+            dispatch();
+        }
+    });
+}
+
+void BusLoop::dispatch() {
+    while (connection_.processPendingRequest()) {
+    }
+    arm();
+}
+
+void BusLoop::arm() {
+    if (stopped_) {
+        return;
+    }
+    const auto poll = connection_.getEventLoopPollData();
+    const uint64_t gen = ++generation_;
+    boost::system::error_code ec;
+    descriptor_.cancel(ec);
+    timer_.cancel();
+
+    auto onReady = [this, gen](const boost::system::error_code& error) {
+        if (!error && gen == generation_ && !stopped_) {
+            dispatch();
+        }
+    };
+    if ((poll.events & POLLIN) != 0) {
+        descriptor_.async_wait(boost::asio::posix::stream_descriptor::wait_read, onReady);
+    }
+    if ((poll.events & POLLOUT) != 0) {
+        descriptor_.async_wait(boost::asio::posix::stream_descriptor::wait_write, onReady);
+    }
+    if (poll.timeout_usec != UINT64_MAX) {
+        const uint64_t now = monotonicNowUsec();
+        const uint64_t wait = poll.timeout_usec > now ? poll.timeout_usec - now : 0;
+        timer_.expires_after(std::chrono::microseconds(wait));
+        timer_.async_wait(onReady);
+    }
+}
+
+}  // namespace svad::dbus

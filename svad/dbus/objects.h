@@ -1,0 +1,177 @@
+// The bus objects: thin adaptors over the generated sdbus-c++ classes. Each
+// holds a snapshot of its model object and answers property reads from it.
+#pragma once
+
+#include <memory>
+#include <sdbus-c++/sdbus-c++.h>
+#include <string>
+#include <vector>
+
+#include "svad/core/model.h"
+#include "svad/dbus/Device_adaptor.h"
+#include "svad/dbus/Group_adaptor.h"
+#include "svad/dbus/Queue_adaptor.h"
+#include "svad/dbus/Unit_adaptor.h"
+
+namespace svad::dbus {
+
+// What a PCI function's object shows besides the function itself.
+struct DeviceLinks {
+    std::vector<std::string> queues;  // work queue names
+    std::vector<std::string> vdpa;    // vDPA device names
+    bool operator==(const DeviceLinks&) const = default;
+};
+
+struct DeviceData {
+    std::string devRoot;
+    core::PciDevice pci;  // a PCI function ...
+    std::optional<core::VdpaDevice> vdpa;  // ... or a vDPA device
+    DeviceLinks links;
+    bool operator==(const DeviceData&) const = default;
+};
+
+class DeviceObject final
+    : public sdbus::AdaptorInterfaces<org::svad::Svad1::Device_adaptor, sdbus::ManagedObject_adaptor,
+                                      sdbus::Properties_adaptor> {
+public:
+    using Adaptor = org::svad::Svad1::Device_adaptor;
+    DeviceObject(sdbus::IConnection& connection, std::string path, DeviceData data);
+    ~DeviceObject();
+    void update(DeviceData data);
+    const DeviceData& data() const { return data_; }
+
+private:
+    std::string Address() override;
+    uint32_t Kind() override;
+    uint16_t VendorId() override { return data_.pci.vendor; }
+    uint16_t DeviceId() override { return data_.pci.device; }
+    uint16_t SubsystemVendorId() override { return data_.pci.subsystemVendor; }
+    uint16_t SubsystemDeviceId() override { return data_.pci.subsystemDevice; }
+    uint32_t ClassCode() override { return data_.pci.classCode; }
+    uint8_t Revision() override { return data_.pci.revision; }
+    std::string Driver() override;
+    std::string DriverOverride() override { return data_.pci.driverOverride; }
+    int32_t NumaNode() override { return data_.pci.numaNode; }
+    sdbus::ObjectPath Group() override;
+    sdbus::ObjectPath Unit() override;
+    sdbus::ObjectPath PhysicalFunction() override;
+    std::vector<sdbus::ObjectPath> VirtualFunctions() override;
+    uint32_t SriovTotalVfs() override { return data_.pci.sriovTotalVfs; }
+    uint32_t SriovNumVfs() override { return data_.pci.sriovNumVfs; }
+    std::string VfioDevice() override { return data_.pci.vfioDevice; }
+    std::string VfioCdev() override;
+    uint32_t ConfigSize() override { return data_.pci.configSize; }
+    bool Pasid() override { return data_.pci.caps.pasid.present; }
+    bool PasidExec() override { return data_.pci.caps.pasid.exec; }
+    bool PasidPriv() override { return data_.pci.caps.pasid.priv; }
+    uint32_t PasidMaxWidth() override { return data_.pci.caps.pasid.maxWidth; }
+    bool Ats() override { return data_.pci.caps.ats.present; }
+    uint32_t AtsInvalidateQueueDepth() override { return data_.pci.caps.ats.invalidateQueueDepth; }
+    bool Pri() override { return data_.pci.caps.pri.present; }
+    uint32_t PriOutstandingCapacity() override { return data_.pci.caps.pri.outstandingCapacity; }
+    bool Acs() override { return data_.pci.caps.acs.present; }
+    uint16_t AcsCapability() override { return data_.pci.caps.acs.capability; }
+    bool Sriov() override { return data_.pci.caps.sriov.present; }
+    bool Siov() override { return data_.pci.caps.siov; }
+    std::vector<sdbus::Struct<uint16_t, uint16_t, uint8_t>> Dvsecs() override;
+    std::vector<sdbus::Struct<uint16_t, uint16_t, uint8_t>> ExtendedCapabilities() override;
+    std::vector<sdbus::ObjectPath> Queues() override;
+    std::string VdpaManagementDevice() override;
+    sdbus::ObjectPath ParentDevice() override;
+    std::string VhostDevice() override;
+    std::vector<sdbus::ObjectPath> VdpaDevices() override;
+    std::vector<std::string> Warnings() override;
+
+    DeviceData data_;
+};
+
+class GroupObject final
+    : public sdbus::AdaptorInterfaces<org::svad::Svad1::Group_adaptor, sdbus::ManagedObject_adaptor,
+                                      sdbus::Properties_adaptor> {
+public:
+    using Adaptor = org::svad::Svad1::Group_adaptor;
+    GroupObject(sdbus::IConnection& connection, std::string path, core::IommuGroup data);
+    ~GroupObject();
+    void update(core::IommuGroup data);
+    const core::IommuGroup& data() const { return data_; }
+
+private:
+    uint32_t Id() override { return data_.id; }
+    uint32_t Type() override { return static_cast<uint32_t>(data_.type); }
+    std::string TypeName() override { return data_.typeName; }
+    std::vector<sdbus::Struct<uint64_t, uint64_t, std::string>> ReservedRegions() override;
+    std::vector<sdbus::ObjectPath> Devices() override;
+    bool Viable() override { return data_.viable; }
+    std::vector<std::string> Blockers() override { return data_.blockers; }
+    std::vector<std::string> Warnings() override { return data_.warnings; }
+
+    core::IommuGroup data_;
+};
+
+class UnitObject final
+    : public sdbus::AdaptorInterfaces<org::svad::Svad1::Unit_adaptor, sdbus::ManagedObject_adaptor,
+                                      sdbus::Properties_adaptor> {
+public:
+    using Adaptor = org::svad::Svad1::Unit_adaptor;
+    UnitObject(sdbus::IConnection& connection, std::string path, core::IommuUnit data);
+    ~UnitObject();
+    void update(core::IommuUnit data);
+    const core::IommuUnit& data() const { return data_; }
+
+private:
+    std::string Name() override { return data_.name; }
+    uint32_t Kind() override { return static_cast<uint32_t>(data_.kind); }
+    std::string Version() override { return data_.version; }
+    uint64_t Cap() override { return vtd().cap; }
+    uint64_t Ecap() override { return vtd().ecap; }
+    bool ScalableMode() override { return vtd().scalableMode; }
+    bool Pasid() override { return vtd().pasid; }
+    uint32_t PasidWidth() override { return vtd().pasidWidth; }
+    bool Nesting() override { return vtd().nesting; }
+    bool PageRequest() override { return vtd().pageRequest; }
+    bool FirstLevel() override { return vtd().firstLevel; }
+    bool SecondLevel() override { return vtd().secondLevel; }
+    bool DeviceTlb() override { return vtd().deviceTlb; }
+    uint32_t MaxAddressWidth() override { return vtd().maxAddressWidth; }
+    std::vector<sdbus::ObjectPath> Devices() override;
+    std::vector<std::string> Warnings() override { return data_.warnings; }
+    const core::VtdCaps& vtd() const;
+
+    core::IommuUnit data_;
+};
+
+struct QueueData {
+    std::string devRoot;
+    core::SiovQueue queue;
+    bool operator==(const QueueData&) const = default;
+};
+
+class QueueObject final
+    : public sdbus::AdaptorInterfaces<org::svad::Svad1::Queue_adaptor, sdbus::ManagedObject_adaptor,
+                                      sdbus::Properties_adaptor> {
+public:
+    using Adaptor = org::svad::Svad1::Queue_adaptor;
+    QueueObject(sdbus::IConnection& connection, std::string path, QueueData data);
+    ~QueueObject();
+    void update(QueueData data);
+    const QueueData& data() const { return data_; }
+
+private:
+    std::string Name() override { return data_.queue.name; }
+    sdbus::ObjectPath Device() override;
+    std::string IdxdDevice() override { return data_.queue.idxdDevice; }
+    uint32_t Mode() override { return static_cast<uint32_t>(data_.queue.mode); }
+    uint32_t Type() override { return static_cast<uint32_t>(data_.queue.type); }
+    uint32_t State() override { return static_cast<uint32_t>(data_.queue.state); }
+    uint32_t Size() override { return data_.queue.size; }
+    int32_t GroupId() override { return data_.queue.groupId; }
+    uint32_t Priority() override { return data_.queue.priority; }
+    uint32_t Threshold() override { return data_.queue.threshold; }
+    std::string WqName() override { return data_.queue.wqName; }
+    std::string CharDevice() override;
+    std::vector<std::string> Warnings() override { return data_.queue.warnings; }
+
+    QueueData data_;
+};
+
+}  // namespace svad::dbus

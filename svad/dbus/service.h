@@ -1,0 +1,94 @@
+// The svad service on the bus: the Manager object at /org/svad/Svad1 with
+// the ObjectManager, and one object per unit, group, device and queue. It
+// publishes a discovered Host and, on a rescan, only the differences.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <sdbus-c++/sdbus-c++.h>
+#include <string>
+#include <vector>
+
+#include "svad/core/model.h"
+#include "svad/dbus/Manager_adaptor.h"
+#include "svad/dbus/bus_loop.h"
+#include "svad/dbus/objects.h"
+
+namespace svad::dbus {
+
+struct ServiceOptions {
+    std::string backend;
+    std::string sysfsRoot;
+    std::string devRoot;
+};
+
+// Runs discovery; called on a worker thread, so it must touch nothing shared.
+using ScanFunction = std::function<core::Host()>;
+
+class Service final
+    : public sdbus::AdaptorInterfaces<org::svad::Svad1::Manager_adaptor, sdbus::ObjectManager_adaptor,
+                                      sdbus::Properties_adaptor> {
+public:
+    Service(boost::asio::io_context& io, sdbus::IConnection& connection, BusLoop& loop,
+            ServiceOptions options, ScanFunction scan);
+    ~Service();
+
+    // Publishes a host (the first scan): objects appear without signals.
+    void publishInitial(core::Host host);
+    // Rescans in the background; `done` runs on the loop thread afterwards.
+    void rescan(std::function<void()> done = {});
+
+    const core::Host& host() const { return host_; }
+
+private:
+    std::vector<sdbus::ObjectPath> ListDevices(
+        const std::map<std::string, sdbus::Variant>& filter) override;
+    void Rescan(sdbus::Result<>&& result) override;
+    std::string Version() override;
+    std::string Backend() override { return options_.backend; }
+    std::string SysfsRoot() override { return options_.sysfsRoot; }
+    std::string DevRoot() override { return options_.devRoot; }
+    uint32_t DeviceCount() override { return static_cast<uint32_t>(host_.devices.size()); }
+    uint32_t VdpaDeviceCount() override { return static_cast<uint32_t>(host_.vdpa.size()); }
+    uint32_t GroupCount() override { return static_cast<uint32_t>(host_.groups.size()); }
+    uint32_t UnitCount() override { return static_cast<uint32_t>(host_.units.size()); }
+    uint32_t QueueCount() override { return static_cast<uint32_t>(host_.queues.size()); }
+    uint32_t PasidDeviceCount() override;
+    uint32_t WarningCount() override;
+    std::vector<std::string> Warnings() override { return host_.warnings; }
+    uint64_t LastScanTime() override { return lastScanUsec_; }
+    uint32_t ScanCount() override { return scanCount_; }
+
+    void apply(core::Host host, bool emit);
+    void startScan();
+    void scanFinished(core::Host host);
+    void logWarnings(const core::Host& host) const;
+
+    boost::asio::io_context& io_;
+    sdbus::IConnection& connection_;
+    BusLoop& loop_;
+    ServiceOptions options_;
+    ScanFunction scan_;
+    boost::asio::thread_pool worker_{1};
+
+    core::Host host_;
+    uint64_t lastScanUsec_ = 0;
+    uint32_t scanCount_ = 0;
+    std::map<std::string, std::unique_ptr<UnitObject>> units_;
+    std::map<std::string, std::unique_ptr<GroupObject>> groups_;
+    std::map<std::string, std::unique_ptr<DeviceObject>> devices_;
+    std::map<std::string, std::unique_ptr<QueueObject>> queues_;
+
+    // Rescans: callers waiting for the scan in flight, and for the next one.
+    bool scanning_ = false;
+    std::vector<std::function<void()>> waitingCurrent_;
+    std::vector<std::function<void()>> waitingNext_;
+    bool nextRequested_ = false;
+    // Expires with the service, so that a scan finishing late is dropped.
+    std::shared_ptr<int> alive_ = std::make_shared<int>(0);
+};
+
+}  // namespace svad::dbus

@@ -1,0 +1,296 @@
+#include "fixture.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace svad::test {
+
+namespace fs = std::filesystem;
+
+TempDir::TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "svad-bus-test.XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+        throw std::runtime_error("mkdtemp failed");
+    }
+    path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+}
+
+namespace {
+
+[[noreturn]] void execOrDie(const std::vector<std::string>& argv) {
+    std::vector<char*> args;
+    args.reserve(argv.size() + 1);
+    for (const auto& a : argv) {
+        args.push_back(const_cast<char*>(a.c_str()));
+    }
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+}
+
+std::string readFile(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+}  // namespace
+
+Process::Process(const std::vector<std::string>& argv, const std::string& logFile)
+    : logFile_(logFile) {
+    int out = ::open(logFile.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+        throw std::runtime_error("cannot create " + logFile);
+    }
+    pid_ = ::fork();
+    if (pid_ < 0) {
+        ::close(out);
+        throw std::runtime_error("fork failed");
+    }
+    if (pid_ == 0) {
+        ::dup2(out, STDOUT_FILENO);
+        ::dup2(out, STDERR_FILENO);
+        int null = ::open("/dev/null", O_RDONLY);
+        if (null >= 0) {
+            ::dup2(null, STDIN_FILENO);
+        }
+        execOrDie(argv);
+    }
+    ::close(out);
+}
+
+Process::~Process() {
+    if (running()) {
+        signal(SIGKILL);
+        wait(5000);
+    }
+}
+
+bool Process::running() {
+    if (pid_ <= 0 || status_ != -1) {
+        return false;
+    }
+    int st = 0;
+    pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+        status_ = st;
+        return false;
+    }
+    return r == 0;
+}
+
+void Process::signal(int sig) {
+    if (running()) {
+        ::kill(pid_, sig);
+    }
+}
+
+int Process::wait(int timeoutMs) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+    while (running()) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            return -1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return status_;
+}
+
+std::string Process::log() const { return readFile(logFile_); }
+
+PrivateBus::PrivateBus(const std::string& dir) {
+    const std::string socket = dir + "/bus";
+    address_ = "unix:path=" + socket;
+    daemon_ = std::make_unique<Process>(
+        std::vector<std::string>{"dbus-daemon", "--session", "--address=" + address_, "--nofork",
+                                 "--nopidfile", "--nosyslog"},
+        dir + "/dbus-daemon.log");
+    for (int i = 0; i < 500; ++i) {
+        struct stat st {};
+        if (::stat(socket.c_str(), &st) == 0) {
+            return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    throw std::runtime_error("dbus-daemon did not start: " + daemon_->log());
+}
+
+RunResult runCommand(const std::vector<std::string>& argv) {
+    TempDir dir;
+    const std::string out = dir.path() + "/out";
+    const std::string err = dir.path() + "/err";
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        throw std::runtime_error("fork failed");
+    }
+    if (pid == 0) {
+        int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(o, STDOUT_FILENO);
+        ::dup2(e, STDERR_FILENO);
+        execOrDie(argv);
+    }
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    RunResult r;
+    r.exitCode = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r.output = readFile(out);
+    r.errors = readFile(err);
+    return r;
+}
+
+hostgen::HostSpec testHost() {
+    using namespace hostgen;
+    HostSpec h;
+    h.name = "bus-test";
+    // Sapphire Rapids-like VT-d: scalable mode, PASID (20 bits), nesting, PRS, first level.
+    constexpr uint64_t kEcap = (1ULL << 47) | (1ULL << 46) | (1ULL << 43) | (1ULL << 40) |
+                               (19ULL << 35) | (1ULL << 29) | (1ULL << 26) | (1ULL << 6) |
+                               (1ULL << 3) | (1ULL << 2) | (1ULL << 1);
+    h.units.push_back(UnitSpec{"dmar0", 0x00d2008c40660462ULL, kEcap, "6:0"});
+    for (uint32_t g : {1U, 2U, 3U, 4U, 5U}) {
+        h.groups.push_back(GroupSpec{g, "DMA", {"0x00000000fee00000 0x00000000feefffff msi"}});
+    }
+
+    DeviceSpec dsa;
+    dsa.address = "0000:6a:01.0";
+    dsa.vendor = 0x8086;
+    dsa.device = 0x0b25;
+    dsa.classCode = 0x088000;
+    dsa.driver = "idxd";
+    dsa.numaNode = 0;
+    dsa.group = 1;
+    dsa.iommu = "dmar0";
+    dsa.pasid = PasidSpec{20, false, true};
+    dsa.ats = true;
+    dsa.pri = true;
+    dsa.siov = true;
+    dsa.idxdName = "dsa0";
+    dsa.queues.push_back(QueueSpec{"wq0.0", "dedicated", "user", "enabled", 16, 0, "app1", true});
+    dsa.queues.push_back(QueueSpec{"wq0.1", "shared", "user", "enabled", 32, 0, "shared", true});
+    dsa.queues.push_back(QueueSpec{"wq0.2", "dedicated", "kernel", "disabled", 8, 1, "", false});
+    h.devices.push_back(dsa);
+
+    DeviceSpec nic;
+    nic.address = "0000:3b:00.0";
+    nic.vendor = 0x15b3;
+    nic.device = 0x101d;
+    nic.classCode = 0x020000;
+    nic.driver = "mlx5_core";
+    nic.group = 2;
+    nic.iommu = "dmar0";
+    nic.ats = true;
+    nic.acs = true;
+    nic.sriov = SriovSpec{8, 2, 0x101e, "vfio-pci"};
+    nic.vdpa.push_back(VdpaSpec{"vdpa0", "vhost_vdpa", ""});
+    h.devices.push_back(nic);
+
+    // Group 3: a GPU bound to vfio-pci with its audio function on a host driver.
+    DeviceSpec gpu;
+    gpu.address = "0000:17:00.0";
+    gpu.vendor = 0x10de;
+    gpu.device = 0x2236;
+    gpu.classCode = 0x030200;
+    gpu.driver = "vfio-pci";
+    gpu.group = 3;
+    gpu.iommu = "dmar0";
+    gpu.vfio = 0;
+    gpu.ats = true;
+    gpu.pasid = PasidSpec{20, true, true};
+    h.devices.push_back(gpu);
+    DeviceSpec audio;
+    audio.address = "0000:17:00.1";
+    audio.vendor = 0x10de;
+    audio.device = 0x1aef;
+    audio.classCode = 0x040300;
+    audio.driver = "snd_hda_intel";
+    audio.group = 3;
+    audio.iommu = "dmar0";
+    h.devices.push_back(audio);
+
+    // Group 4: what an unprivileged read of config gives: 64 bytes.
+    DeviceSpec nvme;
+    nvme.address = "0000:5e:00.0";
+    nvme.vendor = 0x144d;
+    nvme.device = 0xa80a;
+    nvme.classCode = 0x010802;
+    nvme.driver = "nvme";
+    nvme.group = 4;
+    nvme.iommu = "dmar0";
+    nvme.configSize = 64;
+    h.devices.push_back(nvme);
+
+    h.softwareVdpa.push_back(VdpaSpec{"vdpa-sim0", "vhost_vdpa", "vdpasim_net"});
+    return h;
+}
+
+SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs) {
+    hostgen::writeTree(host, dir_.path() + "/host");
+    bus_ = std::make_unique<PrivateBus>(dir_.path());
+    std::vector<std::string> argv = {SVAD_BINARY,  "--bus",        bus_->address(), "--backend",
+                                     "sim",        "--sysfs-root", sysfs(),         "--dev-root",
+                                     dir_.path() + "/host/dev"};
+    argv.insert(argv.end(), extraArgs.begin(), extraArgs.end());
+    svad_ = std::make_unique<Process>(argv, dir_.path() + "/svad.log");
+    client_ = sdbus::createSessionBusConnectionWithAddress(bus_->address());
+    // Ready when the name has an owner.
+    auto dbus = sdbus::createProxy(*client_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+    for (int i = 0; i < 1000; ++i) {
+        bool has = false;
+        dbus->callMethod("NameHasOwner")
+            .onInterface("org.freedesktop.DBus")
+            .withArguments(std::string("org.svad.Svad1"))
+            .storeResultsTo(has);
+        if (has) {
+            return;
+        }
+        if (!svad_->running()) {
+            throw std::runtime_error("svad exited during start-up: " + svad_->log());
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    throw std::runtime_error("svad did not take its name: " + svad_->log());
+}
+
+SvadFixture::~SvadFixture() {
+    client_.reset();
+    if (svad_->running()) {
+        svad_->signal(SIGTERM);
+        svad_->wait(5000);
+    }
+}
+
+std::unique_ptr<sdbus::IProxy> SvadFixture::proxy(const std::string& path) {
+    return sdbus::createProxy(*client_, "org.svad.Svad1", path);
+}
+
+sdbus::Variant SvadFixture::property(const std::string& path, const std::string& iface,
+                                     const std::string& name) {
+    auto p = proxy(path);
+    return p->getProperty(name).onInterface(iface);
+}
+
+RunResult SvadFixture::svactl(std::vector<std::string> args) {
+    args.insert(args.begin(), {SVACTL_BINARY, "--bus", bus_->address()});
+    return runCommand(args);
+}
+
+}  // namespace svad::test

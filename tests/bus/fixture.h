@@ -1,0 +1,97 @@
+// Bus-test fixture: a private dbus-daemon, a generated host tree and the
+// real svad binary, driven the way a client drives them.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <sdbus-c++/sdbus-c++.h>
+#include <string>
+#include <vector>
+
+#include "svad/hostgen/hostgen.h"
+
+namespace svad::test {
+
+// A temporary directory removed (recursively) on destruction.
+class TempDir {
+public:
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+};
+
+// A child process with its stdout+stderr captured to a file.
+class Process {
+public:
+    Process(const std::vector<std::string>& argv, const std::string& logFile);
+    ~Process();
+    Process(const Process&) = delete;
+    Process& operator=(const Process&) = delete;
+
+    pid_t pid() const { return pid_; }
+    bool running();
+    void signal(int sig);
+    // Waits up to timeoutMs for the exit; returns the wait status, or -1 on timeout.
+    int wait(int timeoutMs);
+    std::string log() const;
+
+private:
+    pid_t pid_ = -1;
+    int status_ = -1;
+    std::string logFile_;
+};
+
+class PrivateBus {
+public:
+    explicit PrivateBus(const std::string& dir);
+    const std::string& address() const { return address_; }
+
+private:
+    std::string address_;
+    std::unique_ptr<Process> daemon_;
+};
+
+struct RunResult {
+    int exitCode = -1;
+    std::string output;  // stdout
+    std::string errors;  // stderr
+};
+
+// Runs a command to completion (argv[0] is a path or found on PATH).
+RunResult runCommand(const std::vector<std::string>& argv);
+
+// A small SVA host for the bus tests: one VT-d unit, a DSA with queues, a NIC
+// with VFs and a vDPA device, a non-viable two-device group, a device with a
+// truncated config space.
+hostgen::HostSpec testHost();
+
+class SvadFixture {
+public:
+    explicit SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs = {});
+    ~SvadFixture();
+
+    const std::string& bus() const { return bus_->address(); }
+    const std::string& root() const { return dir_.path(); }
+    std::string sysfs() const { return dir_.path() + "/host/sys"; }
+    Process& svad() { return *svad_; }
+    // A client connection of the test's own.
+    sdbus::IConnection& client() { return *client_; }
+    std::unique_ptr<sdbus::IProxy> proxy(const std::string& path);
+    sdbus::Variant property(const std::string& path, const std::string& iface,
+                            const std::string& name);
+    RunResult svactl(std::vector<std::string> args);
+
+private:
+    TempDir dir_;
+    std::unique_ptr<PrivateBus> bus_;
+    std::unique_ptr<Process> svad_;
+    std::unique_ptr<sdbus::IConnection> client_;
+};
+
+}  // namespace svad::test
