@@ -50,7 +50,7 @@ echo "== generating the sample host (${host_yaml#"$top"/}) into $work/host"
 "$build/svad-hostgen" --host "$host_yaml" --out "$work/host"
 
 echo "== starting a private dbus-daemon on $bus"
-dbus-daemon --session --address="$bus" --nofork --nopidfile --nosyslog &
+dbus-daemon --session --address="$bus" --nofork --nopidfile --nosyslog 2>/dev/null &
 dbus_pid=$!
 for _ in $(seq 50); do [ -S "$work/bus" ] && break; sleep 0.1; done
 

@@ -1,18 +1,5 @@
 // svad: wiring only. Parses the command line, discovers the host, connects
 // to the bus, publishes the objects and runs the loop.
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <csignal>
-#include <cstdio>
-#include <cstring>
-#include <optional>
-#include <sdbus-c++/sdbus-c++.h>
-#include <string>
-#include <yaml-cpp/yaml.h>
-
 #include "svad/core/discovery.h"
 #include "svad/core/log.h"
 #include "svad/dbus/bus_loop.h"
@@ -20,6 +7,19 @@
 #include "svad/linux/sysfs_reader.h"
 #include "svad/names.h"
 #include "svad/version.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <sdbus-c++/sdbus-c++.h>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 namespace {
 
@@ -36,21 +36,20 @@ struct Options {
 };
 
 void printHelp() {
-    std::printf(
-        "Usage: svad [OPTIONS]\n"
-        "The Shared Virtual Addressing control plane: publishes the host's IOMMU\n"
-        "topology on D-Bus as %s.\n\n"
-        "  --bus session|system|ADDRESS  bus to serve on (default: system; sd-bus\n"
-        "                                honours DBUS_SYSTEM_BUS_ADDRESS)\n"
-        "  --sysfs-root DIR              sysfs to read (default: /sys)\n"
-        "  --dev-root DIR                device nodes (default: /dev)\n"
-        "  --backend linux|sim           kernel backend (default: linux)\n"
-        "  --config FILE                 configuration file (YAML)\n"
-        "  --verbose                     log debug messages\n"
-        "  --version                     print the version and exit\n"
-        "  --help                        print this help and exit\n\n"
-        "Signals: SIGHUP rescans the host; SIGTERM and SIGINT stop svad.\n",
-        std::string(svad::names::kService).c_str());
+    std::printf("Usage: svad [OPTIONS]\n"
+                "The Shared Virtual Addressing control plane: publishes the host's IOMMU\n"
+                "topology on D-Bus as %s.\n\n"
+                "  --bus session|system|ADDRESS  bus to serve on (default: system; sd-bus\n"
+                "                                honours DBUS_SYSTEM_BUS_ADDRESS)\n"
+                "  --sysfs-root DIR              sysfs to read (default: /sys)\n"
+                "  --dev-root DIR                device nodes (default: /dev)\n"
+                "  --backend linux|sim           kernel backend (default: linux)\n"
+                "  --config FILE                 configuration file (YAML)\n"
+                "  --verbose                     log debug messages\n"
+                "  --version                     print the version and exit\n"
+                "  --help                        print this help and exit\n\n"
+                "Signals: SIGHUP rescans the host; SIGTERM and SIGINT stop svad.\n",
+                std::string(svad::names::kService).c_str());
 }
 
 [[noreturn]] void usageError(const std::string& message) {
@@ -143,7 +142,7 @@ std::unique_ptr<sdbus::IConnection> connectBus(const std::string& bus) {
     return sdbus::createSessionBusConnectionWithAddress(bus);
 }
 
-}  // namespace
+} // namespace
 
 int main(int argc, char** argv) {
     Options opts = parseArgs(argc, argv);
@@ -177,18 +176,34 @@ int main(int argc, char** argv) {
         boost::asio::signal_set stopSignals(io, SIGTERM, SIGINT);
         boost::asio::signal_set hupSignal(io, SIGHUP);
 
+        using Clock = std::chrono::steady_clock;
+        auto msSince = [](Clock::time_point t) {
+            return std::to_string(
+                std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count());
+        };
+        auto t0 = Clock::now();
         svad::core::Host host = scan();
+        svad::log::debug("initial scan done", {{"MS", msSince(t0)}});
 
+        auto t1 = Clock::now();
         auto connection = connectBus(opts.bus);
         svad::dbus::BusLoop loop(io, *connection);
         auto service = std::make_unique<svad::dbus::Service>(
             io, *connection, loop,
             svad::dbus::ServiceOptions{opts.backend, opts.sysfsRoot, opts.devRoot}, scan);
         service->publishInitial(std::move(host));
-        connection->requestName(std::string(svad::names::kService));
-        svad::log::notice("svad " SVAD_VERSION " ready",
-                          {{"BUS", opts.bus}, {"BACKEND", opts.backend},
-                           {"SYSFS_ROOT", opts.sysfsRoot}});
+        svad::log::debug("objects registered", {{"MS", msSince(t1)}});
+        try {
+            connection->requestName(std::string(svad::names::kService));
+        } catch (const sdbus::Error& e) {
+            std::fprintf(stderr, "svad: cannot own %s on %s (is another svad running?): %s\n",
+                         std::string(svad::names::kService).c_str(), opts.bus.c_str(),
+                         e.getMessage().c_str());
+            return kExitFailure;
+        }
+        svad::log::notice(
+            "svad " SVAD_VERSION " ready",
+            {{"BUS", opts.bus}, {"BACKEND", opts.backend}, {"SYSFS_ROOT", opts.sysfsRoot}});
 
         stopSignals.async_wait([&io, &loop](const boost::system::error_code& ec, int sig) {
             if (!ec) {

@@ -69,4 +69,4 @@ constexpr Error errorFromErrno(int err) {
     return Error::KernelError;
 }
 
-}  // namespace svad::names
+} // namespace svad::names

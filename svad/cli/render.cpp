@@ -1,10 +1,10 @@
 #include "svad/cli/render.h"
 
+#include "svad/names.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <vector>
-
-#include "svad/names.h"
 
 namespace svad::cli {
 
@@ -110,10 +110,9 @@ std::string valueText(const std::string& name, const sdbus::Variant& v, bool jso
         return joinList<std::string>(v.get<std::vector<std::string>>(), json, q);
     }
     if (sig == "ao") {
-        return joinList<sdbus::ObjectPath>(v.get<std::vector<sdbus::ObjectPath>>(), json,
-                                           [&q, json](const sdbus::ObjectPath& p) {
-                                               return json ? q(p) : shortPath(p);
-                                           });
+        return joinList<sdbus::ObjectPath>(
+            v.get<std::vector<sdbus::ObjectPath>>(), json,
+            [&q, json](const sdbus::ObjectPath& p) { return json ? q(p) : shortPath(p); });
     }
     if (sig == "a(qqy)") {
         using S = sdbus::Struct<uint16_t, uint16_t, uint8_t>;
@@ -121,10 +120,10 @@ std::string valueText(const std::string& name, const sdbus::Variant& v, bool jso
         return joinList<S>(v.get<std::vector<S>>(), json, [json, ext](const S& s) {
             if (json) {
                 return std::string(ext ? "{\"offset\":" : "{\"vendor\":") +
-                       std::to_string(std::get<0>(s)) + ",\"id\":" +
-                       std::to_string(std::get<1>(s)) +
-                       (ext ? ",\"version\":" : ",\"revision\":") +
-                       std::to_string(std::get<2>(s)) + "}";
+                       std::to_string(std::get<0>(s)) +
+                       ",\"id\":" + std::to_string(std::get<1>(s)) +
+                       (ext ? ",\"version\":" : ",\"revision\":") + std::to_string(std::get<2>(s)) +
+                       "}";
             }
             return (ext ? "[" + hex(std::get<0>(s), 3) + "]" : hex(std::get<0>(s), 4)) + ":" +
                    hex(std::get<1>(s), 4) + "v" + std::to_string(std::get<2>(s));
@@ -138,8 +137,8 @@ std::string valueText(const std::string& name, const sdbus::Variant& v, bool jso
                        ",\"end\":" + std::to_string(std::get<1>(s)) +
                        ",\"type\":" + jsonString(std::get<2>(s)) + "}";
             }
-            return hex(std::get<0>(s), 16) + "-" + hex(std::get<1>(s), 16) + "(" +
-                   std::get<2>(s) + ")";
+            return hex(std::get<0>(s), 16) + "-" + hex(std::get<1>(s), 16) + "(" + std::get<2>(s) +
+                   ")";
         });
     }
     return json ? "null" : "<" + sig + ">";
@@ -155,7 +154,9 @@ bool flag(const Properties& p, const std::string& name) {
     return it != p.end() && it->second.containsValueOfType<bool>() && it->second.get<bool>();
 }
 
-std::string orDash(const std::string& s) { return s.empty() ? "-" : s; }
+std::string orDash(const std::string& s) {
+    return s.empty() ? "-" : s;
+}
 
 std::string table(const std::vector<std::vector<std::string>>& rows) {
     if (rows.empty()) {
@@ -181,7 +182,7 @@ std::string table(const std::vector<std::vector<std::string>>& rows) {
     return out;
 }
 
-}  // namespace
+} // namespace
 
 std::string renderProperties(const Properties& props, bool json, const std::string& path) {
     std::string out;
@@ -203,7 +204,8 @@ std::string renderProperties(const Properties& props, bool json, const std::stri
         width = std::max(width, k.size());
     }
     if (!path.empty()) {
-        out += std::string("ObjectPath:") + std::string(width + 1 - 10, ' ') + " " + path + "\n";
+        width = std::max(width, sizeof("ObjectPath") - 1);
+        out += "ObjectPath:" + std::string(width - 10 + 1, ' ') + path + "\n";
     }
     for (const auto& [k, v] : props) {
         out += k + ":" + std::string(width - k.size() + 1, ' ') + valueText(k, v, false) + "\n";
@@ -256,7 +258,7 @@ std::string renderListing(const std::string& what, const Objects& objects, bool 
         std::string out = "[";
         for (size_t i = 0; i < selected.size(); ++i) {
             std::string one = renderProperties(*selected[i].second, true, selected[i].first);
-            one.pop_back();  // newline
+            one.pop_back(); // newline
             out += (i > 0 ? "," : "") + one;
         }
         return out + "]\n";
@@ -296,8 +298,8 @@ std::string renderListing(const std::string& what, const Objects& objects, bool 
                             orDash(prop(*p, "Blockers"))});
         }
     } else if (what == "units") {
-        rows.push_back({"UNIT", "KIND", "SCALABLE", "PASID", "NESTING", "PRS", "FIRST-LEVEL",
-                        "DEVICES"});
+        rows.push_back(
+            {"UNIT", "KIND", "SCALABLE", "PASID", "NESTING", "PRS", "FIRST-LEVEL", "DEVICES"});
         static const char* kKinds[] = {"unknown", "vt-d", "amd-vi", "smmu-v3", "other"};
         for (const auto& [path, p] : selected) {
             auto k = p->find("Kind");
@@ -308,7 +310,8 @@ std::string renderListing(const std::string& what, const Objects& objects, bool 
             rows.push_back({prop(*p, "Name"), kind < 5 ? kKinds[kind] : "unknown",
                             flag(*p, "ScalableMode") ? "yes" : "no",
                             flag(*p, "Pasid") ? prop(*p, "PasidWidth") + "b" : "-",
-                            flag(*p, "Nesting") ? "yes" : "no", flag(*p, "PageRequest") ? "yes" : "no",
+                            flag(*p, "Nesting") ? "yes" : "no",
+                            flag(*p, "PageRequest") ? "yes" : "no",
                             flag(*p, "FirstLevel") ? "yes" : "no", std::to_string(ndev)});
         }
     } else {
@@ -331,4 +334,4 @@ std::string renderListing(const std::string& what, const Objects& objects, bool 
     return table(rows);
 }
 
-}  // namespace svad::cli
+} // namespace svad::cli

@@ -16,4 +16,4 @@ std::string renderProperties(const Properties& props, bool json, const std::stri
 std::string renderListing(const std::string& what, const Objects& objects, bool json,
                           bool pasidOnly);
 
-}  // namespace svad::cli
+} // namespace svad::cli

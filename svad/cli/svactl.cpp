@@ -1,4 +1,11 @@
 // svactl: the command-line client of svad, over the generated proxies.
+#include "svad/cli/render.h"
+#include "svad/core/parse.h"
+#include "svad/core/paths.h"
+#include "svad/dbus/Manager_proxy.h"
+#include "svad/names.h"
+#include "svad/version.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -7,13 +14,6 @@
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
 #include <vector>
-
-#include "svad/cli/render.h"
-#include "svad/core/parse.h"
-#include "svad/core/paths.h"
-#include "svad/dbus/Manager_proxy.h"
-#include "svad/names.h"
-#include "svad/version.h"
 
 namespace {
 
@@ -128,9 +128,8 @@ std::string normalizeAddress(const std::string& id) {
 
 std::optional<std::string> findObject(const Objects& objects, const std::string& rawId) {
     const std::string id = normalizeAddress(rawId);
-    std::vector<std::string> candidates = {
-        svad::core::devicePath(id), svad::core::vdpaPath(id), svad::core::queuePath(id),
-        svad::core::unitPath(id)};
+    std::vector<std::string> candidates = {svad::core::devicePath(id), svad::core::vdpaPath(id),
+                                           svad::core::queuePath(id), svad::core::unitPath(id)};
     if (auto n = svad::core::parseDec(id); n && *n >= 0 && *n <= UINT32_MAX) {
         candidates.push_back(svad::core::groupPath(static_cast<uint32_t>(*n)));
     }
@@ -187,8 +186,8 @@ int run(const Options& o) {
     if (cmd == "show") {
         auto path = findObject(objects, o.args[1]);
         if (!path) {
-            fail(kExitFailure, "no device, vDPA device, queue, unit or group named '" +
-                                   o.args[1] + "'");
+            fail(kExitFailure,
+                 "no device, vDPA device, queue, unit or group named '" + o.args[1] + "'");
         }
         const auto& ifaces = objects.at(sdbus::ObjectPath(*path));
         for (const auto& [iface, props] : ifaces) {
@@ -202,7 +201,7 @@ int run(const Options& o) {
     return 0;
 }
 
-}  // namespace
+} // namespace
 
 int main(int argc, char** argv) {
     Options o = parseArgs(argc, argv);
@@ -212,11 +211,10 @@ int main(int argc, char** argv) {
         const std::string& name = e.getName();
         if (name == "org.freedesktop.DBus.Error.ServiceUnknown" ||
             name == "org.freedesktop.DBus.Error.NameHasNoOwner") {
-            fail(kExitFailure, "svad is not running (nobody owns " +
-                                   std::string(svad::names::kService) + " on " +
-                                   (o.bus == "system" || o.bus == "session" ? "the " + o.bus + " bus"
-                                                                            : o.bus) +
-                                   ")");
+            fail(kExitFailure,
+                 "svad is not running (nobody owns " + std::string(svad::names::kService) + " on " +
+                     (o.bus == "system" || o.bus == "session" ? "the " + o.bus + " bus" : o.bus) +
+                     ")");
         }
         fail(kExitFailure, name + ": " + e.getMessage());
     }

@@ -1,12 +1,12 @@
 #include "svad/core/discovery.h"
 
-#include <algorithm>
-#include <map>
-#include <unordered_map>
-
 #include "svad/core/parse.h"
 #include "svad/core/pci_caps.h"
 #include "svad/core/vtd.h"
+
+#include <algorithm>
+#include <map>
+#include <unordered_map>
 
 namespace svad::core {
 
@@ -40,8 +40,8 @@ std::optional<uint64_t> readHexAttr(const ports::Sysfs& fs, const std::string& d
     return v;
 }
 
-std::optional<int64_t> readDecAttr(const ports::Sysfs& fs, const std::string& dir,
-                                   const char* attr, Warnings& w, bool required = true) {
+std::optional<int64_t> readDecAttr(const ports::Sysfs& fs, const std::string& dir, const char* attr,
+                                   Warnings& w, bool required = true) {
     auto text = fs.readText(dir + "/" + attr);
     if (!text) {
         if (required) {
@@ -117,7 +117,7 @@ std::string pciParentOf(const std::vector<std::string>& comps, const std::string
 void discoverUnits(const ports::Sysfs& fs, Host& host) {
     auto names = fs.list("class/iommu");
     if (!names) {
-        return;  // no IOMMU at all: a valid (if unhelpful) host
+        return; // no IOMMU at all: a valid (if unhelpful) host
     }
     for (const auto& name : *names) {
         IommuUnit unit;
@@ -244,42 +244,65 @@ PciDevice readPciDevice(const ports::Sysfs& fs, const std::string& address) {
     Warnings w(d.warnings);
     const std::string dir = "bus/pci/devices/" + address;
 
+    // One listing tells which optional attributes and links exist, so that
+    // nothing absent is asked for. Without a listing, everything is tried.
+    const auto entries = fs.list(dir);
+    auto has = [&entries](const char* name) {
+        return !entries || std::binary_search(entries->begin(), entries->end(), name);
+    };
+
     d.vendor = narrow<uint16_t>(readHexAttr(fs, dir, "vendor", w), 0xffff, "vendor", w);
     d.device = narrow<uint16_t>(readHexAttr(fs, dir, "device", w), 0xffff, "device", w);
-    d.subsystemVendor = narrow<uint16_t>(readHexAttr(fs, dir, "subsystem_vendor", w, false),
-                                         0xffff, "subsystem_vendor", w);
-    d.subsystemDevice = narrow<uint16_t>(readHexAttr(fs, dir, "subsystem_device", w, false),
-                                         0xffff, "subsystem_device", w);
     d.classCode = narrow<uint32_t>(readHexAttr(fs, dir, "class", w), 0xffffff, "class", w);
-    d.revision = narrow<uint8_t>(readHexAttr(fs, dir, "revision", w, false), 0xff, "revision", w);
-
-    d.driver = linkBase(fs, dir + "/driver");
-    if (auto ov = fs.readText(dir + "/driver_override"); ov && *ov != "(null)") {
-        d.driverOverride = *ov;
+    if (has("subsystem_vendor")) {
+        d.subsystemVendor = narrow<uint16_t>(readHexAttr(fs, dir, "subsystem_vendor", w), 0xffff,
+                                             "subsystem_vendor", w);
     }
-    if (auto numa = readDecAttr(fs, dir, "numa_node", w, false)) {
-        if (*numa < -1 || *numa > INT32_MAX) {
-            w.add("numa_node: value out of range");
-        } else {
-            d.numaNode = static_cast<int32_t>(*numa);
+    if (has("subsystem_device")) {
+        d.subsystemDevice = narrow<uint16_t>(readHexAttr(fs, dir, "subsystem_device", w), 0xffff,
+                                             "subsystem_device", w);
+    }
+    if (has("revision")) {
+        d.revision = narrow<uint8_t>(readHexAttr(fs, dir, "revision", w), 0xff, "revision", w);
+    }
+    if (has("driver")) {
+        d.driver = linkBase(fs, dir + "/driver");
+    }
+    if (has("driver_override")) {
+        if (auto ov = fs.readText(dir + "/driver_override"); ov && *ov != "(null)") {
+            d.driverOverride = *ov;
         }
     }
-    if (auto g = fs.readLink(dir + "/iommu_group")) {
-        auto id = parseDec(baseName(*g));
-        if (id && *id >= 0 && *id <= UINT32_MAX) {
-            d.group = static_cast<uint32_t>(*id);
-        } else {
-            w.add("iommu_group: link does not name a group: '" + *g + "'");
+    if (has("numa_node")) {
+        if (auto numa = readDecAttr(fs, dir, "numa_node", w)) {
+            if (*numa < -1 || *numa > INT32_MAX) {
+                w.add("numa_node: value out of range");
+            } else {
+                d.numaNode = static_cast<int32_t>(*numa);
+            }
         }
     }
-    d.iommuUnit = linkBase(fs, dir + "/iommu");
-    d.physfn = linkBase(fs, dir + "/physfn");
-    if (fs.exists(dir + "/sriov_totalvfs")) {
+    if (has("iommu_group")) {
+        if (auto g = fs.readLink(dir + "/iommu_group")) {
+            auto id = parseDec(baseName(*g));
+            if (id && *id >= 0 && *id <= UINT32_MAX) {
+                d.group = static_cast<uint32_t>(*id);
+            } else {
+                w.add("iommu_group: link does not name a group: '" + *g + "'");
+            }
+        }
+    }
+    if (has("iommu")) {
+        d.iommuUnit = linkBase(fs, dir + "/iommu");
+    }
+    if (has("physfn")) {
+        d.physfn = linkBase(fs, dir + "/physfn");
+    }
+    if (entries ? has("sriov_totalvfs") : fs.exists(dir + "/sriov_totalvfs")) {
         d.sriovTotalVfs = readCount(fs, dir, "sriov_totalvfs", w);
         d.sriovNumVfs = readCount(fs, dir, "sriov_numvfs", w);
     }
 
-    auto entries = fs.list(dir);
     if (entries) {
         std::map<int64_t, std::string> vfs;
         for (const auto& e : *entries) {
@@ -296,7 +319,7 @@ PciDevice readPciDevice(const ports::Sysfs& fs, const std::string& address) {
         for (auto& [i, a] : vfs) {
             d.virtfns.push_back(std::move(a));
         }
-        if (std::find(entries->begin(), entries->end(), "vfio-dev") != entries->end()) {
+        if (has("vfio-dev")) {
             if (auto v = fs.list(dir + "/vfio-dev"); v && !v->empty()) {
                 d.vfioDevice = v->front();
                 if (v->size() > 1) {
@@ -311,6 +334,14 @@ PciDevice readPciDevice(const ports::Sysfs& fs, const std::string& address) {
         w.add("config: missing or unreadable");
     } else {
         d.configSize = static_cast<uint32_t>(config->size());
+        if (config->size() < 256) {
+            // An unprivileged read of config returns the first 64 bytes only.
+            w.add("config: only " + std::to_string(config->size()) +
+                  " bytes readable (256 or more expected): capabilities may be missing");
+        }
+        if (config->size() > 0x0e) {
+            d.headerType = (*config)[0x0e] & 0x7f;
+        }
         d.caps = parsePciConfig(*config);
         for (const auto& cw : d.caps.warnings) {
             w.add("config: " + cw);
@@ -319,8 +350,11 @@ PciDevice readPciDevice(const ports::Sysfs& fs, const std::string& address) {
     return d;
 }
 
-bool driverKeepsGroupViable(const std::string& driver) {
-    return driver.empty() || driver == "vfio-pci" || driver == "pci-stub";
+// As the kernel's VFIO judges a group: bridges (any header but type 0) never
+// hold it back, other members must be unbound or on vfio-pci or pci-stub.
+bool keepsGroupViable(const PciDevice& d) {
+    return d.headerType != 0 || d.driver.empty() || d.driver == "vfio-pci" ||
+           d.driver == "pci-stub";
 }
 
 void computeViability(Host& host) {
@@ -336,7 +370,7 @@ void computeViability(Host& host) {
                 g.warnings.push_back("member " + member + " is not in bus/pci/devices");
                 continue;
             }
-            if (!driverKeepsGroupViable(it->second->driver)) {
+            if (!keepsGroupViable(*it->second)) {
                 g.blockers.push_back(member + " is bound to " + it->second->driver);
             }
         }
@@ -397,7 +431,7 @@ void discoverQueues(const ports::Sysfs& fs, Host& host) {
     }
     for (const auto& name : *names) {
         if (!isWorkQueueName(name)) {
-            continue;  // dsaK, iaxK, engineK.E, groupK.G live on the same bus
+            continue; // dsaK, iaxK, engineK.E, groupK.G live on the same bus
         }
         SiovQueue q;
         q.name = name;
@@ -480,7 +514,7 @@ void discoverVdpa(const ports::Sysfs& fs, Host& host) {
     }
 }
 
-}  // namespace
+} // namespace
 
 Host discover(const ports::Sysfs& fs) {
     Host host;
@@ -504,4 +538,4 @@ Host discover(const ports::Sysfs& fs) {
     return host;
 }
 
-}  // namespace svad::core
+} // namespace svad::core

@@ -9,4 +9,4 @@ namespace svad::core {
 
 Host discover(const ports::Sysfs& sysfs);
 
-}  // namespace svad::core
+} // namespace svad::core

@@ -36,7 +36,7 @@ const char* label(Priority p) {
     return "info";
 }
 
-}  // namespace
+} // namespace
 
 void setSink(Sink s) {
     std::lock_guard g(lock());
@@ -84,4 +84,4 @@ void write(Priority p, const std::string& message, const Fields& fields) {
     std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
-}  // namespace svad::log
+} // namespace svad::log

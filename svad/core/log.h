@@ -19,13 +19,23 @@ void setSink(Sink sink);
 void setMaxPriority(Priority p);
 void write(Priority p, const std::string& message, const Fields& fields = {});
 
-inline void error(const std::string& m, const Fields& f = {}) { write(Priority::Error, m, f); }
-inline void warning(const std::string& m, const Fields& f = {}) { write(Priority::Warning, m, f); }
-inline void notice(const std::string& m, const Fields& f = {}) { write(Priority::Notice, m, f); }
-inline void info(const std::string& m, const Fields& f = {}) { write(Priority::Info, m, f); }
-inline void debug(const std::string& m, const Fields& f = {}) { write(Priority::Debug, m, f); }
+inline void error(const std::string& m, const Fields& f = {}) {
+    write(Priority::Error, m, f);
+}
+inline void warning(const std::string& m, const Fields& f = {}) {
+    write(Priority::Warning, m, f);
+}
+inline void notice(const std::string& m, const Fields& f = {}) {
+    write(Priority::Notice, m, f);
+}
+inline void info(const std::string& m, const Fields& f = {}) {
+    write(Priority::Info, m, f);
+}
+inline void debug(const std::string& m, const Fields& f = {}) {
+    write(Priority::Debug, m, f);
+}
 
 // "svad: warning: config: loop at 0x100 [DEVICE=0000:00:01.0]"
 std::string formatLine(Priority p, const std::string& message, const Fields& fields);
 
-}  // namespace svad::log
+} // namespace svad::log

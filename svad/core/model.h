@@ -173,6 +173,7 @@ struct PciDevice {
     uint32_t sriovNumVfs = 0;
     std::string vfioDevice;  // vfio3, empty when no cdev
     uint32_t configSize = 0; // bytes read from config
+    uint8_t headerType = 0;  // config 0x0E bits 6:0: 0 endpoint, 1 bridge, 2 CardBus
     PciCapabilities caps;
     std::vector<std::string> warnings;
     bool operator==(const PciDevice&) const = default;

@@ -29,7 +29,7 @@ bool isHexDigits(std::string_view s, size_t n) {
     return true;
 }
 
-}  // namespace
+} // namespace
 
 std::optional<uint64_t> parseHex(std::string_view text) {
     std::string_view s = trim(text);
@@ -99,9 +99,9 @@ std::string pathLabel(std::string_view name) {
         }
     }
     if (out.empty()) {
-        out = "_";
+        out.push_back('_'); // a path element may not be empty
     }
     return out;
 }
 
-}  // namespace svad::core
+} // namespace svad::core

@@ -21,4 +21,4 @@ std::string baseName(std::string_view path);
 // PCI addresses read naturally: 0000:6a:01.0 -> 0000_6a_01_0.
 std::string pathLabel(std::string_view name);
 
-}  // namespace svad::core
+} // namespace svad::core

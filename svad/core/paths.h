@@ -1,11 +1,11 @@
 // Object paths of svad's objects, built from the names in api/svad/names.h.
 #pragma once
 
-#include <cstdint>
-#include <string>
-
 #include "svad/core/parse.h"
 #include "svad/names.h"
+
+#include <cstdint>
+#include <string>
 
 namespace svad::core {
 
@@ -25,4 +25,4 @@ inline std::string queuePath(const std::string& name) {
     return std::string(names::kQueuePrefix) + pathLabel(name);
 }
 
-}  // namespace svad::core
+} // namespace svad::core

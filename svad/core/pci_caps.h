@@ -3,10 +3,10 @@
 // (conventional) or 4096 (extended), and may hold broken chains.
 #pragma once
 
+#include "svad/core/model.h"
+
 #include <cstdint>
 #include <span>
-
-#include "svad/core/model.h"
 
 namespace svad::core {
 
@@ -16,4 +16,4 @@ namespace svad::core {
 // warning in the result and ends that walk.
 PciCapabilities parsePciConfig(std::span<const uint8_t> config);
 
-}  // namespace svad::core
+} // namespace svad::core

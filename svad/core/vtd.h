@@ -2,12 +2,12 @@
 // as exposed by /sys/class/iommu/dmarN/intel-iommu/{cap,ecap}.
 #pragma once
 
-#include <cstdint>
-
 #include "svad/core/model.h"
+
+#include <cstdint>
 
 namespace svad::core {
 
 VtdCaps decodeVtd(uint64_t cap, uint64_t ecap);
 
-}  // namespace svad::core
+} // namespace svad::core

@@ -1,13 +1,12 @@
 #include "svad/dbus/bus_loop.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <time.h>
-#include <unistd.h>
-
 #include <boost/asio/post.hpp>
 #include <chrono>
+#include <fcntl.h>
+#include <poll.h>
 #include <system_error>
+#include <time.h>
+#include <unistd.h>
 
 namespace svad::dbus {
 
@@ -27,14 +26,16 @@ uint64_t monotonicNowUsec() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<uint64_t>(ts.tv_nsec) / 1000;
 }
 
-}  // namespace
+} // namespace
 
 // The descriptor owns a duplicate of the bus fd, so that closing it never
 // closes sd-bus's own; epoll reports readiness of the shared file either way.
 BusLoop::BusLoop(boost::asio::io_context& io, sdbus::IConnection& connection)
     : io_(io), connection_(connection), descriptor_(io, dupBusFd(connection)), timer_(io) {}
 
-BusLoop::~BusLoop() { stop(); }
+BusLoop::~BusLoop() {
+    stop();
+}
 
 void BusLoop::start() {
     stopped_ = false;
@@ -97,4 +98,4 @@ void BusLoop::arm() {
     }
 }
 
-}  // namespace svad::dbus
+} // namespace svad::dbus

@@ -39,4 +39,4 @@ private:
     bool stopped_ = false;
 };
 
-}  // namespace svad::dbus
+} // namespace svad::dbus

@@ -6,7 +6,9 @@ namespace svad::dbus {
 
 namespace {
 
-sdbus::ObjectPath none() { return sdbus::ObjectPath("/"); }
+sdbus::ObjectPath none() {
+    return sdbus::ObjectPath("/");
+}
 
 std::vector<sdbus::ObjectPath> devicePaths(const std::vector<std::string>& addresses) {
     std::vector<sdbus::ObjectPath> out;
@@ -27,7 +29,7 @@ std::string underRoot(const std::string& root, const std::string& rel) {
     return root + "/" + rel;
 }
 
-}  // namespace
+} // namespace
 
 // ---- Device -------------------------------------------------------------------
 
@@ -36,15 +38,25 @@ DeviceObject::DeviceObject(sdbus::IConnection& connection, std::string path, Dev
     registerAdaptor();
 }
 
-DeviceObject::~DeviceObject() { unregisterAdaptor(); }
+DeviceObject::~DeviceObject() {
+    unregisterAdaptor();
+}
 
-void DeviceObject::update(DeviceData data) { data_ = std::move(data); }
+void DeviceObject::update(DeviceData data) {
+    data_ = std::move(data);
+}
 
-std::string DeviceObject::Address() { return data_.vdpa ? data_.vdpa->name : data_.pci.address; }
+std::string DeviceObject::Address() {
+    return data_.vdpa ? data_.vdpa->name : data_.pci.address;
+}
 
-uint32_t DeviceObject::Kind() { return data_.vdpa ? 2 : 1; }
+uint32_t DeviceObject::Kind() {
+    return data_.vdpa ? 2 : 1;
+}
 
-std::string DeviceObject::Driver() { return data_.vdpa ? data_.vdpa->driver : data_.pci.driver; }
+std::string DeviceObject::Driver() {
+    return data_.vdpa ? data_.vdpa->driver : data_.pci.driver;
+}
 
 sdbus::ObjectPath DeviceObject::Group() {
     return data_.pci.group ? sdbus::ObjectPath(core::groupPath(*data_.pci.group)) : none();
@@ -56,7 +68,8 @@ sdbus::ObjectPath DeviceObject::Unit() {
 }
 
 sdbus::ObjectPath DeviceObject::PhysicalFunction() {
-    return data_.pci.physfn.empty() ? none() : sdbus::ObjectPath(core::devicePath(data_.pci.physfn));
+    return data_.pci.physfn.empty() ? none()
+                                    : sdbus::ObjectPath(core::devicePath(data_.pci.physfn));
 }
 
 std::vector<sdbus::ObjectPath> DeviceObject::VirtualFunctions() {
@@ -127,9 +140,13 @@ GroupObject::GroupObject(sdbus::IConnection& connection, std::string path, core:
     registerAdaptor();
 }
 
-GroupObject::~GroupObject() { unregisterAdaptor(); }
+GroupObject::~GroupObject() {
+    unregisterAdaptor();
+}
 
-void GroupObject::update(core::IommuGroup data) { data_ = std::move(data); }
+void GroupObject::update(core::IommuGroup data) {
+    data_ = std::move(data);
+}
 
 std::vector<sdbus::Struct<uint64_t, uint64_t, std::string>> GroupObject::ReservedRegions() {
     std::vector<sdbus::Struct<uint64_t, uint64_t, std::string>> out;
@@ -139,7 +156,9 @@ std::vector<sdbus::Struct<uint64_t, uint64_t, std::string>> GroupObject::Reserve
     return out;
 }
 
-std::vector<sdbus::ObjectPath> GroupObject::Devices() { return devicePaths(data_.devices); }
+std::vector<sdbus::ObjectPath> GroupObject::Devices() {
+    return devicePaths(data_.devices);
+}
 
 // ---- Unit ---------------------------------------------------------------------
 
@@ -148,16 +167,22 @@ UnitObject::UnitObject(sdbus::IConnection& connection, std::string path, core::I
     registerAdaptor();
 }
 
-UnitObject::~UnitObject() { unregisterAdaptor(); }
+UnitObject::~UnitObject() {
+    unregisterAdaptor();
+}
 
-void UnitObject::update(core::IommuUnit data) { data_ = std::move(data); }
+void UnitObject::update(core::IommuUnit data) {
+    data_ = std::move(data);
+}
 
 const core::VtdCaps& UnitObject::vtd() const {
     static const core::VtdCaps kNone{};
     return data_.vtd ? *data_.vtd : kNone;
 }
 
-std::vector<sdbus::ObjectPath> UnitObject::Devices() { return devicePaths(data_.devices); }
+std::vector<sdbus::ObjectPath> UnitObject::Devices() {
+    return devicePaths(data_.devices);
+}
 
 // ---- Queue --------------------------------------------------------------------
 
@@ -166,9 +191,13 @@ QueueObject::QueueObject(sdbus::IConnection& connection, std::string path, Queue
     registerAdaptor();
 }
 
-QueueObject::~QueueObject() { unregisterAdaptor(); }
+QueueObject::~QueueObject() {
+    unregisterAdaptor();
+}
 
-void QueueObject::update(QueueData data) { data_ = std::move(data); }
+void QueueObject::update(QueueData data) {
+    data_ = std::move(data);
+}
 
 sdbus::ObjectPath QueueObject::Device() {
     return data_.queue.parentDevice.empty()
@@ -180,4 +209,4 @@ std::string QueueObject::CharDevice() {
     return underRoot(data_.devRoot, data_.queue.charDevice);
 }
 
-}  // namespace svad::dbus
+} // namespace svad::dbus

@@ -2,37 +2,37 @@
 // holds a snapshot of its model object and answers property reads from it.
 #pragma once
 
-#include <memory>
-#include <sdbus-c++/sdbus-c++.h>
-#include <string>
-#include <vector>
-
 #include "svad/core/model.h"
 #include "svad/dbus/Device_adaptor.h"
 #include "svad/dbus/Group_adaptor.h"
 #include "svad/dbus/Queue_adaptor.h"
 #include "svad/dbus/Unit_adaptor.h"
 
+#include <memory>
+#include <sdbus-c++/sdbus-c++.h>
+#include <string>
+#include <vector>
+
 namespace svad::dbus {
 
 // What a PCI function's object shows besides the function itself.
 struct DeviceLinks {
-    std::vector<std::string> queues;  // work queue names
-    std::vector<std::string> vdpa;    // vDPA device names
+    std::vector<std::string> queues; // work queue names
+    std::vector<std::string> vdpa;   // vDPA device names
     bool operator==(const DeviceLinks&) const = default;
 };
 
 struct DeviceData {
     std::string devRoot;
-    core::PciDevice pci;  // a PCI function ...
-    std::optional<core::VdpaDevice> vdpa;  // ... or a vDPA device
+    core::PciDevice pci;                  // a PCI function ...
+    std::optional<core::VdpaDevice> vdpa; // ... or a vDPA device
     DeviceLinks links;
     bool operator==(const DeviceData&) const = default;
 };
 
 class DeviceObject final
-    : public sdbus::AdaptorInterfaces<org::svad::Svad1::Device_adaptor, sdbus::ManagedObject_adaptor,
-                                      sdbus::Properties_adaptor> {
+    : public sdbus::AdaptorInterfaces<org::svad::Svad1::Device_adaptor,
+                                      sdbus::ManagedObject_adaptor, sdbus::Properties_adaptor> {
 public:
     using Adaptor = org::svad::Svad1::Device_adaptor;
     DeviceObject(sdbus::IConnection& connection, std::string path, DeviceData data);
@@ -61,6 +61,7 @@ private:
     std::string VfioDevice() override { return data_.pci.vfioDevice; }
     std::string VfioCdev() override;
     uint32_t ConfigSize() override { return data_.pci.configSize; }
+    uint8_t HeaderType() override { return data_.pci.headerType; }
     bool Pasid() override { return data_.pci.caps.pasid.present; }
     bool PasidExec() override { return data_.pci.caps.pasid.exec; }
     bool PasidPriv() override { return data_.pci.caps.pasid.priv; }
@@ -174,4 +175,4 @@ private:
     QueueData data_;
 };
 
-}  // namespace svad::dbus
+} // namespace svad::dbus

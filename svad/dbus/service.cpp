@@ -1,14 +1,13 @@
 #include "svad/dbus/service.h"
 
-#include <time.h>
-
-#include <boost/asio/post.hpp>
-#include <unordered_map>
-
 #include "svad/core/log.h"
 #include "svad/core/paths.h"
 #include "svad/names.h"
 #include "svad/version.h"
+
+#include <boost/asio/post.hpp>
+#include <time.h>
+#include <unordered_map>
 
 namespace svad::dbus {
 
@@ -62,13 +61,13 @@ template <typename T>
 T filterValue(const std::string& key, const sdbus::Variant& v, const char* signature) {
     if (!v.containsValueOfType<T>()) {
         throwError(names::Error::InvalidArgument, "filter key '" + key + "' expects type '" +
-                                                      signature + "', got '" +
-                                                      v.peekValueType() + "'");
+                                                      signature + "', got '" + v.peekValueType() +
+                                                      "'");
     }
     return v.get<T>();
 }
 
-}  // namespace
+} // namespace
 
 Service::Service(boost::asio::io_context& io, sdbus::IConnection& connection, BusLoop& loop,
                  ServiceOptions options, ScanFunction scan)
@@ -87,7 +86,9 @@ Service::~Service() {
     unregisterAdaptor();
 }
 
-std::string Service::Version() { return SVAD_VERSION; }
+std::string Service::Version() {
+    return SVAD_VERSION;
+}
 
 uint32_t Service::PasidDeviceCount() {
     uint32_t n = 0;
@@ -112,7 +113,9 @@ uint32_t Service::WarningCount() {
     return n;
 }
 
-void Service::publishInitial(core::Host host) { apply(std::move(host), false); }
+void Service::publishInitial(core::Host host) {
+    apply(std::move(host), false);
+}
 
 void Service::logWarnings(const core::Host& host) const {
     for (const auto& w : host.warnings) {
@@ -253,8 +256,8 @@ void Service::Rescan(sdbus::Result<>&& result) {
     rescan([shared] { shared->returnResults(); });
 }
 
-std::vector<sdbus::ObjectPath> Service::ListDevices(
-    const std::map<std::string, sdbus::Variant>& filter) {
+std::vector<sdbus::ObjectPath>
+Service::ListDevices(const std::map<std::string, sdbus::Variant>& filter) {
     // Decode the filter once; an unknown key is an error, not a silent match-all.
     std::optional<uint32_t> kind;
     std::optional<std::string> address;
@@ -319,8 +322,8 @@ std::vector<sdbus::ObjectPath> Service::ListDevices(
         if (driver && *driver != (isVdpa ? d.vdpa->driver : pci.driver)) {
             continue;
         }
-        const bool pciOnlyKey = unit || vendor || device || group || pasid || ats || pri ||
-                                siov || vfio;
+        const bool pciOnlyKey =
+            unit || vendor || device || group || pasid || ats || pri || siov || vfio;
         if (isVdpa && pciOnlyKey) {
             continue;
         }
@@ -336,4 +339,4 @@ std::vector<sdbus::ObjectPath> Service::ListDevices(
     return out;
 }
 
-}  // namespace svad::dbus
+} // namespace svad::dbus

@@ -3,6 +3,11 @@
 // publishes a discovered Host and, on a rescan, only the differences.
 #pragma once
 
+#include "svad/core/model.h"
+#include "svad/dbus/Manager_adaptor.h"
+#include "svad/dbus/bus_loop.h"
+#include "svad/dbus/objects.h"
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <functional>
@@ -11,11 +16,6 @@
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
 #include <vector>
-
-#include "svad/core/model.h"
-#include "svad/dbus/Manager_adaptor.h"
-#include "svad/dbus/bus_loop.h"
-#include "svad/dbus/objects.h"
 
 namespace svad::dbus {
 
@@ -29,8 +29,8 @@ struct ServiceOptions {
 using ScanFunction = std::function<core::Host()>;
 
 class Service final
-    : public sdbus::AdaptorInterfaces<org::svad::Svad1::Manager_adaptor, sdbus::ObjectManager_adaptor,
-                                      sdbus::Properties_adaptor> {
+    : public sdbus::AdaptorInterfaces<org::svad::Svad1::Manager_adaptor,
+                                      sdbus::ObjectManager_adaptor, sdbus::Properties_adaptor> {
 public:
     Service(boost::asio::io_context& io, sdbus::IConnection& connection, BusLoop& loop,
             ServiceOptions options, ScanFunction scan);
@@ -44,8 +44,8 @@ public:
     const core::Host& host() const { return host_; }
 
 private:
-    std::vector<sdbus::ObjectPath> ListDevices(
-        const std::map<std::string, sdbus::Variant>& filter) override;
+    std::vector<sdbus::ObjectPath>
+    ListDevices(const std::map<std::string, sdbus::Variant>& filter) override;
     void Rescan(sdbus::Result<>&& result) override;
     std::string Version() override;
     std::string Backend() override { return options_.backend; }
@@ -91,4 +91,4 @@ private:
     std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };
 
-}  // namespace svad::dbus
+} // namespace svad::dbus

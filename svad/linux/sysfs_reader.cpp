@@ -1,13 +1,12 @@
 #include "svad/linux/sysfs_reader.h"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 namespace svad::linux_impl {
 
@@ -25,45 +24,77 @@ public:
     Fd(const Fd&) = delete;
     Fd& operator=(const Fd&) = delete;
     int get() const { return fd_; }
+    int release() {
+        int fd = fd_;
+        fd_ = -1;
+        return fd;
+    }
 
 private:
     int fd_;
 };
 
-// Reads up to maxBytes; sysfs attributes may return short reads.
+// Reads up to maxBytes. A read that returns less than asked ends the file:
+// sysfs serves an attribute whole in its first read, and regular files of a
+// generated tree do the same; a zero-length read ends it otherwise.
 bool readAll(int fd, std::vector<uint8_t>& out, size_t maxBytes) {
     out.clear();
-    std::array<uint8_t, 4096> buf{};
     while (out.size() < maxBytes) {
-        size_t want = std::min(buf.size(), maxBytes - out.size());
-        ssize_t n = ::read(fd, buf.data(), want);
+        const size_t want = std::min<size_t>(4096, maxBytes - out.size());
+        const size_t have = out.size();
+        out.resize(have + want);
+        ssize_t n = ::read(fd, out.data() + have, want);
         if (n < 0) {
+            out.resize(have);
             if (errno == EINTR) {
                 continue;
             }
             return false;
         }
-        if (n == 0) {
+        out.resize(have + static_cast<size_t>(n));
+        if (static_cast<size_t>(n) < want) {
             break;
         }
-        out.insert(out.end(), buf.begin(), buf.begin() + n);
     }
     return true;
 }
 
-}  // namespace
+} // namespace
 
 SysfsReader::SysfsReader(std::string root) : root_(std::move(root)) {
     while (root_.size() > 1 && root_.back() == '/') {
         root_.pop_back();
     }
+    rootFd_ = ::open(root_.empty() ? "." : root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
 
-std::string SysfsReader::full(const std::string& path) const {
-    if (path.empty()) {
-        return root_;
+SysfsReader::~SysfsReader() {
+    if (cachedFd_ >= 0) {
+        ::close(cachedFd_);
     }
-    return root_ + "/" + path;
+    if (rootFd_ >= 0) {
+        ::close(rootFd_);
+    }
+}
+
+SysfsReader::At SysfsReader::resolve(const std::string& path, std::string& scratch) const {
+    const auto slash = path.rfind('/');
+    if (slash == std::string::npos) {
+        scratch = path.empty() ? "." : path;
+        return {rootFd_, scratch.c_str()};
+    }
+    scratch = path.substr(slash + 1);
+    if (!cacheValid_ || path.compare(0, slash, cachedDir_) != 0 || cachedDir_.size() != slash) {
+        if (cachedFd_ >= 0) {
+            ::close(cachedFd_);
+        }
+        cachedDir_.assign(path, 0, slash);
+        cachedFd_ = rootFd_ < 0
+                        ? -1
+                        : ::openat(rootFd_, cachedDir_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        cacheValid_ = true;
+    }
+    return {cachedFd_, scratch.c_str()};
 }
 
 std::optional<std::string> SysfsReader::readText(const std::string& path) const {
@@ -81,12 +112,16 @@ std::optional<std::string> SysfsReader::readText(const std::string& path) const 
 
 std::optional<std::vector<uint8_t>> SysfsReader::readBinary(const std::string& path,
                                                             size_t maxBytes) const {
-    Fd fd(::open(full(path).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    std::string name;
+    At at = resolve(path, name);
+    if (at.dirFd < 0) {
+        return std::nullopt;
+    }
+    Fd fd(::openat(at.dirFd, at.name, O_RDONLY | O_CLOEXEC | O_NOCTTY));
     if (fd.get() < 0) {
         return std::nullopt;
     }
     std::vector<uint8_t> out;
-    out.reserve(std::min<size_t>(maxBytes, 4096));
     if (!readAll(fd.get(), out, maxBytes)) {
         return std::nullopt;
     }
@@ -94,26 +129,65 @@ std::optional<std::vector<uint8_t>> SysfsReader::readBinary(const std::string& p
 }
 
 std::optional<std::vector<std::string>> SysfsReader::list(const std::string& path) const {
-    DIR* dir = ::opendir(full(path).c_str());
-    if (dir == nullptr) {
+    if (rootFd_ < 0) {
         return std::nullopt;
     }
-    std::vector<std::string> names;
-    while (struct dirent* e = ::readdir(dir)) {
-        std::string_view n(e->d_name);
-        if (n == "." || n == "..") {
-            continue;
-        }
-        names.emplace_back(n);
+    Fd fd(::openat(rootFd_, path.empty() ? "." : path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (fd.get() < 0) {
+        return std::nullopt;
     }
-    ::closedir(dir);
+    // getdents64 straight into a buffer: no DIR stream and its extra calls.
+    struct LinuxDirent64 {
+        uint64_t ino;
+        int64_t off;
+        unsigned short reclen;
+        unsigned char type;
+        char name[1];
+    };
+    std::vector<std::string> names;
+    std::array<char, 32768> buf{};
+    for (;;) {
+        long n = ::syscall(SYS_getdents64, fd.get(), buf.data(), buf.size());
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return std::nullopt;
+        }
+        if (n == 0) {
+            break;
+        }
+        for (long pos = 0; pos < n;) {
+            const auto* e = reinterpret_cast<const LinuxDirent64*>(buf.data() + pos);
+            if (e->reclen == 0) {
+                break;
+            }
+            std::string_view name(e->name);
+            if (name != "." && name != "..") {
+                names.emplace_back(name);
+            }
+            pos += e->reclen;
+        }
+    }
     std::sort(names.begin(), names.end());
+    // The directory just listed is likely the next one read from: keep it.
+    if (cachedFd_ >= 0) {
+        ::close(cachedFd_);
+    }
+    cachedDir_ = path;
+    cachedFd_ = fd.release();
+    cacheValid_ = true;
     return names;
 }
 
 std::optional<std::string> SysfsReader::readLink(const std::string& path) const {
+    std::string name;
+    At at = resolve(path, name);
+    if (at.dirFd < 0) {
+        return std::nullopt;
+    }
     std::array<char, 4096> buf{};
-    ssize_t n = ::readlink(full(path).c_str(), buf.data(), buf.size() - 1);
+    ssize_t n = ::readlinkat(at.dirFd, at.name, buf.data(), buf.size() - 1);
     if (n < 0) {
         return std::nullopt;
     }
@@ -121,8 +195,10 @@ std::optional<std::string> SysfsReader::readLink(const std::string& path) const 
 }
 
 bool SysfsReader::exists(const std::string& path) const {
+    std::string name;
+    At at = resolve(path, name);
     struct stat st {};
-    return ::stat(full(path).c_str(), &st) == 0;
+    return at.dirFd >= 0 && ::fstatat(at.dirFd, at.name, &st, 0) == 0;
 }
 
-}  // namespace svad::linux_impl
+} // namespace svad::linux_impl

@@ -1,16 +1,23 @@
 // The linux Sysfs port: reads a sysfs tree under a root directory (/sys on a
 // real host, a generated tree in tests).
+//
+// Reads resolve relative to a directory handle: the root's, or the last
+// directory used, which is kept open, so that reading the attributes of one
+// device walks its path once. One reader serves one thread at a time.
 #pragma once
 
-#include <string>
-
 #include "svad/ports/sysfs.h"
+
+#include <string>
 
 namespace svad::linux_impl {
 
 class SysfsReader final : public ports::Sysfs {
 public:
     explicit SysfsReader(std::string root);
+    ~SysfsReader() override;
+    SysfsReader(const SysfsReader&) = delete;
+    SysfsReader& operator=(const SysfsReader&) = delete;
 
     std::optional<std::string> readText(const std::string& path) const override;
     std::optional<std::vector<uint8_t>> readBinary(const std::string& path,
@@ -22,8 +29,18 @@ public:
     const std::string& root() const { return root_; }
 
 private:
-    std::string full(const std::string& path) const;
+    struct At {
+        int dirFd;        // -1 when the directory does not exist
+        const char* name; // relative to dirFd
+    };
+    // Splits `path` into a directory handle and a name; `scratch` holds the name.
+    At resolve(const std::string& path, std::string& scratch) const;
+
     std::string root_;
+    int rootFd_ = -1;
+    mutable std::string cachedDir_;
+    mutable int cachedFd_ = -1;
+    mutable bool cacheValid_ = false;
 };
 
-}  // namespace svad::linux_impl
+} // namespace svad::linux_impl

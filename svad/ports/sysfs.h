@@ -26,4 +26,4 @@ public:
     virtual bool exists(const std::string& path) const = 0;
 };
 
-}  // namespace svad::ports
+} // namespace svad::ports

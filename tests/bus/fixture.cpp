@@ -1,19 +1,18 @@
 #include "fixture.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdlib>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <poll.h>
+#include <signal.h>
 #include <sstream>
 #include <stdexcept>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <thread>
+#include <unistd.h>
 
 namespace svad::test {
 
@@ -52,7 +51,7 @@ std::string readFile(const std::string& path) {
     return ss.str();
 }
 
-}  // namespace
+} // namespace
 
 Process::Process(const std::vector<std::string>& argv, const std::string& logFile)
     : logFile_(logFile) {
@@ -114,7 +113,9 @@ int Process::wait(int timeoutMs) {
     return status_;
 }
 
-std::string Process::log() const { return readFile(logFile_); }
+std::string Process::log() const {
+    return readFile(logFile_);
+}
 
 PrivateBus::PrivateBus(const std::string& dir) {
     const std::string socket = dir + "/bus";
@@ -245,9 +246,9 @@ hostgen::HostSpec testHost() {
 SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs) {
     hostgen::writeTree(host, dir_.path() + "/host");
     bus_ = std::make_unique<PrivateBus>(dir_.path());
-    std::vector<std::string> argv = {SVAD_BINARY,  "--bus",        bus_->address(), "--backend",
-                                     "sim",        "--sysfs-root", sysfs(),         "--dev-root",
-                                     dir_.path() + "/host/dev"};
+    std::vector<std::string> argv = {SVAD_BINARY, "--bus",      bus_->address(),
+                                     "--backend", "sim",        "--sysfs-root",
+                                     sysfs(),     "--dev-root", dir_.path() + "/host/dev"};
     argv.insert(argv.end(), extraArgs.begin(), extraArgs.end());
     svad_ = std::make_unique<Process>(argv, dir_.path() + "/svad.log");
     client_ = sdbus::createSessionBusConnectionWithAddress(bus_->address());
@@ -293,4 +294,4 @@ RunResult SvadFixture::svactl(std::vector<std::string> args) {
     return runCommand(args);
 }
 
-}  // namespace svad::test
+} // namespace svad::test

@@ -2,14 +2,13 @@
 // real svad binary, driven the way a client drives them.
 #pragma once
 
-#include <sys/types.h>
+#include "svad/hostgen/hostgen.h"
 
 #include <memory>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
+#include <sys/types.h>
 #include <vector>
-
-#include "svad/hostgen/hostgen.h"
 
 namespace svad::test {
 
@@ -59,8 +58,8 @@ private:
 
 struct RunResult {
     int exitCode = -1;
-    std::string output;  // stdout
-    std::string errors;  // stderr
+    std::string output; // stdout
+    std::string errors; // stderr
 };
 
 // Runs a command to completion (argv[0] is a path or found on PATH).
@@ -94,4 +93,4 @@ private:
     std::unique_ptr<sdbus::IConnection> client_;
 };
 
-}  // namespace svad::test
+} // namespace svad::test

@@ -1,6 +1,6 @@
 // The real svad binary on a private bus, driven as a client would drive it.
-#include <signal.h>
-#include <sys/wait.h>
+#include "fixture.h"
+#include "svad/dbus/Manager_proxy.h"
 
 #include <algorithm>
 #include <atomic>
@@ -11,10 +11,9 @@
 #include <gtest/gtest.h>
 #include <mutex>
 #include <set>
+#include <signal.h>
+#include <sys/wait.h>
 #include <thread>
-
-#include "fixture.h"
-#include "svad/dbus/Manager_proxy.h"
 
 namespace svad::test {
 namespace {
@@ -216,7 +215,7 @@ TEST(Bus, BadSysfsInputBecomesWarningsNotCrashes) {
     {
         std::fstream cfg(dir + "/config", std::ios::in | std::ios::out | std::ios::binary);
         cfg.seekp(0x100);
-        const char loop[4] = {0x0f, 0x00, 0x01, 0x10};  // ATS v1, next = 0x100: itself
+        const char loop[4] = {0x0f, 0x00, 0x01, 0x10}; // ATS v1, next = 0x100: itself
         cfg.write(loop, 4);
     }
     auto p = f.proxy(kRoot);
@@ -249,12 +248,14 @@ public:
     }
     bool waitAdded(const std::string& path) {
         std::unique_lock lock(m_);
-        return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return added_.count(path) != 0; });
+        return cv_.wait_for(lock, std::chrono::seconds(10),
+                            [&] { return added_.count(path) != 0; });
     }
 
 private:
-    void onInterfacesAdded(const sdbus::ObjectPath& p,
-                           const std::map<std::string, std::map<std::string, sdbus::Variant>>&) override {
+    void onInterfacesAdded(
+        const sdbus::ObjectPath& p,
+        const std::map<std::string, std::map<std::string, sdbus::Variant>>&) override {
         std::lock_guard lock(m_);
         added_.insert(p);
         cv_.notify_all();
@@ -290,7 +291,8 @@ TEST(Bus, RescanPublishesTheDifferences) {
     const std::string other = f.root() + "/other";
     hostgen::writeTree(extra, other);
     fs::copy(fs::canonical(other + "/sys/bus/pci/devices/0000:f1:02.0"),
-             f.sysfs() + "/bus/pci/devices/0000:f1:02.0", fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+             f.sysfs() + "/bus/pci/devices/0000:f1:02.0",
+             fs::copy_options::recursive | fs::copy_options::copy_symlinks);
 
     f.proxy(kRoot)->callMethod("Rescan").onInterface(kManager);
     EXPECT_TRUE(watcher.waitRemoved("/org/svad/Svad1/device/0000_5e_00_0"));
@@ -380,8 +382,8 @@ TEST(Bus, BusctlSeesPlainDbus) {
                          kManager, "DeviceCount"});
     ASSERT_EQ(r.exitCode, 0) << r.errors;
     EXPECT_EQ(r.output, "u 7\n");
-    auto intro = runCommand({"busctl", "--address=" + f.bus(), "introspect", "org.svad.Svad1",
-                             kDsa});
+    auto intro =
+        runCommand({"busctl", "--address=" + f.bus(), "introspect", "org.svad.Svad1", kDsa});
     EXPECT_NE(intro.output.find("PasidMaxWidth"), std::string::npos);
 }
 
@@ -396,8 +398,8 @@ TEST(Daemon, RejectsBadArgumentsAndConfig) {
 
     const std::string bad = dir.path() + "/svad.yaml";
     std::ofstream(bad) << "plugins:\n  dir: [unclosed\n";
-    r = runCommand({SVAD_BINARY, "--config", bad, "--sysfs-root", dir.path(), "--dev-root",
-                    dir.path()});
+    r = runCommand(
+        {SVAD_BINARY, "--config", bad, "--sysfs-root", dir.path(), "--dev-root", dir.path()});
     EXPECT_EQ(r.exitCode, 2);
     EXPECT_NE(r.errors.find(bad + ":"), std::string::npos) << r.errors;
 
@@ -406,5 +408,5 @@ TEST(Daemon, RejectsBadArgumentsAndConfig) {
     EXPECT_EQ(r.output.rfind("svad ", 0), 0U);
 }
 
-}  // namespace
-}  // namespace svad::test
+} // namespace
+} // namespace svad::test

@@ -1,11 +1,11 @@
 // Discovery against an in-memory sysfs: every attribute is input.
-#include <gtest/gtest.h>
-#include <map>
-#include <set>
-
 #include "svad/core/discovery.h"
 #include "svad/core/parse.h"
 #include "svad/core/paths.h"
+
+#include <gtest/gtest.h>
+#include <map>
+#include <set>
 
 namespace svad::core {
 namespace {
@@ -90,9 +90,9 @@ std::vector<uint8_t> config(uint16_t vendor, uint16_t device, size_t size = 4096
     c[1] = vendor >> 8;
     c[2] = device & 0xff;
     c[3] = device >> 8;
-    c[6] = 0x10;  // capability list
+    c[6] = 0x10; // capability list
     c[0x34] = 0x40;
-    c[0x40] = 0x10;  // PCI Express
+    c[0x40] = 0x10; // PCI Express
     return c;
 }
 
@@ -141,14 +141,14 @@ TEST(Parse, Numbers) {
     EXPECT_FALSE(parseHex(""));
     EXPECT_FALSE(parseHex("0x"));
     EXPECT_FALSE(parseHex("12 34"));
-    EXPECT_FALSE(parseHex("0x10000000000000000"));  // overflow
+    EXPECT_FALSE(parseHex("0x10000000000000000")); // overflow
     EXPECT_EQ(parseDec("-1"), -1);
     EXPECT_FALSE(parseDec("1.5"));
 }
 
 TEST(Parse, PciAddressesAndPaths) {
     EXPECT_TRUE(isPciAddress("0000:6a:01.0"));
-    EXPECT_FALSE(isPciAddress("0000:6a:20.0"));  // device > 0x1f
+    EXPECT_FALSE(isPciAddress("0000:6a:20.0")); // device > 0x1f
     EXPECT_FALSE(isPciAddress("0000:6a:01.8"));
     EXPECT_FALSE(isPciAddress("6a:01.0"));
     EXPECT_FALSE(isPciAddress("0000:6g:01.0"));
@@ -184,7 +184,7 @@ TEST(Discovery, GarbageAndMissingAttributesAreWarnings) {
     addDevice(fs, "0000:00:02.0", "", -1);
     fs.file("bus/pci/devices/0000:00:02.0/vendor", "banana\n");
     fs.file("bus/pci/devices/0000:00:02.0/numa_node", "-7\n");
-    fs.file("bus/pci/devices/0000:00:02.0/class", "0x1000000\n");  // > 24 bits
+    fs.file("bus/pci/devices/0000:00:02.0/class", "0x1000000\n"); // > 24 bits
     fs.file("bus/pci/devices/0000:00:02.0/device", "");
     fs.dir("bus/pci/devices/not-a-bdf");
     Host h = discover(fs);
@@ -217,6 +217,10 @@ TEST(Discovery, GroupViabilityAndReservedRegions) {
     addDevice(fs, "0000:00:1f.3", "vfio-pci", 9);
     addDevice(fs, "0000:01:00.0", "vfio-pci", 10);
     addDevice(fs, "0000:02:00.0", "", 11);
+    addDevice(fs, "0000:00:1c.0", "pcieport", 10); // a bridge keeps its group viable
+    auto bridge = config(0x8086, 0x7ab8);
+    bridge[0x0e] = 0x81; // multi-function type-1 header
+    fs.binary("bus/pci/devices/0000:00:1c.0/config", bridge);
     fs.file("kernel/iommu_groups/9/reserved_regions",
             "0x00000000fee00000 0x00000000feefffff msi\nrubbish\n0x10 0x5 direct\n");
     fs.file("kernel/iommu_groups/11/type", "identity\n");
@@ -229,7 +233,7 @@ TEST(Discovery, GroupViabilityAndReservedRegions) {
     EXPECT_EQ(g9.blockers[0], "0000:00:1f.0 is bound to lpc_ich");
     ASSERT_EQ(g9.reservedRegions.size(), 1U);
     EXPECT_EQ(g9.reservedRegions[0].type, "msi");
-    EXPECT_EQ(g9.warnings.size(), 2U);  // "rubbish" and the backwards range
+    EXPECT_EQ(g9.warnings.size(), 2U); // "rubbish" and the backwards range
     EXPECT_TRUE(h.groups[1].viable);
     EXPECT_TRUE(h.groups[2].viable);
     EXPECT_EQ(h.groups[2].type, GroupType::Identity);
@@ -281,7 +285,7 @@ TEST(Discovery, VtdUnitsQueuesAndVdpa) {
 
     ASSERT_EQ(h.units.size(), 1U);
     EXPECT_EQ(h.units[0].kind, UnitKind::IntelVtd);
-    EXPECT_FALSE(h.units[0].vtd.has_value());  // ecap is garbage
+    EXPECT_FALSE(h.units[0].vtd.has_value()); // ecap is garbage
     EXPECT_TRUE(anyContains(h.units[0].warnings, "intel-iommu/ecap"));
     ASSERT_EQ(h.units[0].devices.size(), 1U);
 
@@ -312,5 +316,5 @@ TEST(Discovery, EmptyHost) {
     EXPECT_TRUE(anyContains(h.warnings, "bus/pci/devices"));
 }
 
-}  // namespace
-}  // namespace svad::core
+} // namespace
+} // namespace svad::core

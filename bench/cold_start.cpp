@@ -1,0 +1,168 @@
+// Cold start of svad on a synthesized host, against lspci reading the same
+// tree, in the same run.
+//
+//   svad_bench_cold_start [--functions N] [--runs R]
+//
+// svad's time runs from exec until its name is owned on the bus (it takes
+// the name only after every object is registered); lspci's is a whole
+// `lspci -A linux-sysfs -O sysfs.path=TREE/bus/pci -vvv` run. Both are the
+// median of R runs. Also printed: svad's resident memory once ready, and a
+// client's GetManagedObjects of the whole host.
+#include "fixture.h"
+#include "svad/core/discovery.h"
+#include "svad/linux/sysfs_reader.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sdbus-c++/sdbus-c++.h>
+#include <signal.h>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using svad::test::Process;
+
+double ms(Clock::duration d) {
+    return std::chrono::duration<double, std::milli>(d).count();
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+long statusKb(pid_t pid, const std::string& key) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.rfind(key + ":", 0) == 0) {
+            return std::strtol(line.c_str() + key.size() + 1, nullptr, 10);
+        }
+    }
+    return -1;
+}
+
+bool nameOwned(sdbus::IProxy& dbus) {
+    bool has = false;
+    dbus.callMethod("NameHasOwner")
+        .onInterface("org.freedesktop.DBus")
+        .withArguments(std::string("org.svad.Svad1"))
+        .storeResultsTo(has);
+    return has;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    uint32_t functions = 4096;
+    int runs = 5;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        std::string a = argv[i];
+        if (a == "--functions") {
+            functions = static_cast<uint32_t>(std::strtoul(argv[i + 1], nullptr, 10));
+        } else if (a == "--runs") {
+            runs = std::max(1, std::atoi(argv[i + 1]));
+        }
+    }
+
+    // The tree lives in memory (/dev/shm) when it can, so that both programs
+    // are measured on CPU and syscalls, not on the disk.
+    if (::access("/dev/shm", W_OK) == 0 && std::getenv("TMPDIR") == nullptr) {
+        ::setenv("TMPDIR", "/dev/shm", 1);
+    }
+    svad::test::TempDir dir;
+    const std::string root = dir.path() + "/host";
+    auto t0 = Clock::now();
+    svad::hostgen::writeTree(svad::hostgen::synthesize(functions), root);
+    std::printf("host: %u PCI functions synthesized in %.1f ms (%s)\n", functions,
+                ms(Clock::now() - t0), root.c_str());
+
+    // Baseline: lspci on the same tree.
+    std::vector<double> lspci;
+    for (int r = 0; r < runs; ++r) {
+        auto s = Clock::now();
+        Process p(
+            {"lspci", "-A", "linux-sysfs", "-O", "sysfs.path=" + root + "/sys/bus/pci", "-vvv"},
+            "/dev/null");
+        int st = p.wait(120000);
+        if (st != 0) {
+            std::fprintf(stderr, "lspci failed (status %d)\n", st);
+            return 1;
+        }
+        lspci.push_back(ms(Clock::now() - s));
+    }
+
+    // In-process discovery alone, for reference.
+    std::vector<double> discovery;
+    for (int r = 0; r < runs; ++r) {
+        auto s = Clock::now();
+        svad::linux_impl::SysfsReader fs(root + "/sys");
+        auto host = svad::core::discover(fs);
+        discovery.push_back(ms(Clock::now() - s));
+        if (host.devices.size() != functions) {
+            std::fprintf(stderr, "discovery found %zu functions, expected %u\n",
+                         host.devices.size(), functions);
+            return 1;
+        }
+    }
+
+    svad::test::PrivateBus bus(dir.path());
+    auto client = sdbus::createSessionBusConnectionWithAddress(bus.address());
+    auto dbus = sdbus::createProxy(*client, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+    std::vector<double> svad;
+    std::vector<double> managed;
+    long rssKb = 0;
+    long hwmKb = 0;
+    size_t objects = 0;
+    for (int r = 0; r < runs; ++r) {
+        auto s = Clock::now();
+        Process p({SVAD_BINARY, "--bus", bus.address(), "--backend", "sim", "--sysfs-root",
+                   root + "/sys", "--dev-root", root + "/dev"},
+                  dir.path() + "/svad.log");
+        while (!nameOwned(*dbus)) {
+            if (!p.running()) {
+                std::fprintf(stderr, "svad exited: %s\n", p.log().c_str());
+                return 1;
+            }
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+        svad.push_back(ms(Clock::now() - s));
+        rssKb = statusKb(p.pid(), "VmRSS");
+        hwmKb = statusKb(p.pid(), "VmHWM");
+
+        auto root = sdbus::createProxy(*client, "org.svad.Svad1", "/org/svad/Svad1");
+        std::map<sdbus::ObjectPath, std::map<std::string, std::map<std::string, sdbus::Variant>>>
+            all;
+        auto m = Clock::now();
+        root->callMethod("GetManagedObjects")
+            .onInterface("org.freedesktop.DBus.ObjectManager")
+            .storeResultsTo(all);
+        managed.push_back(ms(Clock::now() - m));
+        objects = all.size();
+
+        p.signal(SIGTERM);
+        p.wait(10000);
+        // Wait for the name to go, so the next run starts from nothing.
+        while (nameOwned(*dbus)) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    }
+
+    const double l = median(lspci);
+    const double s = median(svad);
+    std::printf("lspci -vvv on the tree:          %8.1f ms (median of %d)\n", l, runs);
+    std::printf("svad cold start to name owned:   %8.1f ms (median of %d)\n", s, runs);
+    std::printf("  of which discovery alone:      %8.1f ms\n", median(discovery));
+    std::printf("svad RSS when ready:             %8.1f MiB (peak %.1f MiB)\n", rssKb / 1024.0,
+                hwmKb / 1024.0);
+    std::printf("GetManagedObjects (%zu objects): %8.1f ms\n", objects, median(managed));
+    std::printf("ratio svad / lspci:              %8.2f (target <= 0.50)\n", s / l);
+    return 0;
+}
