@@ -72,7 +72,9 @@ step svactl devices
 step svactl devices --pasid
 step svactl queues
 step svactl vdpa
-dsa=$(svactl --json devices --pasid | grep -o '"Address":"[^"]*"' | head -1 | cut -d'"' -f4)
+# The first accelerator with Scalable IOV: the heart of an SVA host.
+dsa=$(svactl --json devices --pasid | sed 's/},{/}\n{/g' | grep '"Siov":true' | head -1 |
+  grep -o '"Address":"[^"]*"' | cut -d'"' -f4)
 step svactl show "$dsa"
 echo
 echo "== the API is plain D-Bus:"
