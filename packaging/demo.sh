@@ -73,14 +73,49 @@ step svactl devices --pasid
 step svactl queues
 step svactl vdpa
 # The first accelerator with Scalable IOV: the heart of an SVA host.
-dsa=$(svactl --json devices --pasid | sed 's/},{/}\n{/g' | grep '"Siov":true' | head -1 |
-  grep -o '"Address":"[^"]*"' | cut -d'"' -f4)
+dsa=$(svactl devices --pasid | awk 'NR > 1 && $10 == "yes" { print $1; exit }')
 step svactl show "$dsa"
 echo
 echo "== the API is plain D-Bus:"
 step busctl --address="$bus" get-property org.svad.Svad1 /org/svad/Svad1 \
   org.svad.Svad1.Manager PasidDeviceCount
 step svactl rescan
+
+# A VM's share of the host, the way a VMM gets it: svactl exec allocates a
+# context, then becomes the VMM (here a small sh script standing in for QEMU)
+# with the fds inherited and {iommufd}, {fd:DEVICE} and {context} replaced.
+vf=
+while read -r addr group; do
+  if svactl groups | awk -v g="$group" '$1 == g && $3 == "yes" { ok = 1 } END { exit !ok }'; then
+    vf=$addr
+    break
+  fi
+done < <(svactl devices | awk 'NR > 1 && $4 == "vfio-pci" && $11 != "-" { print $1, $5 }')
+wq=$(svactl queues | awk 'NR > 1 && $5 == "user" && $6 == "enabled" { print $1; exit }')
+if [ -n "$vf" ] && [ -n "$wq" ]; then
+  echo
+  echo "== a VM's allocation: svactl exec hands the fds to the VMM it becomes"
+  export PATH="$build:$PATH" DEMO_BUS="$bus"
+  vmm='echo "[vmm, pid $$] fds from svad:"
+for fd in {iommufd} {fd:DEVICE} {fd:QUEUE}; do echo "  $fd -> $(readlink /proc/self/fd/$fd)"; done
+echo "[vmm] svactl contexts"
+svactl --bus "$DEMO_BUS" contexts
+echo "[vmm] svactl pasid alloc {context} QUEUE"
+svactl --bus "$DEMO_BUS" pasid alloc {context} QUEUE
+svactl --bus "$DEMO_BUS" contexts'
+  vmm=${vmm//DEVICE/$vf}
+  vmm=${vmm//QUEUE/$wq}
+  printf '\n\033[1m$ svactl exec --vm demo-vm --device %s --device %s -- sh -c '"'"'...'"'"'\033[0m\n' \
+    "$vf" "$wq"
+  printf '%s\n' "$vmm" | sed 's/^/    /'
+  svactl exec --vm demo-vm --device "$vf" --device "$wq" -- sh -c "$vmm"
+  echo
+  echo "== the VMM exited: svad released its context (the lease follows the process)"
+  for _ in $(seq 50); do [ "$(svactl --json contexts)" = "[]" ] && break; sleep 0.1; done
+  step svactl contexts
+  echo "svad's log:"
+  grep -F 'VM=demo-vm' "$work/svad.log" | sed 's/^/  /'
+fi
 
 if [ "$keep" -eq 1 ]; then
   cat <<EOT

@@ -1,11 +1,15 @@
 // svad: wiring only. Parses the command line, discovers the host, connects
 // to the bus, publishes the objects and runs the loop.
 #include "svad/core/discovery.h"
+#include "svad/core/engine.h"
+#include "svad/core/pasid_allocator.h"
 #include "svad/core/log.h"
 #include "svad/dbus/bus_loop.h"
 #include "svad/dbus/service.h"
+#include "svad/linux/kernel_linux.h"
 #include "svad/linux/sysfs_reader.h"
 #include "svad/names.h"
+#include "svad/sim/kernel_sim.h"
 #include "svad/version.h"
 
 #include <boost/asio/io_context.hpp>
@@ -25,6 +29,8 @@ namespace {
 
 constexpr int kExitUsage = 2;
 constexpr int kExitFailure = 1;
+// PASIDs one VM may hold unless the configuration says otherwise.
+constexpr uint32_t kDefaultPasidQuota = 256;
 
 struct Options {
     std::string bus = "system";
@@ -185,12 +191,28 @@ int main(int argc, char** argv) {
         svad::core::Host host = scan();
         svad::log::debug("initial scan done", {{"MS", msSince(t0)}});
 
+        std::unique_ptr<svad::ports::Kernel> kernel;
+        if (opts.backend == "sim") {
+            kernel = std::make_unique<svad::sim::KernelSim>(
+                svad::sim::SimConfig::fromHost(host, opts.devRoot));
+        } else {
+            kernel = std::make_unique<svad::linux_impl::KernelLinux>(opts.devRoot);
+        }
+        svad::ports::KernelFeatures features = kernel->probe();
+        for (const auto& [feature, why] : features.absentReasons) {
+            svad::log::info("kernel feature absent: " + why, {{"FEATURE", feature}});
+        }
+        svad::core::PasidAllocator pasids;
+        pasids.setDefaultQuota(kDefaultPasidQuota);
+        svad::core::Engine engine(*kernel, pasids);
+
         auto t1 = Clock::now();
         auto connection = connectBus(opts.bus);
         svad::dbus::BusLoop loop(io, *connection);
         auto service = std::make_unique<svad::dbus::Service>(
             io, *connection, loop,
-            svad::dbus::ServiceOptions{opts.backend, opts.sysfsRoot, opts.devRoot}, scan);
+            svad::dbus::ServiceOptions{opts.backend, opts.sysfsRoot, opts.devRoot}, scan, engine,
+            features);
         service->publishInitial(std::move(host));
         svad::log::debug("objects registered", {{"MS", msSince(t1)}});
         try {

@@ -14,12 +14,14 @@ inline constexpr std::string_view kVdpaPrefix = "/org/svad/Svad1/vdpa/";
 inline constexpr std::string_view kGroupPrefix = "/org/svad/Svad1/group/";
 inline constexpr std::string_view kUnitPrefix = "/org/svad/Svad1/unit/";
 inline constexpr std::string_view kQueuePrefix = "/org/svad/Svad1/queue/";
+inline constexpr std::string_view kContextPrefix = "/org/svad/Svad1/context/";
 
 inline constexpr std::string_view kManagerInterface = "org.svad.Svad1.Manager";
 inline constexpr std::string_view kDeviceInterface = "org.svad.Svad1.Device";
 inline constexpr std::string_view kGroupInterface = "org.svad.Svad1.Group";
 inline constexpr std::string_view kUnitInterface = "org.svad.Svad1.Unit";
 inline constexpr std::string_view kQueueInterface = "org.svad.Svad1.Queue";
+inline constexpr std::string_view kContextInterface = "org.svad.Svad1.Context";
 
 // Errors: one table mapping the error, its errno and its D-Bus name.
 enum class Error {

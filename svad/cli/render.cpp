@@ -3,12 +3,15 @@
 #include "svad/names.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <unistd.h>
 #include <vector>
 
 namespace svad::cli {
-
-namespace {
 
 std::string jsonString(const std::string& s) {
     std::string out = "\"";
@@ -39,6 +42,8 @@ std::string jsonString(const std::string& s) {
     }
     return out + "\"";
 }
+
+namespace {
 
 std::string hex(uint64_t v, int width) {
     char buf[32];
@@ -141,6 +146,82 @@ std::string valueText(const std::string& name, const sdbus::Variant& v, bool jso
                    ")";
         });
     }
+    if (sig == "x") {
+        return std::to_string(v.get<int64_t>());
+    }
+    if (sig == "n") {
+        return std::to_string(v.get<int16_t>());
+    }
+    if (sig == "d") {
+        return std::to_string(v.get<double>());
+    }
+    if (sig == "h") {
+        // A copy of the fd, closed again right away: what it is, not its number.
+        auto fd = v.get<sdbus::UnixFd>();
+        return q(fdTarget(fd.get()));
+    }
+    if (sig == "a{sb}" || sig == "a{ss}" || sig == "a{su}" || sig == "a{st}") {
+        std::vector<std::pair<std::string, std::string>> items;
+        if (sig == "a{sb}") {
+            for (const auto& [k, b] : v.get<std::map<std::string, bool>>()) {
+                items.emplace_back(k, b ? (json ? "true" : "yes") : (json ? "false" : "no"));
+            }
+        } else if (sig == "a{ss}") {
+            for (const auto& [k, x] : v.get<std::map<std::string, std::string>>()) {
+                items.emplace_back(k, q(x));
+            }
+        } else if (sig == "a{su}") {
+            for (const auto& [k, x] : v.get<std::map<std::string, uint32_t>>()) {
+                items.emplace_back(k, std::to_string(x));
+            }
+        } else {
+            for (const auto& [k, x] : v.get<std::map<std::string, uint64_t>>()) {
+                items.emplace_back(k, std::to_string(x));
+            }
+        }
+        std::string out = json ? "{" : "";
+        for (size_t i = 0; i < items.size(); ++i) {
+            if (json) {
+                out += (i > 0 ? "," : "") + jsonString(items[i].first) + ":" + items[i].second;
+            } else {
+                out += (i > 0 ? " " : "") + items[i].first + "=" + items[i].second;
+            }
+        }
+        return json ? out + "}" : out;
+    }
+    if (sig == "a(us)") {
+        // Pasids: (pasid, device)
+        using S = sdbus::Struct<uint32_t, std::string>;
+        return joinList<S>(v.get<std::vector<S>>(), json, [json](const S& s) {
+            if (json) {
+                return "{\"pasid\":" + std::to_string(std::get<0>(s)) +
+                       ",\"device\":" + jsonString(std::get<1>(s)) + "}";
+            }
+            return std::to_string(std::get<0>(s)) + "@" + std::get<1>(s);
+        });
+    }
+    if (sig == "a(st)") {
+        // VirtualIds: (device, guest-visible ID)
+        using S = sdbus::Struct<std::string, uint64_t>;
+        return joinList<S>(v.get<std::vector<S>>(), json, [json](const S& s) {
+            if (json) {
+                return "{\"device\":" + jsonString(std::get<0>(s)) +
+                       ",\"id\":" + std::to_string(std::get<1>(s)) + "}";
+            }
+            return std::get<0>(s) + "=" + hex(std::get<1>(s), 1);
+        });
+    }
+    if (sig == "a(tt)") {
+        // IOVA ranges: (start, last)
+        using S = sdbus::Struct<uint64_t, uint64_t>;
+        return joinList<S>(v.get<std::vector<S>>(), json, [json](const S& s) {
+            if (json) {
+                return "{\"start\":" + std::to_string(std::get<0>(s)) +
+                       ",\"last\":" + std::to_string(std::get<1>(s)) + "}";
+            }
+            return hex(std::get<0>(s), 1) + "-" + hex(std::get<1>(s), 1);
+        });
+    }
     return json ? "null" : "<" + sig + ">";
 }
 
@@ -158,7 +239,9 @@ std::string orDash(const std::string& s) {
     return s.empty() ? "-" : s;
 }
 
-std::string table(const std::vector<std::vector<std::string>>& rows) {
+} // namespace
+
+std::string renderTable(const std::vector<std::vector<std::string>>& rows) {
     if (rows.empty()) {
         return {};
     }
@@ -182,7 +265,19 @@ std::string table(const std::vector<std::vector<std::string>>& rows) {
     return out;
 }
 
-} // namespace
+std::string renderValue(const std::string& name, const sdbus::Variant& v, bool json) {
+    return valueText(name, v, json);
+}
+
+std::string fdTarget(int fd) {
+    char buf[PATH_MAX];
+    const std::string link = "/proc/self/fd/" + std::to_string(fd);
+    ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
+    if (n < 0) {
+        return "?";
+    }
+    return std::string(buf, static_cast<size_t>(n));
+}
 
 std::string renderProperties(const Properties& props, bool json, const std::string& path) {
     std::string out;
@@ -331,7 +426,59 @@ std::string renderListing(const std::string& what, const Objects& objects, bool 
                             orDash(prop(*p, "CharDevice"))});
         }
     }
-    return table(rows);
+    return renderTable(rows);
+}
+
+std::string renderContexts(const Objects& objects, bool json) {
+    const std::string prefix = std::string(names::kRootPath) + "/context/";
+    const std::string iface = "org.svad.Svad1.Context";
+    std::vector<std::pair<std::string, const Properties*>> selected;
+    for (const auto& [path, ifaces] : objects) {
+        auto it = ifaces.find(iface);
+        if (path.rfind(prefix, 0) == 0 && it != ifaces.end()) {
+            selected.emplace_back(path, &it->second);
+        }
+    }
+    // By number: context/10 after context/9.
+    auto number = [&prefix](const std::string& path) {
+        return std::strtoull(path.c_str() + prefix.size(), nullptr, 10);
+    };
+    std::sort(selected.begin(), selected.end(), [&number](const auto& a, const auto& b) {
+        return number(a.first) < number(b.first);
+    });
+
+    if (json) {
+        std::string out = "[";
+        for (size_t i = 0; i < selected.size(); ++i) {
+            std::string one = renderProperties(*selected[i].second, true, selected[i].first);
+            one.pop_back(); // newline
+            out += (i > 0 ? "," : "") + one;
+        }
+        return out + "]\n";
+    }
+    if (selected.empty()) {
+        return "no contexts\n";
+    }
+    static const char* kModes[] = {"unknown", "handoff", "attached"};
+    static const char* kStates[] = {"unknown", "active", "degraded"};
+    auto e = [](const Properties* p, const char* n, const char* const* names, uint32_t max) {
+        auto it = p->find(n);
+        uint32_t v = it == p->end() ? 0 : it->second.get<uint32_t>();
+        return std::string(v <= max ? names[v] : "unknown");
+    };
+    auto commas = [](std::string s) {
+        std::replace(s.begin(), s.end(), ' ', ',');
+        return orDash(s);
+    };
+    std::vector<std::vector<std::string>> rows;
+    rows.push_back({"CONTEXT", "VM", "OWNER(uid/pid)", "MODE", "STATE", "DEVICES", "PASIDS"});
+    for (const auto& [path, p] : selected) {
+        rows.push_back({path.substr(prefix.size()), orDash(prop(*p, "Vm")),
+                        prop(*p, "OwnerUid") + "/" + prop(*p, "OwnerPid"), e(p, "Mode", kModes, 2),
+                        e(p, "State", kStates, 2), commas(prop(*p, "Devices")),
+                        commas(prop(*p, "Pasids"))});
+    }
+    return renderTable(rows);
 }
 
 } // namespace svad::cli

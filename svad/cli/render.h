@@ -4,6 +4,7 @@
 #include <map>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
+#include <vector>
 
 namespace svad::cli {
 
@@ -15,5 +16,17 @@ std::string renderProperties(const Properties& props, bool json, const std::stri
 // devices | vdpa | groups | units | queues
 std::string renderListing(const std::string& what, const Objects& objects, bool json,
                           bool pasidOnly);
+// The contexts among `objects`: a table (CONTEXT VM OWNER MODE STATE DEVICES PASIDS), or a
+// JSON array of their properties.
+std::string renderContexts(const Objects& objects, bool json);
+
+// One value as text or as JSON (any type svad uses, "<sig>"/null for others).
+std::string renderValue(const std::string& name, const sdbus::Variant& v, bool json);
+std::string jsonString(const std::string& s);
+// Columns padded to the widest cell, two spaces apart; the first row is the header.
+std::string renderTable(const std::vector<std::vector<std::string>>& rows);
+// What an fd of this process is: the target of /proc/self/fd/N ("/dev/iommu",
+// "/memfd:svad-sim:iommufd:1 (deleted)"), or "?" when it cannot be read.
+std::string fdTarget(int fd);
 
 } // namespace svad::cli

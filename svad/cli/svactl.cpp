@@ -1,15 +1,14 @@
 // svactl: the command-line client of svad, over the generated proxies.
+#include "svad/cli/client.h"
 #include "svad/cli/render.h"
 #include "svad/core/parse.h"
 #include "svad/core/paths.h"
-#include "svad/dbus/Manager_proxy.h"
 #include "svad/names.h"
 #include "svad/version.h"
 
 #include <algorithm>
 #include <cstdio>
-#include <functional>
-#include <map>
+#include <cstdlib>
 #include <optional>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
@@ -17,67 +16,87 @@
 
 namespace {
 
+using svad::cli::connectBus;
+using svad::cli::fail;
+using svad::cli::kExitFailure;
+using svad::cli::kExitUsage;
+using svad::cli::ManagerProxy;
+using svad::cli::normalizeAddress;
 using svad::cli::Objects;
-using svad::cli::Properties;
-
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
-
-class ManagerProxy final
-    : public sdbus::ProxyInterfaces<org::svad::Svad1::Manager_proxy, sdbus::ObjectManager_proxy,
-                                    sdbus::Properties_proxy> {
-public:
-    ManagerProxy(sdbus::IConnection& connection)
-        : ProxyInterfaces(connection, std::string(svad::names::kService),
-                          std::string(svad::names::kRootPath)) {
-        registerProxy();
-    }
-    ~ManagerProxy() { unregisterProxy(); }
-
-private:
-    void onInterfacesAdded(const sdbus::ObjectPath&,
-                           const std::map<std::string, Properties>&) override {}
-    void onInterfacesRemoved(const sdbus::ObjectPath&, const std::vector<std::string>&) override {}
-    void onPropertiesChanged(const std::string&, const Properties&,
-                             const std::vector<std::string>&) override {}
-};
-
-struct Options {
-    std::string bus = "system";
-    bool json = false;
-    std::vector<std::string> args;
-};
+using svad::cli::Options;
 
 void printHelp() {
-    std::printf("Usage: svactl [--bus session|system|ADDRESS] [--json] COMMAND [ARG]\n"
-                "Inspects what svad sees on this host.\n\n"
-                "Commands:\n"
-                "  status          svad's version, backend and counts\n"
-                "  devices         PCI functions (--pasid: only PASID-capable ones)\n"
-                "  vdpa            vDPA devices\n"
-                "  groups          IOMMU groups and their viability\n"
-                "  units           IOMMU units and their capabilities\n"
-                "  queues          SIOV (idxd) work queues\n"
-                "  show ID         everything about one object: a PCI address (0000:6a:01.0\n"
-                "                  or 6a:01.0), a vDPA device, a queue (wq0.0), a unit\n"
-                "                  (dmar0) or a group number\n"
-                "  rescan          re-read the host and wait until svad has published it\n\n"
-                "Options:\n"
-                "  --bus BUS       the bus svad serves on (default: system)\n"
-                "  --json          machine-readable output\n"
-                "  --version       print the version and exit\n");
+    std::printf(
+        "Usage: svactl [--bus session|system|ADDRESS] [--json] COMMAND [ARG...]\n"
+        "Inspects what svad sees on this host and allocates contexts for VMs.\n\n"
+        "Commands:\n"
+        "  status          svad's version, backend, kernel features and counts\n"
+        "  devices         PCI functions (--pasid: only PASID-capable ones)\n"
+        "  vdpa            vDPA devices\n"
+        "  groups          IOMMU groups and their viability\n"
+        "  units           IOMMU units and their capabilities\n"
+        "  queues          SIOV (idxd) work queues\n"
+        "  show ID         everything about one object: a PCI address (0000:6a:01.0\n"
+        "                  or 6a:01.0), a vDPA device, a queue (wq0.0), a unit\n"
+        "                  (dmar0), a group number or an object path\n"
+        "  rescan          re-read the host and wait until svad has published it\n\n"
+        "Contexts (what a VM holds: an iommufd and its devices' fds):\n"
+        "  alloc --vm NAME [--mode handoff|attached] [--fault-queue] [--owner-pid PID]\n"
+        "        DEVICE...\n"
+        "                  allocate a context and show the fds received and the info;\n"
+        "                  DEVICE: a PCI address, a vDPA device or a work queue.\n"
+        "                  The lease follows its owner: svactl itself unless --owner-pid\n"
+        "                  names a longer-lived process (root only), so svad releases\n"
+        "                  the context (\"owner process exited\") as soon as svactl exits.\n"
+        "                  To hand the fds to a program, use exec.\n"
+        "  exec --vm NAME [--device DEVICE]... [--mode M] [--fault-queue] -- COMMAND [ARG...]\n"
+        "                  allocate a context, then run COMMAND in svactl's place with the\n"
+        "                  fds inherited; the lease follows COMMAND (same process). In\n"
+        "                  COMMAND and ARGs, {iommufd}, {fd:DEVICE} and {fault_queue}\n"
+        "                  become fd numbers and {context} the context's path (also in\n"
+        "                  $SVAD_CONTEXT and $SVAD_IOMMUFD). Any other {word} is an error\n"
+        "                  (${var} is left alone). Exit: COMMAND's, or 126/127 if it\n"
+        "                  cannot run. Example:\n"
+        "                    svactl exec --vm vm1 --device 0000:6a:01.0 -- \\\n"
+        "                      qemu-system-x86_64 -object iommufd,id=i0,fd={iommufd} \\\n"
+        "                      -device vfio-pci,iommufd=i0,fd={fd:0000:6a:01.0}\n"
+        "  release CONTEXT release a context (CONTEXT: its path or its number N of\n"
+        "                  /org/svad/Svad1/context/N)\n"
+        "  contexts        the contexts svad holds\n"
+        "  pasid alloc CONTEXT DEVICE\n"
+        "                  allocate a PASID for a device of the context and print it\n"
+        "  pasid release CONTEXT PASID\n\n"
+        "Options:\n"
+        "  --bus BUS       the bus svad serves on (default: system)\n"
+        "  --json          machine-readable output\n"
+        "  --version       print the version and exit\n\n"
+        "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
 
-[[noreturn]] void fail(int code, const std::string& message) {
-    std::fprintf(stderr, "svactl: %s\n", message.c_str());
-    std::exit(code);
-}
-
+// Global options may come anywhere before `--`; for exec, everything from the
+// command on (after `--`, or its first non-option word) is kept verbatim.
 Options parseArgs(int argc, char** argv) {
     Options o;
+    bool verbatim = false;    // after `--` of a command other than exec
+    bool execCommand = false; // inside exec's COMMAND
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        if (a == "--help" || a == "-h") {
+        if (execCommand) {
+            o.command.push_back(a);
+            continue;
+        }
+        const bool isExec = !o.args.empty() && o.args[0] == "exec";
+        if (a == "--" && !verbatim) {
+            if (isExec) {
+                execCommand = true;
+            } else {
+                verbatim = true;
+            }
+            continue;
+        }
+        if (verbatim) {
+            o.args.push_back(a);
+        } else if (a == "--help" || a == "-h") {
             printHelp();
             std::exit(0);
         } else if (a == "--version") {
@@ -92,8 +111,16 @@ Options parseArgs(int argc, char** argv) {
             o.bus = argv[++i];
         } else if (a.rfind("--bus=", 0) == 0) {
             o.bus = a.substr(6);
+        } else if (isExec && a.rfind("-", 0) != 0) {
+            // The first word that is neither an option nor an option's value.
+            execCommand = true;
+            o.command.push_back(a);
         } else {
             o.args.push_back(a);
+            // A subcommand option's value is never a global option nor exec's COMMAND.
+            if (o.args.size() > 1 && svad::cli::contextOptionTakesValue(a) && i + 1 < argc) {
+                o.args.push_back(argv[++i]);
+            }
         }
     }
     if (o.args.empty()) {
@@ -102,32 +129,12 @@ Options parseArgs(int argc, char** argv) {
     return o;
 }
 
-std::unique_ptr<sdbus::IConnection> connectBus(const std::string& bus) {
-    try {
-        if (bus == "system") {
-            return sdbus::createSystemBusConnection();
-        }
-        if (bus == "session") {
-            return sdbus::createSessionBusConnection();
-        }
-        return sdbus::createSessionBusConnectionWithAddress(bus);
-    } catch (const sdbus::Error& e) {
-        fail(kExitFailure, "cannot connect to the " +
-                               (bus == "system" || bus == "session" ? bus + " bus" : bus) + ": " +
-                               e.getMessage());
-    }
-}
-
-// A PCI address as typed (6a:01.0) completed to 0000:6a:01.0.
-std::string normalizeAddress(const std::string& id) {
-    if (id.size() == 7 && svad::core::isPciAddress("0000:" + id)) {
-        return "0000:" + id;
-    }
-    return id;
-}
-
 std::optional<std::string> findObject(const Objects& objects, const std::string& rawId) {
     const std::string id = normalizeAddress(rawId);
+    if (id.rfind(std::string(svad::names::kRootPath) + "/", 0) == 0) {
+        return objects.count(sdbus::ObjectPath(id)) != 0 ? std::optional<std::string>(id)
+                                                         : std::nullopt;
+    }
     std::vector<std::string> candidates = {svad::core::devicePath(id), svad::core::vdpaPath(id),
                                            svad::core::queuePath(id), svad::core::unitPath(id)};
     if (auto n = svad::core::parseDec(id); n && *n >= 0 && *n <= UINT32_MAX) {
@@ -143,6 +150,12 @@ std::optional<std::string> findObject(const Objects& objects, const std::string&
 
 int run(const Options& o) {
     const std::string& cmd = o.args[0];
+    if (svad::cli::isContextCommand(cmd)) {
+        return svad::cli::runContextCommand(o);
+    }
+    if (!o.command.empty()) {
+        fail(kExitUsage, "unexpected '--' for " + cmd);
+    }
     static const std::vector<std::string> kListings = {"devices", "vdpa", "groups", "units",
                                                        "queues"};
     const bool listing = std::find(kListings.begin(), kListings.end(), cmd) != kListings.end();
@@ -150,8 +163,8 @@ int run(const Options& o) {
         fail(kExitUsage, "unknown command '" + cmd + "' (try --help)");
     }
     if (cmd == "show" && o.args.size() != 2) {
-        fail(kExitUsage, "show needs exactly one ID (a PCI address, vDPA device, queue, unit "
-                         "or group)");
+        fail(kExitUsage, "show needs exactly one ID (a PCI address, vDPA device, queue, unit, "
+                         "group or object path)");
     }
     bool pasidOnly = false;
     for (size_t i = 1; i < o.args.size(); ++i) {
@@ -187,7 +200,7 @@ int run(const Options& o) {
         auto path = findObject(objects, o.args[1]);
         if (!path) {
             fail(kExitFailure,
-                 "no device, vDPA device, queue, unit or group named '" + o.args[1] + "'");
+                 "no device, vDPA device, queue, unit, group or object named '" + o.args[1] + "'");
         }
         const auto& ifaces = objects.at(sdbus::ObjectPath(*path));
         for (const auto& [iface, props] : ifaces) {
@@ -211,10 +224,9 @@ int main(int argc, char** argv) {
         const std::string& name = e.getName();
         if (name == "org.freedesktop.DBus.Error.ServiceUnknown" ||
             name == "org.freedesktop.DBus.Error.NameHasNoOwner") {
-            fail(kExitFailure,
-                 "svad is not running (nobody owns " + std::string(svad::names::kService) + " on " +
-                     (o.bus == "system" || o.bus == "session" ? "the " + o.bus + " bus" : o.bus) +
-                     ")");
+            fail(kExitFailure, "svad is not running (nobody owns " +
+                                   std::string(svad::names::kService) + " on " +
+                                   svad::cli::busLabel(o.bus) + ")");
         }
         fail(kExitFailure, name + ": " + e.getMessage());
     }

@@ -1,5 +1,11 @@
 #include "svad/dbus/objects.h"
 
+#include <cctype>
+
+#include "svad/core/parse.h"
+#include <cctype>
+
+#include "svad/core/parse.h"
 #include "svad/core/paths.h"
 
 namespace svad::dbus {
@@ -129,6 +135,12 @@ std::vector<sdbus::ObjectPath> DeviceObject::VdpaDevices() {
     return out;
 }
 
+sdbus::ObjectPath DeviceObject::HeldBy() {
+    const std::string& id = data_.vdpa ? data_.vdpa->name : data_.pci.address;
+    uint64_t holder = data_.engine != nullptr ? data_.engine->holderOf(id) : 0;
+    return holder == 0 ? none() : sdbus::ObjectPath(contextPath(holder));
+}
+
 std::vector<std::string> DeviceObject::Warnings() {
     return data_.vdpa ? data_.vdpa->warnings : data_.pci.warnings;
 }
@@ -207,6 +219,91 @@ sdbus::ObjectPath QueueObject::Device() {
 
 std::string QueueObject::CharDevice() {
     return underRoot(data_.devRoot, data_.queue.charDevice);
+}
+
+std::vector<sdbus::ObjectPath> QueueObject::HeldBy() {
+    std::vector<sdbus::ObjectPath> out;
+    uint64_t holder = data_.engine != nullptr ? data_.engine->holderOf(data_.queue.name) : 0;
+    if (holder != 0) {
+        out.emplace_back(contextPath(holder));
+    }
+    return out;
+}
+
+// ---- Context ------------------------------------------------------------------
+
+std::string contextPath(uint64_t id) {
+    return std::string(names::kContextPrefix) + std::to_string(id);
+}
+
+uint64_t contextIdOf(const std::string& path) {
+    const std::string prefix(names::kContextPrefix);
+    if (path.rfind(prefix, 0) != 0 || path.size() == prefix.size() ||
+        std::isdigit(static_cast<unsigned char>(path[prefix.size()])) == 0) {
+        return 0;
+    }
+    auto id = core::parseDec(path.substr(prefix.size()));
+    return id && *id > 0 ? static_cast<uint64_t>(*id) : 0;
+}
+
+ContextObject::ContextObject(sdbus::IConnection& connection, std::string path,
+                             const core::Engine& engine, uint64_t id)
+    : AdaptorInterfaces(connection, std::move(path)), engine_(engine), id_(id) {
+    registerAdaptor();
+}
+
+ContextObject::~ContextObject() { unregisterAdaptor(); }
+
+const core::Context& ContextObject::ctx() const {
+    const core::Context* c = engine_.find(id_);
+    return c != nullptr ? *c : gone_;
+}
+
+void ContextObject::announceRelease(const std::string& reason) {
+    emitReleased(reason);
+    emitInterfacesRemovedSignal();
+}
+
+std::vector<std::string> ContextObject::Devices() {
+    std::vector<std::string> out;
+    for (const auto& d : ctx().devices) {
+        out.push_back(d.id);
+    }
+    return out;
+}
+
+std::vector<sdbus::ObjectPath> ContextObject::DeviceObjects() {
+    std::vector<sdbus::ObjectPath> out;
+    for (const auto& d : ctx().devices) {
+        switch (d.kind) {
+        case core::HeldKind::Vfio:
+            out.emplace_back(core::devicePath(d.id));
+            break;
+        case core::HeldKind::Vdpa:
+            out.emplace_back(core::vdpaPath(d.id));
+            break;
+        case core::HeldKind::Queue:
+            out.emplace_back(core::queuePath(d.id));
+            break;
+        }
+    }
+    return out;
+}
+
+std::vector<sdbus::Struct<uint32_t, std::string>> ContextObject::Pasids() {
+    std::vector<sdbus::Struct<uint32_t, std::string>> out;
+    for (const auto& [pasid, device] : ctx().pasids) {
+        out.emplace_back(pasid, device);
+    }
+    return out;
+}
+
+std::vector<sdbus::Struct<std::string, uint64_t>> ContextObject::VirtualIds() {
+    std::vector<sdbus::Struct<std::string, uint64_t>> out;
+    for (const auto& [device, id] : ctx().virtualIds) {
+        out.emplace_back(device, id);
+    }
+    return out;
 }
 
 } // namespace svad::dbus

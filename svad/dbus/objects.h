@@ -2,7 +2,9 @@
 // holds a snapshot of its model object and answers property reads from it.
 #pragma once
 
+#include "svad/core/engine.h"
 #include "svad/core/model.h"
+#include "svad/dbus/Context_adaptor.h"
 #include "svad/dbus/Device_adaptor.h"
 #include "svad/dbus/Group_adaptor.h"
 #include "svad/dbus/Queue_adaptor.h"
@@ -24,6 +26,7 @@ struct DeviceLinks {
 
 struct DeviceData {
     std::string devRoot;
+    const core::Engine* engine = nullptr;  // who holds what
     core::PciDevice pci;                  // a PCI function ...
     std::optional<core::VdpaDevice> vdpa; // ... or a vDPA device
     DeviceLinks links;
@@ -81,6 +84,7 @@ private:
     sdbus::ObjectPath ParentDevice() override;
     std::string VhostDevice() override;
     std::vector<sdbus::ObjectPath> VdpaDevices() override;
+    sdbus::ObjectPath HeldBy() override;
     std::vector<std::string> Warnings() override;
 
     DeviceData data_;
@@ -143,6 +147,7 @@ private:
 
 struct QueueData {
     std::string devRoot;
+    const core::Engine* engine = nullptr;
     core::SiovQueue queue;
     bool operator==(const QueueData&) const = default;
 };
@@ -170,9 +175,51 @@ private:
     uint32_t Threshold() override { return data_.queue.threshold; }
     std::string WqName() override { return data_.queue.wqName; }
     std::string CharDevice() override;
+    std::vector<sdbus::ObjectPath> HeldBy() override;
     std::vector<std::string> Warnings() override { return data_.queue.warnings; }
 
     QueueData data_;
 };
+
+// A context, read live from the engine that owns it.
+class ContextObject final
+    : public sdbus::AdaptorInterfaces<org::svad::Svad1::Context_adaptor,
+                                      sdbus::ManagedObject_adaptor, sdbus::Properties_adaptor> {
+public:
+    using Adaptor = org::svad::Svad1::Context_adaptor;
+    ContextObject(sdbus::IConnection& connection, std::string path, const core::Engine& engine,
+                  uint64_t id);
+    ~ContextObject();
+    uint64_t id() const { return id_; }
+    // Emits Released(reason), then InterfacesRemoved; the object goes with the caller's reset.
+    void announceRelease(const std::string& reason);
+    void announceChanged(const std::vector<std::string>& properties) {
+        emitPropertiesChangedSignal(Adaptor::INTERFACE_NAME, properties);
+    }
+
+private:
+    const core::Context& ctx() const;
+    std::string Vm() override { return ctx().vm; }
+    uint32_t OwnerUid() override { return ctx().ownerUid; }
+    uint32_t OwnerPid() override { return static_cast<uint32_t>(ctx().ownerPid); }
+    std::string OwnerBusName() override { return ctx().ownerBusName; }
+    std::vector<std::string> Devices() override;
+    std::vector<sdbus::ObjectPath> DeviceObjects() override;
+    std::vector<sdbus::Struct<uint32_t, std::string>> Pasids() override;
+    std::vector<sdbus::Struct<std::string, uint64_t>> VirtualIds() override;
+    uint32_t IoasId() override { return ctx().ioasId; }
+    uint32_t FaultQueueId() override { return ctx().faultQueueId; }
+    uint32_t Mode() override { return static_cast<uint32_t>(ctx().mode); }
+    uint32_t State() override { return static_cast<uint32_t>(ctx().state); }
+    uint64_t CreatedTime() override { return ctx().createdUsec; }
+
+    const core::Engine& engine_;
+    uint64_t id_;
+    core::Context gone_;  // answers reads after the engine forgot the context
+};
+
+// The object path of context `id`, and back (0 if `path` is not one).
+std::string contextPath(uint64_t id);
+uint64_t contextIdOf(const std::string& path);
 
 } // namespace svad::dbus

@@ -6,7 +6,12 @@
 #include "svad/version.h"
 
 #include <boost/asio/post.hpp>
+#include <fcntl.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <unordered_map>
 
 namespace svad::dbus {
@@ -70,15 +75,34 @@ T filterValue(const std::string& key, const sdbus::Variant& v, const char* signa
 } // namespace
 
 Service::Service(boost::asio::io_context& io, sdbus::IConnection& connection, BusLoop& loop,
-                 ServiceOptions options, ScanFunction scan)
+                 ServiceOptions options, ScanFunction scan, core::Engine& engine,
+                 ports::KernelFeatures features)
     : AdaptorInterfaces(connection, std::string(names::kRootPath)), io_(io),
-      connection_(connection), loop_(loop), options_(std::move(options)), scan_(std::move(scan)) {
+      connection_(connection), loop_(loop), options_(std::move(options)), scan_(std::move(scan)),
+      engine_(engine), features_(std::move(features)) {
     registerAdaptor();
+    // Owners without a pidfd are followed by their bus name.
+    busProxy_ = sdbus::createProxy(connection_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+    busProxy_->registerSignalHandler("org.freedesktop.DBus", "NameOwnerChanged",
+                                     [this](sdbus::Signal& signal) {
+                                         std::string name;
+                                         std::string oldOwner;
+                                         std::string newOwner;
+                                         signal >> name >> oldOwner >> newOwner;
+                                         if (newOwner.empty()) {
+                                             onNameLost(name);
+                                         }
+                                     });
+    busProxy_->finishRegistration();
 }
 
 Service::~Service() {
     alive_.reset();
     worker_.join();
+    // Contexts stay with the engine (their fds live on in the VMMs); only the bus side goes.
+    pidWatches_.clear();
+    contextObjects_.clear();
+    busProxy_.reset();
     queues_.clear();
     devices_.clear();
     groups_.clear();
@@ -168,19 +192,19 @@ void Service::apply(core::Host host, bool emit) {
     }
     std::map<std::string, DeviceData> devices;
     for (const auto& d : host.devices) {
-        DeviceData data{options_.devRoot, d, std::nullopt, {}};
+        DeviceData data{options_.devRoot, &engine_, d, std::nullopt, {}};
         if (auto it = links.find(d.address); it != links.end()) {
             data.links = it->second;
         }
         devices.emplace(core::devicePath(d.address), std::move(data));
     }
     for (const auto& v : host.vdpa) {
-        DeviceData data{options_.devRoot, {}, v, {}};
+        DeviceData data{options_.devRoot, &engine_, {}, v, {}};
         devices.emplace(core::vdpaPath(v.name), std::move(data));
     }
     std::map<std::string, QueueData> queues;
     for (const auto& q : host.queues) {
-        queues.emplace(core::queuePath(q.name), QueueData{options_.devRoot, q});
+        queues.emplace(core::queuePath(q.name), QueueData{options_.devRoot, &engine_, q});
     }
 
     // Objects that others point at appear first and go last.
@@ -189,6 +213,15 @@ void Service::apply(core::Host host, bool emit) {
     syncObjects(connection_, devices_, std::move(devices), emit);
     syncObjects(connection_, queues_, std::move(queues), emit);
 
+    engine_.setHost(host);
+    for (uint64_t id : engine_.markDegraded()) {
+        auto it = contextObjects_.find(id);
+        if (it != contextObjects_.end() && emit) {
+            it->second->announceChanged({"State"});
+        }
+        log::warning("a device of the context left the host: context degraded",
+                     {{"CONTEXT", std::to_string(id)}});
+    }
     host_ = std::move(host);
     lastScanUsec_ = realtimeUsec();
     ++scanCount_;
@@ -337,6 +370,302 @@ Service::ListDevices(const std::map<std::string, sdbus::Variant>& filter) {
         out.emplace_back(path);
     }
     return out;
+}
+
+// ---- Contexts -------------------------------------------------------------------
+
+namespace {
+
+[[noreturn]] void throwFailure(const core::Failure& f) { throwError(f.error, f.message); }
+
+const char* modeName(core::ContextMode m) {
+    return m == core::ContextMode::Attached ? "attached" : "handoff";
+}
+
+std::string joined(const std::vector<std::string>& items) {
+    std::string out;
+    for (const auto& i : items) {
+        out += (out.empty() ? "" : ",") + i;
+    }
+    return out;
+}
+
+}  // namespace
+
+core::Caller Service::caller() {
+    core::Caller c;
+    const sdbus::Message* m = getObject().getCurrentlyProcessedMessage();
+    if (m == nullptr) {
+        throwError(names::Error::PermissionDenied, "no caller");
+    }
+    c.busName = m->getSender();
+    // Credentials come from the bus, never from what the caller sends.
+    c.uid = m->getCredsUid();
+    c.pid = m->getCredsPid();
+    return c;
+}
+
+uint64_t Service::contextFromPath(const std::string& path) const {
+    uint64_t id = contextIdOf(path);
+    if (id == 0 || engine_.find(id) == nullptr) {
+        throwError(names::Error::NotFound, "no context at " + path);
+    }
+    return id;
+}
+
+std::map<std::string, bool> Service::KernelFeatures() {
+    return {{"iommufd", features_.iommufd},      {"rlimit_mode", features_.rlimitMode},
+            {"hw_info", features_.hwInfo},       {"fault_queue", features_.faultQueue},
+            {"vfio_cdev", features_.vfioCdev},   {"pasid_attach", features_.pasidAttach},
+            {"vhost_vdpa", features_.vhostVdpa}, {"idxd", features_.idxd}};
+}
+
+std::map<std::string, std::string> Service::KernelFeatureNotes() {
+    std::map<std::string, std::string> out;
+    for (const auto& [name, why] : features_.absentReasons) {
+        out[name] = why;
+    }
+    return out;
+}
+
+std::tuple<sdbus::ObjectPath, sdbus::UnixFd, std::map<std::string, sdbus::UnixFd>,
+           std::map<std::string, sdbus::Variant>>
+Service::AllocateContext(const std::string& vm, const std::vector<std::string>& devices,
+                         const std::map<std::string, sdbus::Variant>& options) {
+    core::AllocateRequest req;
+    req.vm = vm;
+    req.devices = devices;
+    req.caller = caller();
+    for (const auto& [key, value] : options) {
+        if (key == "mode") {
+            auto mode = filterValue<std::string>(key, value, "s");
+            if (mode == "handoff") {
+                req.mode = core::ContextMode::Handoff;
+            } else if (mode == "attached") {
+                req.mode = core::ContextMode::Attached;
+            } else {
+                throwError(names::Error::InvalidArgument,
+                           "option 'mode' must be 'handoff' or 'attached', not '" + mode + "'");
+            }
+        } else if (key == "fault_queue") {
+            req.faultQueue = filterValue<bool>(key, value, "b");
+        } else if (key == "owner_pid") {
+            auto pid = filterValue<uint32_t>(key, value, "u");
+            if (pid == 0 || pid > INT32_MAX) {
+                throwError(names::Error::InvalidArgument, "option 'owner_pid' is not a pid");
+            }
+            req.ownerPid = static_cast<pid_t>(pid);
+        } else {
+            throwError(names::Error::InvalidArgument,
+                       "unknown option '" + key + "' (known: mode fault_queue owner_pid)");
+        }
+    }
+
+    auto outcome = engine_.allocate(req, realtimeUsec());
+    if (!outcome.ok()) {
+        log::warning("allocation refused: " + outcome.failure().message,
+                     {{"VM", vm},
+                      {"DEVICE", joined(devices)},
+                      {"VERDICT", "refused"},
+                      {"REASON", outcome.failure().message},
+                      {"CALLER_UID", std::to_string(req.caller.uid)},
+                      {"CALLER_PID", std::to_string(req.caller.pid)}});
+        throwFailure(outcome.failure());
+    }
+    const core::Context& ctx = *outcome.value();
+    const std::string path = contextPath(ctx.id);
+
+    std::map<std::string, sdbus::UnixFd> fds;
+    std::map<std::string, uint32_t> devIds;
+    std::map<std::string, uint32_t> vdpaGroups;
+    std::map<std::string, uint32_t> vdpaSpaces;
+    std::map<std::string, uint32_t> pasidWidths;
+    for (const auto& d : ctx.devices) {
+        fds.emplace(d.id, sdbus::UnixFd(d.fd.get()));
+        pasidWidths[d.id] = d.pasidWidth;
+        if (d.kind == core::HeldKind::Vfio && ctx.mode == core::ContextMode::Attached) {
+            devIds[d.id] = d.devId;
+        }
+        if (d.kind == core::HeldKind::Vdpa) {
+            vdpaGroups[d.id] = d.vdpaGroups;
+            vdpaSpaces[d.id] = d.vdpaAddressSpaces;
+        }
+    }
+    std::map<std::string, sdbus::Variant> info;
+    info["mode"] = sdbus::Variant(std::string(modeName(ctx.mode)));
+    info["pasid_widths"] = sdbus::Variant(pasidWidths);
+    if (ctx.mode == core::ContextMode::Attached) {
+        info["ioas_id"] = sdbus::Variant(ctx.ioasId);
+        info["dev_ids"] = sdbus::Variant(devIds);
+        std::vector<sdbus::Struct<uint64_t, uint64_t>> ranges;
+        for (const auto& r : ctx.iovaRanges) {
+            ranges.emplace_back(r.start, r.last);
+        }
+        info["iova_ranges"] = sdbus::Variant(ranges);
+    }
+    if (!vdpaGroups.empty()) {
+        info["vdpa_groups"] = sdbus::Variant(vdpaGroups);
+        info["vdpa_address_spaces"] = sdbus::Variant(vdpaSpaces);
+    }
+    if (ctx.faultQueueFd.valid()) {
+        info["fault_queue_id"] = sdbus::Variant(ctx.faultQueueId);
+        info["fault_queue_fd"] = sdbus::Variant(sdbus::UnixFd(ctx.faultQueueFd.get()));
+    }
+
+    auto object = std::make_unique<ContextObject>(connection_, path, engine_, ctx.id);
+    object->emitInterfacesAddedSignal();
+    contextObjects_.emplace(ctx.id, std::move(object));
+    watchOwner(ctx);
+    announceHolders(devices);
+    emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME, {"ContextCount"});
+    log::notice("context allocated", {{"VM", ctx.vm},
+                                      {"CONTEXT", std::to_string(ctx.id)},
+                                      {"DEVICE", joined(devices)},
+                                      {"MODE", modeName(ctx.mode)},
+                                      {"VERDICT", "allowed"},
+                                      {"CALLER_UID", std::to_string(req.caller.uid)},
+                                      {"CALLER_PID", std::to_string(req.caller.pid)}});
+    return {sdbus::ObjectPath(path), sdbus::UnixFd(ctx.iommufd.get()), std::move(fds),
+            std::move(info)};
+}
+
+void Service::announceHolders(const std::vector<std::string>& devices) {
+    for (const auto& id : devices) {
+        if (auto it = devices_.find(core::devicePath(id)); it != devices_.end()) {
+            it->second->emitPropertiesChangedSignal(DeviceObject::Adaptor::INTERFACE_NAME,
+                                                    {"HeldBy"});
+        } else if (auto v = devices_.find(core::vdpaPath(id)); v != devices_.end()) {
+            v->second->emitPropertiesChangedSignal(DeviceObject::Adaptor::INTERFACE_NAME,
+                                                   {"HeldBy"});
+        } else if (auto q = queues_.find(core::queuePath(id)); q != queues_.end()) {
+            q->second->emitPropertiesChangedSignal(QueueObject::Adaptor::INTERFACE_NAME,
+                                                   {"HeldBy"});
+        }
+    }
+}
+
+void Service::watchOwner(const core::Context& ctx) {
+    const uint64_t id = ctx.id;
+    errno = 0;
+    int pidfd = ctx.ownerPid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, ctx.ownerPid, 0))
+                                 : -1;
+    if (pidfd >= 0) {
+        ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+        auto watch = std::make_unique<boost::asio::posix::stream_descriptor>(io_, pidfd);
+        std::weak_ptr<int> alive = alive_;
+        watch->async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                          [this, alive, id](const boost::system::error_code& ec) {
+                              if (ec || !alive.lock()) {
+                                  return;
+                              }
+                              finishRelease(id, "owner process exited");
+                              loop_.kick();
+                          });
+        pidWatches_.emplace(id, std::move(watch));
+        return;
+    }
+    if (errno == ESRCH) {
+        // The owner is already gone: the lease ends as soon as it began.
+        std::weak_ptr<int> alive = alive_;
+        boost::asio::post(io_, [this, alive, id] {
+            if (alive.lock()) {
+                finishRelease(id, "owner process exited");
+                loop_.kick();
+            }
+        });
+        return;
+    }
+    nameWatches_[ctx.ownerBusName].push_back(id);
+}
+
+void Service::onNameLost(const std::string& name) {
+    auto it = nameWatches_.find(name);
+    if (it == nameWatches_.end()) {
+        return;
+    }
+    auto ids = std::move(it->second);
+    nameWatches_.erase(it);
+    for (uint64_t id : ids) {
+        finishRelease(id, "owner left the bus");
+    }
+}
+
+void Service::finishRelease(uint64_t id, const std::string& reason) {
+    const core::Context* ctx = engine_.find(id);
+    if (ctx == nullptr) {
+        return;
+    }
+    std::vector<std::string> devices;
+    for (const auto& d : ctx->devices) {
+        devices.push_back(d.id);
+    }
+    const std::string vm = ctx->vm;
+    if (auto it = contextObjects_.find(id); it != contextObjects_.end()) {
+        it->second->announceRelease(reason);
+        contextObjects_.erase(it);
+    }
+    pidWatches_.erase(id);
+    for (auto& [name, ids] : nameWatches_) {
+        ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
+    }
+    engine_.releaseUnchecked(id);
+    announceHolders(devices);
+    emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME, {"ContextCount", "PasidCount"});
+    log::notice("context released: " + reason, {{"VM", vm},
+                                                {"CONTEXT", std::to_string(id)},
+                                                {"DEVICE", joined(devices)},
+                                                {"REASON", reason}});
+}
+
+void Service::ReleaseContext(const sdbus::ObjectPath& context) {
+    const uint64_t id = contextFromPath(context);
+    if (auto access = engine_.checkAccess(id, caller()); !access.ok()) {
+        throwFailure(access.failure());
+    }
+    finishRelease(id, "released by the owner");
+}
+
+uint32_t Service::AllocatePasid(const sdbus::ObjectPath& context, const std::string& device,
+                                const std::map<std::string, sdbus::Variant>& options) {
+    const uint64_t id = contextFromPath(context);
+    if (!options.empty()) {
+        throwError(names::Error::InvalidArgument,
+                   "unknown option '" + options.begin()->first + "' (none are defined yet)");
+    }
+    auto outcome = engine_.allocatePasid(id, device, caller());
+    if (!outcome.ok()) {
+        log::warning("PASID refused: " + outcome.failure().message,
+                     {{"CONTEXT", std::to_string(id)}, {"DEVICE", device}});
+        throwFailure(outcome.failure());
+    }
+    const uint32_t pasid = outcome.value();
+    contextObjects_.at(id)->announceChanged({"Pasids"});
+    emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME, {"PasidCount"});
+    log::info("PASID allocated",
+              {{"CONTEXT", std::to_string(id)}, {"DEVICE", device}, {"PASID", std::to_string(pasid)}});
+    return pasid;
+}
+
+void Service::ReleasePasid(const sdbus::ObjectPath& context, const uint32_t& pasid) {
+    const uint64_t id = contextFromPath(context);
+    auto outcome = engine_.releasePasid(id, pasid, caller());
+    if (!outcome.ok()) {
+        throwFailure(outcome.failure());
+    }
+    contextObjects_.at(id)->announceChanged({"Pasids"});
+    emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME, {"PasidCount"});
+    log::info("PASID released",
+              {{"CONTEXT", std::to_string(id)}, {"PASID", std::to_string(pasid)}});
+}
+
+void Service::SetVirtualId(const sdbus::ObjectPath& context, const std::string& device,
+                           const uint64_t& virtId) {
+    const uint64_t id = contextFromPath(context);
+    auto outcome = engine_.setVirtualId(id, device, virtId, caller());
+    if (!outcome.ok()) {
+        throwFailure(outcome.failure());
+    }
+    contextObjects_.at(id)->announceChanged({"VirtualIds"});
 }
 
 } // namespace svad::dbus

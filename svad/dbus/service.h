@@ -3,12 +3,14 @@
 // publishes a discovered Host and, on a rescan, only the differences.
 #pragma once
 
+#include "svad/core/engine.h"
 #include "svad/core/model.h"
 #include "svad/dbus/Manager_adaptor.h"
 #include "svad/dbus/bus_loop.h"
 #include "svad/dbus/objects.h"
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <functional>
 #include <map>
@@ -33,7 +35,8 @@ class Service final
                                       sdbus::ObjectManager_adaptor, sdbus::Properties_adaptor> {
 public:
     Service(boost::asio::io_context& io, sdbus::IConnection& connection, BusLoop& loop,
-            ServiceOptions options, ScanFunction scan);
+            ServiceOptions options, ScanFunction scan, core::Engine& engine,
+            ports::KernelFeatures features);
     ~Service();
 
     // Publishes a host (the first scan): objects appear without signals.
@@ -47,6 +50,20 @@ private:
     std::vector<sdbus::ObjectPath>
     ListDevices(const std::map<std::string, sdbus::Variant>& filter) override;
     void Rescan(sdbus::Result<>&& result) override;
+    std::tuple<sdbus::ObjectPath, sdbus::UnixFd, std::map<std::string, sdbus::UnixFd>,
+               std::map<std::string, sdbus::Variant>>
+    AllocateContext(const std::string& vm, const std::vector<std::string>& devices,
+                    const std::map<std::string, sdbus::Variant>& options) override;
+    void ReleaseContext(const sdbus::ObjectPath& context) override;
+    uint32_t AllocatePasid(const sdbus::ObjectPath& context, const std::string& device,
+                           const std::map<std::string, sdbus::Variant>& options) override;
+    void ReleasePasid(const sdbus::ObjectPath& context, const uint32_t& pasid) override;
+    void SetVirtualId(const sdbus::ObjectPath& context, const std::string& device,
+                      const uint64_t& virtId) override;
+    std::map<std::string, bool> KernelFeatures() override;
+    std::map<std::string, std::string> KernelFeatureNotes() override;
+    uint32_t ContextCount() override { return static_cast<uint32_t>(engine_.contexts().size()); }
+    uint32_t PasidCount() override { return static_cast<uint32_t>(engine_.pasidCount()); }
     std::string Version() override;
     std::string Backend() override { return options_.backend; }
     std::string SysfsRoot() override { return options_.sysfsRoot; }
@@ -67,6 +84,15 @@ private:
     void scanFinished(core::Host host);
     void logWarnings(const core::Host& host) const;
 
+    // Contexts.
+    core::Caller caller();
+    uint64_t contextFromPath(const std::string& path) const;
+    void watchOwner(const core::Context& ctx);
+    void onNameLost(const std::string& name);
+    // Announces and forgets a context: Released(reason), InterfacesRemoved, HeldBy.
+    void finishRelease(uint64_t id, const std::string& reason);
+    void announceHolders(const std::vector<std::string>& devices);
+
     boost::asio::io_context& io_;
     sdbus::IConnection& connection_;
     BusLoop& loop_;
@@ -81,6 +107,14 @@ private:
     std::map<std::string, std::unique_ptr<GroupObject>> groups_;
     std::map<std::string, std::unique_ptr<DeviceObject>> devices_;
     std::map<std::string, std::unique_ptr<QueueObject>> queues_;
+
+    core::Engine& engine_;
+    ports::KernelFeatures features_;
+    std::map<uint64_t, std::unique_ptr<ContextObject>> contextObjects_;
+    // Leases: a pidfd per owner process, or the owner's bus name when there is none.
+    std::map<uint64_t, std::unique_ptr<boost::asio::posix::stream_descriptor>> pidWatches_;
+    std::map<std::string, std::vector<uint64_t>> nameWatches_;
+    std::unique_ptr<sdbus::IProxy> busProxy_;
 
     // Rescans: callers waiting for the scan in flight, and for the next one.
     bool scanning_ = false;

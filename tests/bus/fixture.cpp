@@ -1,6 +1,7 @@
 #include "fixture.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fcntl.h>
 #include <filesystem>
@@ -9,7 +10,9 @@
 #include <signal.h>
 #include <sstream>
 #include <stdexcept>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -124,9 +127,17 @@ PrivateBus::PrivateBus(const std::string& dir) {
         std::vector<std::string>{"dbus-daemon", "--session", "--address=" + address_, "--nofork",
                                  "--nopidfile", "--nosyslog"},
         dir + "/dbus-daemon.log");
+    // Ready when it accepts a connection (the socket file exists before listen()).
     for (int i = 0; i < 500; ++i) {
-        struct stat st {};
-        if (::stat(socket.c_str(), &st) == 0) {
+        int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa {};
+        sa.sun_family = AF_UNIX;
+        std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", socket.c_str());
+        bool up = fd >= 0 && ::connect(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) == 0;
+        if (fd >= 0) {
+            ::close(fd);
+        }
+        if (up) {
             return;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -201,6 +212,9 @@ hostgen::HostSpec testHost() {
     nic.ats = true;
     nic.acs = true;
     nic.sriov = SriovSpec{8, 2, 0x101e, "vfio-pci"};
+    // Both VFs on vfio-pci with their cdevs (the GPU has vfio0).
+    nic.sriov->vfs.push_back(VfSpec{0, std::nullopt, "", 1U, {}});
+    nic.sriov->vfs.push_back(VfSpec{1, std::nullopt, "", 2U, {}});
     nic.vdpa.push_back(VdpaSpec{"vdpa0", "vhost_vdpa", ""});
     h.devices.push_back(nic);
 

@@ -1,0 +1,329 @@
+// Context allocation round trips against a no-op call on the same bus, in
+// the same run: a private dbus-daemon, the real svad (sim backend) on a
+// generated host of vfio-pci functions, one IOMMU group each.
+//
+//   svad_bench_alloc_roundtrip [--n N] [--warmup W] [--clients C] [--per-client M]
+//
+// Latency: N iterations (after W of warm-up), each a Peer.Ping to svad (which
+// sd-bus answers itself: the cost of the bus), an AllocateContext of one
+// device and its ReleaseContext; p50/p99 of each and the ratios to Ping.
+// Throughput: alloc+release round trips per second with 1 client and with C
+// clients at once, each a thread with its own connection and its own device.
+#include "fixture.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <sdbus-c++/sdbus-c++.h>
+#include <signal.h>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using svad::test::Process;
+
+constexpr const char* kService = "org.svad.Svad1";
+constexpr const char* kRoot = "/org/svad/Svad1";
+constexpr const char* kManager = "org.svad.Svad1.Manager";
+
+double us(Clock::duration d) {
+    return std::chrono::duration<double, std::micro>(d).count();
+}
+
+struct Percentiles {
+    double p50 = 0;
+    double p99 = 0;
+};
+
+Percentiles percentiles(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    auto at = [&v](double q) {
+        size_t i = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
+        return v[std::min(v.size() - 1, i == 0 ? 0 : i - 1)];
+    };
+    return {at(0.50), at(0.99)};
+}
+
+// `count` vfio-pci functions 0000:BB:DD.0 from 0000:81:00.0, each alone in its group with a VFIO
+// cdev.
+svad::hostgen::HostSpec benchHost(uint32_t count) {
+    using namespace svad::hostgen;
+    HostSpec h;
+    h.name = "alloc-bench";
+    constexpr uint64_t kEcap = (1ULL << 47) | (1ULL << 46) | (1ULL << 43) | (1ULL << 40) |
+                               (19ULL << 35) | (1ULL << 29) | (1ULL << 26) | (1ULL << 6) |
+                               (1ULL << 3) | (1ULL << 2) | (1ULL << 1);
+    h.units.push_back(UnitSpec{"dmar0", 0x00d2008c40660462ULL, kEcap, "6:0"});
+    for (uint32_t i = 0; i < count; ++i) {
+        h.groups.push_back(GroupSpec{i + 1, "DMA", {"0x00000000fee00000 0x00000000feefffff msi"}});
+        DeviceSpec d;
+        char addr[16];
+        std::snprintf(addr, sizeof addr, "0000:%02x:%02x.0", 0x81 + i / 32, i % 32);
+        d.address = addr;
+        d.vendor = 0x15b3;
+        d.device = 0x101e;
+        d.classCode = 0x020000;
+        d.driver = "vfio-pci";
+        d.driverOverride = "vfio-pci";
+        d.group = i + 1;
+        d.iommu = "dmar0";
+        d.vfio = i;
+        d.ats = true;
+        h.devices.push_back(d);
+    }
+    return h;
+}
+
+// A client of its own: a connection and a proxy of svad's root object.
+class Client {
+public:
+    explicit Client(const std::string& bus) {
+        // dbus-daemon creates its socket a moment before it listens.
+        for (int attempt = 1;; ++attempt) {
+            try {
+                connection_ = sdbus::createSessionBusConnectionWithAddress(bus);
+                break;
+            } catch (const sdbus::Error& e) {
+                if (attempt == 50) {
+                    throw;
+                }
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            }
+        }
+        root_ = sdbus::createProxy(*connection_, kService, kRoot);
+    }
+
+    void ping() { root_->callMethod("Ping").onInterface("org.freedesktop.DBus.Peer"); }
+
+    sdbus::ObjectPath allocate(const std::string& vm, const std::string& device) {
+        sdbus::ObjectPath context;
+        sdbus::UnixFd iommufd;
+        std::map<std::string, sdbus::UnixFd> fds;
+        std::map<std::string, sdbus::Variant> info;
+        root_->callMethod("AllocateContext")
+            .onInterface(kManager)
+            .withArguments(vm, std::vector<std::string>{device},
+                           std::map<std::string, sdbus::Variant>{})
+            .storeResultsTo(context, iommufd, fds, info);
+        if (!iommufd.isValid() || fds.count(device) == 0) {
+            throw std::runtime_error("AllocateContext gave no fds for " + device);
+        }
+        return context; // the fds close here, as a VMM that is done with them would
+    }
+
+    void release(const sdbus::ObjectPath& context) {
+        root_->callMethod("ReleaseContext").onInterface(kManager).withArguments(context);
+    }
+
+    uint32_t contextCount() {
+        return root_->getProperty("ContextCount").onInterface(kManager).get<uint32_t>();
+    }
+
+    bool nameOwned() {
+        auto dbus =
+            sdbus::createProxy(*connection_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+        bool has = false;
+        dbus->callMethod("NameHasOwner")
+            .onInterface("org.freedesktop.DBus")
+            .withArguments(std::string(kService))
+            .storeResultsTo(has);
+        return has;
+    }
+
+private:
+    std::unique_ptr<sdbus::IConnection> connection_;
+    std::unique_ptr<sdbus::IProxy> root_;
+};
+
+// Round trips per second of `op` run `perClient` times on each of `clients` threads.
+template <typename Op>
+double throughput(const std::string& bus, const std::vector<std::string>& devices, int clients,
+                  int perClient, Op op) {
+    std::vector<std::unique_ptr<Client>> conns;
+    for (int c = 0; c < clients; ++c) {
+        conns.push_back(std::make_unique<Client>(bus));
+    }
+    std::atomic<int> ready{0};
+    std::atomic<bool> go{false};
+    std::atomic<bool> failed{false};
+    std::vector<std::thread> threads;
+    for (int c = 0; c < clients; ++c) {
+        threads.emplace_back([&, c] {
+            ++ready;
+            while (!go.load()) {
+                std::this_thread::yield();
+            }
+            try {
+                for (int i = 0; i < perClient; ++i) {
+                    op(*conns[c], "bench-" + std::to_string(c), devices[c]);
+                }
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "client %d: %s\n", c, e.what());
+                failed = true;
+            }
+        });
+    }
+    while (ready.load() < clients) {
+        std::this_thread::yield();
+    }
+    auto start = Clock::now();
+    go = true;
+    for (auto& t : threads) {
+        t.join();
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    if (failed) {
+        std::exit(1);
+    }
+    return clients * perClient / seconds;
+}
+
+int positive(const char* text, const char* option) {
+    int v = std::atoi(text);
+    if (v <= 0) {
+        std::fprintf(stderr, "%s needs a positive number, not '%s'\n", option, text);
+        std::exit(2);
+    }
+    return v;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    int n = 2000;
+    int warmup = 200;
+    int clients = 16;
+    int perClient = 500;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (i + 1 >= argc) {
+            std::fprintf(stderr, "%s needs a value\n", a.c_str());
+            return 2;
+        }
+        if (a == "--n") {
+            n = positive(argv[++i], "--n");
+        } else if (a == "--warmup") {
+            warmup = positive(argv[++i], "--warmup");
+        } else if (a == "--clients") {
+            clients = positive(argv[++i], "--clients");
+        } else if (a == "--per-client") {
+            perClient = positive(argv[++i], "--per-client");
+        } else {
+            std::fprintf(stderr, "unknown argument '%s'\n", a.c_str());
+            return 2;
+        }
+    }
+
+    if (::access("/dev/shm", W_OK) == 0 && std::getenv("TMPDIR") == nullptr) {
+        ::setenv("TMPDIR", "/dev/shm", 1);
+    }
+    svad::test::TempDir dir;
+    const std::string root = dir.path() + "/host";
+    const uint32_t functions = static_cast<uint32_t>(std::max(clients, 1) + 1);
+    auto host = benchHost(functions);
+    svad::hostgen::writeTree(host, root);
+    std::vector<std::string> devices;
+    for (const auto& d : host.devices) {
+        devices.push_back(d.address);
+    }
+
+    svad::test::PrivateBus bus(dir.path());
+    Process svad({SVAD_BINARY, "--bus", bus.address(), "--backend", "sim", "--sysfs-root",
+                  root + "/sys", "--dev-root", root + "/dev"},
+                 dir.path() + "/svad.log");
+    Client client(bus.address());
+    while (!client.nameOwned()) {
+        if (!svad.running()) {
+            std::fprintf(stderr, "svad exited: %s\n", svad.log().c_str());
+            return 1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::printf("host: %u vfio-pci functions, one IOMMU group each; svad pid %d, sim backend\n",
+                functions, svad.pid());
+
+    // Latency: the three calls interleaved, so that drift hits them alike.
+    const std::string& device = devices.back(); // not one of the throughput clients'
+    std::vector<double> ping;
+    std::vector<double> alloc;
+    std::vector<double> release;
+    std::vector<double> pair;
+    std::vector<double> pingPair;
+    try {
+        for (int i = 0; i < warmup + n; ++i) {
+            auto t0 = Clock::now();
+            client.ping();
+            auto t1 = Clock::now();
+            client.ping();
+            auto t2 = Clock::now();
+            auto context = client.allocate("bench-latency", device);
+            auto t3 = Clock::now();
+            client.release(context);
+            auto t4 = Clock::now();
+            if (i >= warmup) {
+                ping.push_back(us(t1 - t0));
+                pingPair.push_back(us(t2 - t0));
+                alloc.push_back(us(t3 - t2));
+                release.push_back(us(t4 - t3));
+                pair.push_back(us(t4 - t2));
+            }
+        }
+    } catch (const sdbus::Error& e) {
+        std::fprintf(stderr, "%s: %s\n%s", e.getName().c_str(), e.getMessage().c_str(),
+                     svad.log().c_str());
+        return 1;
+    }
+
+    const auto p = percentiles(ping);
+    const auto pp = percentiles(pingPair);
+    const auto a = percentiles(alloc);
+    const auto r = percentiles(release);
+    const auto ar = percentiles(pair);
+    std::printf("\nlatency, N=%d after %d warm-up (us)           p50       p99   p50/no-op  "
+                "p99/no-op\n",
+                n, warmup);
+    auto row = [](const char* what, Percentiles x, Percentiles base) {
+        std::printf("  %-40s %8.1f  %8.1f  %8.2fx  %8.2fx\n", what, x.p50, x.p99, x.p50 / base.p50,
+                    x.p99 / base.p99);
+    };
+    std::printf("  %-40s %8.1f  %8.1f\n", "Peer.Ping (no-op, answered by sd-bus)", p.p50, p.p99);
+    row("AllocateContext (1 vfio device)", a, p);
+    row("ReleaseContext", r, p);
+    row("AllocateContext+ReleaseContext", ar, p);
+    row("  the same, against two Pings", ar, pp);
+
+    // Throughput.
+    auto allocRelease = [](Client& c, const std::string& vm, const std::string& dev) {
+        c.release(c.allocate(vm, dev));
+    };
+    auto pingOnly = [](Client& c, const std::string&, const std::string&) { c.ping(); };
+    throughput(bus.address(), devices, clients, std::max(1, perClient / 10), allocRelease);
+    const double t1 = throughput(bus.address(), devices, 1, perClient * 4, allocRelease);
+    const double tn = throughput(bus.address(), devices, clients, perClient, allocRelease);
+    const double p1 = throughput(bus.address(), devices, 1, perClient * 4, pingOnly);
+    const double pn = throughput(bus.address(), devices, clients, perClient, pingOnly);
+    std::printf("\nthroughput                                  alloc+release/s     Ping/s\n");
+    std::printf("  1 client  (%5d round trips)            %12.0f  %12.0f\n", perClient * 4, t1, p1);
+    std::printf("  %2d clients (%5d round trips, own device)%12.0f  %12.0f\n", clients,
+                clients * perClient, tn, pn);
+    std::printf("  scaling 1 -> %d clients:                  %11.2fx  %11.2fx\n", clients, tn / t1,
+                pn / p1);
+
+    const uint32_t left = client.contextCount();
+    const bool met = a.p50 <= 1.5 * p.p50 && a.p99 <= 2.0 * p.p99 && r.p50 <= 1.5 * p.p50 &&
+                     r.p99 <= 2.0 * p.p99;
+    std::printf("\ntarget per call (p50 <= 1.5x, p99 <= 2x the no-op): %s\n",
+                met ? "met" : "missed");
+    std::printf("contexts left: %u\n", left);
+    svad.signal(SIGTERM);
+    svad.wait(10000);
+    return left == 0 ? 0 : 1;
+}

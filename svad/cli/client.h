@@ -1,0 +1,62 @@
+// What svactl's commands share: the options, the exit codes, the bus
+// connection and the Manager proxy.
+#pragma once
+
+#include "svad/cli/render.h"
+#include "svad/dbus/Manager_proxy.h"
+#include "svad/names.h"
+
+#include <memory>
+#include <sdbus-c++/sdbus-c++.h>
+#include <string>
+#include <vector>
+
+namespace svad::cli {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+struct Options {
+    std::string bus = "system";
+    bool json = false;
+    // The command and its own arguments (global options removed).
+    std::vector<std::string> args;
+    // `exec`: the command to run and its arguments, verbatim.
+    std::vector<std::string> command;
+};
+
+class ManagerProxy final
+    : public sdbus::ProxyInterfaces<org::svad::Svad1::Manager_proxy, sdbus::ObjectManager_proxy,
+                                    sdbus::Properties_proxy> {
+public:
+    explicit ManagerProxy(sdbus::IConnection& connection)
+        : ProxyInterfaces(connection, std::string(names::kService), std::string(names::kRootPath)) {
+        registerProxy();
+    }
+    ~ManagerProxy() { unregisterProxy(); }
+
+private:
+    void onInterfacesAdded(const sdbus::ObjectPath&,
+                           const std::map<std::string, Properties>&) override {}
+    void onInterfacesRemoved(const sdbus::ObjectPath&, const std::vector<std::string>&) override {}
+    void onPropertiesChanged(const std::string&, const Properties&,
+                             const std::vector<std::string>&) override {}
+};
+
+// Prints "svactl: MESSAGE" (one line) on stderr and exits with `code`.
+[[noreturn]] void fail(int code, const std::string& message);
+// A failed call to svad, as one line: "WHAT: MESSAGE (ErrorName)"; exits 1.
+[[noreturn]] void failCall(const Options& o, const std::string& what, const sdbus::Error& e);
+// "the system bus", "unix:path=/run/x"
+std::string busLabel(const std::string& bus);
+std::unique_ptr<sdbus::IConnection> connectBus(const std::string& bus);
+// A PCI address as typed (6a:01.0) completed to 0000:6a:01.0; anything else unchanged.
+std::string normalizeAddress(const std::string& id);
+
+// The context commands: alloc, release, contexts, pasid, exec.
+bool isContextCommand(const std::string& cmd);
+// The value-taking options of the context commands (--vm NAME ...).
+bool contextOptionTakesValue(const std::string& option);
+int runContextCommand(const Options& o);
+
+} // namespace svad::cli

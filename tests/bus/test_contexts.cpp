@@ -1,0 +1,375 @@
+// Contexts over the bus: a client receives real fds, leases follow their
+// owner, every bad request is a named error and nothing leaks in svad.
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <gtest/gtest.h>
+#include <mutex>
+#include <thread>
+
+#include "fixture.h"
+
+namespace svad::test {
+namespace {
+
+constexpr const char* kRoot = "/org/svad/Svad1";
+constexpr const char* kManager = "org.svad.Svad1.Manager";
+constexpr const char* kContext = "org.svad.Svad1.Context";
+constexpr const char* kDevice = "org.svad.Svad1.Device";
+
+using Options = std::map<std::string, sdbus::Variant>;
+struct Allocation {
+    sdbus::ObjectPath context;
+    sdbus::UnixFd iommufd;
+    std::map<std::string, sdbus::UnixFd> fds;
+    std::map<std::string, sdbus::Variant> info;
+};
+
+Allocation allocate(SvadFixture& f, const std::string& vm, const std::vector<std::string>& devices,
+                    const Options& options = {}) {
+    Allocation a;
+    f.proxy(kRoot)
+        ->callMethod("AllocateContext")
+        .onInterface(kManager)
+        .withArguments(vm, devices, options)
+        .storeResultsTo(a.context, a.iommufd, a.fds, a.info);
+    return a;
+}
+
+void release(SvadFixture& f, const std::string& context) {
+    f.proxy(kRoot)
+        ->callMethod("ReleaseContext")
+        .onInterface(kManager)
+        .withArguments(sdbus::ObjectPath(context));
+}
+
+uint32_t allocatePasid(SvadFixture& f, const std::string& context, const std::string& device) {
+    uint32_t pasid = 0;
+    f.proxy(kRoot)
+        ->callMethod("AllocatePasid")
+        .onInterface(kManager)
+        .withArguments(sdbus::ObjectPath(context), device, Options{})
+        .storeResultsTo(pasid);
+    return pasid;
+}
+
+// The D-Bus error name a call fails with ("" if it succeeds).
+template <typename F>
+std::string errorOf(F&& call, std::string* message = nullptr) {
+    try {
+        call();
+    } catch (const sdbus::Error& e) {
+        if (message != nullptr) {
+            *message = e.getMessage();
+        }
+        return e.getName();
+    }
+    return "";
+}
+
+std::string fdTarget(int fd) {
+    char buf[512] = {};
+    std::string link = "/proc/self/fd/" + std::to_string(fd);
+    ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+size_t fdCount(pid_t pid) {
+    size_t n = 0;
+    DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+    if (d == nullptr) {
+        return 0;
+    }
+    while (struct dirent* e = ::readdir(d)) {
+        n += e->d_name[0] != '.' ? 1 : 0;
+    }
+    ::closedir(d);
+    return n;
+}
+
+// The VFs of the test host's NIC: bound to vfio-pci, one viable group each.
+std::vector<std::string> vfs(SvadFixture& f) {
+    auto paths = f.property("/org/svad/Svad1/device/0000_3b_00_0", kDevice, "VirtualFunctions")
+                     .get<std::vector<sdbus::ObjectPath>>();
+    std::vector<std::string> out;
+    for (const auto& p : paths) {
+        out.push_back(f.property(p, kDevice, "Address").get<std::string>());
+    }
+    return out;
+}
+
+// Collects Released signals of contexts.
+class ReleaseWatcher {
+public:
+    explicit ReleaseWatcher(const std::string& bus)
+        : conn_(sdbus::createSessionBusConnectionWithAddress(bus)) {
+        proxy_ = sdbus::createProxy(*conn_, "org.svad.Svad1", kRoot);
+        slot_ = conn_->addMatch(
+            "type='signal',sender='org.svad.Svad1',interface='org.svad.Svad1.Context',"
+            "member='Released'",
+            [this](sdbus::Message& msg) {
+                std::string reason;
+                msg >> reason;
+                std::lock_guard lock(m_);
+                reasons_[msg.getPath()] = reason;
+                cv_.notify_all();
+            });
+        conn_->enterEventLoopAsync();
+    }
+    ~ReleaseWatcher() { conn_->leaveEventLoop(); }
+    std::string waitFor(const std::string& path) {
+        std::unique_lock lock(m_);
+        cv_.wait_for(lock, std::chrono::seconds(10), [&] { return reasons_.count(path) != 0; });
+        return reasons_.count(path) != 0 ? reasons_[path] : "(no signal)";
+    }
+
+private:
+    std::unique_ptr<sdbus::IConnection> conn_;
+    std::unique_ptr<sdbus::IProxy> proxy_;
+    sdbus::Slot slot_;
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::map<std::string, std::string> reasons_;
+};
+
+TEST(Contexts, HandoffHandsOverRealFds) {
+    SvadFixture f(testHost());
+    const auto vf = vfs(f);
+    ASSERT_EQ(vf.size(), 2U);
+    // A first round sets up what svad keeps for good (the first options dict it
+    // decodes leaves two eventfds behind); what is measured is growth per round.
+    release(f, allocate(f, "warm-up", {vf[0]}, {{"mode", sdbus::Variant(std::string("attached"))}})
+                   .context);
+    (void)errorOf([&] { allocate(f, "vm1", {vf[0]}, {{"colour", sdbus::Variant(true)}}); });
+    const size_t fdsBefore = fdCount(f.svad().pid());
+
+    auto a = allocate(f, "vm1", {vf[0], "wq0.0", "vdpa0"});
+    EXPECT_EQ(a.context.rfind("/org/svad/Svad1/context/", 0), 0U);
+    EXPECT_NE(fdTarget(a.iommufd.get()).find("svad-sim:iommufd"), std::string::npos)
+        << fdTarget(a.iommufd.get());
+    ASSERT_EQ(a.fds.size(), 3U);
+    EXPECT_NE(fdTarget(a.fds.at(vf[0]).get()).find("svad-sim:vfio"), std::string::npos);
+    EXPECT_NE(fdTarget(a.fds.at("wq0.0").get()).find("svad-sim:wq"), std::string::npos);
+    EXPECT_NE(fdTarget(a.fds.at("vdpa0").get()).find("svad-sim:vhost-vdpa"), std::string::npos);
+    EXPECT_EQ(a.info.at("mode").get<std::string>(), "handoff");
+    EXPECT_EQ(a.info.count("ioas_id"), 0U);
+    EXPECT_EQ(a.info.count("vdpa_groups"), 1U);
+
+    // The context as a client sees it.
+    EXPECT_EQ(f.property(a.context, kContext, "Vm").get<std::string>(), "vm1");
+    EXPECT_EQ(f.property(a.context, kContext, "OwnerPid").get<uint32_t>(),
+              static_cast<uint32_t>(::getpid()));
+    EXPECT_EQ(f.property(a.context, kContext, "OwnerUid").get<uint32_t>(), ::getuid());
+    EXPECT_EQ(f.property(a.context, kContext, "Mode").get<uint32_t>(), 1U);
+    EXPECT_EQ(f.property(a.context, kContext, "State").get<uint32_t>(), 1U);
+    EXPECT_EQ(f.property(a.context, kContext, "Devices").get<std::vector<std::string>>().size(),
+              3U);
+    const std::string vfPath = "/org/svad/Svad1/device/" + [&] {
+        std::string s = vf[0];
+        for (char& c : s) {
+            c = (c == ':' || c == '.') ? '_' : c;
+        }
+        return s;
+    }();
+    EXPECT_EQ(f.property(vfPath, kDevice, "HeldBy").get<sdbus::ObjectPath>(), a.context);
+    EXPECT_EQ(f.property(kRoot, kManager, "ContextCount").get<uint32_t>(), 1U);
+
+    // A second context on the same device is refused; the other VF is free.
+    std::string msg;
+    EXPECT_EQ(errorOf([&] { allocate(f, "vm2", {vf[0]}); }, &msg), "org.svad.Svad1.Error.Busy");
+    EXPECT_NE(msg.find(vf[0]), std::string::npos) << msg;
+    auto b = allocate(f, "vm2", {vf[1]});
+
+    ReleaseWatcher watcher(f.bus());
+    release(f, a.context);
+    EXPECT_EQ(watcher.waitFor(a.context), "released by the owner");
+    EXPECT_EQ(f.property(vfPath, kDevice, "HeldBy").get<sdbus::ObjectPath>(), "/");
+    EXPECT_EQ(errorOf([&] { release(f, a.context); }), "org.svad.Svad1.Error.NotFound");
+    release(f, b.context);
+    // Everything svad opened for the contexts is closed again.
+    EXPECT_EQ(fdCount(f.svad().pid()), fdsBefore);
+    EXPECT_EQ(f.property(kRoot, kManager, "ContextCount").get<uint32_t>(), 0U);
+}
+
+TEST(Contexts, AttachedModeBindsAndReportsIds) {
+    SvadFixture f(testHost());
+    const auto vf = vfs(f);
+    auto a = allocate(f, "vm1", {vf[0]},
+                      {{"mode", sdbus::Variant(std::string("attached"))},
+                       {"fault_queue", sdbus::Variant(true)}});
+    EXPECT_EQ(a.info.at("mode").get<std::string>(), "attached");
+    const uint32_t ioas = a.info.at("ioas_id").get<uint32_t>();
+    EXPECT_GT(ioas, 0U);
+    auto devIds = a.info.at("dev_ids").get<std::map<std::string, uint32_t>>();
+    ASSERT_EQ(devIds.count(vf[0]), 1U);
+    EXPECT_GT(devIds.at(vf[0]), 0U);
+    EXPECT_NE(devIds.at(vf[0]), ioas);
+    EXPECT_EQ(f.property(a.context, kContext, "IoasId").get<uint32_t>(), ioas);
+    auto fq = a.info.at("fault_queue_fd").get<sdbus::UnixFd>();
+    EXPECT_NE(fdTarget(fq.get()).find("svad-sim:fault"), std::string::npos) << fdTarget(fq.get());
+    EXPECT_GT(f.property(a.context, kContext, "FaultQueueId").get<uint32_t>(), 0U);
+    release(f, a.context);
+}
+
+TEST(Contexts, PasidsAreHostWideAndBounded) {
+    SvadFixture f(testHost());
+    const auto vf = vfs(f);
+    auto a = allocate(f, "vm1", {"wq0.0", vf[0]});
+    auto b = allocate(f, "vm2", {"wq0.1"});
+    const uint32_t p1 = allocatePasid(f, a.context, "wq0.0");
+    const uint32_t p2 = allocatePasid(f, b.context, "wq0.1");
+    EXPECT_GE(p1, 1U);
+    EXPECT_NE(p1, p2);  // unique across VMs
+    EXPECT_LT(p2, 1U << 20);
+    EXPECT_EQ(f.property(kRoot, kManager, "PasidCount").get<uint32_t>(), 2U);
+    auto pasids = f.property(a.context, kContext, "Pasids")
+                      .get<std::vector<sdbus::Struct<uint32_t, std::string>>>();
+    ASSERT_EQ(pasids.size(), 1U);
+    EXPECT_EQ(std::get<0>(pasids[0]), p1);
+
+    // The VF's PF has no PASID capability: NotSupported, with the reason.
+    std::string msg;
+    EXPECT_EQ(errorOf([&] { allocatePasid(f, a.context, vf[0]); }, &msg),
+              "org.svad.Svad1.Error.NotSupported");
+    EXPECT_NE(msg.find("PASID"), std::string::npos);
+    EXPECT_EQ(errorOf([&] { allocatePasid(f, a.context, "wq0.1"); }),
+              "org.svad.Svad1.Error.InvalidArgument");
+
+    // The default quota is 256 PASIDs per VM.
+    std::string quotaError;
+    for (int i = 0; i < 300 && quotaError.empty(); ++i) {
+        quotaError = errorOf([&] { allocatePasid(f, a.context, "wq0.0"); });
+    }
+    EXPECT_EQ(quotaError, "org.svad.Svad1.Error.QuotaExceeded");
+
+    f.proxy(kRoot)
+        ->callMethod("ReleasePasid")
+        .onInterface(kManager)
+        .withArguments(b.context, p2);
+    EXPECT_EQ(errorOf([&] {
+                  f.proxy(kRoot)
+                      ->callMethod("ReleasePasid")
+                      .onInterface(kManager)
+                      .withArguments(b.context, p2);
+              }),
+              "org.svad.Svad1.Error.NotFound");
+    release(f, a.context);
+    EXPECT_EQ(f.property(kRoot, kManager, "PasidCount").get<uint32_t>(), 0U);
+    release(f, b.context);
+}
+
+TEST(Contexts, VirtualIdTable) {
+    SvadFixture f(testHost());
+    const auto vf = vfs(f);
+    auto a = allocate(f, "vm1", {vf[0], "vdpa0"});
+    auto setId = [&f, &a](const std::string& dev, uint64_t id) {
+        f.proxy(kRoot)
+            ->callMethod("SetVirtualId")
+            .onInterface(kManager)
+            .withArguments(a.context, dev, id);
+    };
+    setId(vf[0], 0x0800);
+    setId("vdpa0", 0x0808);
+    auto table = f.property(a.context, kContext, "VirtualIds")
+                     .get<std::vector<sdbus::Struct<std::string, uint64_t>>>();
+    ASSERT_EQ(table.size(), 2U);
+    EXPECT_EQ(errorOf([&] { setId("vdpa0", 0x0800); }), "org.svad.Svad1.Error.Busy");
+    EXPECT_EQ(errorOf([&] { setId("wq0.0", 1); }), "org.svad.Svad1.Error.InvalidArgument");
+    release(f, a.context);
+}
+
+TEST(Contexts, OwnerExitReleases) {
+    SvadFixture f(testHost());
+    const auto vf = vfs(f);
+    ReleaseWatcher watcher(f.bus());
+    // busctl allocates and exits: the lease ends with it.
+    auto r = runCommand({"busctl", "--address=" + f.bus(), "call", "org.svad.Svad1", kRoot,
+                         kManager, "AllocateContext", "sasa{sv}", "short-lived", "1", vf[0], "0"});
+    ASSERT_EQ(r.exitCode, 0) << r.errors;
+    auto start = r.output.find('"');
+    auto end = r.output.find('"', start + 1);
+    const std::string path = r.output.substr(start + 1, end - start - 1);
+    EXPECT_EQ(watcher.waitFor(path), "owner process exited");
+    for (int i = 0; i < 200 && f.property(kRoot, kManager, "ContextCount").get<uint32_t>() != 0;
+         ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(f.property(kRoot, kManager, "ContextCount").get<uint32_t>(), 0U);
+    // The device is free again.
+    auto a = allocate(f, "vm1", {vf[0]});
+    release(f, a.context);
+}
+
+TEST(Contexts, BadRequestsAreNamedErrorsAndLeakNothing) {
+    SvadFixture f(testHost());
+    const auto vf = vfs(f);
+    auto round = [&f, &vf] {
+        std::string msg;
+        EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {"0000:ff:00.0"}); }, &msg),
+                  "org.svad.Svad1.Error.NotFound");
+        EXPECT_NE(msg.find("0000:ff:00.0"), std::string::npos);
+        EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {vf[0], vf[0]}); }, &msg),
+                  "org.svad.Svad1.Error.InvalidArgument");
+        EXPECT_NE(msg.find("twice"), std::string::npos);
+        EXPECT_EQ(errorOf([&] { allocate(f, "", {vf[0]}); }),
+                  "org.svad.Svad1.Error.InvalidArgument");
+        EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {}); }),
+                  "org.svad.Svad1.Error.InvalidArgument");
+        EXPECT_EQ(
+            errorOf([&] { allocate(f, "vm1", {vf[0]}, {{"colour", sdbus::Variant(true)}}); }, &msg),
+            "org.svad.Svad1.Error.InvalidArgument");
+        EXPECT_NE(msg.find("colour"), std::string::npos);
+        EXPECT_EQ(errorOf([&] {
+                      allocate(f, "vm1", {vf[0]}, {{"mode", sdbus::Variant(uint32_t{1})}});
+                  }),
+                  "org.svad.Svad1.Error.InvalidArgument");
+        EXPECT_EQ(errorOf([&] {
+                      allocate(f, "vm1", {vf[0]}, {{"mode", sdbus::Variant(std::string("both"))}});
+                  }),
+                  "org.svad.Svad1.Error.InvalidArgument");
+        // The GPU's group holds its audio function on a host driver.
+        EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {"0000:17:00.0"}); }, &msg),
+                  "org.svad.Svad1.Error.Busy");
+        EXPECT_NE(msg.find("0000:17:00.1"), std::string::npos) << msg;
+        // The DSA itself is on idxd: no VFIO cdev.
+        EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {"0000:6a:01.0"}); }, &msg),
+                  "org.svad.Svad1.Error.NotSupported");
+        EXPECT_NE(msg.find("vfio-pci"), std::string::npos) << msg;
+        // A kernel queue is not for VMs.
+        EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {"wq0.2"}); }),
+                  "org.svad.Svad1.Error.NotSupported");
+        // A half-good request takes nothing: the good device stays free.
+        EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {vf[0], "0000:6a:01.0"}); }),
+                  "org.svad.Svad1.Error.NotSupported");
+        EXPECT_EQ(errorOf([&] { release(f, "/org/svad/Svad1/context/99"); }),
+                  "org.svad.Svad1.Error.NotFound");
+        EXPECT_EQ(errorOf([&] { release(f, "/org/svad/Svad1/device/0000_3b_00_0"); }),
+                  "org.svad.Svad1.Error.NotFound");
+        EXPECT_EQ(errorOf([&] { allocatePasid(f, "/org/svad/Svad1/context/99", "wq0.0"); }),
+                  "org.svad.Svad1.Error.NotFound");
+    };
+    round();
+    const size_t fdsBefore = fdCount(f.svad().pid());
+    round();
+    round();
+    EXPECT_EQ(fdCount(f.svad().pid()), fdsBefore);
+    EXPECT_EQ(f.property(kRoot, kManager, "ContextCount").get<uint32_t>(), 0U);
+    EXPECT_TRUE(f.svad().running());
+    auto a = allocate(f, "vm1", {vf[0]});
+    release(f, a.context);
+    EXPECT_EQ(fdCount(f.svad().pid()), fdsBefore);
+}
+
+TEST(Contexts, KernelFeaturesArePublished) {
+    SvadFixture f(testHost());
+    auto features = f.property(kRoot, kManager, "KernelFeatures").get<std::map<std::string, bool>>();
+    EXPECT_EQ(features.size(), 8U);
+    EXPECT_TRUE(features.at("iommufd"));
+    EXPECT_TRUE(features.at("vfio_cdev"));
+}
+
+}  // namespace
+}  // namespace svad::test

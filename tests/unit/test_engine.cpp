@@ -1,0 +1,988 @@
+// The context engine against the simulated kernel: two-phase allocation
+// with rollback under a fail-nth sweep (every kernel call in turn fails),
+// and the engine's rules (who may hold what, PASIDs, quotas, virtual IDs).
+#include "svad/core/engine.h"
+#include "svad/sim/kernel_sim.h"
+
+#include <cerrno>
+#include <charconv>
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace svad::core {
+namespace {
+
+using names::Error;
+using ports::KernelError;
+using ports::Result;
+using ports::Status;
+using ports::UniqueFd;
+
+// ---- a kernel that fails on demand ----------------------------------------
+
+// Delegates every call to another Kernel; once armed with N, the N-th call
+// (counting every method call since arming) fails with the chosen errno
+// instead of reaching the delegate. Also records every error the delegate
+// itself returned, so that a test can tell whether the engine's own calls
+// (its teardown in particular) went through.
+class FailingKernel final : public ports::Kernel {
+public:
+    explicit FailingKernel(ports::Kernel& inner) : inner_(inner) {}
+
+    void arm(int n, int err = EIO) {
+        failAt_ = n;
+        err_ = err;
+        calls_ = 0;
+        hit_ = false;
+    }
+    void disarm() { failAt_ = 0; }
+    // Whether the armed failure was injected since arm().
+    bool hit() const { return hit_; }
+    // Calls since arm() (or since the start).
+    int calls() const { return calls_; }
+    // Errors the delegate returned (not the injected ones), "<method>: <message>".
+    const std::vector<std::string>& innerErrors() const { return innerErrors_; }
+    void clearInnerErrors() { innerErrors_.clear(); }
+    // The names of the methods called since arm(), in order.
+    const std::vector<std::string>& log() const { return log_; }
+    void clearLog() { log_.clear(); }
+
+    ports::KernelFeatures probe() override {
+        ++calls_;
+        log_.push_back("probe");
+        return inner_.probe();
+    }
+    Result<UniqueFd> openIommufd() override {
+        return call<Result<UniqueFd>>("openIommufd", [&] { return inner_.openIommufd(); });
+    }
+    Result<uint32_t> ioasAlloc(int iommufd) override {
+        return call<Result<uint32_t>>("ioasAlloc", [&] { return inner_.ioasAlloc(iommufd); });
+    }
+    Result<std::vector<ports::IovaRange>> ioasIovaRanges(int iommufd, uint32_t ioasId) override {
+        return call<Result<std::vector<ports::IovaRange>>>(
+            "ioasIovaRanges", [&] { return inner_.ioasIovaRanges(iommufd, ioasId); });
+    }
+    Status destroy(int iommufd, uint32_t objectId) override {
+        return call<Status>("destroy", [&] { return inner_.destroy(iommufd, objectId); });
+    }
+    Result<ports::HwInfo> hwInfo(int iommufd, uint32_t devId) override {
+        return call<Result<ports::HwInfo>>("hwInfo", [&] { return inner_.hwInfo(iommufd, devId); });
+    }
+    Result<ports::FaultQueue> faultQueueAlloc(int iommufd) override {
+        return call<Result<ports::FaultQueue>>("faultQueueAlloc",
+                                               [&] { return inner_.faultQueueAlloc(iommufd); });
+    }
+    Result<UniqueFd> openVfioDevice(const std::string& vfioName) override {
+        return call<Result<UniqueFd>>("openVfioDevice",
+                                      [&] { return inner_.openVfioDevice(vfioName); });
+    }
+    Result<uint32_t> vfioBind(int deviceFd, int iommufd) override {
+        return call<Result<uint32_t>>("vfioBind",
+                                      [&] { return inner_.vfioBind(deviceFd, iommufd); });
+    }
+    Status vfioAttach(int deviceFd, uint32_t ptId, std::optional<uint32_t> pasid) override {
+        return call<Status>("vfioAttach", [&] { return inner_.vfioAttach(deviceFd, ptId, pasid); });
+    }
+    Status vfioDetach(int deviceFd, std::optional<uint32_t> pasid) override {
+        return call<Status>("vfioDetach", [&] { return inner_.vfioDetach(deviceFd, pasid); });
+    }
+    Result<UniqueFd> openVhostVdpa(const std::string& vhostName) override {
+        return call<Result<UniqueFd>>("openVhostVdpa",
+                                      [&] { return inner_.openVhostVdpa(vhostName); });
+    }
+    Result<uint32_t> vdpaGroupNum(int vhostFd) override {
+        return call<Result<uint32_t>>("vdpaGroupNum", [&] { return inner_.vdpaGroupNum(vhostFd); });
+    }
+    Result<uint32_t> vdpaAsNum(int vhostFd) override {
+        return call<Result<uint32_t>>("vdpaAsNum", [&] { return inner_.vdpaAsNum(vhostFd); });
+    }
+    Result<UniqueFd> openWorkQueue(const std::string& wqName) override {
+        return call<Result<UniqueFd>>("openWorkQueue",
+                                      [&] { return inner_.openWorkQueue(wqName); });
+    }
+
+private:
+    template <typename R, typename F> R call(const char* name, F&& f) {
+        ++calls_;
+        log_.emplace_back(name);
+        if (failAt_ != 0 && calls_ == failAt_) {
+            hit_ = true;
+            return R(KernelError{err_, "injected failure at call " + std::to_string(calls_) + " (" +
+                                           name + ")"});
+        }
+        R r = f();
+        if (!r.ok()) {
+            innerErrors_.push_back(std::string(name) + ": " + r.error().message);
+        }
+        return r;
+    }
+
+    ports::Kernel& inner_;
+    int failAt_ = 0;
+    int err_ = EIO;
+    int calls_ = 0;
+    bool hit_ = false;
+    std::vector<std::string> innerErrors_;
+    std::vector<std::string> log_;
+};
+
+// The entries of /proc/self/fd, without the directory's own fd.
+size_t openFdCount() {
+    DIR* dir = ::opendir("/proc/self/fd");
+    if (dir == nullptr) {
+        ADD_FAILURE() << "cannot open /proc/self/fd";
+        return 0;
+    }
+    const int self = ::dirfd(dir);
+    size_t n = 0;
+    while (const dirent* e = ::readdir(dir)) {
+        const std::string_view name(e->d_name);
+        int fd = -1;
+        auto [p, ec] = std::from_chars(name.data(), name.data() + name.size(), fd);
+        if (ec == std::errc() && p == name.data() + name.size() && fd != self) {
+            ++n;
+        }
+    }
+    ::closedir(dir);
+    return n;
+}
+
+// ---- the host --------------------------------------------------------------
+
+// Devices of the test host (see testHost()).
+constexpr const char* kNicA = "0000:01:00.0";        // group 1, vfio0, PASID 20, dmar0 (20)
+constexpr const char* kNicB = "0000:02:00.0";        // group 2, vfio1, PASID 20, dmar1 (16)
+constexpr const char* kPair0 = "0000:03:00.0";       // group 3 (two members), vfio2, no PASID
+constexpr const char* kPair1 = "0000:03:00.1";       // group 3, vfio3, no PASID
+constexpr const char* kBlocked = "0000:04:00.0";     // group 4, not viable, vfio4
+constexpr const char* kBlocker = "0000:04:00.1";     // group 4, bound to snd_hda_intel
+constexpr const char* kNoCdev = "0000:05:00.0";      // group 5, bound to ixgbe: no vfioDevice
+constexpr const char* kPf = "0000:06:00.0";          // group 6, vfio6, PASID 20, dmar0
+constexpr const char* kVf = "0000:06:00.1";          // group 7, vfio7, no PASID cap, physfn kPf
+constexpr const char* kTiny = "0000:08:00.0";        // group 8, vfio8, PASID 2, dmar0
+constexpr const char* kDsa = "0000:09:00.0";         // idxd, PASID 20: parent of the queues
+constexpr const char* kVdpaPf = "0000:0a:00.0";      // mlx5_core, PASID 20: parent of vdpa0
+constexpr const char* kNoPasidUnit = "0000:0b:00.0"; // group 11, vfio11, PASID 20, dmar2 (none)
+
+constexpr const char* kVdpa = "vdpa0";          // vhost-vdpa-0
+constexpr const char* kVdpaNoVhost = "vdpa1";   // virtio_vdpa: no vhost device
+constexpr const char* kQueue = "wq0.0";         // user, enabled
+constexpr const char* kKernelQueue = "wq0.1";   // kernel, enabled
+constexpr const char* kDisabledQueue = "wq0.2"; // user, disabled
+
+IommuUnit vtdUnit(const std::string& name, bool pasid, uint32_t width) {
+    IommuUnit u;
+    u.name = name;
+    u.kind = UnitKind::IntelVtd;
+    VtdCaps caps;
+    caps.scalableMode = true;
+    caps.pasid = pasid;
+    caps.pasidWidth = pasid ? width : 0;
+    u.vtd = caps;
+    return u;
+}
+
+IommuGroup group(uint32_t id, std::vector<std::string> devices, bool viable = true,
+                 std::vector<std::string> blockers = {}) {
+    IommuGroup g;
+    g.id = id;
+    g.type = GroupType::Dma;
+    g.typeName = "DMA";
+    g.devices = std::move(devices);
+    g.viable = viable;
+    g.blockers = std::move(blockers);
+    return g;
+}
+
+PciDevice pci(const std::string& address, uint32_t groupId, const std::string& unit,
+              const std::string& driver, const std::string& vfio, uint32_t pasidWidth) {
+    PciDevice d;
+    d.address = address;
+    d.vendor = 0x8086;
+    d.device = 0x1234;
+    d.driver = driver;
+    d.group = groupId;
+    d.iommuUnit = unit;
+    d.vfioDevice = vfio;
+    if (pasidWidth != 0) {
+        d.caps.express = true;
+        d.caps.pasid.present = true;
+        d.caps.pasid.offset = 0x200;
+        d.caps.pasid.maxWidth = pasidWidth;
+    }
+    return d;
+}
+
+SiovQueue queue(const std::string& name, QueueType type, QueueState state) {
+    SiovQueue q;
+    q.name = name;
+    q.idxdDevice = "dsa0";
+    q.parentDevice = kDsa;
+    q.mode = QueueMode::Dedicated;
+    q.type = type;
+    q.state = state;
+    q.size = 16;
+    q.charDevice = "dsa/" + name;
+    return q;
+}
+
+Host testHost() {
+    Host h;
+    h.units.push_back(vtdUnit("dmar0", true, 20));
+    h.units.push_back(vtdUnit("dmar1", true, 16));
+    h.units.push_back(vtdUnit("dmar2", false, 0));
+
+    h.groups.push_back(group(1, {kNicA}));
+    h.groups.push_back(group(2, {kNicB}));
+    h.groups.push_back(group(3, {kPair0, kPair1}));
+    h.groups.push_back(
+        group(4, {kBlocked, kBlocker}, false, {std::string(kBlocker) + " bound to snd_hda_intel"}));
+    h.groups.push_back(group(5, {kNoCdev}, false, {std::string(kNoCdev) + " bound to ixgbe"}));
+    h.groups.push_back(group(6, {kPf}));
+    h.groups.push_back(group(7, {kVf}));
+    h.groups.push_back(group(8, {kTiny}));
+    h.groups.push_back(group(9, {kDsa}, false, {std::string(kDsa) + " bound to idxd"}));
+    h.groups.push_back(group(10, {kVdpaPf}, false, {std::string(kVdpaPf) + " bound to mlx5_core"}));
+    h.groups.push_back(group(11, {kNoPasidUnit}));
+
+    h.devices.push_back(pci(kNicA, 1, "dmar0", "vfio-pci", "vfio0", 20));
+    h.devices.push_back(pci(kNicB, 2, "dmar1", "vfio-pci", "vfio1", 20));
+    h.devices.push_back(pci(kPair0, 3, "dmar0", "vfio-pci", "vfio2", 0));
+    h.devices.push_back(pci(kPair1, 3, "dmar0", "vfio-pci", "vfio3", 0));
+    h.devices.push_back(pci(kBlocked, 4, "dmar0", "vfio-pci", "vfio4", 0));
+    h.devices.push_back(pci(kBlocker, 4, "dmar0", "snd_hda_intel", "", 0));
+    h.devices.push_back(pci(kNoCdev, 5, "dmar0", "ixgbe", "", 20));
+    PciDevice pf = pci(kPf, 6, "dmar0", "vfio-pci", "vfio6", 20);
+    pf.virtfns = {kVf};
+    pf.sriovTotalVfs = 8;
+    pf.sriovNumVfs = 1;
+    h.devices.push_back(pf);
+    PciDevice vf = pci(kVf, 7, "dmar0", "vfio-pci", "vfio7", 0);
+    vf.physfn = kPf;
+    h.devices.push_back(vf);
+    h.devices.push_back(pci(kTiny, 8, "dmar0", "vfio-pci", "vfio8", 2));
+    h.devices.push_back(pci(kDsa, 9, "dmar0", "idxd", "", 20));
+    h.devices.push_back(pci(kVdpaPf, 10, "dmar0", "mlx5_core", "", 20));
+    h.devices.push_back(pci(kNoPasidUnit, 11, "dmar2", "vfio-pci", "vfio11", 20));
+    for (auto& u : h.units) {
+        for (const auto& d : h.devices) {
+            if (d.iommuUnit == u.name) {
+                u.devices.push_back(d.address);
+            }
+        }
+    }
+
+    h.queues.push_back(queue(kQueue, QueueType::User, QueueState::Enabled));
+    h.queues.push_back(queue(kKernelQueue, QueueType::Kernel, QueueState::Enabled));
+    h.queues.push_back(queue(kDisabledQueue, QueueType::User, QueueState::Disabled));
+
+    VdpaDevice v;
+    v.name = kVdpa;
+    v.mgmtdev = std::string("pci/") + kVdpaPf;
+    v.parentDevice = kVdpaPf;
+    v.driver = "vhost_vdpa";
+    v.vhostDevice = "vhost-vdpa-0";
+    h.vdpa.push_back(v);
+    VdpaDevice w;
+    w.name = kVdpaNoVhost;
+    w.mgmtdev = "vdpasim_net";
+    w.driver = "virtio_vdpa";
+    h.vdpa.push_back(w);
+    return h;
+}
+
+std::vector<std::string> allIds(const Host& h) {
+    std::vector<std::string> ids;
+    for (const auto& d : h.devices) {
+        ids.push_back(d.address);
+    }
+    for (const auto& v : h.vdpa) {
+        ids.push_back(v.name);
+    }
+    for (const auto& q : h.queues) {
+        ids.push_back(q.name);
+    }
+    return ids;
+}
+
+const char* modeName(ContextMode m) {
+    return m == ContextMode::Attached ? "attached" : "handoff";
+}
+
+constexpr uid_t kAlice = 1000;
+constexpr uid_t kBob = 1001;
+
+Caller user(uid_t uid) {
+    return Caller{uid, static_cast<pid_t>(4000 + uid), ":1.42"};
+}
+Caller root() {
+    return Caller{0, 1, ":1.1"};
+}
+
+// ---- the fixture -----------------------------------------------------------
+
+class EngineTest : public ::testing::Test {
+protected:
+    EngineTest()
+        : host_(testHost()), sim_(sim::SimConfig::fromHost(host_, "/dev")), kernel_(sim_),
+          engine_(std::make_unique<Engine>(kernel_, pasids_)) {
+        engine_->setHost(host_);
+    }
+
+    AllocateRequest request(std::vector<std::string> devices,
+                            ContextMode mode = ContextMode::Handoff, bool faultQueue = false,
+                            Caller caller = user(kAlice), const std::string& vm = "vm-1") {
+        AllocateRequest r;
+        r.vm = vm;
+        r.devices = std::move(devices);
+        r.mode = mode;
+        r.faultQueue = faultQueue;
+        r.caller = std::move(caller);
+        return r;
+    }
+
+    // Allocates and expects success; the context's id.
+    uint64_t allocOk(const AllocateRequest& r) {
+        auto out = engine_->allocate(r, 1234);
+        EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.failure().message);
+        return out.ok() ? out.value()->id : 0;
+    }
+
+    // Allocates and expects the failure `e`; its message.
+    std::string allocFails(const AllocateRequest& r, Error e) {
+        auto out = engine_->allocate(r, 1234);
+        if (out.ok()) {
+            ADD_FAILURE() << "allocation succeeded, expected " << names::errorInfo(e).dbusName;
+            return {};
+        }
+        EXPECT_EQ(out.failure().error, e) << out.failure().message;
+        return out.failure().message;
+    }
+
+    // Nothing held anywhere: no context, no device, no PASID, no simulated
+    // kernel object (after the sim noticed the closes).
+    void expectNothingHeld(const std::string& where) {
+        SCOPED_TRACE(where);
+        EXPECT_TRUE(engine_->contexts().empty());
+        for (const auto& id : allIds(host_)) {
+            EXPECT_EQ(engine_->holderOf(id), 0u) << id;
+        }
+        EXPECT_EQ(pasids_.inUse(), 0u);
+        EXPECT_EQ(engine_->pasidCount(), 0u);
+        sim_.collect();
+        const sim::SimStats s = sim_.stats();
+        EXPECT_EQ(s.files, 0u);
+        EXPECT_EQ(s.contexts, 0u);
+        EXPECT_EQ(s.objects, 0u);
+        EXPECT_EQ(s.bindings, 0u);
+        EXPECT_EQ(s.attachments, 0u);
+    }
+
+    Host host_;
+    sim::KernelSim sim_;
+    FailingKernel kernel_;
+    PasidAllocator pasids_;
+    std::unique_ptr<Engine> engine_;
+};
+
+// ---- fail-nth sweeps ---------------------------------------------------------
+
+Error expectedError(int err) {
+    switch (err) {
+    case EIO:
+        return Error::KernelError;
+    case EBUSY:
+        return Error::Busy;
+    case ENOTTY:
+        return Error::NotSupported;
+    default:
+        return names::errorFromErrno(err);
+    }
+}
+
+constexpr int kMaxCalls = 64; // far more kernel calls than one allocation makes
+
+TEST_F(EngineTest, FailNthAllocateRollsBackEverything) {
+    const std::vector<std::string> devices = {kNicA, kNicB, kVdpa, kQueue};
+    for (ContextMode mode : {ContextMode::Handoff, ContextMode::Attached}) {
+        for (bool faultQueue : {false, true}) {
+            for (int err : {EIO, EBUSY, ENOTTY}) {
+                bool succeeded = false;
+                int injected = 0;
+                for (int n = 1; n <= kMaxCalls && !succeeded; ++n) {
+                    SCOPED_TRACE(std::string(modeName(mode)) + (faultQueue ? " +fault" : "") +
+                                 " errno " + std::to_string(err) + " N=" + std::to_string(n));
+                    const size_t fdsBefore = openFdCount();
+                    kernel_.clearInnerErrors();
+                    kernel_.arm(n, err);
+                    auto out = engine_->allocate(request(devices, mode, faultQueue), 1);
+                    const bool hit = kernel_.hit();
+                    kernel_.disarm();
+                    if (!hit) {
+                        // Every call went through: a complete context.
+                        ASSERT_TRUE(out.ok()) << out.failure().message;
+                        succeeded = true;
+                        Context* ctx = out.value();
+                        EXPECT_EQ(ctx->devices.size(), devices.size());
+                        EXPECT_EQ(ctx->faultQueueFd.valid(), faultQueue);
+                        EXPECT_EQ(ctx->ioasId != 0, mode == ContextMode::Attached);
+                        for (const auto& d : devices) {
+                            EXPECT_EQ(engine_->holderOf(d), ctx->id) << d;
+                        }
+                        EXPECT_GT(openFdCount(), fdsBefore);
+                        EXPECT_TRUE(engine_->release(ctx->id, user(kAlice)).ok());
+                    } else {
+                        ++injected;
+                        ASSERT_FALSE(out.ok()) << "the injected failure was ignored";
+                        EXPECT_EQ(out.failure().error, expectedError(err)) << out.failure().message;
+                        EXPECT_NE(out.failure().message.find("injected failure at call " +
+                                                             std::to_string(n)),
+                                  std::string::npos)
+                            << out.failure().message;
+                    }
+                    EXPECT_EQ(openFdCount(), fdsBefore) << "fds leaked";
+                    // The rollback's (or the release's) own kernel calls all succeed.
+                    EXPECT_TRUE(kernel_.innerErrors().empty())
+                        << ::testing::PrintToString(kernel_.innerErrors());
+                    expectNothingHeld("after N=" + std::to_string(n));
+                }
+                EXPECT_TRUE(succeeded)
+                    << "no allocation succeeded within " << kMaxCalls << " calls";
+                // Every kernel call of a complete allocation was failed once.
+                const int expectedCalls = 1 + (mode == ContextMode::Attached ? 2 : 0) +
+                                          2 * (mode == ContextMode::Attached ? 3 : 1) + 3 + 1 +
+                                          (faultQueue ? 1 : 0);
+                EXPECT_EQ(injected, expectedCalls)
+                    << modeName(mode) << (faultQueue ? " +fault" : "");
+            }
+        }
+    }
+}
+
+TEST_F(EngineTest, FailNthAllocatePasidAttachedReleasesThePasid) {
+    for (int err : {EIO, EBUSY, ENOTTY}) {
+        SCOPED_TRACE("errno " + std::to_string(err));
+        const size_t fdsBefore = openFdCount();
+        const uint64_t id = allocOk(request({kNicA, kVdpa, kQueue}, ContextMode::Attached, true));
+        ASSERT_NE(id, 0u);
+        bool succeeded = false;
+        for (int n = 1; n <= kMaxCalls && !succeeded; ++n) {
+            SCOPED_TRACE("N=" + std::to_string(n));
+            const size_t fdsHeld = openFdCount();
+            kernel_.arm(n, err);
+            auto out = engine_->allocatePasid(id, kNicA, user(kAlice));
+            const bool hit = kernel_.hit();
+            kernel_.disarm();
+            if (!hit) {
+                ASSERT_TRUE(out.ok()) << out.failure().message;
+                succeeded = true;
+                EXPECT_EQ(out.value(), 1u);
+                EXPECT_EQ(pasids_.inUse(), 1u);
+                EXPECT_EQ(pasids_.holder(1), "vm-1");
+                EXPECT_EQ(engine_->find(id)->pasids.count(1), 1u);
+                sim_.collect();
+                EXPECT_EQ(sim_.stats().attachments, 2u); // the RID and the PASID
+            } else {
+                ASSERT_FALSE(out.ok());
+                EXPECT_EQ(out.failure().error, expectedError(err)) << out.failure().message;
+                EXPECT_EQ(pasids_.inUse(), 0u) << "the PASID was not given back";
+                EXPECT_EQ(engine_->pasidCount(), 0u);
+                sim_.collect();
+                EXPECT_EQ(sim_.stats().attachments, 1u); // the RID only
+            }
+            EXPECT_EQ(openFdCount(), fdsHeld);
+        }
+        EXPECT_TRUE(succeeded);
+        kernel_.clearInnerErrors();
+        EXPECT_TRUE(engine_->release(id, user(kAlice)).ok());
+        EXPECT_TRUE(kernel_.innerErrors().empty())
+            << ::testing::PrintToString(kernel_.innerErrors());
+        EXPECT_EQ(openFdCount(), fdsBefore);
+        expectNothingHeld("after release");
+    }
+}
+
+// A kernel call of the teardown failing (a detach, a destroy) must not keep
+// anything alive: closing the fds is what really ends the kernel's objects.
+TEST_F(EngineTest, FailNthReleaseStillReleasesEverything) {
+    for (bool faultQueue : {false, true}) {
+        bool clean = false;
+        for (int n = 1; n <= kMaxCalls && !clean; ++n) {
+            SCOPED_TRACE(std::string(faultQueue ? "+fault" : "") + " N=" + std::to_string(n));
+            const size_t fdsBefore = openFdCount();
+            const uint64_t id =
+                allocOk(request({kNicA, kNicB, kVdpa, kQueue}, ContextMode::Attached, faultQueue));
+            ASSERT_NE(id, 0u);
+            ASSERT_TRUE(engine_->allocatePasid(id, kNicA, user(kAlice)).ok());
+            ASSERT_TRUE(engine_->allocatePasid(id, kNicB, user(kAlice)).ok());
+            kernel_.arm(n, EIO);
+            EXPECT_TRUE(engine_->release(id, user(kAlice)).ok());
+            clean = !kernel_.hit();
+            kernel_.disarm();
+            EXPECT_EQ(openFdCount(), fdsBefore) << "fds leaked";
+            expectNothingHeld("after release");
+        }
+        EXPECT_TRUE(clean);
+    }
+}
+
+// ---- engine semantics ----------------------------------------------------------
+
+TEST_F(EngineTest, HandoffAndAttachedContexts) {
+    const uint64_t h = allocOk(request({kNicA, kVdpa, kQueue}));
+    const Context* hc = engine_->find(h);
+    ASSERT_NE(hc, nullptr);
+    EXPECT_EQ(hc->vm, "vm-1");
+    EXPECT_EQ(hc->ownerUid, kAlice);
+    EXPECT_EQ(hc->ownerPid, user(kAlice).pid);
+    EXPECT_EQ(hc->ownerBusName, ":1.42");
+    EXPECT_EQ(hc->mode, ContextMode::Handoff);
+    EXPECT_EQ(hc->state, ContextState::Active);
+    EXPECT_EQ(hc->createdUsec, 1234u);
+    EXPECT_TRUE(hc->iommufd.valid());
+    EXPECT_EQ(hc->ioasId, 0u);
+    EXPECT_FALSE(hc->faultQueueFd.valid());
+    ASSERT_EQ(hc->devices.size(), 3u);
+    EXPECT_EQ(hc->devices[0].kind, HeldKind::Vfio);
+    EXPECT_FALSE(hc->devices[0].attached);
+    EXPECT_EQ(hc->devices[1].kind, HeldKind::Vdpa);
+    EXPECT_EQ(hc->devices[1].vdpaGroups, 2u);
+    EXPECT_EQ(hc->devices[1].vdpaAddressSpaces, 2u);
+    EXPECT_EQ(hc->devices[2].kind, HeldKind::Queue);
+    for (const auto& d : hc->devices) {
+        EXPECT_TRUE(d.fd.valid()) << d.id;
+        EXPECT_EQ(d.pasidWidth, 20u) << d.id; // parents on dmar0 with PASID 20
+    }
+
+    const uint64_t a =
+        allocOk(request({kNicB, kPf}, ContextMode::Attached, true, user(kBob), "vm-2"));
+    const Context* ac = engine_->find(a);
+    ASSERT_NE(ac, nullptr);
+    EXPECT_NE(a, h);
+    EXPECT_EQ(ac->mode, ContextMode::Attached);
+    EXPECT_NE(ac->ioasId, 0u);
+    EXPECT_FALSE(ac->iovaRanges.empty());
+    EXPECT_NE(ac->faultQueueId, 0u);
+    EXPECT_TRUE(ac->faultQueueFd.valid());
+    for (const auto& d : ac->devices) {
+        EXPECT_TRUE(d.attached) << d.id;
+        EXPECT_NE(d.devId, 0u) << d.id;
+    }
+    EXPECT_EQ(ac->device(kNicB)->pasidWidth, 16u); // min(device 20, dmar1 16)
+    EXPECT_EQ(ac->device(kNicA), nullptr);
+    EXPECT_EQ(engine_->contexts().size(), 2u);
+}
+
+TEST_F(EngineTest, ValidationFailsBeforeAnyKernelCall) {
+    kernel_.arm(0);
+    EXPECT_NE(allocFails(request({kNicA, kNicB, kNicA}), Error::InvalidArgument).find("twice"),
+              std::string::npos);
+    EXPECT_NE(allocFails(request({kNicA, "0000:99:00.0"}), Error::NotFound).find("0000:99:00.0"),
+              std::string::npos);
+    allocFails(request({kNicA, "vdpa9"}), Error::NotFound);
+    allocFails(request({kNicA, "wq9.9"}), Error::NotFound);
+    allocFails(request({}), Error::InvalidArgument);
+    allocFails(request({kNicA}, ContextMode::Unknown), Error::InvalidArgument);
+    EXPECT_EQ(kernel_.calls(), 0) << ::testing::PrintToString(kernel_.log());
+    expectNothingHeld("after the failures");
+}
+
+TEST_F(EngineTest, VmNameIsValidated) {
+    allocFails(request({kNicA}, ContextMode::Handoff, false, user(kAlice), ""),
+               Error::InvalidArgument);
+    allocFails(request({kNicA}, ContextMode::Handoff, false, user(kAlice), "my vm"),
+               Error::InvalidArgument);
+    allocFails(request({kNicA}, ContextMode::Handoff, false, user(kAlice), "vm/1"),
+               Error::InvalidArgument);
+    allocFails(request({kNicA}, ContextMode::Handoff, false, user(kAlice), "vm\n"),
+               Error::InvalidArgument);
+    allocFails(request({kNicA}, ContextMode::Handoff, false, user(kAlice), std::string(129, 'a')),
+               Error::InvalidArgument);
+    expectNothingHeld("after the failures");
+    const uint64_t id =
+        allocOk(request({kNicA}, ContextMode::Handoff, false, user(kAlice), std::string(128, 'a')));
+    EXPECT_TRUE(engine_->release(id, user(kAlice)).ok());
+    allocOk(request({kNicA}, ContextMode::Handoff, false, user(kAlice), "vm-1_a.b:c@d"));
+}
+
+TEST_F(EngineTest, NonViableGroupIsBusyAndNamesTheBlocker) {
+    const std::string m = allocFails(request({kBlocked}), Error::Busy);
+    EXPECT_NE(m.find(kBlocker), std::string::npos) << m;
+    EXPECT_NE(m.find("group 4"), std::string::npos) << m;
+    expectNothingHeld("after the failure");
+}
+
+TEST_F(EngineTest, HeldDeviceAndGroupMembersAreBusy) {
+    const uint64_t id = allocOk(request({kPair0, kNicA}));
+    EXPECT_EQ(engine_->holderOf(kPair0), id);
+    EXPECT_EQ(engine_->holderOf(kPair1), 0u);
+
+    // The same device, by the same or another user.
+    std::string m = allocFails(request({kNicA}), Error::Busy);
+    EXPECT_NE(m.find(kNicA), std::string::npos) << m;
+    allocFails(request({kNicB, kNicA}, ContextMode::Handoff, false, user(kBob), "vm-2"),
+               Error::Busy);
+    // Another member of the same IOMMU group.
+    m = allocFails(request({kPair1}, ContextMode::Handoff, false, user(kBob), "vm-2"), Error::Busy);
+    EXPECT_NE(m.find(kPair0), std::string::npos) << m;
+    // Nothing of the failed requests is held.
+    EXPECT_EQ(engine_->holderOf(kNicB), 0u);
+    EXPECT_EQ(engine_->holderOf(kPair1), 0u);
+    EXPECT_EQ(engine_->contexts().size(), 1u);
+
+    // Both members in one context are fine.
+    ASSERT_TRUE(engine_->release(id, user(kAlice)).ok());
+    const uint64_t both = allocOk(request({kPair0, kPair1}));
+    EXPECT_EQ(engine_->holderOf(kPair0), both);
+    EXPECT_EQ(engine_->holderOf(kPair1), both);
+}
+
+TEST_F(EngineTest, DevicesWithoutAUsableNodeAreNotSupported) {
+    std::string m = allocFails(request({kNoCdev}), Error::NotSupported);
+    EXPECT_NE(m.find("ixgbe"), std::string::npos) << m;
+    m = allocFails(request({kVdpaNoVhost}), Error::NotSupported);
+    EXPECT_NE(m.find("virtio_vdpa"), std::string::npos) << m;
+    allocFails(request({kKernelQueue}), Error::NotSupported);
+    allocFails(request({kDisabledQueue}), Error::NotSupported);
+    // A user queue that is enabled but has no char device.
+    Host h = testHost();
+    h.queues[0].charDevice.clear();
+    engine_->setHost(h);
+    allocFails(request({kQueue}), Error::NotSupported);
+    expectNothingHeld("after the failures");
+}
+
+TEST_F(EngineTest, OwnerPidIsRootOnly) {
+    auto r = request({kNicA});
+    r.ownerPid = 777;
+    allocFails(r, Error::PermissionDenied);
+    expectNothingHeld("after the failure");
+    r.caller = root();
+    const uint64_t id = allocOk(r);
+    ASSERT_NE(id, 0u);
+    EXPECT_EQ(engine_->find(id)->ownerPid, 777);
+    EXPECT_EQ(engine_->find(id)->ownerUid, 0u);
+}
+
+TEST_F(EngineTest, OnlyTheOwnerOrRootActsOnAContext) {
+    const uint64_t id = allocOk(request({kNicA, kNicB}));
+    ASSERT_NE(id, 0u);
+    const uint64_t other = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    ASSERT_NE(other, 0u);
+
+    EXPECT_TRUE(engine_->checkAccess(id, user(kAlice)).ok());
+    EXPECT_TRUE(engine_->checkAccess(id, root()).ok());
+    EXPECT_EQ(engine_->checkAccess(id, user(kBob)).failure().error, Error::PermissionDenied);
+    EXPECT_EQ(engine_->checkAccess(999, root()).failure().error, Error::NotFound);
+
+    // Bob may do nothing to Alice's context.
+    EXPECT_EQ(engine_->release(id, user(kBob)).failure().error, Error::PermissionDenied);
+    auto p = engine_->allocatePasid(id, kNicA, user(kBob));
+    ASSERT_FALSE(p.ok());
+    EXPECT_EQ(p.failure().error, Error::PermissionDenied);
+    EXPECT_EQ(pasids_.inUse(), 0u);
+    EXPECT_EQ(engine_->setVirtualId(id, kNicA, 5, user(kBob)).failure().error,
+              Error::PermissionDenied);
+    EXPECT_TRUE(engine_->find(id)->virtualIds.empty());
+    auto mine = engine_->allocatePasid(id, kNicA, user(kAlice));
+    ASSERT_TRUE(mine.ok());
+    EXPECT_EQ(engine_->releasePasid(id, mine.value(), user(kBob)).failure().error,
+              Error::PermissionDenied);
+    EXPECT_EQ(engine_->find(id)->pasids.count(mine.value()), 1u);
+    EXPECT_NE(engine_->find(id), nullptr);
+
+    // Root may do everything.
+    auto rp = engine_->allocatePasid(id, kNicB, root());
+    ASSERT_TRUE(rp.ok()) << rp.failure().message;
+    EXPECT_EQ(pasids_.holder(rp.value()), "vm-1"); // held for the context's VM
+    EXPECT_TRUE(engine_->releasePasid(id, mine.value(), root()).ok());
+    EXPECT_TRUE(engine_->setVirtualId(id, kNicA, 5, root()).ok());
+    EXPECT_TRUE(engine_->release(id, root()).ok());
+    EXPECT_EQ(engine_->find(id), nullptr);
+
+    // Unknown contexts.
+    EXPECT_EQ(engine_->release(id, root()).failure().error, Error::NotFound);
+    EXPECT_EQ(engine_->allocatePasid(id, kNicA, root()).failure().error, Error::NotFound);
+    EXPECT_EQ(engine_->releasePasid(id, 1, root()).failure().error, Error::NotFound);
+    EXPECT_EQ(engine_->setVirtualId(id, kNicA, 1, root()).failure().error, Error::NotFound);
+    EXPECT_NE(engine_->find(other), nullptr);
+}
+
+TEST_F(EngineTest, ReleaseTwiceIsNotFound) {
+    const uint64_t id = allocOk(request({kNicA}));
+    EXPECT_TRUE(engine_->release(id, user(kAlice)).ok());
+    auto again = engine_->release(id, user(kAlice));
+    ASSERT_FALSE(again.ok());
+    EXPECT_EQ(again.failure().error, Error::NotFound);
+    engine_->releaseUnchecked(id); // a no-op
+    expectNothingHeld("after the releases");
+}
+
+TEST_F(EngineTest, ReleasedDevicesCanBeAllocatedAgain) {
+    for (ContextMode mode : {ContextMode::Handoff, ContextMode::Attached}) {
+        SCOPED_TRACE(modeName(mode));
+        const size_t fdsBefore = openFdCount();
+        for (int round = 0; round < 3; ++round) {
+            const uint64_t id = allocOk(request({kNicA, kNicB, kVdpa, kQueue}, mode, true));
+            ASSERT_NE(id, 0u);
+            ASSERT_TRUE(engine_->allocatePasid(id, kNicA, user(kAlice)).ok());
+            EXPECT_EQ(engine_->holderOf(kNicA), id);
+            EXPECT_TRUE(engine_->release(id, user(kAlice)).ok());
+            EXPECT_EQ(engine_->holderOf(kNicA), 0u);
+        }
+        // By another user too, once free.
+        const uint64_t id = allocOk(request({kNicA, kVdpa}, mode, false, user(kBob), "vm-2"));
+        engine_->releaseUnchecked(id);
+        EXPECT_EQ(openFdCount(), fdsBefore);
+        expectNothingHeld("after the rounds");
+    }
+}
+
+TEST_F(EngineTest, ContextIdsAreNotReused) {
+    const uint64_t a = allocOk(request({kNicA}));
+    EXPECT_TRUE(engine_->release(a, user(kAlice)).ok());
+    const uint64_t b = allocOk(request({kNicA}));
+    EXPECT_GT(b, a);
+}
+
+// ---- PASIDs ------------------------------------------------------------------------
+
+TEST_F(EngineTest, PasidWidthIsTheSmallerOfDeviceAndUnit) {
+    for (ContextMode mode : {ContextMode::Handoff, ContextMode::Attached}) {
+        SCOPED_TRACE(modeName(mode));
+        PasidAllocator& pool = pasids_;
+        const uint64_t id = allocOk(request({kNicA, kNicB}, mode));
+        ASSERT_NE(id, 0u);
+        EXPECT_EQ(engine_->find(id)->device(kNicA)->pasidWidth, 20u);
+        EXPECT_EQ(engine_->find(id)->device(kNicB)->pasidWidth, 16u);
+        // Another VM holds every PASID below 2^16.
+        for (uint32_t i = 1; i < (uint32_t{1} << 16); ++i) {
+            ASSERT_TRUE(pool.allocate(16, "filler").ok()) << i;
+        }
+        auto narrow = engine_->allocatePasid(id, kNicB, user(kAlice));
+        ASSERT_FALSE(narrow.ok());
+        EXPECT_EQ(narrow.failure().error, Error::Busy) << narrow.failure().message;
+        auto wide = engine_->allocatePasid(id, kNicA, user(kAlice));
+        ASSERT_TRUE(wide.ok()) << wide.failure().message;
+        EXPECT_EQ(wide.value(), uint32_t{1} << 16);
+        // Once one below 2^16 is free, the narrow device gets it.
+        ASSERT_TRUE(pool.release(77, "filler"));
+        auto got = engine_->allocatePasid(id, kNicB, user(kAlice));
+        ASSERT_TRUE(got.ok()) << got.failure().message;
+        EXPECT_EQ(got.value(), 77u);
+        EXPECT_TRUE(engine_->release(id, user(kAlice)).ok());
+        EXPECT_EQ(pool.releaseAll("filler"), (uint32_t{1} << 16) - 2);
+        expectNothingHeld("after release");
+    }
+}
+
+TEST_F(EngineTest, TinyPasidWidthGivesExactlyThreePasids) {
+    for (ContextMode mode : {ContextMode::Handoff, ContextMode::Attached}) {
+        SCOPED_TRACE(modeName(mode));
+        const uint64_t id = allocOk(request({kTiny, kNicA}, mode));
+        ASSERT_NE(id, 0u);
+        EXPECT_EQ(engine_->find(id)->device(kTiny)->pasidWidth, 2u);
+        for (uint32_t want = 1; want <= 3; ++want) {
+            auto p = engine_->allocatePasid(id, kTiny, user(kAlice));
+            ASSERT_TRUE(p.ok()) << p.failure().message;
+            EXPECT_EQ(p.value(), want);
+        }
+        auto full = engine_->allocatePasid(id, kTiny, user(kAlice));
+        ASSERT_FALSE(full.ok());
+        EXPECT_EQ(full.failure().error, Error::Busy);
+        EXPECT_NE(full.failure().message.find(kTiny), std::string::npos);
+        EXPECT_EQ(pasids_.inUse(), 3u);
+        // A wider device in the same context still gets one.
+        auto wide = engine_->allocatePasid(id, kNicA, user(kAlice));
+        ASSERT_TRUE(wide.ok());
+        EXPECT_EQ(wide.value(), 4u);
+        // Releasing one makes room again.
+        EXPECT_TRUE(engine_->releasePasid(id, 2, user(kAlice)).ok());
+        EXPECT_EQ(engine_->releasePasid(id, 2, user(kAlice)).failure().error, Error::NotFound);
+        auto again = engine_->allocatePasid(id, kTiny, user(kAlice));
+        ASSERT_TRUE(again.ok());
+        EXPECT_EQ(again.value(), 2u);
+        if (mode == ContextMode::Attached) {
+            sim_.collect();
+            EXPECT_EQ(sim_.stats().attachments, 2u + 4u); // two RIDs, four PASIDs
+        }
+        kernel_.clearInnerErrors();
+        EXPECT_TRUE(engine_->release(id, user(kAlice)).ok());
+        EXPECT_TRUE(kernel_.innerErrors().empty())
+            << ::testing::PrintToString(kernel_.innerErrors());
+        expectNothingHeld("after release");
+    }
+}
+
+TEST_F(EngineTest, VfUsesItsPfPasidCapability) {
+    const uint64_t id = allocOk(request({kVf}));
+    ASSERT_NE(id, 0u);
+    EXPECT_EQ(engine_->find(id)->device(kVf)->pasidWidth, 20u);
+    auto p = engine_->allocatePasid(id, kVf, user(kAlice));
+    ASSERT_TRUE(p.ok()) << p.failure().message;
+    EXPECT_EQ(p.value(), 1u);
+
+    // Without a PASID capability on the PF either, the VF has none.
+    Host h = testHost();
+    for (auto& d : h.devices) {
+        if (d.address == kPf) {
+            d.caps.pasid = PasidCap{};
+        }
+    }
+    engine_->setHost(h);
+    const uint64_t none = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    EXPECT_EQ(engine_->find(none)->device(kPf)->pasidWidth, 0u);
+}
+
+// The sim gives a VF the PASID log2 of its own (absent) capability, not its
+// PF's: SimConfig::fromHost ignores physfn. An attached VF therefore can't
+// attach a PASID the engine hands out. Enable once the sim follows the PF.
+TEST_F(EngineTest, DISABLED_VfPasidAttachesInAttachedMode) {
+    const uint64_t id = allocOk(request({kVf}, ContextMode::Attached));
+    ASSERT_NE(id, 0u);
+    auto p = engine_->allocatePasid(id, kVf, user(kAlice));
+    ASSERT_TRUE(p.ok()) << p.failure().message;
+}
+
+TEST_F(EngineTest, DevicesWithoutPasidAreNotSupported) {
+    const uint64_t id = allocOk(request({kPair0, kNoPasidUnit, kNicA}));
+    ASSERT_NE(id, 0u);
+    EXPECT_EQ(engine_->find(id)->device(kPair0)->pasidWidth, 0u);
+    EXPECT_EQ(engine_->find(id)->device(kNoPasidUnit)->pasidWidth, 0u); // its unit has none
+    for (const char* dev : {kPair0, kNoPasidUnit}) {
+        auto p = engine_->allocatePasid(id, dev, user(kAlice));
+        ASSERT_FALSE(p.ok()) << dev;
+        EXPECT_EQ(p.failure().error, Error::NotSupported) << dev;
+    }
+    // A device that is not in the context.
+    auto p = engine_->allocatePasid(id, kNicB, user(kAlice));
+    ASSERT_FALSE(p.ok());
+    EXPECT_EQ(p.failure().error, Error::InvalidArgument);
+    EXPECT_EQ(pasids_.inUse(), 0u);
+    EXPECT_EQ(engine_->releasePasid(id, 1, user(kAlice)).failure().error, Error::NotFound);
+}
+
+TEST_F(EngineTest, PasidQuotaPerVm) {
+    pasids_.setDefaultQuota(2);
+    const uint64_t id = allocOk(request({kNicA, kNicB}));
+    ASSERT_TRUE(engine_->allocatePasid(id, kNicA, user(kAlice)).ok());
+    ASSERT_TRUE(engine_->allocatePasid(id, kNicB, user(kAlice)).ok());
+    auto third = engine_->allocatePasid(id, kNicA, user(kAlice));
+    ASSERT_FALSE(third.ok());
+    EXPECT_EQ(third.failure().error, Error::QuotaExceeded);
+    EXPECT_NE(third.failure().message.find("vm-1"), std::string::npos);
+    EXPECT_EQ(pasids_.inUse(), 2u);
+    EXPECT_EQ(engine_->pasidCount(), 2u);
+    // Another VM has a quota of its own.
+    const uint64_t other = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    auto p = engine_->allocatePasid(other, kPf, user(kBob));
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(p.value(), 3u);
+}
+
+TEST_F(EngineTest, ReleasingAContextReturnsItsPasids) {
+    const uint64_t id = allocOk(request({kNicA, kNicB}, ContextMode::Attached));
+    for (int i = 0; i < 5; ++i) {
+        ASSERT_TRUE(engine_->allocatePasid(id, i % 2 ? kNicA : kNicB, user(kAlice)).ok());
+    }
+    EXPECT_EQ(pasids_.inUse(), 5u);
+    EXPECT_EQ(pasids_.count("vm-1"), 5u);
+    EXPECT_EQ(engine_->pasidCount(), 5u);
+    ASSERT_TRUE(engine_->release(id, user(kAlice)).ok());
+    EXPECT_EQ(pasids_.inUse(), 0u);
+    EXPECT_EQ(pasids_.count("vm-1"), 0u);
+    EXPECT_EQ(engine_->pasidCount(), 0u);
+    // The pool is whole again: the next one is the lowest.
+    const uint64_t next = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    auto p = engine_->allocatePasid(next, kPf, user(kBob));
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(p.value(), 1u);
+}
+
+TEST_F(EngineTest, EngineDestructorReleasesEverything) {
+    const size_t fdsBefore = openFdCount();
+    const uint64_t a = allocOk(request({kNicA, kVdpa}, ContextMode::Attached, true));
+    allocOk(request({kNicB, kQueue}, ContextMode::Handoff, true, user(kBob), "vm-2"));
+    ASSERT_TRUE(engine_->allocatePasid(a, kNicA, user(kAlice)).ok());
+    kernel_.clearInnerErrors();
+    engine_.reset();
+    EXPECT_TRUE(kernel_.innerErrors().empty()) << ::testing::PrintToString(kernel_.innerErrors());
+    EXPECT_EQ(pasids_.inUse(), 0u);
+    EXPECT_EQ(openFdCount(), fdsBefore);
+    sim_.collect();
+    EXPECT_EQ(sim_.stats().files, 0u);
+    EXPECT_EQ(sim_.stats().contexts, 0u);
+    engine_ = std::make_unique<Engine>(kernel_, pasids_);
+}
+
+// ---- virtual IDs ---------------------------------------------------------------------
+
+TEST_F(EngineTest, VirtualIds) {
+    const uint64_t id = allocOk(request({kNicA, kNicB, kVdpa}));
+    ASSERT_TRUE(engine_->setVirtualId(id, kNicA, 0x10, user(kAlice)).ok());
+    EXPECT_EQ(engine_->find(id)->virtualIds.at(kNicA), 0x10u);
+    // The same again, and a new one for the same device, are fine.
+    EXPECT_TRUE(engine_->setVirtualId(id, kNicA, 0x10, user(kAlice)).ok());
+    ASSERT_TRUE(engine_->setVirtualId(id, kNicA, 0x11, user(kAlice)).ok());
+    EXPECT_EQ(engine_->find(id)->virtualIds.at(kNicA), 0x11u);
+    // Another device may not take it.
+    auto dup = engine_->setVirtualId(id, kNicB, 0x11, user(kAlice));
+    ASSERT_FALSE(dup.ok());
+    EXPECT_EQ(dup.failure().error, Error::Busy);
+    EXPECT_NE(dup.failure().message.find(kNicA), std::string::npos) << dup.failure().message;
+    EXPECT_EQ(engine_->find(id)->virtualIds.count(kNicB), 0u);
+    // The ID kNicA gave up is free.
+    ASSERT_TRUE(engine_->setVirtualId(id, kVdpa, 0x10, user(kAlice)).ok());
+    EXPECT_EQ(engine_->find(id)->virtualIds.size(), 2u);
+    // A device not in the context.
+    EXPECT_EQ(engine_->setVirtualId(id, kPf, 0x20, user(kAlice)).failure().error,
+              Error::InvalidArgument);
+    // Another context may use the same virtual ID.
+    const uint64_t other = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    EXPECT_TRUE(engine_->setVirtualId(other, kPf, 0x11, user(kBob)).ok());
+}
+
+// ---- rescans -------------------------------------------------------------------------------
+
+TEST_F(EngineTest, MarkDegradedFollowsTheHost) {
+    const uint64_t a = allocOk(request({kNicA, kVdpa}));
+    const uint64_t b =
+        allocOk(request({kNicB, kQueue}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    EXPECT_TRUE(engine_->markDegraded().empty());
+
+    Host gone = testHost();
+    std::erase_if(gone.devices, [](const PciDevice& d) { return d.address == kNicA; });
+    engine_->setHost(gone);
+    EXPECT_EQ(engine_->markDegraded(), std::vector<uint64_t>{a});
+    EXPECT_EQ(engine_->find(a)->state, ContextState::Degraded);
+    EXPECT_EQ(engine_->find(b)->state, ContextState::Active);
+    EXPECT_TRUE(engine_->markDegraded().empty()); // no change, no report
+    // A degraded context still holds its devices and can be released.
+    EXPECT_EQ(engine_->holderOf(kNicA), a);
+
+    // A queue going away degrades the other one too.
+    std::erase_if(gone.queues, [](const SiovQueue& q) { return q.name == kQueue; });
+    engine_->setHost(gone);
+    EXPECT_EQ(engine_->markDegraded(), std::vector<uint64_t>{b});
+    EXPECT_EQ(engine_->find(b)->state, ContextState::Degraded);
+
+    engine_->setHost(testHost());
+    EXPECT_EQ(engine_->markDegraded(), (std::vector<uint64_t>{a, b}));
+    EXPECT_EQ(engine_->find(a)->state, ContextState::Active);
+    EXPECT_EQ(engine_->find(b)->state, ContextState::Active);
+
+    // A vDPA device going away.
+    Host noVdpa = testHost();
+    noVdpa.vdpa.clear();
+    engine_->setHost(noVdpa);
+    EXPECT_EQ(engine_->markDegraded(), std::vector<uint64_t>{a});
+    EXPECT_TRUE(engine_->release(a, user(kAlice)).ok());
+    EXPECT_TRUE(engine_->markDegraded().empty());
+}
+
+} // namespace
+} // namespace svad::core
