@@ -65,7 +65,7 @@ svad::hostgen::HostSpec benchHost(uint32_t count) {
     for (uint32_t i = 0; i < count; ++i) {
         h.groups.push_back(GroupSpec{i + 1, "DMA", {"0x00000000fee00000 0x00000000feefffff msi"}});
         DeviceSpec d;
-        char addr[16];
+        char addr[32];
         std::snprintf(addr, sizeof addr, "0000:%02x:%02x.0", 0x81 + i / 32, i % 32);
         d.address = addr;
         d.vendor = 0x15b3;

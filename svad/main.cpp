@@ -2,8 +2,8 @@
 // to the bus, publishes the objects and runs the loop.
 #include "svad/core/discovery.h"
 #include "svad/core/engine.h"
-#include "svad/core/pasid_allocator.h"
 #include "svad/core/log.h"
+#include "svad/core/pasid_allocator.h"
 #include "svad/dbus/bus_loop.h"
 #include "svad/dbus/service.h"
 #include "svad/linux/kernel_linux.h"
@@ -192,9 +192,14 @@ int main(int argc, char** argv) {
         svad::log::debug("initial scan done", {{"MS", msSince(t0)}});
 
         std::unique_ptr<svad::ports::Kernel> kernel;
+        std::function<void(const svad::core::Host&)> onHostChanged;
         if (opts.backend == "sim") {
-            kernel = std::make_unique<svad::sim::KernelSim>(
+            auto sim = std::make_unique<svad::sim::KernelSim>(
                 svad::sim::SimConfig::fromHost(host, opts.devRoot));
+            onHostChanged = [raw = sim.get(), devRoot = opts.devRoot](const svad::core::Host& h) {
+                raw->setDevices(svad::sim::SimConfig::fromHost(h, devRoot));
+            };
+            kernel = std::move(sim);
         } else {
             kernel = std::make_unique<svad::linux_impl::KernelLinux>(opts.devRoot);
         }
@@ -211,8 +216,8 @@ int main(int argc, char** argv) {
         svad::dbus::BusLoop loop(io, *connection);
         auto service = std::make_unique<svad::dbus::Service>(
             io, *connection, loop,
-            svad::dbus::ServiceOptions{opts.backend, opts.sysfsRoot, opts.devRoot}, scan, engine,
-            features);
+            svad::dbus::ServiceOptions{opts.backend, opts.sysfsRoot, opts.devRoot, onHostChanged},
+            scan, engine, features);
         service->publishInitial(std::move(host));
         svad::log::debug("objects registered", {{"MS", msSince(t1)}});
         try {

@@ -1,11 +1,11 @@
 #include "svad/core/engine.h"
 
+#include "svad/core/log.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <set>
-
-#include "svad/core/log.h"
 
 namespace svad::core {
 
@@ -13,7 +13,9 @@ namespace {
 
 constexpr size_t kMaxVmName = 128;
 
-Failure fail(names::Error e, std::string message) { return Failure{e, std::move(message)}; }
+Failure fail(names::Error e, std::string message) {
+    return Failure{e, std::move(message)};
+}
 
 // A kernel error as the caller sees it: the errno picks the name, the
 // message says which call failed on what.
@@ -35,12 +37,12 @@ bool validVmName(const std::string& vm) {
     });
 }
 
-}  // namespace
+} // namespace
 
 struct Engine::Resolved {
     std::string id;
     HeldKind kind = HeldKind::Vfio;
-    std::string node;  // vfioN, vhost-vdpa-N, wqX.Y
+    std::string node; // vfioN, vhost-vdpa-N, wqX.Y
     uint32_t pasidWidth = 0;
 };
 
@@ -61,7 +63,9 @@ Engine::~Engine() {
     }
 }
 
-void Engine::setHost(Host host) { host_ = std::move(host); }
+void Engine::setHost(Host host) {
+    host_ = std::move(host);
+}
 
 const PciDevice* Engine::pciDevice(const std::string& address) const {
     for (const auto& d : host_.devices) {
@@ -100,9 +104,8 @@ Outcome<std::vector<Engine::Resolved>> Engine::resolve(const AllocateRequest& re
             return fail(names::Error::InvalidArgument, "device " + id + " is listed twice");
         }
         if (auto holder = holderOf(id); holder != 0) {
-            return fail(names::Error::Busy, id + " is held by context " +
-                                                std::to_string(holder) + " (vm " +
-                                                contexts_.at(holder)->vm + ")");
+            return fail(names::Error::Busy, id + " is held by context " + std::to_string(holder) +
+                                                " (vm " + contexts_.at(holder)->vm + ")");
         }
         Resolved r;
         r.id = id;
@@ -126,9 +129,8 @@ Outcome<std::vector<Engine::Resolved>> Engine::resolve(const AllocateRequest& re
                         for (const auto& b : group->blockers) {
                             why += (why.empty() ? "" : ", ") + b;
                         }
-                        return fail(names::Error::Busy, "IOMMU group " +
-                                                            std::to_string(group->id) + " of " +
-                                                            id + " is not viable: " + why);
+                        return fail(names::Error::Busy, "IOMMU group " + std::to_string(group->id) +
+                                                            " of " + id + " is not viable: " + why);
                     }
                     for (const auto& member : group->devices) {
                         if (auto holder = holderOf(member); holder != 0) {
@@ -162,8 +164,7 @@ Outcome<std::vector<Engine::Resolved>> Engine::resolve(const AllocateRequest& re
                    q != host_.queues.end()) {
             if (q->type != QueueType::User || q->state != QueueState::Enabled ||
                 q->charDevice.empty()) {
-                return fail(names::Error::NotSupported,
-                            id + " is not an enabled user work queue");
+                return fail(names::Error::NotSupported, id + " is not an enabled user work queue");
             }
             r.kind = HeldKind::Queue;
             r.node = q->name;
@@ -322,7 +323,7 @@ void Engine::teardown(Context& ctx) {
         }
         d.fd.reset();
     }
-    ctx.faultQueueFd.reset();  // the fault fd holds its object: IOMMU_DESTROY is EBUSY before
+    ctx.faultQueueFd.reset(); // the fault fd holds its object: IOMMU_DESTROY is EBUSY before
     if (ctx.faultQueueId != 0 && ctx.iommufd.valid()) {
         (void)kernel_.destroy(ctx.iommufd.get(), ctx.faultQueueId);
         ctx.faultQueueId = 0;
@@ -349,9 +350,9 @@ uint64_t Engine::holderOf(const std::string& device) const {
 
 Outcome<Done> Engine::checkOwner(const Context& ctx, const Caller& caller) const {
     if (caller.uid != 0 && caller.uid != ctx.ownerUid) {
-        return fail(names::Error::PermissionDenied,
-                    "context " + std::to_string(ctx.id) + " belongs to uid " +
-                        std::to_string(ctx.ownerUid));
+        return fail(names::Error::PermissionDenied, "context " + std::to_string(ctx.id) +
+                                                        " belongs to uid " +
+                                                        std::to_string(ctx.ownerUid));
     }
     return Done{};
 }
@@ -411,13 +412,13 @@ Outcome<uint32_t> Engine::allocatePasid(uint64_t id, const std::string& device,
     }
     auto got = pasids_.allocate(dev->pasidWidth, ctx.vm);
     if (got.status == PasidStatus::QuotaExceeded) {
-        return fail(names::Error::QuotaExceeded,
-                    "vm " + ctx.vm + " holds its quota of " +
-                        std::to_string(pasids_.quota(ctx.vm)) + " PASIDs");
+        return fail(names::Error::QuotaExceeded, "vm " + ctx.vm + " holds its quota of " +
+                                                     std::to_string(pasids_.quota(ctx.vm)) +
+                                                     " PASIDs");
     }
     if (got.status != PasidStatus::Ok) {
-        return fail(names::Error::Busy, "no free PASID below 2^" +
-                                            std::to_string(dev->pasidWidth) + " for " + device);
+        return fail(names::Error::Busy,
+                    "no free PASID below 2^" + std::to_string(dev->pasidWidth) + " for " + device);
     }
     if (dev->attached && dev->kind == HeldKind::Vfio) {
         auto r = kernel_.vfioAttach(dev->fd.get(), ctx.ioasId, got.pasid);
@@ -441,8 +442,8 @@ Outcome<Done> Engine::releasePasid(uint64_t id, uint32_t pasid, const Caller& ca
     }
     auto p = ctx.pasids.find(pasid);
     if (p == ctx.pasids.end()) {
-        return fail(names::Error::NotFound, "context " + std::to_string(id) +
-                                                " holds no PASID " + std::to_string(pasid));
+        return fail(names::Error::NotFound,
+                    "context " + std::to_string(id) + " holds no PASID " + std::to_string(pasid));
     }
     for (auto& d : ctx.devices) {
         if (d.id == p->second && d.attached && d.kind == HeldKind::Vfio) {
@@ -471,8 +472,7 @@ Outcome<Done> Engine::setVirtualId(uint64_t id, const std::string& device, uint6
     for (const auto& [dev, v] : ctx.virtualIds) {
         if (v == virtId && dev != device) {
             return fail(names::Error::Busy, "virtual ID " + std::to_string(virtId) +
-                                                " is already used by " + dev + " in vm " +
-                                                ctx.vm);
+                                                " is already used by " + dev + " in vm " + ctx.vm);
         }
     }
     ctx.virtualIds[device] = virtId;
@@ -492,10 +492,9 @@ std::vector<uint64_t> Engine::markDegraded() {
     }
     std::vector<uint64_t> changed;
     for (auto& [id, ctx] : contexts_) {
-        bool gone = std::any_of(ctx->devices.begin(), ctx->devices.end(),
-                                [&present](const ContextDevice& d) {
-                                    return present.count(d.id) == 0;
-                                });
+        bool gone =
+            std::any_of(ctx->devices.begin(), ctx->devices.end(),
+                        [&present](const ContextDevice& d) { return present.count(d.id) == 0; });
         ContextState next = gone ? ContextState::Degraded : ContextState::Active;
         if (next != ctx->state) {
             ctx->state = next;
@@ -513,4 +512,4 @@ size_t Engine::pasidCount() const {
     return n;
 }
 
-}  // namespace svad::core
+} // namespace svad::core

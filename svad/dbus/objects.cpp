@@ -1,12 +1,9 @@
 #include "svad/dbus/objects.h"
 
-#include <cctype>
-
-#include "svad/core/parse.h"
-#include <cctype>
-
 #include "svad/core/parse.h"
 #include "svad/core/paths.h"
+
+#include <cctype>
 
 namespace svad::dbus {
 
@@ -252,7 +249,9 @@ ContextObject::ContextObject(sdbus::IConnection& connection, std::string path,
     registerAdaptor();
 }
 
-ContextObject::~ContextObject() { unregisterAdaptor(); }
+ContextObject::~ContextObject() {
+    unregisterAdaptor();
+}
 
 const core::Context& ContextObject::ctx() const {
     const core::Context* c = engine_.find(id_);

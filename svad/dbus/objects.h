@@ -26,7 +26,7 @@ struct DeviceLinks {
 
 struct DeviceData {
     std::string devRoot;
-    const core::Engine* engine = nullptr;  // who holds what
+    const core::Engine* engine = nullptr; // who holds what
     core::PciDevice pci;                  // a PCI function ...
     std::optional<core::VdpaDevice> vdpa; // ... or a vDPA device
     DeviceLinks links;
@@ -215,7 +215,7 @@ private:
 
     const core::Engine& engine_;
     uint64_t id_;
-    core::Context gone_;  // answers reads after the engine forgot the context
+    core::Context gone_; // answers reads after the engine forgot the context
 };
 
 // The object path of context `id`, and back (0 if `path` is not one).

@@ -5,13 +5,12 @@
 #include "svad/names.h"
 #include "svad/version.h"
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <fcntl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <algorithm>
 #include <unordered_map>
 
 namespace svad::dbus {
@@ -213,6 +212,9 @@ void Service::apply(core::Host host, bool emit) {
     syncObjects(connection_, devices_, std::move(devices), emit);
     syncObjects(connection_, queues_, std::move(queues), emit);
 
+    if (options_.onHostChanged) {
+        options_.onHostChanged(host);
+    }
     engine_.setHost(host);
     for (uint64_t id : engine_.markDegraded()) {
         auto it = contextObjects_.find(id);
@@ -376,7 +378,9 @@ Service::ListDevices(const std::map<std::string, sdbus::Variant>& filter) {
 
 namespace {
 
-[[noreturn]] void throwFailure(const core::Failure& f) { throwError(f.error, f.message); }
+[[noreturn]] void throwFailure(const core::Failure& f) {
+    throwError(f.error, f.message);
+}
 
 const char* modeName(core::ContextMode m) {
     return m == core::ContextMode::Attached ? "attached" : "handoff";
@@ -390,7 +394,7 @@ std::string joined(const std::vector<std::string>& items) {
     return out;
 }
 
-}  // namespace
+} // namespace
 
 core::Caller Service::caller() {
     core::Caller c;
@@ -547,8 +551,8 @@ void Service::announceHolders(const std::vector<std::string>& devices) {
 void Service::watchOwner(const core::Context& ctx) {
     const uint64_t id = ctx.id;
     errno = 0;
-    int pidfd = ctx.ownerPid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, ctx.ownerPid, 0))
-                                 : -1;
+    int pidfd =
+        ctx.ownerPid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, ctx.ownerPid, 0)) : -1;
     if (pidfd >= 0) {
         ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
         auto watch = std::make_unique<boost::asio::posix::stream_descriptor>(io_, pidfd);
@@ -641,8 +645,9 @@ uint32_t Service::AllocatePasid(const sdbus::ObjectPath& context, const std::str
     const uint32_t pasid = outcome.value();
     contextObjects_.at(id)->announceChanged({"Pasids"});
     emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME, {"PasidCount"});
-    log::info("PASID allocated",
-              {{"CONTEXT", std::to_string(id)}, {"DEVICE", device}, {"PASID", std::to_string(pasid)}});
+    log::info(
+        "PASID allocated",
+        {{"CONTEXT", std::to_string(id)}, {"DEVICE", device}, {"PASID", std::to_string(pasid)}});
     return pasid;
 }
 

@@ -25,6 +25,8 @@ struct ServiceOptions {
     std::string backend;
     std::string sysfsRoot;
     std::string devRoot;
+    // Called on the loop thread with every newly scanned host (the sim kernel follows it).
+    std::function<void(const core::Host&)> onHostChanged;
 };
 
 // Runs discovery; called on a worker thread, so it must touch nothing shared.

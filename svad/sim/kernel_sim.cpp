@@ -72,7 +72,16 @@ SimConfig SimConfig::fromHost(const core::Host& host, const std::string& devRoot
         if (d.vfioDevice.empty()) {
             continue;
         }
-        uint32_t width = d.caps.pasid.present ? d.caps.pasid.maxWidth : 0;
+        // A VF shares its PF's PASID capability.
+        const core::PasidCap* pasid = &d.caps.pasid;
+        if (!pasid->present && !d.physfn.empty()) {
+            for (const auto& pf : host.devices) {
+                if (pf.address == d.physfn) {
+                    pasid = &pf.caps.pasid;
+                }
+            }
+        }
+        uint32_t width = pasid->present ? pasid->maxWidth : 0;
         auto u = units.find(d.iommuUnit);
         if (u != units.end() && u->second->vtd) {
             width = std::min(width, u->second->vtd->pasidWidth);
@@ -93,6 +102,18 @@ SimConfig SimConfig::fromHost(const core::Host& host, const std::string& devRoot
 }
 
 // ---- KernelSim ----------------------------------------------------------------
+
+SimConfig KernelSim::config() const {
+    std::lock_guard lock(mu_);
+    return config_;
+}
+
+void KernelSim::setDevices(const SimConfig& devices) {
+    std::lock_guard lock(mu_);
+    config_.vfio = devices.vfio;
+    config_.vhostVdpa = devices.vhostVdpa;
+    config_.workQueues = devices.workQueues;
+}
 
 uint32_t KernelSim::Context::allocId() const {
     uint32_t id = 1;

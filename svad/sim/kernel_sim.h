@@ -156,7 +156,9 @@ public:
     // (ending their bindings, dropping contexts nothing keeps alive).
     void collect();
     SimStats stats() const;
-    const SimConfig& config() const { return config_; }
+    SimConfig config() const;
+    // The host changed (a rescan): devices come and go; features stay as probed.
+    void setDevices(const SimConfig& devices);
 
     // The IOVA ranges of every IOAS: [0, 2^48 - 1] minus the MSI window.
     static constexpr uint64_t kMsiStart = 0xfee00000;
@@ -215,7 +217,7 @@ private:
     void unrefIoasLocked(Context& c, uint32_t ioasId);
     uint8_t pasidLog2(const std::string& vfioName) const;
 
-    const SimConfig config_;
+    SimConfig config_;
     mutable std::mutex mu_;
     std::map<FileKey, File> files_;
     std::map<uint32_t, Context> contexts_; // by instance number

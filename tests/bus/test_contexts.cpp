@@ -1,16 +1,16 @@
 // Contexts over the bus: a client receives real fds, leases follow their
 // owner, every bad request is a named error and nothing leaks in svad.
-#include <dirent.h>
-#include <signal.h>
-#include <unistd.h>
+#include "fixture.h"
 
 #include <chrono>
 #include <condition_variable>
+#include <dirent.h>
+#include <filesystem>
 #include <gtest/gtest.h>
 #include <mutex>
+#include <signal.h>
 #include <thread>
-
-#include "fixture.h"
+#include <unistd.h>
 
 namespace svad::test {
 namespace {
@@ -57,8 +57,7 @@ uint32_t allocatePasid(SvadFixture& f, const std::string& context, const std::st
 }
 
 // The D-Bus error name a call fails with ("" if it succeeds).
-template <typename F>
-std::string errorOf(F&& call, std::string* message = nullptr) {
+template <typename F> std::string errorOf(F&& call, std::string* message = nullptr) {
     try {
         call();
     } catch (const sdbus::Error& e) {
@@ -197,9 +196,9 @@ TEST(Contexts, HandoffHandsOverRealFds) {
 TEST(Contexts, AttachedModeBindsAndReportsIds) {
     SvadFixture f(testHost());
     const auto vf = vfs(f);
-    auto a = allocate(f, "vm1", {vf[0]},
-                      {{"mode", sdbus::Variant(std::string("attached"))},
-                       {"fault_queue", sdbus::Variant(true)}});
+    auto a = allocate(
+        f, "vm1", {vf[0]},
+        {{"mode", sdbus::Variant(std::string("attached"))}, {"fault_queue", sdbus::Variant(true)}});
     EXPECT_EQ(a.info.at("mode").get<std::string>(), "attached");
     const uint32_t ioas = a.info.at("ioas_id").get<uint32_t>();
     EXPECT_GT(ioas, 0U);
@@ -222,7 +221,7 @@ TEST(Contexts, PasidsAreHostWideAndBounded) {
     const uint32_t p1 = allocatePasid(f, a.context, "wq0.0");
     const uint32_t p2 = allocatePasid(f, b.context, "wq0.1");
     EXPECT_GE(p1, 1U);
-    EXPECT_NE(p1, p2);  // unique across VMs
+    EXPECT_NE(p1, p2); // unique across VMs
     EXPECT_LT(p2, 1U << 20);
     EXPECT_EQ(f.property(kRoot, kManager, "PasidCount").get<uint32_t>(), 2U);
     auto pasids = f.property(a.context, kContext, "Pasids")
@@ -245,10 +244,7 @@ TEST(Contexts, PasidsAreHostWideAndBounded) {
     }
     EXPECT_EQ(quotaError, "org.svad.Svad1.Error.QuotaExceeded");
 
-    f.proxy(kRoot)
-        ->callMethod("ReleasePasid")
-        .onInterface(kManager)
-        .withArguments(b.context, p2);
+    f.proxy(kRoot)->callMethod("ReleasePasid").onInterface(kManager).withArguments(b.context, p2);
     EXPECT_EQ(errorOf([&] {
                   f.proxy(kRoot)
                       ->callMethod("ReleasePasid")
@@ -311,16 +307,22 @@ TEST(Contexts, BadRequestsAreNamedErrorsAndLeakNothing) {
         EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {"0000:ff:00.0"}); }, &msg),
                   "org.svad.Svad1.Error.NotFound");
         EXPECT_NE(msg.find("0000:ff:00.0"), std::string::npos);
-        EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {vf[0], vf[0]}); }, &msg),
+        EXPECT_EQ(errorOf(
+                      [&] {
+                          allocate(f, "vm1", {vf[0], vf[0]});
+                      },
+                      &msg),
                   "org.svad.Svad1.Error.InvalidArgument");
         EXPECT_NE(msg.find("twice"), std::string::npos);
         EXPECT_EQ(errorOf([&] { allocate(f, "", {vf[0]}); }),
                   "org.svad.Svad1.Error.InvalidArgument");
-        EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {}); }),
+        EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {}); }), "org.svad.Svad1.Error.InvalidArgument");
+        EXPECT_EQ(errorOf(
+                      [&] {
+                          allocate(f, "vm1", {vf[0]}, {{"colour", sdbus::Variant(true)}});
+                      },
+                      &msg),
                   "org.svad.Svad1.Error.InvalidArgument");
-        EXPECT_EQ(
-            errorOf([&] { allocate(f, "vm1", {vf[0]}, {{"colour", sdbus::Variant(true)}}); }, &msg),
-            "org.svad.Svad1.Error.InvalidArgument");
         EXPECT_NE(msg.find("colour"), std::string::npos);
         EXPECT_EQ(errorOf([&] {
                       allocate(f, "vm1", {vf[0]}, {{"mode", sdbus::Variant(uint32_t{1})}});
@@ -342,7 +344,9 @@ TEST(Contexts, BadRequestsAreNamedErrorsAndLeakNothing) {
         EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {"wq0.2"}); }),
                   "org.svad.Svad1.Error.NotSupported");
         // A half-good request takes nothing: the good device stays free.
-        EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {vf[0], "0000:6a:01.0"}); }),
+        EXPECT_EQ(errorOf([&] {
+                      allocate(f, "vm1", {vf[0], "0000:6a:01.0"});
+                  }),
                   "org.svad.Svad1.Error.NotSupported");
         EXPECT_EQ(errorOf([&] { release(f, "/org/svad/Svad1/context/99"); }),
                   "org.svad.Svad1.Error.NotFound");
@@ -363,13 +367,39 @@ TEST(Contexts, BadRequestsAreNamedErrorsAndLeakNothing) {
     EXPECT_EQ(fdCount(f.svad().pid()), fdsBefore);
 }
 
+TEST(Contexts, HotAddedDeviceCanBeAllocatedAfterRescan) {
+    SvadFixture f(testHost());
+    hostgen::HostSpec extra;
+    hostgen::DeviceSpec nic;
+    nic.address = "0000:d8:00.0";
+    nic.vendor = 0x8086;
+    nic.device = 0x1592;
+    nic.classCode = 0x020000;
+    nic.driver = "vfio-pci";
+    nic.vfio = 9;
+    extra.devices.push_back(nic);
+    const std::string other = f.root() + "/other";
+    hostgen::writeTree(extra, other);
+    std::filesystem::copy(std::filesystem::canonical(other + "/sys/bus/pci/devices/0000:d8:00.0"),
+                          f.sysfs() + "/bus/pci/devices/0000:d8:00.0",
+                          std::filesystem::copy_options::recursive |
+                              std::filesystem::copy_options::copy_symlinks);
+    EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {"0000:d8:00.0"}); }),
+              "org.svad.Svad1.Error.NotFound");
+    f.proxy(kRoot)->callMethod("Rescan").onInterface(kManager);
+    auto a = allocate(f, "vm1", {"0000:d8:00.0"});
+    EXPECT_NE(fdTarget(a.fds.at("0000:d8:00.0").get()).find("vfio9"), std::string::npos);
+    release(f, a.context);
+}
+
 TEST(Contexts, KernelFeaturesArePublished) {
     SvadFixture f(testHost());
-    auto features = f.property(kRoot, kManager, "KernelFeatures").get<std::map<std::string, bool>>();
+    auto features =
+        f.property(kRoot, kManager, "KernelFeatures").get<std::map<std::string, bool>>();
     EXPECT_EQ(features.size(), 8U);
     EXPECT_TRUE(features.at("iommufd"));
     EXPECT_TRUE(features.at("vfio_cdev"));
 }
 
-}  // namespace
-}  // namespace svad::test
+} // namespace
+} // namespace svad::test

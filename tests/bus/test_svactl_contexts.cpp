@@ -17,38 +17,10 @@ namespace {
 constexpr const char* kRoot = "/org/svad/Svad1";
 constexpr const char* kManager = "org.svad.Svad1.Manager";
 constexpr const char* kContextPrefix = "/org/svad/Svad1/context/";
-// The NIC's VFs (PF 0000:3b:00.0, first VF offset 0x80): bound to vfio-pci, alone in
-// their groups, so viable.
+// testHost()'s NIC VFs (PF 0000:3b:00.0, first VF offset 0x80): on vfio-pci with their
+// cdevs (vfio1, vfio2), alone in their groups, so viable.
 constexpr const char* kVf0 = "0000:3b:10.0";
 constexpr const char* kVf1 = "0000:3b:10.1";
-
-// The bus tests' host, with VFIO cdevs for the NIC's two VFs (vfio1, vfio2; the GPU has vfio0).
-hostgen::HostSpec contextHost() {
-    auto host = testHost();
-    for (auto& d : host.devices) {
-        if (d.address == "0000:3b:00.0") {
-            d.sriov->vfs = {hostgen::VfSpec{0, std::nullopt, "vfio-pci", 1U, {}},
-                            hostgen::VfSpec{1, std::nullopt, "vfio-pci", 2U, {}}};
-        }
-    }
-    return host;
-}
-
-// svad on contextHost(). PrivateBus waits for the socket file, which dbus-daemon
-// creates (bind) a moment before it listens: a connection in between is refused.
-// Retried here until fixture.cpp waits for a connection to succeed.
-std::unique_ptr<SvadFixture> startSvad() {
-    for (int attempt = 1;; ++attempt) {
-        try {
-            return std::make_unique<SvadFixture>(contextHost());
-        } catch (const sdbus::Error& e) {
-            if (attempt == 5 || e.getName() != "System.Error.ECONNREFUSED") {
-                throw;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        }
-    }
-}
 
 size_t lines(const std::string& s) {
     return static_cast<size_t>(std::count(s.begin(), s.end(), '\n'));
@@ -125,8 +97,7 @@ private:
 };
 
 TEST(SvactlContexts, TheHostHasViableVfioVfs) {
-    auto fixture = startSvad();
-    SvadFixture& f = *fixture;
+    SvadFixture f(testHost());
     auto devices = f.svactl({"devices"});
     ASSERT_EQ(devices.exitCode, 0) << devices.errors;
     EXPECT_NE(devices.output.find(kVf0), std::string::npos) << devices.output;
@@ -139,8 +110,7 @@ TEST(SvactlContexts, TheHostHasViableVfioVfs) {
 }
 
 TEST(SvactlContexts, AllocShowsTheFdsAndTheLeaseEndsWithSvactl) {
-    auto fixture = startSvad();
-    SvadFixture& f = *fixture;
+    SvadFixture f(testHost());
     ReleasedWatcher watcher(f.bus());
     auto r = f.svactl({"alloc", "--vm", "t", kVf0, "wq0.0", "vdpa0"});
     ASSERT_EQ(r.exitCode, 0) << r.errors;
@@ -164,8 +134,7 @@ TEST(SvactlContexts, AllocShowsTheFdsAndTheLeaseEndsWithSvactl) {
 }
 
 TEST(SvactlContexts, AllocJsonAttachedWithFaultQueue) {
-    auto fixture = startSvad();
-    SvadFixture& f = *fixture;
+    SvadFixture f(testHost());
     auto r = f.svactl(
         {"--json", "alloc", "--vm", "t", "--mode", "attached", "--fault-queue", "3b:10.1"});
     ASSERT_EQ(r.exitCode, 0) << r.errors;
@@ -183,8 +152,7 @@ TEST(SvactlContexts, AllocJsonAttachedWithFaultQueue) {
 }
 
 TEST(SvactlContexts, ExecHandsTheFdsToTheCommand) {
-    auto fixture = startSvad();
-    SvadFixture& f = *fixture;
+    SvadFixture f(testHost());
     auto r = f.svactl({"exec", "--vm", "t", "--device", kVf0, "--", "sh", "-c",
                        "readlink /proc/self/fd/$0 ; readlink /proc/self/fd/$1 ; echo \"$2\" ; "
                        "echo \"$SVAD_CONTEXT\"",
@@ -205,8 +173,7 @@ TEST(SvactlContexts, ExecHandsTheFdsToTheCommand) {
 }
 
 TEST(SvactlContexts, ExecContextLivesWhileTheCommandRuns) {
-    auto fixture = startSvad();
-    SvadFixture& f = *fixture;
+    SvadFixture f(testHost());
     ReleasedWatcher watcher(f.bus());
     const std::string svactl = svactlCommand(f);
     auto r = f.svactl({"exec", "--vm", "vm-a", "--device", kVf0, "--device", "wq0.0", "--", "sh",
@@ -232,16 +199,14 @@ TEST(SvactlContexts, ExecContextLivesWhileTheCommandRuns) {
 }
 
 TEST(SvactlContexts, ExecExitStatusIsTheCommands) {
-    auto fixture = startSvad();
-    SvadFixture& f = *fixture;
+    SvadFixture f(testHost());
     auto r = f.svactl({"exec", "--vm", "t", "--device", kVf1, "--", "sh", "-c", "exit 7"});
     EXPECT_EQ(r.exitCode, 7) << r.errors;
     EXPECT_TRUE(waitNoContexts(f));
 }
 
 TEST(SvactlContexts, PasidAllocAndReleaseInsideExec) {
-    auto fixture = startSvad();
-    SvadFixture& f = *fixture;
+    SvadFixture f(testHost());
     const std::string svactl = svactlCommand(f);
     auto r = f.svactl(
         {"exec", "--vm", "t", "--device", "wq0.0", "--", "sh", "-c",
@@ -262,8 +227,7 @@ TEST(SvactlContexts, PasidAllocAndReleaseInsideExec) {
 }
 
 TEST(SvactlContexts, ReleaseByNumberAndByPath) {
-    auto fixture = startSvad();
-    SvadFixture& f = *fixture;
+    SvadFixture f(testHost());
     ReleasedWatcher watcher(f.bus());
     const std::string svactl = svactlCommand(f);
     // Inside the command the context is released by hand; the lease then has nothing to do.
@@ -293,8 +257,7 @@ TEST(SvactlContexts, ReleaseByNumberAndByPath) {
 }
 
 TEST(SvactlContexts, AHeldDeviceIsBusyForAnotherVm) {
-    auto fixture = startSvad();
-    SvadFixture& f = *fixture;
+    SvadFixture f(testHost());
     const std::string svactl = svactlCommand(f);
     auto r = f.svactl({"exec", "--vm", "a", "--device", kVf0, "--", "sh", "-c",
                        svactl + " alloc --vm b " + kVf0 + "; echo \"status $?\""});
@@ -316,8 +279,7 @@ void expectFailure(const RunResult& r, int code, const std::string& what) {
 }
 
 TEST(SvactlContexts, BadRequestsAreOneLineErrors) {
-    auto fixture = startSvad();
-    SvadFixture& f = *fixture;
+    SvadFixture f(testHost());
     // From svad: exit 1.
     expectFailure(f.svactl({"alloc", "--vm", "t", "0000:ff:00.0"}), 1, "0000:ff:00.0");
     // The GPU is on vfio-pci, but its audio function keeps group 3 on the host.

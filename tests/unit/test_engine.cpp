@@ -841,7 +841,7 @@ TEST_F(EngineTest, VfUsesItsPfPasidCapability) {
 // The sim gives a VF the PASID log2 of its own (absent) capability, not its
 // PF's: SimConfig::fromHost ignores physfn. An attached VF therefore can't
 // attach a PASID the engine hands out. Enable once the sim follows the PF.
-TEST_F(EngineTest, DISABLED_VfPasidAttachesInAttachedMode) {
+TEST_F(EngineTest, VfPasidAttachesInAttachedMode) {
     const uint64_t id = allocOk(request({kVf}, ContextMode::Attached));
     ASSERT_NE(id, 0u);
     auto p = engine_->allocatePasid(id, kVf, user(kAlice));
