@@ -89,6 +89,7 @@ Service::Service(boost::asio::io_context& io, sdbus::IConnection& connection, Bu
                                          std::string newOwner;
                                          signal >> name >> oldOwner >> newOwner;
                                          if (newOwner.empty()) {
+                                             credentials_.erase(name);
                                              onNameLost(name);
                                          }
                                      });
@@ -403,9 +404,28 @@ core::Caller Service::caller() {
         throwError(names::Error::PermissionDenied, "no caller");
     }
     c.busName = m->getSender();
-    // Credentials come from the bus, never from what the caller sends.
-    c.uid = m->getCredsUid();
-    c.pid = m->getCredsPid();
+    // Credentials come from the bus daemon (GetConnectionCredentials), never from what
+    // the caller sends nor from /proc, where a recycled pid could answer for another.
+    auto it = credentials_.find(c.busName);
+    if (it == credentials_.end()) {
+        std::map<std::string, sdbus::Variant> creds;
+        busProxy_->callMethod("GetConnectionCredentials")
+            .onInterface("org.freedesktop.DBus")
+            .withArguments(c.busName)
+            .storeResultsTo(creds);
+        auto uid = creds.find("UnixUserID");
+        auto pid = creds.find("ProcessID");
+        if (uid == creds.end() || !uid->second.containsValueOfType<uint32_t>()) {
+            throwError(names::Error::PermissionDenied,
+                       "the bus did not tell who " + c.busName + " is");
+        }
+        pid_t p = pid != creds.end() && pid->second.containsValueOfType<uint32_t>()
+                      ? static_cast<pid_t>(pid->second.get<uint32_t>())
+                      : 0;
+        it = credentials_.emplace(c.busName, std::make_pair(uid->second.get<uint32_t>(), p)).first;
+    }
+    c.uid = it->second.first;
+    c.pid = it->second.second;
     return c;
 }
 

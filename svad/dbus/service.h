@@ -117,6 +117,8 @@ private:
     std::map<uint64_t, std::unique_ptr<boost::asio::posix::stream_descriptor>> pidWatches_;
     std::map<std::string, std::vector<uint64_t>> nameWatches_;
     std::unique_ptr<sdbus::IProxy> busProxy_;
+    // Credentials by unique bus name, asked of the bus once per client, dropped when it leaves.
+    std::map<std::string, std::pair<uid_t, pid_t>> credentials_;
 
     // Rescans: callers waiting for the scan in flight, and for the next one.
     bool scanning_ = false;
