@@ -6,20 +6,19 @@
 // on failure by the guard that owns it; only a complete context is stored.
 #pragma once
 
-#include <sys/types.h>
+#include "svad/core/model.h"
+#include "svad/core/pasid_allocator.h"
+#include "svad/names.h"
+#include "svad/ports/kernel.h"
 
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <sys/types.h>
 #include <variant>
 #include <vector>
-
-#include "svad/core/model.h"
-#include "svad/core/pasid_allocator.h"
-#include "svad/names.h"
-#include "svad/ports/kernel.h"
 
 namespace svad::core {
 
@@ -29,8 +28,7 @@ struct Failure {
     std::string message;
 };
 
-template <typename T>
-class Outcome {
+template <typename T> class Outcome {
 public:
     Outcome(T value) : v_(std::move(value)) {}
     Outcome(Failure f) : v_(std::move(f)) {}
@@ -59,19 +57,19 @@ struct AllocateRequest {
     std::vector<std::string> devices;
     ContextMode mode = ContextMode::Handoff;
     bool faultQueue = false;
-    std::optional<pid_t> ownerPid;  // root only
+    std::optional<pid_t> ownerPid; // root only
     Caller caller;
 };
 
 struct ContextDevice {
-    std::string id;  // as requested: PCI address, vDPA name, queue name
+    std::string id; // as requested: PCI address, vDPA name, queue name
     HeldKind kind = HeldKind::Vfio;
-    ports::UniqueFd fd;  // svad's own copy; the caller gets a duplicate
-    uint32_t devId = 0;  // attached mode, VFIO
+    ports::UniqueFd fd; // svad's own copy; the caller gets a duplicate
+    uint32_t devId = 0; // attached mode, VFIO
     bool attached = false;
     uint32_t vdpaGroups = 0;
     uint32_t vdpaAddressSpaces = 0;
-    uint32_t pasidWidth = 0;  // 0: no PASID for this device
+    uint32_t pasidWidth = 0; // 0: no PASID for this device
 };
 
 struct Context {
@@ -90,7 +88,7 @@ struct Context {
     std::vector<ports::IovaRange> iovaRanges;
     std::vector<ContextDevice> devices;
     std::map<uint32_t, std::string> pasids;     // pasid -> device
-    std::map<std::string, uint64_t> virtualIds;  // device -> guest-visible ID
+    std::map<std::string, uint64_t> virtualIds; // device -> guest-visible ID
 
     const ContextDevice* device(const std::string& id) const;
 };
@@ -139,7 +137,7 @@ private:
     Host host_;
     uint64_t nextId_ = 1;
     std::map<uint64_t, std::unique_ptr<Context>> contexts_;
-    std::map<std::string, uint64_t> held_;  // device id -> context
+    std::map<std::string, uint64_t> held_; // device id -> context
 };
 
-}  // namespace svad::core
+} // namespace svad::core

@@ -541,7 +541,6 @@ Service::AllocateContext(const std::string& vm, const std::vector<std::string>& 
     contextObjects_.emplace(ctx.id, std::move(object));
     watchOwner(ctx);
     announceHolders(devices);
-    emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME, {"ContextCount"});
     log::notice("context allocated", {{"VM", ctx.vm},
                                       {"CONTEXT", std::to_string(ctx.id)},
                                       {"DEVICE", joined(devices)},
@@ -634,7 +633,6 @@ void Service::finishRelease(uint64_t id, const std::string& reason) {
     }
     engine_.releaseUnchecked(id);
     announceHolders(devices);
-    emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME, {"ContextCount", "PasidCount"});
     log::notice("context released: " + reason, {{"VM", vm},
                                                 {"CONTEXT", std::to_string(id)},
                                                 {"DEVICE", joined(devices)},
@@ -664,7 +662,6 @@ uint32_t Service::AllocatePasid(const sdbus::ObjectPath& context, const std::str
     }
     const uint32_t pasid = outcome.value();
     contextObjects_.at(id)->announceChanged({"Pasids"});
-    emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME, {"PasidCount"});
     log::info(
         "PASID allocated",
         {{"CONTEXT", std::to_string(id)}, {"DEVICE", device}, {"PASID", std::to_string(pasid)}});
@@ -678,7 +675,6 @@ void Service::ReleasePasid(const sdbus::ObjectPath& context, const uint32_t& pas
         throwFailure(outcome.failure());
     }
     contextObjects_.at(id)->announceChanged({"Pasids"});
-    emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME, {"PasidCount"});
     log::info("PASID released",
               {{"CONTEXT", std::to_string(id)}, {"PASID", std::to_string(pasid)}});
 }

@@ -7,11 +7,10 @@
 // says what failed. Every fd is returned owned (UniqueFd, O_CLOEXEC).
 #pragma once
 
-#include <unistd.h>
-
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <unistd.h>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -53,13 +52,12 @@ private:
 };
 
 struct KernelError {
-    int err = 0;          // errno
-    std::string message;  // "VFIO_DEVICE_BIND_IOMMUFD on vfio3: Device or resource busy"
+    int err = 0;         // errno
+    std::string message; // "VFIO_DEVICE_BIND_IOMMUFD on vfio3: Device or resource busy"
 };
 
 // A value or a KernelError.
-template <typename T>
-class Result {
+template <typename T> class Result {
 public:
     Result(T value) : v_(std::move(value)) {}
     Result(KernelError e) : v_(std::move(e)) {}
@@ -75,20 +73,22 @@ private:
     std::variant<T, KernelError> v_;
 };
 
-struct Unit {};  // the value of a Result that carries none
+struct Unit {}; // the value of a Result that carries none
 using Status = Result<Unit>;
-inline Status okStatus() { return Status(Unit{}); }
+inline Status okStatus() {
+    return Status(Unit{});
+}
 
 // What the running kernel offers, probed once at start-up.
 struct KernelFeatures {
-    bool iommufd = false;         // /dev/iommu opens
-    bool rlimitMode = false;      // IOMMU_OPTION RLIMIT_MODE accepted
-    bool hwInfo = false;          // IOMMU_GET_HW_INFO
-    bool faultQueue = false;      // IOMMU_FAULT_QUEUE_ALLOC
-    bool vfioCdev = false;        // /dev/vfio/devices exists
-    bool pasidAttach = false;     // VFIO_DEVICE_ATTACH_IOMMUFD_PT with the PASID flag
-    bool vhostVdpa = false;       // vhost-vdpa nodes present
-    bool idxd = false;            // /dev/dsa present
+    bool iommufd = false;     // /dev/iommu opens
+    bool rlimitMode = false;  // IOMMU_OPTION RLIMIT_MODE accepted
+    bool hwInfo = false;      // IOMMU_GET_HW_INFO
+    bool faultQueue = false;  // IOMMU_FAULT_QUEUE_ALLOC
+    bool vfioCdev = false;    // /dev/vfio/devices exists
+    bool pasidAttach = false; // VFIO_DEVICE_ATTACH_IOMMUFD_PT with the PASID flag
+    bool vhostVdpa = false;   // vhost-vdpa nodes present
+    bool idxd = false;        // /dev/dsa present
     // Why a feature is absent, by its name above ("faultQueue": "ENOTTY: kernel 6.1").
     std::vector<std::pair<std::string, std::string>> absentReasons;
 };
@@ -99,9 +99,9 @@ struct IovaRange {
 };
 
 struct HwInfo {
-    uint32_t type = 0;  // IOMMU_HW_INFO_TYPE_*: 1 Intel VT-d
+    uint32_t type = 0; // IOMMU_HW_INFO_TYPE_*: 1 Intel VT-d
     uint64_t capabilities = 0;
-    uint8_t maxPasidLog2 = 0;  // 0: no PASID
+    uint8_t maxPasidLog2 = 0; // 0: no PASID
 };
 
 struct FaultQueue {
@@ -141,4 +141,4 @@ public:
     virtual Result<UniqueFd> openWorkQueue(const std::string& wqName) = 0;
 };
 
-}  // namespace svad::ports
+} // namespace svad::ports
