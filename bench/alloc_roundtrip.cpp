@@ -66,7 +66,7 @@ svad::hostgen::HostSpec benchHost(uint32_t count) {
         h.groups.push_back(GroupSpec{i + 1, "DMA", {"0x00000000fee00000 0x00000000feefffff msi"}});
         DeviceSpec d;
         char addr[32];
-        std::snprintf(addr, sizeof addr, "0000:%02x:%02x.0", 0x81 + i / 32, i % 32);
+        (void)std::snprintf(addr, sizeof addr, "0000:%02x:%02x.0", 0x81 + i / 32, i % 32);
         d.address = addr;
         d.vendor = 0x15b3;
         d.device = 0x101e;
@@ -148,6 +148,7 @@ template <typename Op>
 double throughput(const std::string& bus, const std::vector<std::string>& devices, int clients,
                   int perClient, Op op) {
     std::vector<std::unique_ptr<Client>> conns;
+    conns.reserve(static_cast<size_t>(clients));
     for (int c = 0; c < clients; ++c) {
         conns.push_back(std::make_unique<Client>(bus));
     }
@@ -155,6 +156,7 @@ double throughput(const std::string& bus, const std::vector<std::string>& device
     std::atomic<bool> go{false};
     std::atomic<bool> failed{false};
     std::vector<std::thread> threads;
+    threads.reserve(static_cast<size_t>(clients));
     for (int c = 0; c < clients; ++c) {
         threads.emplace_back([&, c] {
             ++ready;
@@ -166,7 +168,7 @@ double throughput(const std::string& bus, const std::vector<std::string>& device
                     op(*conns[c], "bench-" + std::to_string(c), devices[c]);
                 }
             } catch (const std::exception& e) {
-                std::fprintf(stderr, "client %d: %s\n", c, e.what());
+                (void)std::fprintf(stderr, "client %d: %s\n", c, e.what());
                 failed = true;
             }
         });
@@ -189,7 +191,7 @@ double throughput(const std::string& bus, const std::vector<std::string>& device
 int positive(const char* text, const char* option) {
     int v = std::atoi(text);
     if (v <= 0) {
-        std::fprintf(stderr, "%s needs a positive number, not '%s'\n", option, text);
+        (void)std::fprintf(stderr, "%s needs a positive number, not '%s'\n", option, text);
         std::exit(2);
     }
     return v;
@@ -205,7 +207,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         if (i + 1 >= argc) {
-            std::fprintf(stderr, "%s needs a value\n", a.c_str());
+            (void)std::fprintf(stderr, "%s needs a value\n", a.c_str());
             return 2;
         }
         if (a == "--n") {
@@ -217,7 +219,7 @@ int main(int argc, char** argv) {
         } else if (a == "--per-client") {
             perClient = positive(argv[++i], "--per-client");
         } else {
-            std::fprintf(stderr, "unknown argument '%s'\n", a.c_str());
+            (void)std::fprintf(stderr, "unknown argument '%s'\n", a.c_str());
             return 2;
         }
     }
@@ -242,7 +244,7 @@ int main(int argc, char** argv) {
     Client client(bus.address());
     while (!client.nameOwned()) {
         if (!svad.running()) {
-            std::fprintf(stderr, "svad exited: %s\n", svad.log().c_str());
+            (void)std::fprintf(stderr, "svad exited: %s\n", svad.log().c_str());
             return 1;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -277,8 +279,8 @@ int main(int argc, char** argv) {
             }
         }
     } catch (const sdbus::Error& e) {
-        std::fprintf(stderr, "%s: %s\n%s", e.getName().c_str(), e.getMessage().c_str(),
-                     svad.log().c_str());
+        (void)std::fprintf(stderr, "%s: %s\n%s", e.getName().c_str(), e.getMessage().c_str(),
+                           svad.log().c_str());
         return 1;
     }
 

@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
             "/dev/null");
         int st = p.wait(120000);
         if (st != 0) {
-            std::fprintf(stderr, "lspci failed (status %d)\n", st);
+            (void)std::fprintf(stderr, "lspci failed (status %d)\n", st);
             return 1;
         }
         lspci.push_back(ms(Clock::now() - s));
@@ -107,8 +107,8 @@ int main(int argc, char** argv) {
         auto host = svad::core::discover(fs);
         discovery.push_back(ms(Clock::now() - s));
         if (host.devices.size() != functions) {
-            std::fprintf(stderr, "discovery found %zu functions, expected %u\n",
-                         host.devices.size(), functions);
+            (void)std::fprintf(stderr, "discovery found %zu functions, expected %u\n",
+                               host.devices.size(), functions);
             return 1;
         }
     }
@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
                   dir.path() + "/svad.log");
         while (!nameOwned(*dbus)) {
             if (!p.running()) {
-                std::fprintf(stderr, "svad exited: %s\n", p.log().c_str());
+                (void)std::fprintf(stderr, "svad exited: %s\n", p.log().c_str());
                 return 1;
             }
             std::this_thread::sleep_for(std::chrono::microseconds(200));

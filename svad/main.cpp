@@ -59,7 +59,7 @@ void printHelp() {
 }
 
 [[noreturn]] void usageError(const std::string& message) {
-    std::fprintf(stderr, "svad: %s (try --help)\n", message.c_str());
+    (void)std::fprintf(stderr, "svad: %s (try --help)\n", message.c_str());
     std::exit(kExitUsage);
 }
 
@@ -163,12 +163,12 @@ int main(int argc, char** argv) {
     }
     if (opts.config) {
         if (auto err = checkConfig(*opts.config)) {
-            std::fprintf(stderr, "svad: configuration: %s\n", err->c_str());
+            (void)std::fprintf(stderr, "svad: configuration: %s\n", err->c_str());
             return kExitUsage;
         }
     }
     // Writing to a client that went away must not kill the daemon.
-    std::signal(SIGPIPE, SIG_IGN);
+    (void)std::signal(SIGPIPE, SIG_IGN);
 
     const std::string sysfsRoot = opts.sysfsRoot;
     auto scan = [sysfsRoot] {
@@ -223,9 +223,9 @@ int main(int argc, char** argv) {
         try {
             connection->requestName(std::string(svad::names::kService));
         } catch (const sdbus::Error& e) {
-            std::fprintf(stderr, "svad: cannot own %s on %s (is another svad running?): %s\n",
-                         std::string(svad::names::kService).c_str(), opts.bus.c_str(),
-                         e.getMessage().c_str());
+            (void)std::fprintf(stderr, "svad: cannot own %s on %s (is another svad running?): %s\n",
+                               std::string(svad::names::kService).c_str(), opts.bus.c_str(),
+                               e.getMessage().c_str());
             return kExitFailure;
         }
         svad::log::notice(
@@ -258,10 +258,11 @@ int main(int argc, char** argv) {
         connection->releaseName(std::string(svad::names::kService));
         service.reset();
     } catch (const sdbus::Error& e) {
-        std::fprintf(stderr, "svad: D-Bus: %s: %s\n", e.getName().c_str(), e.getMessage().c_str());
+        (void)std::fprintf(stderr, "svad: D-Bus: %s: %s\n", e.getName().c_str(),
+                           e.getMessage().c_str());
         return kExitFailure;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "svad: %s\n", e.what());
+        (void)std::fprintf(stderr, "svad: %s\n", e.what());
         return kExitFailure;
     }
     return 0;

@@ -25,8 +25,8 @@ std::string oneLine(std::string s) {
 } // namespace
 
 void fail(int code, const std::string& message) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "svactl: %s\n", oneLine(message).c_str());
+    (void)std::fflush(stdout);
+    (void)std::fprintf(stderr, "svactl: %s\n", oneLine(message).c_str());
     std::exit(code);
 }
 

@@ -195,7 +195,7 @@ int runAlloc(const Options& o) {
         rows.push_back(
             {std::to_string(r.faultQueueFd.get()), "fault queue", fdTarget(r.faultQueueFd.get())});
     }
-    std::fputs(renderTable(rows).c_str(), stdout);
+    (void)std::fputs(renderTable(rows).c_str(), stdout);
     if (!r.info.empty()) {
         std::printf("info\n");
         size_t width = 0;
@@ -260,7 +260,7 @@ int runContexts(const Options& o) {
     } catch (const sdbus::Error& e) {
         failCall(o, "cannot list the contexts", e);
     }
-    std::fputs(renderContexts(objects, o.json).c_str(), stdout);
+    (void)std::fputs(renderContexts(objects, o.json).c_str(), stdout);
     return 0;
 }
 
@@ -478,11 +478,12 @@ int runExec(const Options& o) {
         args.push_back(substitute(arg, values));
     }
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (auto& arg : args) {
         argv.push_back(arg.data());
     }
     argv.push_back(nullptr);
-    std::fflush(stdout);
+    (void)std::fflush(stdout);
     ::execvp(argv[0], argv.data());
     const int err = errno;
     fail(err == ENOENT ? kExitNotFound : kExitCannotRun,

@@ -33,7 +33,7 @@ std::string jsonString(const std::string& s) {
         default:
             if (u < 0x20) {
                 char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", u);
+                (void)std::snprintf(buf, sizeof buf, "\\u%04x", u);
                 out += buf;
             } else {
                 out += c;
@@ -47,7 +47,7 @@ namespace {
 
 std::string hex(uint64_t v, int width) {
     char buf[32];
-    std::snprintf(buf, sizeof buf, "0x%0*llx", width, static_cast<unsigned long long>(v));
+    (void)std::snprintf(buf, sizeof buf, "0x%0*llx", width, static_cast<unsigned long long>(v));
     return buf;
 }
 

@@ -111,7 +111,7 @@ Options parseArgs(int argc, char** argv) {
             o.bus = argv[++i];
         } else if (a.rfind("--bus=", 0) == 0) {
             o.bus = a.substr(6);
-        } else if (isExec && a.rfind("-", 0) != 0) {
+        } else if (isExec && a.rfind('-', 0) != 0) {
             // The first word that is neither an option nor an option's value.
             execCommand = true;
             o.command.push_back(a);
@@ -191,7 +191,7 @@ int run(const Options& o) {
     }
     if (cmd == "status") {
         auto props = manager.GetAll(std::string(svad::names::kManagerInterface));
-        std::fputs(svad::cli::renderProperties(props, o.json).c_str(), stdout);
+        (void)std::fputs(svad::cli::renderProperties(props, o.json).c_str(), stdout);
         return 0;
     }
 
@@ -205,12 +205,12 @@ int run(const Options& o) {
         const auto& ifaces = objects.at(sdbus::ObjectPath(*path));
         for (const auto& [iface, props] : ifaces) {
             if (iface.rfind("org.svad.Svad1.", 0) == 0) {
-                std::fputs(svad::cli::renderProperties(props, o.json, *path).c_str(), stdout);
+                (void)std::fputs(svad::cli::renderProperties(props, o.json, *path).c_str(), stdout);
             }
         }
         return 0;
     }
-    std::fputs(svad::cli::renderListing(cmd, objects, o.json, pasidOnly).c_str(), stdout);
+    (void)std::fputs(svad::cli::renderListing(cmd, objects, o.json, pasidOnly).c_str(), stdout);
     return 0;
 }
 

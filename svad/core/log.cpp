@@ -81,7 +81,7 @@ void write(Priority p, const std::string& message, const Fields& fields) {
     }
     std::string line = formatLine(p, message, fields);
     line += '\n';
-    std::fwrite(line.data(), 1, line.size(), stderr);
+    (void)std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
 } // namespace svad::log

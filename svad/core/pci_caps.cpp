@@ -75,18 +75,21 @@ public:
     }
 
     std::optional<uint8_t> u8(size_t offset) const {
-        if (!has(offset, 1))
+        if (!has(offset, 1)) {
             return std::nullopt;
+        }
         return bytes_[offset];
     }
     std::optional<uint16_t> u16(size_t offset) const {
-        if (!has(offset, 2))
+        if (!has(offset, 2)) {
             return std::nullopt;
+        }
         return static_cast<uint16_t>(bytes_[offset] | (bytes_[offset + 1] << 8));
     }
     std::optional<uint32_t> u32(size_t offset) const {
-        if (!has(offset, 4))
+        if (!has(offset, 4)) {
             return std::nullopt;
+        }
         return static_cast<uint32_t>(bytes_[offset]) |
                (static_cast<uint32_t>(bytes_[offset + 1]) << 8) |
                (static_cast<uint32_t>(bytes_[offset + 2]) << 16) |
@@ -103,7 +106,7 @@ private:
 
 std::string hex(uint32_t value, int digits) {
     std::array<char, 16> buf{};
-    std::snprintf(buf.data(), buf.size(), "0x%0*x", digits, value);
+    (void)std::snprintf(buf.data(), buf.size(), "0x%0*x", digits, value);
     return buf.data();
 }
 
@@ -119,8 +122,9 @@ bool walkStandard(const Config& cfg, PciCapabilities& caps) {
                                 " bytes: standard header incomplete, capabilities not readable");
         return false;
     }
-    if ((cfg.u16Or0(kStatus) & kStatusCapList) == 0)
+    if ((cfg.u16Or0(kStatus) & kStatusCapList) == 0) {
         return true;
+    }
 
     const uint8_t headerType = cfg.u8(kHeaderType).value_or(0) & 0x7f;
     const size_t ptrReg = headerType == kHeaderTypeCardbus ? kCardbusCapPtr : kCapPtr;
@@ -167,8 +171,9 @@ bool walkStandard(const Config& cfg, PciCapabilities& caps) {
             return true;
         }
         caps.standard.push_back(id);
-        if (id == kCapIdExpress)
+        if (id == kCapIdExpress) {
             caps.express = true;
+        }
         from = ptr + 1;
         ptr = cfg.u8(ptr + 1).value_or(0) & ~size_t{3};
     }
@@ -181,13 +186,15 @@ bool walkStandard(const Config& cfg, PciCapabilities& caps) {
 // extended config cycles returns its first dword at every 256-byte boundary.
 bool extendedSpaceAliased(const Config& cfg) {
     const auto first = cfg.u32(0);
-    if (!first)
+    if (!first) {
         return false;
+    }
     bool any = false;
     for (size_t pos = kConventionalSize; pos < kExtendedSize && cfg.has(pos, 4);
          pos += kConventionalSize) {
-        if (cfg.u32(pos) != first)
+        if (cfg.u32(pos) != first) {
             return false;
+        }
         any = true;
     }
     return any;
@@ -273,8 +280,9 @@ void decodeExtended(const Config& cfg, uint16_t id, uint16_t off, PciCapabilitie
         d.revision = static_cast<uint8_t>((h1 >> 16) & 0xf);
         d.id = cfg.u16Or0(off + 8u);
         caps.dvsecs.push_back(d);
-        if (d.vendor == kIntelVendor && d.id == kDvsecIdSiov)
+        if (d.vendor == kIntelVendor && d.id == kDvsecIdSiov) {
             caps.siov = true;
+        }
         return;
     }
     default:
@@ -304,8 +312,9 @@ size_t structureSize(uint16_t id) {
 
 void walkExtended(const Config& cfg, PciCapabilities& caps) {
     const auto first = cfg.u32(kConventionalSize);
-    if (!first || *first == 0 || *first == 0xffffffffu)
+    if (!first || *first == 0 || *first == 0xffffffffu) {
         return;
+    }
     if (extendedSpaceAliased(cfg)) {
         caps.warnings.push_back(
             "extended config space mirrors the standard header (dword " + hex(*first, 8) +
@@ -364,8 +373,9 @@ void walkExtended(const Config& cfg, PciCapabilities& caps) {
         decodeExtended(cfg, ext.id, ext.offset, caps);
 
         const size_t next = *header >> 20;
-        if (next == 0)
+        if (next == 0) {
             return;
+        }
         if (next < kConventionalSize) {
             caps.warnings.push_back("extended capability at " + hex(ext.offset, 3) + " points to " +
                                     hex(static_cast<uint32_t>(next), 3) +
@@ -393,13 +403,15 @@ PciCapabilities parsePciConfig(std::span<const uint8_t> config) {
 
     if (cfg.size() < kConventionalSize) {
         // Unprivileged reads of sysfs config stop at 64 bytes.
-        if (caps.express || !standardComplete)
+        if (caps.express || !standardComplete) {
             caps.warnings.push_back("config space truncated to " + std::to_string(cfg.size()) +
                                     " bytes: extended capabilities not readable");
+        }
         return caps;
     }
-    if (cfg.has(kConventionalSize, 4))
+    if (cfg.has(kConventionalSize, 4)) {
         walkExtended(cfg, caps);
+    }
     return caps;
 }
 

@@ -128,7 +128,7 @@ int run(int argc, char** argv) {
             return args[++i];
         };
         if (a == "--help" || a == "-h") {
-            std::fputs(kUsage, stdout);
+            (void)std::fputs(kUsage, stdout);
             return 0;
         } else if (a == "--host") {
             hostFile = value();
@@ -186,9 +186,9 @@ int main(int argc, char** argv) {
     try {
         return run(argc, argv);
     } catch (const UsageError& e) {
-        std::fprintf(stderr, "svad-hostgen: %s (see --help)\n", e.what());
+        (void)std::fprintf(stderr, "svad-hostgen: %s (see --help)\n", e.what());
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "svad-hostgen: %s\n", e.what());
+        (void)std::fprintf(stderr, "svad-hostgen: %s\n", e.what());
     }
     return 1;
 }

@@ -146,7 +146,7 @@ std::string hex(uint32_t v, int digits) {
 
 std::string hex64(uint64_t v) {
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%llx\n", static_cast<unsigned long long>(v));
+    (void)std::snprintf(buf, sizeof buf, "%llx\n", static_cast<unsigned long long>(v));
     return buf;
 }
 
@@ -171,11 +171,12 @@ std::string resourceText(const std::vector<uint8_t>& cfg) {
     char buf[80];
     for (int i = 0; i < 13; ++i) {
         if (i == 0 && bar != 0) {
-            std::snprintf(buf, sizeof buf, "0x%016llx 0x%016llx 0x%016llx\n",
-                          static_cast<unsigned long long>(bar),
-                          static_cast<unsigned long long>(bar + 0xffff), 0x14220cULL);
+            (void)std::snprintf(buf, sizeof buf, "0x%016llx 0x%016llx 0x%016llx\n",
+                                static_cast<unsigned long long>(bar),
+                                static_cast<unsigned long long>(bar) + 0xffff, 0x14220cULL);
         } else {
-            std::snprintf(buf, sizeof buf, "0x%016llx 0x%016llx 0x%016llx\n", 0ULL, 0ULL, 0ULL);
+            (void)std::snprintf(buf, sizeof buf, "0x%016llx 0x%016llx 0x%016llx\n", 0ULL, 0ULL,
+                                0ULL);
         }
         out += buf;
     }

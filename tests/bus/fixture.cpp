@@ -132,7 +132,7 @@ PrivateBus::PrivateBus(const std::string& dir) {
         int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         struct sockaddr_un sa {};
         sa.sun_family = AF_UNIX;
-        std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", socket.c_str());
+        (void)std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", socket.c_str());
         bool up = fd >= 0 && ::connect(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) == 0;
         if (fd >= 0) {
             ::close(fd);

@@ -94,6 +94,7 @@ std::vector<std::string> vfs(SvadFixture& f) {
     auto paths = f.property("/org/svad/Svad1/device/0000_3b_00_0", kDevice, "VirtualFunctions")
                      .get<std::vector<sdbus::ObjectPath>>();
     std::vector<std::string> out;
+    out.reserve(paths.size());
     for (const auto& p : paths) {
         out.push_back(f.property(p, kDevice, "Address").get<std::string>());
     }

@@ -31,8 +31,9 @@ uint16_t acsBits(const std::string& flags) {
     uint16_t bits = 0;
     for (size_t i = 0; i < names.size(); ++i) {
         const std::string on = std::string(names[i]) + "+";
-        if (flags.find(on) != std::string::npos)
+        if (flags.find(on) != std::string::npos) {
             bits |= static_cast<uint16_t>(1u << i);
+        }
     }
     return bits;
 }
@@ -64,8 +65,9 @@ std::map<std::string, LspciDevice> parseLspci(const std::string& text) {
     std::string line;
     std::smatch m;
     while (std::getline(in, line)) {
-        if (line.empty())
+        if (line.empty()) {
             continue;
+        }
         if (line[0] != '\t' && line[0] != ' ') {
             const std::string address = line.substr(0, line.find(' '));
             cur = &devices[address];
@@ -73,13 +75,15 @@ std::map<std::string, LspciDevice> parseLspci(const std::string& text) {
             kind = Kind::Other;
             continue;
         }
-        if (cur == nullptr)
+        if (cur == nullptr) {
             continue;
+        }
         if (std::regex_match(line, m, capLine)) {
             kind = Kind::Other;
             const std::string rest = m[3];
-            if (rest.rfind("<chain looped>", 0) == 0 || rest.rfind("<chain broken>", 0) == 0)
+            if (rest.rfind("<chain looped>", 0) == 0 || rest.rfind("<chain broken>", 0) == 0) {
                 continue;
+            }
             const auto offset = static_cast<uint16_t>(hexValue(m[1]));
             if (!m[2].matched) {
                 ++cur->standardCount;
@@ -92,20 +96,21 @@ std::map<std::string, LspciDevice> parseLspci(const std::string& text) {
                     kind = k;
                 }
             };
-            if (rest.rfind("Process Address Space ID (PASID)", 0) == 0)
+            if (rest.rfind("Process Address Space ID (PASID)", 0) == 0) {
                 claim(cur->pasid, Kind::Pasid);
-            else if (rest.rfind("Address Translation Service (ATS)", 0) == 0)
+            } else if (rest.rfind("Address Translation Service (ATS)", 0) == 0) {
                 claim(cur->ats, Kind::Ats);
-            else if (rest.rfind("Page Request Interface (PRI)", 0) == 0)
+            } else if (rest.rfind("Page Request Interface (PRI)", 0) == 0) {
                 claim(cur->pri, Kind::Pri);
-            else if (rest.rfind("Access Control Services", 0) == 0)
+            } else if (rest.rfind("Access Control Services", 0) == 0) {
                 claim(cur->acs, Kind::Acs);
-            else if (rest.rfind("Single Root I/O Virtualization (SR-IOV)", 0) == 0)
+            } else if (rest.rfind("Single Root I/O Virtualization (SR-IOV)", 0) == 0) {
                 claim(cur->sriov, Kind::Sriov);
-            else if (std::regex_search(rest, m, dvsec))
+            } else if (std::regex_search(rest, m, dvsec)) {
                 cur->dvsecs.push_back({offset, static_cast<uint16_t>(hexValue(m[1])),
                                        static_cast<uint16_t>(hexValue(m[2])),
                                        static_cast<uint8_t>(std::stoul(m[3]))});
+            }
             continue;
         }
         switch (kind) {
@@ -125,16 +130,18 @@ std::map<std::string, LspciDevice> parseLspci(const std::string& text) {
             }
             break;
         case Kind::Pri:
-            if (std::regex_search(line, m, priCtl))
+            if (std::regex_search(line, m, priCtl)) {
                 cur->priEnabled = flag(m[1]);
-            else if (std::regex_search(line, m, priCapacity))
+            } else if (std::regex_search(line, m, priCapacity)) {
                 cur->priCapacity = hexValue(m[1]);
+            }
             break;
         case Kind::Acs:
-            if (std::regex_search(line, m, acsCap))
+            if (std::regex_search(line, m, acsCap)) {
                 cur->acsCapability = acsBits(m[1]);
-            else if (std::regex_search(line, m, acsCtl))
+            } else if (std::regex_search(line, m, acsCtl)) {
                 cur->acsControl = acsBits(m[1]);
+            }
             break;
         case Kind::Sriov:
             if (std::regex_search(line, m, sriovVfs)) {
@@ -157,24 +164,28 @@ std::map<std::string, LspciDevice> parseLspci(const std::string& text) {
 std::optional<std::string> runLspci(const std::string& dumpPath) {
     std::string quoted = "'";
     for (char c : dumpPath) {
-        if (c == '\'')
+        if (c == '\'') {
             quoted += "'\\''";
-        else
+        } else {
             quoted += c;
+        }
     }
     quoted += "'";
     const std::string cmd = "LC_ALL=C lspci -F " + quoted + " -vvv -D 2>/dev/null";
     FILE* pipe = popen(cmd.c_str(), "r");
-    if (pipe == nullptr)
+    if (pipe == nullptr) {
         return std::nullopt;
+    }
     std::string out;
     std::array<char, 4096> buf{};
     size_t n = 0;
-    while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0)
+    while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) {
         out.append(buf.data(), n);
+    }
     const int status = pclose(pipe);
-    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         return std::nullopt;
+    }
     return out;
 }
 

@@ -31,8 +31,9 @@ std::vector<std::string> dumpFiles() {
     std::vector<std::string> files;
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(SVAD_PCI_DUMPS_DIR, ec)) {
-        if (e.is_regular_file() && e.path().extension() != ".md")
+        if (e.is_regular_file() && e.path().extension() != ".md") {
             files.push_back(e.path().filename().string());
+        }
     }
     std::sort(files.begin(), files.end());
     return files;
@@ -47,8 +48,9 @@ class TempDir {
 public:
     TempDir() {
         std::string tmpl = (fs::temp_directory_path() / "svad-conformance-XXXXXX").string();
-        if (mkdtemp(tmpl.data()) == nullptr)
+        if (mkdtemp(tmpl.data()) == nullptr) {
             throw std::runtime_error("mkdtemp failed");
+        }
         path_ = tmpl;
     }
     ~TempDir() {
@@ -116,24 +118,29 @@ bool runDump(const std::string& name, DumpResult& r) {
     const auto text = svad::conformance::runLspci(path);
     EXPECT_TRUE(text.has_value()) << "could not run `lspci -F " << path
                                   << "` (pciutils must be installed)";
-    if (!text)
+    if (!text) {
         return false;
+    }
     r.lspci = svad::conformance::parseLspci(*text);
     return !r.dumped.empty();
 }
 
 const svad::core::PciDevice* findDevice(const svad::core::Host& host, const std::string& address) {
-    for (const auto& d : host.devices)
-        if (d.address == address)
+    for (const auto& d : host.devices) {
+        if (d.address == address) {
             return &d;
+        }
+    }
     return nullptr;
 }
 
 std::string testName(const testing::TestParamInfo<std::string>& info) {
     std::string s = info.param;
-    for (auto& c : s)
-        if (!std::isalnum(static_cast<unsigned char>(c)))
+    for (auto& c : s) {
+        if (!std::isalnum(static_cast<unsigned char>(c))) {
             c = '_';
+        }
+    }
     return s;
 }
 
@@ -142,8 +149,9 @@ std::string testName(const testing::TestParamInfo<std::string>& info) {
 TEST(PciDumps, AllDumpsFound) {
     const auto files = dumpFiles();
     EXPECT_EQ(files.size(), kExpectedDumps) << "in " << SVAD_PCI_DUMPS_DIR;
-    for (const char* must : {"pri-pasid", "cap-pasid-pri", "cap-dvsec-cxl", "broken-ecaps"})
+    for (const char* must : {"pri-pasid", "cap-pasid-pri", "cap-dvsec-cxl", "broken-ecaps"}) {
         EXPECT_NE(std::find(files.begin(), files.end(), must), files.end()) << must;
+    }
 }
 
 // ---- per dump: discovery == lspci -------------------------------------------------
@@ -153,8 +161,9 @@ class PciDump : public testing::TestWithParam<std::string> {};
 TEST_P(PciDump, MatchesLspci) {
     const std::string& name = GetParam();
     DumpResult r;
-    if (!runDump(name, r))
+    if (!runDump(name, r)) {
         return;
+    }
 
     EXPECT_EQ(r.host.devices.size(), r.dumped.size()) << name;
     EXPECT_EQ(r.lspci.size(), r.dumped.size()) << name;
@@ -224,8 +233,9 @@ TEST_P(PciDump, MatchesLspci) {
         // Both lists as walked.
         EXPECT_EQ(caps.standard.size(), want.standardCount) << "standard capability count";
         std::vector<std::pair<uint16_t, uint8_t>> extended;
-        for (const auto& e : caps.extended)
+        for (const auto& e : caps.extended) {
             extended.emplace_back(e.offset, e.version);
+        }
         EXPECT_EQ(extended, want.extended) << "extended chain (offset, version)";
     }
 }

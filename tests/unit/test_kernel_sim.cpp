@@ -671,6 +671,7 @@ TEST(KernelSim, ConcurrentUse) {
     }
     KernelSim k(c);
     std::vector<std::thread> threads;
+    threads.reserve(4);
     std::vector<int> failures(4, 0);
     for (int t = 0; t < 4; ++t) {
         threads.emplace_back([&k, &failures, t] {

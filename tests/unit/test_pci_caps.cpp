@@ -69,15 +69,17 @@ bool hasWarning(const PciCapabilities& c, const std::string& needle) {
 
 std::string allWarnings(const PciCapabilities& c) {
     std::string s;
-    for (const auto& w : c.warnings)
+    for (const auto& w : c.warnings) {
         s += w + "\n";
+    }
     return s;
 }
 
 std::vector<uint16_t> extOffsets(const PciCapabilities& c) {
     std::vector<uint16_t> v;
-    for (const auto& e : c.extended)
+    for (const auto& e : c.extended) {
         v.push_back(e.offset);
+    }
     return v;
 }
 
@@ -162,8 +164,9 @@ TEST(PciCapsStandard, LongestPossibleListIsAccepted) {
     // 48 capabilities, one in every dword from 0x40 to 0xfc.
     Cfg cfg(256);
     cfg.capList(0x40);
-    for (size_t off = 0x40; off < 0x100; off += 4)
+    for (size_t off = 0x40; off < 0x100; off += 4) {
         cfg.stdCap(off, 0x09, off + 4 < 0x100 ? static_cast<uint8_t>(off + 4) : 0);
+    }
     const auto c = cfg.parse();
     EXPECT_EQ(c.standard.size(), 48u);
     EXPECT_TRUE(c.warnings.empty()) << allWarnings(c);
@@ -344,8 +347,9 @@ TEST(PciCapsExtended, ExtendedListWalkedWithoutExpressCapability) {
 TEST(PciCapsExtended, LongestPossibleChainIsAccepted) {
     Cfg cfg;
     cfg.express();
-    for (size_t off = 0x100; off < 0x1000; off += 4)
+    for (size_t off = 0x100; off < 0x1000; off += 4) {
         cfg.extCap(off, 0x000b, off + 4 < 0x1000 ? static_cast<uint16_t>(off + 4) : 0);
+    }
     const auto c = cfg.parse();
     EXPECT_EQ(c.extended.size(), (4096u - 256u) / 4u);
     EXPECT_TRUE(c.warnings.empty()) << allWarnings(c);
@@ -447,8 +451,9 @@ TEST(PciCapsExtended, AliasedExtendedSpaceIsIgnored) {
     Cfg cfg;
     cfg.put16(0x00, 0x1002).put16(0x02, 0x7911).put16(0x06, 0x0220);
     auto& b = cfg.bytes();
-    for (size_t off = 0x100; off < 0x1000; ++off)
+    for (size_t off = 0x100; off < 0x1000; ++off) {
         b[off] = b[off % 0x100];
+    }
     const auto c = cfg.parse();
     EXPECT_TRUE(c.extended.empty());
     EXPECT_TRUE(hasWarning(c, "mirrors the standard header")) << allWarnings(c);
@@ -462,10 +467,12 @@ TEST(PciCapsRobustness, RandomInputNeverEscapesTheBuffer) {
         const size_t sizes[] = {0, 7, 63, 64, 100, 255, 256, 259, 260, 1000, 4096};
         const size_t size = sizes[round % std::size(sizes)];
         std::vector<uint8_t> buf(size);
-        for (auto& x : buf)
+        for (auto& x : buf) {
             x = static_cast<uint8_t>(rng());
-        if (size >= 0x40 && round % 2 == 0)
+        }
+        if (size >= 0x40 && round % 2 == 0) {
             buf[0x06] |= 0x10;
+        }
         // Sprinkle plausible extended headers so that long chains happen.
         for (size_t off = 0x100; off + 4 <= size && round % 3 == 0; off += 4) {
             const uint32_t next = 0x100 + (rng() % 0xf00 & ~3u);
