@@ -12,6 +12,7 @@
 #include "svad/sim/kernel_sim.h"
 #include "svad/version.h"
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <chrono>
@@ -22,6 +23,7 @@
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -171,9 +173,12 @@ int main(int argc, char** argv) {
     (void)std::signal(SIGPIPE, SIG_IGN);
 
     const std::string sysfsRoot = opts.sysfsRoot;
-    auto scan = [sysfsRoot] {
-        svad::linux_impl::SysfsReader sysfs(sysfsRoot);
-        return svad::core::discover(sysfs);
+    // Sysfs reads are syscall-bound: one reader per core, up to four.
+    const unsigned readers = std::clamp(std::thread::hardware_concurrency(), 1U, 4U);
+    auto scan = [sysfsRoot, readers] {
+        return svad::core::discover(
+            [&sysfsRoot] { return std::make_unique<svad::linux_impl::SysfsReader>(sysfsRoot); },
+            readers);
     };
 
     try {

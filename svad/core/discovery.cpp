@@ -5,7 +5,9 @@
 #include "svad/core/vtd.h"
 
 #include <algorithm>
+#include <atomic>
 #include <map>
+#include <thread>
 #include <unordered_map>
 
 namespace svad::core {
@@ -200,42 +202,29 @@ void parseReservedRegions(const std::string& text, IommuGroup& g) {
     }
 }
 
-void discoverGroups(const ports::Sysfs& fs, Host& host) {
-    auto names = fs.list("kernel/iommu_groups");
-    if (!names) {
-        return;
+IommuGroup readGroup(const ports::Sysfs& fs, uint32_t id, const std::string& name) {
+    IommuGroup g;
+    g.id = id;
+    const std::string dir = "kernel/iommu_groups/" + name;
+    if (auto t = fs.readText(dir + "/type")) {
+        g.typeName = *t;
+        g.type = groupTypeOf(*t);
+    } else {
+        g.warnings.push_back("type: missing or unreadable");
     }
-    for (const auto& name : *names) {
-        auto id = parseDec(name);
-        if (!id || *id < 0 || *id > UINT32_MAX) {
-            host.warnings.push_back("kernel/iommu_groups/" + name + ": not a group number");
-            continue;
-        }
-        IommuGroup g;
-        g.id = static_cast<uint32_t>(*id);
-        const std::string dir = "kernel/iommu_groups/" + name;
-        if (auto t = fs.readText(dir + "/type")) {
-            g.typeName = *t;
-            g.type = groupTypeOf(*t);
-        } else {
-            g.warnings.push_back("type: missing or unreadable");
-        }
-        if (auto rr = fs.readText(dir + "/reserved_regions")) {
-            parseReservedRegions(*rr, g);
-        }
-        if (auto devs = fs.list(dir + "/devices")) {
-            for (const auto& d : *devs) {
-                if (isPciAddress(d)) {
-                    g.devices.push_back(d);
-                } else {
-                    g.warnings.push_back("devices/" + d + ": not a PCI address");
-                }
+    if (auto rr = fs.readText(dir + "/reserved_regions")) {
+        parseReservedRegions(*rr, g);
+    }
+    if (auto devs = fs.list(dir + "/devices")) {
+        for (const auto& d : *devs) {
+            if (isPciAddress(d)) {
+                g.devices.push_back(d);
+            } else {
+                g.warnings.push_back("devices/" + d + ": not a PCI address");
             }
         }
-        host.groups.push_back(std::move(g));
     }
-    std::sort(host.groups.begin(), host.groups.end(),
-              [](const IommuGroup& a, const IommuGroup& b) { return a.id < b.id; });
+    return g;
 }
 
 PciDevice readPciDevice(const ports::Sysfs& fs, const std::string& address) {
@@ -514,27 +503,103 @@ void discoverVdpa(const ports::Sysfs& fs, Host& host) {
     }
 }
 
-} // namespace
+// The work of one scan: what to read, listed first, then read by one or
+// more readers, each filling its own slots.
+struct ScanPlan {
+    std::vector<std::pair<uint32_t, std::string>> groups; // id, directory name
+    std::vector<std::string> devices;
+};
 
-Host discover(const ports::Sysfs& fs) {
-    Host host;
-    discoverUnits(fs, host);
-    discoverGroups(fs, host);
+ScanPlan plan(const ports::Sysfs& fs, Host& host) {
+    ScanPlan p;
+    if (auto names = fs.list("kernel/iommu_groups")) {
+        for (const auto& name : *names) {
+            auto id = parseDec(name);
+            if (!id || *id < 0 || *id > UINT32_MAX) {
+                host.warnings.push_back("kernel/iommu_groups/" + name + ": not a group number");
+                continue;
+            }
+            p.groups.emplace_back(static_cast<uint32_t>(*id), name);
+        }
+    }
     if (auto names = fs.list("bus/pci/devices")) {
-        host.devices.reserve(names->size());
         for (const auto& name : *names) {
             if (!isPciAddress(name)) {
                 host.warnings.push_back("bus/pci/devices/" + name + ": not a PCI address");
                 continue;
             }
-            host.devices.push_back(readPciDevice(fs, name));
+            p.devices.push_back(name);
         }
     } else {
         host.warnings.push_back("bus/pci/devices: missing or unreadable");
     }
+    host.groups.resize(p.groups.size());
+    host.devices.resize(p.devices.size());
+    return p;
+}
+
+// Reads items [begin, end) of the plan: groups first, then devices.
+void readItems(const ports::Sysfs& fs, const ScanPlan& p, Host& host, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+        if (i < p.groups.size()) {
+            host.groups[i] = readGroup(fs, p.groups[i].first, p.groups[i].second);
+        } else {
+            const size_t d = i - p.groups.size();
+            host.devices[d] = readPciDevice(fs, p.devices[d]);
+        }
+    }
+}
+
+void finish(const ports::Sysfs& fs, Host& host) {
+    std::sort(host.groups.begin(), host.groups.end(),
+              [](const IommuGroup& a, const IommuGroup& b) { return a.id < b.id; });
     computeViability(host);
     discoverQueues(fs, host);
     discoverVdpa(fs, host);
+}
+
+} // namespace
+
+Host discover(const ports::Sysfs& fs) {
+    Host host;
+    discoverUnits(fs, host);
+    ScanPlan p = plan(fs, host);
+    readItems(fs, p, host, 0, p.groups.size() + p.devices.size());
+    finish(fs, host);
+    return host;
+}
+
+Host discover(const SysfsFactory& makeSysfs, unsigned threads) {
+    auto fs = makeSysfs();
+    Host host;
+    discoverUnits(*fs, host);
+    ScanPlan p = plan(*fs, host);
+    const size_t total = p.groups.size() + p.devices.size();
+    // Readers take chunks off a shared counter; each writes only its own slots.
+    constexpr size_t kChunk = 64;
+    std::atomic<size_t> next{0};
+    auto work = [&p, &host, &next, total](const ports::Sysfs& reader) {
+        for (;;) {
+            const size_t begin = next.fetch_add(kChunk);
+            if (begin >= total) {
+                return;
+            }
+            readItems(reader, p, host, begin, std::min(total, begin + kChunk));
+        }
+    };
+    std::vector<std::thread> helpers;
+    const unsigned extra = threads > 1 && total > kChunk ? threads - 1 : 0;
+    for (unsigned t = 0; t < extra; ++t) {
+        helpers.emplace_back([&work, &makeSysfs] {
+            auto reader = makeSysfs();
+            work(*reader);
+        });
+    }
+    work(*fs);
+    for (auto& t : helpers) {
+        t.join();
+    }
+    finish(*fs, host);
     return host;
 }
 

@@ -3,6 +3,8 @@
 #include "svad/core/parse.h"
 #include "svad/core/paths.h"
 
+#include <atomic>
+#include <cstdio>
 #include <gtest/gtest.h>
 #include <map>
 #include <set>
@@ -307,6 +309,49 @@ TEST(Discovery, VtdUnitsQueuesAndVdpa) {
     EXPECT_EQ(h.vdpa[1].vhostDevice, "vhost-vdpa-0");
     EXPECT_EQ(h.vdpa[0].mgmtdev, "vdpasim_net");
     EXPECT_TRUE(anyContains(h.vdpa[0].warnings, "vhost-vdpa"));
+}
+
+TEST(Discovery, ParallelReadersFindTheSameHost) {
+    FakeSysfs fs;
+    for (int i = 0; i < 300; ++i) {
+        char bdf[16];
+        (void)std::snprintf(bdf, sizeof bdf, "0000:%02x:%02x.%d", i / 32, i % 32, 0);
+        addDevice(fs, bdf, i % 3 == 0 ? "vfio-pci" : "idxd", i / 2);
+    }
+    fs.file("bus/pci/devices/0000:00:05.0/vendor", "garbage\n");
+    const Host serial = discover(fs);
+    // A reader that shares the fake (its reads are const and thread-safe).
+    struct View final : ports::Sysfs {
+        explicit View(const FakeSysfs& f) : f_(f) {}
+        std::optional<std::string> readText(const std::string& p) const override {
+            return f_.readText(p);
+        }
+        std::optional<std::vector<uint8_t>> readBinary(const std::string& p,
+                                                       size_t n) const override {
+            return f_.readBinary(p, n);
+        }
+        std::optional<std::vector<std::string>> list(const std::string& p) const override {
+            return f_.list(p);
+        }
+        std::optional<std::string> readLink(const std::string& p) const override {
+            return f_.readLink(p);
+        }
+        bool exists(const std::string& p) const override { return f_.exists(p); }
+        const FakeSysfs& f_;
+    };
+    std::atomic<int> made{0};
+    const Host parallel = discover(
+        [&fs, &made]() -> std::unique_ptr<ports::Sysfs> {
+            ++made;
+            return std::make_unique<View>(fs);
+        },
+        3);
+    EXPECT_EQ(made, 3);
+    ASSERT_EQ(parallel.devices.size(), 300U);
+    EXPECT_TRUE(parallel.devices == serial.devices);
+    EXPECT_TRUE(parallel.groups == serial.groups);
+    EXPECT_TRUE(parallel.warnings == serial.warnings);
+    EXPECT_FALSE(find(parallel, "0000:00:05.0").warnings.empty());
 }
 
 TEST(Discovery, EmptyHost) {
