@@ -531,23 +531,33 @@ Result<FaultQueue> KernelSim::faultQueueAlloc(int iommufd) {
     return FaultQueue{id, std::move(fd.value())};
 }
 
+// Opens a simulated device node: the feature must be on and the node known.
+Result<UniqueFd> KernelSim::openNodeLocked(FileKind kind, bool featureOn, const char* feature,
+                                           bool known, const std::string& relPath,
+                                           const std::string& memfdPrefix,
+                                           const std::string& name) {
+    const std::string root = config_.devRoot == "/" ? "" : config_.devRoot;
+    const std::string what = "open " + root + relPath;
+    if (!featureOn) {
+        return makeError(ENOENT, what, std::string(kBuiltWithout) + feature);
+    }
+    if (!known) {
+        return makeError(ENOENT, what);
+    }
+    File f;
+    f.kind = kind;
+    f.memfdName = memfdPrefix + name;
+    f.label = name;
+    return makeFileLocked(std::move(f));
+}
+
 // ---- VFIO ---------------------------------------------------------------------
 
 Result<UniqueFd> KernelSim::openVfioDevice(const std::string& vfioName) {
-    const std::string root = config_.devRoot == "/" ? "" : config_.devRoot;
-    const std::string what = "open " + root + "/vfio/devices/" + vfioName;
-    if (!config_.features.vfioCdev) {
-        return makeError(ENOENT, what, std::string(kBuiltWithout) + "vfioCdev");
-    }
-    if (!config_.vfio.count(vfioName)) {
-        return makeError(ENOENT, what);
-    }
     std::lock_guard lock(mu_);
-    File f;
-    f.kind = FileKind::Vfio;
-    f.memfdName = "svad-sim:vfio:" + vfioName;
-    f.label = vfioName;
-    return makeFileLocked(std::move(f));
+    return openNodeLocked(FileKind::Vfio, config_.features.vfioCdev, "vfioCdev",
+                          config_.vfio.count(vfioName) != 0, "/vfio/devices/" + vfioName,
+                          "svad-sim:vfio:", vfioName);
 }
 
 Result<uint32_t> KernelSim::vfioBind(int deviceFd, int iommufd) {
@@ -700,20 +710,10 @@ Status KernelSim::vfioDetach(int deviceFd, std::optional<uint32_t> pasid) {
 // ---- vhost-vdpa ---------------------------------------------------------------
 
 Result<UniqueFd> KernelSim::openVhostVdpa(const std::string& vhostName) {
-    const std::string root = config_.devRoot == "/" ? "" : config_.devRoot;
-    const std::string what = "open " + root + "/" + vhostName;
-    if (!config_.features.vhostVdpa) {
-        return makeError(ENOENT, what, std::string(kBuiltWithout) + "vhostVdpa");
-    }
-    if (!config_.vhostVdpa.count(vhostName)) {
-        return makeError(ENOENT, what);
-    }
     std::lock_guard lock(mu_);
-    File f;
-    f.kind = FileKind::VhostVdpa;
-    f.memfdName = "svad-sim:vhost-vdpa:" + vhostName;
-    f.label = vhostName;
-    return makeFileLocked(std::move(f));
+    return openNodeLocked(FileKind::VhostVdpa, config_.features.vhostVdpa, "vhostVdpa",
+                          config_.vhostVdpa.count(vhostName) != 0, "/" + vhostName,
+                          "svad-sim:vhost-vdpa:", vhostName);
 }
 
 Result<uint32_t> KernelSim::vdpaGroupNum(int vhostFd) {
@@ -747,20 +747,10 @@ Result<uint32_t> KernelSim::vdpaAsNum(int vhostFd) {
 // ---- idxd -----------------------------------------------------------------------
 
 Result<UniqueFd> KernelSim::openWorkQueue(const std::string& wqName) {
-    const std::string root = config_.devRoot == "/" ? "" : config_.devRoot;
-    const std::string what = "open " + root + "/dsa/" + wqName;
-    if (!config_.features.idxd) {
-        return makeError(ENOENT, what, std::string(kBuiltWithout) + "idxd");
-    }
-    if (!config_.workQueues.count(wqName)) {
-        return makeError(ENOENT, what);
-    }
     std::lock_guard lock(mu_);
-    File f;
-    f.kind = FileKind::WorkQueue;
-    f.memfdName = "svad-sim:wq:" + wqName;
-    f.label = wqName;
-    return makeFileLocked(std::move(f));
+    return openNodeLocked(FileKind::WorkQueue, config_.features.idxd, "idxd",
+                          config_.workQueues.count(wqName) != 0, "/dsa/" + wqName,
+                          "svad-sim:wq:", wqName);
 }
 
 } // namespace svad::sim

@@ -204,6 +204,11 @@ private:
 
     // Creates the memfd for `file` and registers it; *key gets its inode.
     ports::Result<ports::UniqueFd> makeFileLocked(File file, FileKey* key = nullptr);
+    ports::Result<ports::UniqueFd> openNodeLocked(FileKind kind, bool featureOn,
+                                                  const char* feature, bool known,
+                                                  const std::string& relPath,
+                                                  const std::string& memfdPrefix,
+                                                  const std::string& name);
     // The file behind fd, or nullptr with *err set (EBADF).
     File* lookupLocked(int fd, const std::string& op, ports::KernelError* err,
                        FileKey* key = nullptr);
