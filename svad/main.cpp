@@ -6,6 +6,7 @@
 #include "svad/core/pasid_allocator.h"
 #include "svad/dbus/bus_loop.h"
 #include "svad/dbus/service.h"
+#include "svad/dbus/service_manager.h"
 #include "svad/linux/kernel_linux.h"
 #include "svad/linux/sysfs_reader.h"
 #include "svad/names.h"
@@ -197,14 +198,13 @@ int main(int argc, char** argv) {
         svad::log::debug("initial scan done", {{"MS", msSince(t0)}});
 
         std::unique_ptr<svad::ports::Kernel> kernel;
-        std::function<void(const svad::core::Host&)> onHostChanged;
+        svad::dbus::ServiceManager manager(io);
+        svad::sim::KernelSim* sim = nullptr;
         if (opts.backend == "sim") {
-            auto sim = std::make_unique<svad::sim::KernelSim>(
+            auto owned = std::make_unique<svad::sim::KernelSim>(
                 svad::sim::SimConfig::fromHost(host, opts.devRoot));
-            onHostChanged = [raw = sim.get(), devRoot = opts.devRoot](const svad::core::Host& h) {
-                raw->setDevices(svad::sim::SimConfig::fromHost(h, devRoot));
-            };
-            kernel = std::move(sim);
+            sim = owned.get();
+            kernel = std::move(owned);
         } else {
             kernel = std::make_unique<svad::linux_impl::KernelLinux>(opts.devRoot);
         }
@@ -221,7 +221,18 @@ int main(int argc, char** argv) {
         svad::dbus::BusLoop loop(io, *connection);
         auto service = std::make_unique<svad::dbus::Service>(
             io, *connection, loop,
-            svad::dbus::ServiceOptions{opts.backend, opts.sysfsRoot, opts.devRoot, onHostChanged},
+            svad::dbus::ServiceOptions{opts.backend, opts.sysfsRoot, opts.devRoot,
+                                       [sim, &manager, devRoot = opts.devRoot,
+                                        started = false](const svad::core::Host& h) mutable {
+                                           if (sim != nullptr) {
+                                               sim->setDevices(
+                                                   svad::sim::SimConfig::fromHost(h, devRoot));
+                                           }
+                                           if (started) {
+                                               manager.status(h);
+                                           }
+                                           started = true;
+                                       }},
             scan, engine, features);
         service->publishInitial(std::move(host));
         svad::log::debug("objects registered", {{"MS", msSince(t1)}});
@@ -237,13 +248,16 @@ int main(int argc, char** argv) {
             "svad " SVAD_VERSION " ready",
             {{"BUS", opts.bus}, {"BACKEND", opts.backend}, {"SYSFS_ROOT", opts.sysfsRoot}});
 
-        stopSignals.async_wait([&io, &loop](const boost::system::error_code& ec, int sig) {
-            if (!ec) {
-                svad::log::notice(std::string("stopping on ") + ::strsignal(sig));
-                loop.stop();
-                io.stop();
-            }
-        });
+        manager.ready(service->host());
+        stopSignals.async_wait(
+            [&io, &loop, &manager](const boost::system::error_code& ec, int sig) {
+                if (!ec) {
+                    svad::log::notice(std::string("stopping on ") + ::strsignal(sig));
+                    manager.stopping();
+                    loop.stop();
+                    io.stop();
+                }
+            });
         std::function<void()> waitHup;
         waitHup = [&hupSignal, &service, &waitHup] {
             hupSignal.async_wait([&service, &waitHup](const boost::system::error_code& ec, int) {

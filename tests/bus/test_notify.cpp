@@ -1,0 +1,115 @@
+// The service manager's side: the test plays systemd with its own
+// NOTIFY_SOCKET and WATCHDOG_USEC and reads what svad tells it.
+#include "fixture.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace svad::test {
+namespace {
+
+// A datagram socket standing in for the service manager's notify socket.
+class NotifySocket {
+public:
+    explicit NotifySocket(const std::string& path) : path_(path) {
+        fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa {};
+        sa.sun_family = AF_UNIX;
+        (void)std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
+        if (fd_ < 0 || ::bind(fd_, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) != 0) {
+            throw std::runtime_error("cannot bind " + path);
+        }
+    }
+    ~NotifySocket() {
+        ::close(fd_);
+        ::unlink(path_.c_str());
+    }
+    NotifySocket(const NotifySocket&) = delete;
+    NotifySocket& operator=(const NotifySocket&) = delete;
+
+    // The next datagram, or "" after timeoutMs.
+    std::string next(int timeoutMs) {
+        struct pollfd p {
+            fd_, POLLIN, 0
+        };
+        if (::poll(&p, 1, timeoutMs) <= 0) {
+            return "";
+        }
+        char buf[4096];
+        ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+        return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+    }
+    // Reads datagrams until one contains `what`; returns it, or "" after timeoutMs.
+    std::string waitFor(const std::string& what, int timeoutMs) {
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+        while (std::chrono::steady_clock::now() < deadline) {
+            std::string m = next(50);
+            if (m.find(what) != std::string::npos) {
+                return m;
+            }
+        }
+        return "";
+    }
+
+private:
+    std::string path_;
+    int fd_ = -1;
+};
+
+TEST(ServiceManager, ReadyStatusWatchdogStopping) {
+    TempDir dir;
+    NotifySocket sock(dir.path() + "/notify");
+    ::setenv("NOTIFY_SOCKET", (dir.path() + "/notify").c_str(), 1);
+    ::setenv("WATCHDOG_USEC", "200000", 1);
+    auto fixture = std::make_unique<SvadFixture>(testHost());
+    ::unsetenv("NOTIFY_SOCKET");
+    ::unsetenv("WATCHDOG_USEC");
+
+    // The test's dbus-daemon inherits NOTIFY_SOCKET too and says a bare READY=1.
+    const std::string ready = sock.waitFor("READY=1\nSTATUS=", 5000);
+    ASSERT_FALSE(ready.empty());
+    EXPECT_NE(ready.find("STATUS=7 devices (2 with PASID), 7 groups, 1 units, 3 queues, 2 vDPA"),
+              std::string::npos)
+        << ready;
+    EXPECT_NE(ready.find("MAINPID=" + std::to_string(fixture->svad().pid())), std::string::npos);
+
+    // Pings at half of WATCHDOG_USEC: several within half a second.
+    int pings = 0;
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(550);
+    while (std::chrono::steady_clock::now() < until) {
+        pings += sock.next(50).find("WATCHDOG=1") != std::string::npos ? 1 : 0;
+    }
+    EXPECT_GE(pings, 3);
+    EXPECT_LE(pings, 8);
+
+    // A rescan brings a fresh STATUS line.
+    fixture->proxy("/org/svad/Svad1")->callMethod("Rescan").onInterface("org.svad.Svad1.Manager");
+    EXPECT_FALSE(sock.waitFor("STATUS=7 devices", 2000).empty());
+
+    fixture->svad().signal(SIGTERM);
+    EXPECT_FALSE(sock.waitFor("STOPPING=1", 5000).empty());
+    int st = fixture->svad().wait(5000);
+    ASSERT_NE(st, -1);
+    EXPECT_EQ(WEXITSTATUS(st), 0);
+}
+
+TEST(ServiceManager, SilentWithoutNotifySocket) {
+    // No NOTIFY_SOCKET: svad runs and stops as usual.
+    ::unsetenv("NOTIFY_SOCKET");
+    SvadFixture f(testHost());
+    f.svad().signal(SIGTERM);
+    int st = f.svad().wait(5000);
+    ASSERT_NE(st, -1);
+    EXPECT_EQ(WEXITSTATUS(st), 0);
+}
+
+} // namespace
+} // namespace svad::test
