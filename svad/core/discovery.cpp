@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
 #include <map>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
@@ -587,17 +589,36 @@ Host discover(const SysfsFactory& makeSysfs, unsigned threads) {
             readItems(reader, p, host, begin, std::min(total, begin + kChunk));
         }
     };
+    // Every thread is joined on every path; the first failure is rethrown after.
     std::vector<std::thread> helpers;
+    std::vector<std::exception_ptr> failures(threads > 0 ? threads : 1);
     const unsigned extra = threads > 1 && total > kChunk ? threads - 1 : 0;
     for (unsigned t = 0; t < extra; ++t) {
-        helpers.emplace_back([&work, &makeSysfs] {
-            auto reader = makeSysfs();
-            work(*reader);
-        });
+        try {
+            helpers.emplace_back([&work, &makeSysfs, &failures, t] {
+                try {
+                    auto reader = makeSysfs();
+                    work(*reader);
+                } catch (...) {
+                    failures[t + 1] = std::current_exception();
+                }
+            });
+        } catch (const std::system_error&) {
+            break; // no more threads: the ones there (and this one) share the work
+        }
     }
-    work(*fs);
+    try {
+        work(*fs);
+    } catch (...) {
+        failures[0] = std::current_exception();
+    }
     for (auto& t : helpers) {
         t.join();
+    }
+    for (const auto& f : failures) {
+        if (f) {
+            std::rethrow_exception(f);
+        }
     }
     finish(*fs, host);
     return host;

@@ -58,8 +58,13 @@ const ContextDevice* Context::device(const std::string& id) const {
 Engine::Engine(ports::Kernel& kernel, PasidAllocator& pasids) : kernel_(kernel), pasids_(pasids) {}
 
 Engine::~Engine() {
+    // svad is stopping, not the VMs: make no kernel call (a detach or destroy
+    // would pull the devices from under a running VM sharing these open files);
+    // svad's copies of the fds close, the VMMs' keep the objects alive.
     for (auto& [id, ctx] : contexts_) {
-        teardown(*ctx);
+        for (const auto& [pasid, device] : ctx->pasids) {
+            pasids_.release(pasid, ctx->vm);
+        }
     }
 }
 

@@ -48,11 +48,33 @@ void setMaxPriority(Priority p) {
     maxPriority() = p;
 }
 
+namespace {
+
+// Control characters from callers must not start a line of their own.
+std::string escaped(const std::string& text) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(text.size());
+    for (char c : text) {
+        auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u == 0x7f) {
+            out += "\\x";
+            out += kHex[u >> 4];
+            out += kHex[u & 0xf];
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+} // namespace
+
 std::string formatLine(Priority p, const std::string& message, const Fields& fields) {
     std::string line = "svad: ";
     line += label(p);
     line += ": ";
-    line += message;
+    line += escaped(message);
     if (!fields.empty()) {
         line += " [";
         bool first = true;
@@ -63,7 +85,7 @@ std::string formatLine(Priority p, const std::string& message, const Fields& fie
             first = false;
             line += k;
             line += '=';
-            line += v;
+            line += escaped(v);
         }
         line += ']';
     }

@@ -64,9 +64,17 @@ void BusLoop::kick() {
 }
 
 void BusLoop::dispatch() {
-    while (connection_.processPendingRequest()) {
+    // A bounded batch per turn, so that a stream of calls cannot starve the
+    // signals, the leases and the watchdog that share the loop.
+    constexpr int kBatch = 64;
+    for (int i = 0; i < kBatch; ++i) {
+        if (!connection_.processPendingRequest()) {
+            arm();
+            return;
+        }
     }
     arm();
+    kick();
 }
 
 void BusLoop::arm() {

@@ -9,6 +9,7 @@
 #include <boost/asio/post.hpp>
 #include <fcntl.h>
 #include <sys/syscall.h>
+#include <system_error>
 #include <time.h>
 #include <unistd.h>
 #include <unordered_map>
@@ -241,7 +242,7 @@ void Service::apply(core::Host host, bool emit) {
                                {"VDPA", std::to_string(host_.vdpa.size())}});
 }
 
-void Service::rescan(std::function<void()> done) {
+void Service::rescan(ScanDone done) {
     if (!scanning_) {
         if (done) {
             waitingCurrent_.push_back(std::move(done));
@@ -261,18 +262,30 @@ void Service::startScan() {
     scanning_ = true;
     std::weak_ptr<int> alive = alive_;
     boost::asio::post(worker_, [this, alive] {
-        core::Host host = scan_();
-        boost::asio::post(io_, [this, alive, host = std::move(host)]() mutable {
+        std::optional<core::Host> host;
+        std::string error;
+        try {
+            host = scan_();
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+        boost::asio::post(io_, [this, alive, host = std::move(host), error]() mutable {
             if (alive.lock()) {
-                scanFinished(std::move(host));
+                scanFinished(std::move(host), error);
             }
         });
     });
 }
 
-void Service::scanFinished(core::Host host) {
+void Service::scanFinished(std::optional<core::Host> host, const std::string& error) {
     scanning_ = false;
-    apply(std::move(host), true);
+    std::optional<std::string> failure;
+    if (host) {
+        apply(std::move(*host), true);
+    } else {
+        failure = "rescan failed, the previous host stays published: " + error;
+        log::error(*failure);
+    }
     auto done = std::move(waitingCurrent_);
     waitingCurrent_.clear();
     if (nextRequested_) {
@@ -282,14 +295,21 @@ void Service::scanFinished(core::Host host) {
         startScan();
     }
     for (auto& d : done) {
-        d();
+        d(failure);
     }
     loop_.kick();
 }
 
 void Service::Rescan(sdbus::Result<>&& result) {
     auto shared = std::make_shared<sdbus::Result<>>(std::move(result));
-    rescan([shared] { shared->returnResults(); });
+    rescan([shared](const std::optional<std::string>& error) {
+        if (error) {
+            shared->returnError(sdbus::Error(
+                std::string(names::errorInfo(names::Error::KernelError).dbusName), *error));
+        } else {
+            shared->returnResults();
+        }
+    });
 }
 
 std::vector<sdbus::ObjectPath>
@@ -496,8 +516,42 @@ Service::AllocateContext(const std::string& vm, const std::vector<std::string>& 
                       {"CALLER_PID", std::to_string(req.caller.pid)}});
         throwFailure(outcome.failure());
     }
-    const core::Context& ctx = *outcome.value();
+    const uint64_t id = outcome.value()->id;
+    // From here on the context exists in the engine: anything that fails before
+    // the reply is built takes it back, so nothing half-published stays.
+    try {
+        return publishContext(*outcome.value(), devices, req.caller);
+    } catch (const std::exception& e) {
+        contextObjects_.erase(id);
+        pidWatches_.erase(id);
+        for (auto& [name, ids] : nameWatches_) {
+            ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
+        }
+        engine_.releaseUnchecked(id);
+        log::error(std::string("context taken back, it could not be handed over: ") + e.what(),
+                   {{"VM", vm}, {"CONTEXT", std::to_string(id)}});
+        if (const auto* busError = dynamic_cast<const sdbus::Error*>(&e)) {
+            throw *busError;
+        }
+        throwError(names::Error::KernelError,
+                   std::string("cannot hand over the context: ") + e.what());
+    }
+}
+
+std::tuple<sdbus::ObjectPath, sdbus::UnixFd, std::map<std::string, sdbus::UnixFd>,
+           std::map<std::string, sdbus::Variant>>
+Service::publishContext(const core::Context& ctx, const std::vector<std::string>& devices,
+                        const core::Caller& caller) {
     const std::string path = contextPath(ctx.id);
+    // Duplicates for the reply first: a full fd table fails here, before anything is public.
+    auto dupFd = [](int fd) {
+        sdbus::UnixFd copy(fd);
+        if (copy.get() < 0) {
+            throw std::system_error(errno, std::generic_category(), "dup");
+        }
+        return copy;
+    };
+    sdbus::UnixFd iommufd = dupFd(ctx.iommufd.get());
 
     std::map<std::string, sdbus::UnixFd> fds;
     std::map<std::string, uint32_t> devIds;
@@ -505,7 +559,7 @@ Service::AllocateContext(const std::string& vm, const std::vector<std::string>& 
     std::map<std::string, uint32_t> vdpaSpaces;
     std::map<std::string, uint32_t> pasidWidths;
     for (const auto& d : ctx.devices) {
-        fds.emplace(d.id, sdbus::UnixFd(d.fd.get()));
+        fds.emplace(d.id, dupFd(d.fd.get()));
         pasidWidths[d.id] = d.pasidWidth;
         if (d.kind == core::HeldKind::Vfio && ctx.mode == core::ContextMode::Attached) {
             devIds[d.id] = d.devId;
@@ -533,7 +587,7 @@ Service::AllocateContext(const std::string& vm, const std::vector<std::string>& 
     }
     if (ctx.faultQueueFd.valid()) {
         info["fault_queue_id"] = sdbus::Variant(ctx.faultQueueId);
-        info["fault_queue_fd"] = sdbus::Variant(sdbus::UnixFd(ctx.faultQueueFd.get()));
+        info["fault_queue_fd"] = sdbus::Variant(dupFd(ctx.faultQueueFd.get()));
     }
 
     auto object = std::make_unique<ContextObject>(connection_, path, engine_, ctx.id);
@@ -546,10 +600,15 @@ Service::AllocateContext(const std::string& vm, const std::vector<std::string>& 
                                       {"DEVICE", joined(devices)},
                                       {"MODE", modeName(ctx.mode)},
                                       {"VERDICT", "allowed"},
-                                      {"CALLER_UID", std::to_string(req.caller.uid)},
-                                      {"CALLER_PID", std::to_string(req.caller.pid)}});
-    return {sdbus::ObjectPath(path), sdbus::UnixFd(ctx.iommufd.get()), std::move(fds),
-            std::move(info)};
+                                      {"CALLER_UID", std::to_string(caller.uid)},
+                                      {"CALLER_PID", std::to_string(caller.pid)}});
+    return {sdbus::ObjectPath(path), std::move(iommufd), std::move(fds), std::move(info)};
+}
+
+void Service::announceContext(uint64_t id, const std::vector<std::string>& properties) {
+    if (auto it = contextObjects_.find(id); it != contextObjects_.end()) {
+        it->second->announceChanged(properties);
+    }
 }
 
 void Service::announceHolders(const std::vector<std::string>& devices) {
@@ -574,7 +633,17 @@ void Service::watchOwner(const core::Context& ctx) {
         ctx.ownerPid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, ctx.ownerPid, 0)) : -1;
     if (pidfd >= 0) {
         ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-        auto watch = std::make_unique<boost::asio::posix::stream_descriptor>(io_, pidfd);
+        std::unique_ptr<boost::asio::posix::stream_descriptor> watch;
+        try {
+            watch = std::make_unique<boost::asio::posix::stream_descriptor>(io_, pidfd);
+        } catch (const std::exception& e) {
+            ::close(pidfd);
+            log::warning(std::string("cannot watch the owner's pidfd, following its bus name: ") +
+                             e.what(),
+                         {{"CONTEXT", std::to_string(id)}});
+            nameWatches_[ctx.ownerBusName].push_back(id);
+            return;
+        }
         std::weak_ptr<int> alive = alive_;
         watch->async_wait(boost::asio::posix::stream_descriptor::wait_read,
                           [this, alive, id](const boost::system::error_code& ec) {
@@ -661,7 +730,7 @@ uint32_t Service::AllocatePasid(const sdbus::ObjectPath& context, const std::str
         throwFailure(outcome.failure());
     }
     const uint32_t pasid = outcome.value();
-    contextObjects_.at(id)->announceChanged({"Pasids"});
+    announceContext(id, {"Pasids"});
     log::info(
         "PASID allocated",
         {{"CONTEXT", std::to_string(id)}, {"DEVICE", device}, {"PASID", std::to_string(pasid)}});
@@ -674,7 +743,7 @@ void Service::ReleasePasid(const sdbus::ObjectPath& context, const uint32_t& pas
     if (!outcome.ok()) {
         throwFailure(outcome.failure());
     }
-    contextObjects_.at(id)->announceChanged({"Pasids"});
+    announceContext(id, {"Pasids"});
     log::info("PASID released",
               {{"CONTEXT", std::to_string(id)}, {"PASID", std::to_string(pasid)}});
 }
@@ -686,7 +755,7 @@ void Service::SetVirtualId(const sdbus::ObjectPath& context, const std::string& 
     if (!outcome.ok()) {
         throwFailure(outcome.failure());
     }
-    contextObjects_.at(id)->announceChanged({"VirtualIds"});
+    announceContext(id, {"VirtualIds"});
 }
 
 } // namespace svad::dbus

@@ -44,7 +44,9 @@ public:
     // Publishes a host (the first scan): objects appear without signals.
     void publishInitial(core::Host host);
     // Rescans in the background; `done` runs on the loop thread afterwards.
-    void rescan(std::function<void()> done = {});
+    // `done` gets an error message when the scan failed (the old host stays).
+    using ScanDone = std::function<void(const std::optional<std::string>& error)>;
+    void rescan(ScanDone done = {});
 
     const core::Host& host() const { return host_; }
 
@@ -83,7 +85,7 @@ private:
 
     void apply(core::Host host, bool emit);
     void startScan();
-    void scanFinished(core::Host host);
+    void scanFinished(std::optional<core::Host> host, const std::string& error);
     void logWarnings(const core::Host& host) const;
 
     // Contexts.
@@ -94,6 +96,12 @@ private:
     // Announces and forgets a context: Released(reason), InterfacesRemoved, HeldBy.
     void finishRelease(uint64_t id, const std::string& reason);
     void announceHolders(const std::vector<std::string>& devices);
+    void announceContext(uint64_t id, const std::vector<std::string>& properties);
+    // Builds the reply and publishes the context's object and lease; may throw.
+    std::tuple<sdbus::ObjectPath, sdbus::UnixFd, std::map<std::string, sdbus::UnixFd>,
+               std::map<std::string, sdbus::Variant>>
+    publishContext(const core::Context& ctx, const std::vector<std::string>& devices,
+                   const core::Caller& caller);
 
     boost::asio::io_context& io_;
     sdbus::IConnection& connection_;
@@ -122,8 +130,8 @@ private:
 
     // Rescans: callers waiting for the scan in flight, and for the next one.
     bool scanning_ = false;
-    std::vector<std::function<void()>> waitingCurrent_;
-    std::vector<std::function<void()>> waitingNext_;
+    std::vector<ScanDone> waitingCurrent_;
+    std::vector<ScanDone> waitingNext_;
     bool nextRequested_ = false;
     // Expires with the service, so that a scan finishing late is dropped.
     std::shared_ptr<int> alive_ = std::make_shared<int>(0);
