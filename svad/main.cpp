@@ -5,6 +5,7 @@
 #include "svad/core/log.h"
 #include "svad/core/pasid_allocator.h"
 #include "svad/dbus/bus_loop.h"
+#include "svad/dbus/connect.h"
 #include "svad/dbus/service.h"
 #include "svad/dbus/service_manager.h"
 #include "svad/linux/kernel_linux.h"
@@ -141,16 +142,6 @@ std::optional<std::string> checkConfig(const std::string& path) {
     return std::nullopt;
 }
 
-std::unique_ptr<sdbus::IConnection> connectBus(const std::string& bus) {
-    if (bus == "system") {
-        return sdbus::createSystemBusConnection();
-    }
-    if (bus == "session") {
-        return sdbus::createSessionBusConnection();
-    }
-    return sdbus::createSessionBusConnectionWithAddress(bus);
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
@@ -217,7 +208,7 @@ int main(int argc, char** argv) {
         svad::core::Engine engine(*kernel, pasids);
 
         auto t1 = Clock::now();
-        auto connection = connectBus(opts.bus);
+        auto connection = svad::dbus::connectBus(opts.bus);
         svad::dbus::BusLoop loop(io, *connection);
         auto service = std::make_unique<svad::dbus::Service>(
             io, *connection, loop,

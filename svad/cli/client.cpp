@@ -1,6 +1,7 @@
 #include "svad/cli/client.h"
 
 #include "svad/core/parse.h"
+#include "svad/dbus/connect.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -55,13 +56,7 @@ void failCall(const Options& o, const std::string& what, const sdbus::Error& e) 
 
 std::unique_ptr<sdbus::IConnection> connectBus(const std::string& bus) {
     try {
-        if (bus == "system") {
-            return sdbus::createSystemBusConnection();
-        }
-        if (bus == "session") {
-            return sdbus::createSessionBusConnection();
-        }
-        return sdbus::createSessionBusConnectionWithAddress(bus);
+        return dbus::connectBus(bus);
     } catch (const sdbus::Error& e) {
         fail(kExitFailure, "cannot connect to " + busLabel(bus) + ": " + e.getMessage());
     }

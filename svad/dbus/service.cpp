@@ -523,10 +523,7 @@ Service::AllocateContext(const std::string& vm, const std::vector<std::string>& 
         return publishContext(*outcome.value(), devices, req.caller);
     } catch (const std::exception& e) {
         contextObjects_.erase(id);
-        pidWatches_.erase(id);
-        for (auto& [name, ids] : nameWatches_) {
-            ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
-        }
+        forgetLease(id);
         engine_.releaseUnchecked(id);
         log::error(std::string("context taken back, it could not be handed over: ") + e.what(),
                    {{"VM", vm}, {"CONTEXT", std::to_string(id)}});
@@ -682,6 +679,13 @@ void Service::onNameLost(const std::string& name) {
     }
 }
 
+void Service::forgetLease(uint64_t id) {
+    pidWatches_.erase(id);
+    for (auto& [name, ids] : nameWatches_) {
+        ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
+    }
+}
+
 void Service::finishRelease(uint64_t id, const std::string& reason) {
     const core::Context* ctx = engine_.find(id);
     if (ctx == nullptr) {
@@ -696,10 +700,7 @@ void Service::finishRelease(uint64_t id, const std::string& reason) {
         it->second->announceRelease(reason);
         contextObjects_.erase(it);
     }
-    pidWatches_.erase(id);
-    for (auto& [name, ids] : nameWatches_) {
-        ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
-    }
+    forgetLease(id);
     engine_.releaseUnchecked(id);
     announceHolders(devices);
     log::notice("context released: " + reason, {{"VM", vm},

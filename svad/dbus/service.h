@@ -93,6 +93,8 @@ private:
     uint64_t contextFromPath(const std::string& path) const;
     void watchOwner(const core::Context& ctx);
     void onNameLost(const std::string& name);
+    // Stops following the owner of a context (its pidfd or its bus name).
+    void forgetLease(uint64_t id);
     // Announces and forgets a context: Released(reason), InterfacesRemoved, HeldBy.
     void finishRelease(uint64_t id, const std::string& reason);
     void announceHolders(const std::vector<std::string>& devices);

@@ -610,21 +610,35 @@ Result<uint32_t> KernelSim::vfioBind(int deviceFd, int iommufd) {
     return id;
 }
 
+// The VFIO device behind `deviceFd`, bound to an iommufd; nullptr with `err`
+// set otherwise. `what` names the call for messages.
+KernelSim::File* KernelSim::boundVfioLocked(int deviceFd, const std::string& op,
+                                            std::optional<uint32_t> pasid, std::string& what,
+                                            KernelError& err) {
+    File* dev = lookupLocked(deviceFd, op, &err);
+    if (!dev) {
+        return nullptr;
+    }
+    what = op + " on " + dev->label + (pasid ? " PASID " + std::to_string(*pasid) : "");
+    if (dev->kind != FileKind::Vfio) {
+        err = makeError(ENOTTY, what);
+        return nullptr;
+    }
+    if (!dev->binding) {
+        err = makeError(EINVAL, what, "not bound to an iommufd");
+        return nullptr;
+    }
+    return dev;
+}
+
 Status KernelSim::vfioAttach(int deviceFd, uint32_t ptId, std::optional<uint32_t> pasid) {
     static const std::string op = "VFIO_DEVICE_ATTACH_IOMMUFD_PT";
     std::lock_guard lock(mu_);
     KernelError err;
-    File* dev = lookupLocked(deviceFd, op, &err);
+    std::string what;
+    File* dev = boundVfioLocked(deviceFd, op, pasid, what, err);
     if (!dev) {
         return err;
-    }
-    const std::string what =
-        op + " on " + dev->label + (pasid ? " PASID " + std::to_string(*pasid) : "");
-    if (dev->kind != FileKind::Vfio) {
-        return makeError(ENOTTY, what);
-    }
-    if (!dev->binding) {
-        return makeError(EINVAL, what, "not bound to an iommufd");
     }
     if (pasid) {
         if (!config_.features.pasidAttach) {
@@ -670,17 +684,10 @@ Status KernelSim::vfioDetach(int deviceFd, std::optional<uint32_t> pasid) {
     static const std::string op = "VFIO_DEVICE_DETACH_IOMMUFD_PT";
     std::lock_guard lock(mu_);
     KernelError err;
-    File* dev = lookupLocked(deviceFd, op, &err);
+    std::string what;
+    File* dev = boundVfioLocked(deviceFd, op, pasid, what, err);
     if (!dev) {
         return err;
-    }
-    const std::string what =
-        op + " on " + dev->label + (pasid ? " PASID " + std::to_string(*pasid) : "");
-    if (dev->kind != FileKind::Vfio) {
-        return makeError(ENOTTY, what);
-    }
-    if (!dev->binding) {
-        return makeError(EINVAL, what, "not bound to an iommufd");
     }
     Binding& b = *dev->binding;
     Context& c = contexts_.at(b.ctx);

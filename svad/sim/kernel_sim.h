@@ -210,6 +210,8 @@ private:
                                                   const std::string& memfdPrefix,
                                                   const std::string& name);
     // The file behind fd, or nullptr with *err set (EBADF).
+    File* boundVfioLocked(int deviceFd, const std::string& op, std::optional<uint32_t> pasid,
+                          std::string& what, ports::KernelError& err);
     File* lookupLocked(int fd, const std::string& op, ports::KernelError* err,
                        FileKey* key = nullptr);
     // The memfd inodes this process holds; nullopt when /proc/self/fd can't
