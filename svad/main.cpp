@@ -1,5 +1,6 @@
 // svad: wiring only. Parses the command line, discovers the host, connects
 // to the bus, publishes the objects and runs the loop.
+#include "svad/core/config.h"
 #include "svad/core/discovery.h"
 #include "svad/core/engine.h"
 #include "svad/core/log.h"
@@ -8,9 +9,12 @@
 #include "svad/dbus/connect.h"
 #include "svad/dbus/service.h"
 #include "svad/dbus/service_manager.h"
+#include "svad/linux/driver_binder_linux.h"
 #include "svad/linux/kernel_linux.h"
 #include "svad/linux/sysfs_reader.h"
 #include "svad/names.h"
+#include "svad/plugin_host/plugin_host.h"
+#include "svad/sim/driver_binder_sim.h"
 #include "svad/sim/kernel_sim.h"
 #include "svad/version.h"
 
@@ -33,15 +37,15 @@ namespace {
 
 constexpr int kExitUsage = 2;
 constexpr int kExitFailure = 1;
-// PASIDs one VM may hold unless the configuration says otherwise.
-constexpr uint32_t kDefaultPasidQuota = 256;
 
 struct Options {
     std::string bus = "system";
-    std::string sysfsRoot = "/sys";
-    std::string devRoot = "/dev";
-    std::string backend = "linux";
+    // Unset: the configuration's value, else the default.
+    std::optional<std::string> sysfsRoot;
+    std::optional<std::string> devRoot;
+    std::optional<std::string> backend;
     std::optional<std::string> config;
+    std::optional<std::string> checkConfig;
     bool verbose = false;
 };
 
@@ -54,12 +58,16 @@ void printHelp() {
                 "  --sysfs-root DIR              sysfs to read (default: /sys)\n"
                 "  --dev-root DIR                device nodes (default: /dev)\n"
                 "  --backend linux|sim           kernel backend (default: linux)\n"
-                "  --config FILE                 configuration file (YAML)\n"
+                "  --config FILE                 configuration file (default: %s if it\n"
+                "                                exists, else built-in defaults: deny all)\n"
+                "  --check-config FILE           validate a configuration file and exit\n"
                 "  --verbose                     log debug messages\n"
                 "  --version                     print the version and exit\n"
                 "  --help                        print this help and exit\n\n"
-                "Signals: SIGHUP rescans the host; SIGTERM and SIGINT stop svad.\n",
-                std::string(svad::names::kService).c_str());
+                "Command-line roots and backend override the configuration's.\n"
+                "Signals: SIGHUP reloads the configuration and rescans the host;\n"
+                "SIGTERM and SIGINT stop svad.\n",
+                std::string(svad::names::kService).c_str(), SVAD_CONFIG_FILE);
 }
 
 [[noreturn]] void usageError(const std::string& message) {
@@ -101,11 +109,13 @@ Options parseArgs(int argc, char** argv) {
             o.devRoot = next();
         } else if (arg == "--backend") {
             o.backend = next();
-            if (o.backend != "linux" && o.backend != "sim") {
-                usageError("--backend must be 'linux' or 'sim', not '" + o.backend + "'");
+            if (*o.backend != "linux" && *o.backend != "sim") {
+                usageError("--backend must be 'linux' or 'sim', not '" + *o.backend + "'");
             }
         } else if (arg == "--config") {
             o.config = next();
+        } else if (arg == "--check-config") {
+            o.checkConfig = next();
         } else if (arg == "--verbose" || arg == "-v") {
             o.verbose = true;
         } else {
@@ -123,23 +133,15 @@ bool isDirectory(const std::string& path) {
     return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-// The configuration's schema arrives with the policy work; until then the
-// file must exist and be a YAML mapping (or empty).
-std::optional<std::string> checkConfig(const std::string& path) {
-    if (::access(path.c_str(), R_OK) != 0) {
-        return path + ": " + std::strerror(errno);
-    }
-    try {
-        YAML::Node root = YAML::LoadFile(path);
-        if (root.IsDefined() && !root.IsNull() && !root.IsMap()) {
-            return path + ":" + std::to_string(root.Mark().line + 1) + ":" +
-                   std::to_string(root.Mark().column + 1) + ": expected a mapping at the top level";
+std::shared_ptr<const svad::core::Config> loadOrExit(const std::string& path) {
+    auto load = svad::core::loadConfig(path, SVAD_PLUGIN_DIR);
+    if (!load.errors.empty()) {
+        for (const auto& e : load.errors) {
+            (void)std::fprintf(stderr, "svad: configuration: %s\n", e.c_str());
         }
-    } catch (const YAML::Exception& e) {
-        return path + ":" + std::to_string(e.mark.line + 1) + ":" +
-               std::to_string(e.mark.column + 1) + ": " + e.msg;
+        std::exit(kExitUsage);
     }
-    return std::nullopt;
+    return load.config;
 }
 
 } // namespace
@@ -149,22 +151,36 @@ int main(int argc, char** argv) {
     if (opts.verbose) {
         svad::log::setMaxPriority(svad::log::Priority::Debug);
     }
-    if (!isDirectory(opts.sysfsRoot)) {
-        usageError("--sysfs-root " + opts.sysfsRoot + " is not a directory");
+    if (opts.checkConfig) {
+        auto config = loadOrExit(*opts.checkConfig);
+        std::printf("%s: valid (%zu rules, default policy %s, plugins from %s)\n",
+                    opts.checkConfig->c_str(), config->rules.size(),
+                    config->defaultPolicy == svad::core::RuleAction::Allow ? "allow" : "deny",
+                    config->pluginDir.c_str());
+        return 0;
     }
-    if (!isDirectory(opts.devRoot)) {
-        usageError("--dev-root " + opts.devRoot + " is not a directory");
+    // The configuration: the named file, else the installed one when present.
+    std::optional<std::string> configPath = opts.config;
+    if (!configPath && ::access(SVAD_CONFIG_FILE, F_OK) == 0) {
+        configPath = SVAD_CONFIG_FILE;
     }
-    if (opts.config) {
-        if (auto err = checkConfig(*opts.config)) {
-            (void)std::fprintf(stderr, "svad: configuration: %s\n", err->c_str());
-            return kExitUsage;
-        }
+    std::shared_ptr<const svad::core::Config> config =
+        configPath ? loadOrExit(*configPath) : svad::core::defaultConfig(SVAD_PLUGIN_DIR);
+    opts.sysfsRoot = opts.sysfsRoot.value_or(config->sysfsRoot.value_or("/sys"));
+    opts.devRoot = opts.devRoot.value_or(config->devRoot.value_or("/dev"));
+    opts.backend = opts.backend.value_or(config->backend.value_or("linux"));
+    if (!isDirectory(*opts.sysfsRoot)) {
+        usageError("sysfs root " + *opts.sysfsRoot + " is not a directory");
     }
+    if (!isDirectory(*opts.devRoot)) {
+        usageError("dev root " + *opts.devRoot + " is not a directory");
+    }
+    const std::string backend = *opts.backend;
+    const std::string devRootDir = *opts.devRoot;
     // Writing to a client that went away must not kill the daemon.
     (void)std::signal(SIGPIPE, SIG_IGN);
 
-    const std::string sysfsRoot = opts.sysfsRoot;
+    const std::string sysfsRoot = *opts.sysfsRoot;
     // Sysfs reads are syscall-bound: one reader per core, up to four.
     const unsigned readers = std::clamp(std::thread::hardware_concurrency(), 1U, 4U);
     auto scan = [sysfsRoot, readers] {
@@ -189,42 +205,105 @@ int main(int argc, char** argv) {
         svad::log::debug("initial scan done", {{"MS", msSince(t0)}});
 
         std::unique_ptr<svad::ports::Kernel> kernel;
+        std::unique_ptr<svad::ports::DriverBinder> binder;
         svad::dbus::ServiceManager manager(io);
         svad::sim::KernelSim* sim = nullptr;
-        if (opts.backend == "sim") {
+        // The PASID width a function gets when the sim binds it to vfio-pci.
+        std::function<const svad::core::Host&()> currentHost;
+        if (backend == "sim") {
             auto owned = std::make_unique<svad::sim::KernelSim>(
-                svad::sim::SimConfig::fromHost(host, opts.devRoot));
+                svad::sim::SimConfig::fromHost(host, devRootDir));
             sim = owned.get();
             kernel = std::move(owned);
+            binder = std::make_unique<svad::sim::DriverBinderSim>(
+                sysfsRoot, devRootDir, *sim, [&currentHost](const std::string& address) {
+                    return svad::sim::SimConfig::pasidLog2(currentHost(), address);
+                });
         } else {
-            kernel = std::make_unique<svad::linux_impl::KernelLinux>(opts.devRoot);
+            kernel = std::make_unique<svad::linux_impl::KernelLinux>(devRootDir);
+            binder = std::make_unique<svad::linux_impl::DriverBinderLinux>(sysfsRoot);
         }
         svad::ports::KernelFeatures features = kernel->probe();
         for (const auto& [feature, why] : features.absentReasons) {
             svad::log::info("kernel feature absent: " + why, {{"FEATURE", feature}});
         }
+        svad::plugin_host::PluginHost plugins(*kernel, *binder);
+        plugins.loadDirectory(config->pluginDir);
+        if (auto errors = plugins.configure(*config); !errors.empty()) {
+            for (const auto& e : errors) {
+                (void)std::fprintf(stderr, "svad: configuration: %s: %s\n",
+                                   configPath.value_or("(defaults)").c_str(), e.c_str());
+            }
+            return kExitUsage;
+        }
         svad::core::PasidAllocator pasids;
-        pasids.setDefaultQuota(kDefaultPasidQuota);
-        svad::core::Engine engine(*kernel, pasids);
+        svad::core::Engine engine(*kernel, pasids, plugins);
+        engine.setConfig(config);
+        // A reload validates the whole new file and the plugins' settings first;
+        // any error leaves the running configuration as it is.
+        auto reload = [&engine, &plugins, configPath]() -> std::vector<std::string> {
+            std::shared_ptr<const svad::core::Config> next =
+                svad::core::defaultConfig(SVAD_PLUGIN_DIR);
+            if (configPath) {
+                auto load = svad::core::loadConfig(*configPath, SVAD_PLUGIN_DIR);
+                if (!load.errors.empty()) {
+                    return load.errors;
+                }
+                next = load.config;
+            }
+            const auto& old = engine.config();
+            if (auto errors = plugins.configure(*next, &old); !errors.empty()) {
+                return errors;
+            }
+            if (next->pluginDir != old.pluginDir || next->backend != old.backend ||
+                next->sysfsRoot != old.sysfsRoot || next->devRoot != old.devRoot ||
+                next->metricsAddress != old.metricsAddress) {
+                svad::log::notice("configuration: plugin_dir, backend, roots and metrics take "
+                                  "effect at the next start");
+            }
+            engine.setConfig(next);
+            svad::log::notice("configuration reloaded",
+                              {{"CONFIG", configPath.value_or("(defaults)")},
+                               {"RULES", std::to_string(next->rules.size())}});
+            return {};
+        };
 
         auto t1 = Clock::now();
         auto connection = svad::dbus::connectBus(opts.bus);
         svad::dbus::BusLoop loop(io, *connection);
         auto service = std::make_unique<svad::dbus::Service>(
             io, *connection, loop,
-            svad::dbus::ServiceOptions{opts.backend, opts.sysfsRoot, opts.devRoot,
-                                       [sim, &manager, devRoot = opts.devRoot,
-                                        started = false](const svad::core::Host& h) mutable {
-                                           if (sim != nullptr) {
-                                               sim->setDevices(
-                                                   svad::sim::SimConfig::fromHost(h, devRoot));
-                                           }
-                                           if (started) {
-                                               manager.status(h);
-                                           }
-                                           started = true;
-                                       }},
+            svad::dbus::ServiceOptions{
+                backend, sysfsRoot, devRootDir,
+                [sim, &manager, devRoot = devRootDir,
+                 started = false](const svad::core::Host& h) mutable {
+                    if (sim != nullptr) {
+                        sim->setDevices(svad::sim::SimConfig::fromHost(h, devRoot));
+                    }
+                    if (started) {
+                        manager.status(h);
+                    }
+                    started = true;
+                },
+                reload,
+                [&plugins] {
+                    std::vector<sdbus::Struct<std::string, std::string, std::string, uint32_t,
+                                              std::vector<std::string>>>
+                        out;
+                    for (const auto& p : plugins.plugins()) {
+                        out.emplace_back(p.name, p.version, p.path, p.abi, p.kinds);
+                    }
+                    return out;
+                },
+                [&plugins] {
+                    std::vector<sdbus::Struct<std::string, std::string>> out;
+                    for (const auto& r : plugins.refusals()) {
+                        out.emplace_back(r.path, r.reason);
+                    }
+                    return out;
+                }},
             scan, engine, features);
+        currentHost = [&service]() -> const svad::core::Host& { return service->host(); };
         service->publishInitial(std::move(host));
         svad::log::debug("objects registered", {{"MS", msSince(t1)}});
         try {
@@ -235,9 +314,12 @@ int main(int argc, char** argv) {
                                e.getMessage().c_str());
             return kExitFailure;
         }
-        svad::log::notice(
-            "svad " SVAD_VERSION " ready",
-            {{"BUS", opts.bus}, {"BACKEND", opts.backend}, {"SYSFS_ROOT", opts.sysfsRoot}});
+        svad::log::notice("svad " SVAD_VERSION " ready",
+                          {{"BUS", opts.bus},
+                           {"BACKEND", backend},
+                           {"SYSFS_ROOT", sysfsRoot},
+                           {"CONFIG", configPath.value_or("(defaults)")},
+                           {"PLUGINS", std::to_string(plugins.plugins().size())}});
 
         manager.ready(service->host());
         stopSignals.async_wait(
@@ -250,15 +332,19 @@ int main(int argc, char** argv) {
                 }
             });
         std::function<void()> waitHup;
-        waitHup = [&hupSignal, &service, &waitHup] {
-            hupSignal.async_wait([&service, &waitHup](const boost::system::error_code& ec, int) {
-                if (ec) {
-                    return;
-                }
-                svad::log::notice("SIGHUP: rescanning the host");
-                service->rescan();
-                waitHup();
-            });
+        waitHup = [&hupSignal, &service, &waitHup, &reload] {
+            hupSignal.async_wait(
+                [&service, &waitHup, &reload](const boost::system::error_code& ec, int) {
+                    if (ec) {
+                        return;
+                    }
+                    svad::log::notice("SIGHUP: reloading the configuration, rescanning the host");
+                    for (const auto& e : reload()) {
+                        svad::log::error("configuration not reloaded: " + e);
+                    }
+                    service->rescan();
+                    waitHup();
+                });
         };
         waitHup();
 

@@ -42,8 +42,15 @@ bool validVmName(const std::string& vm) {
 struct Engine::Resolved {
     std::string id;
     HeldKind kind = HeldKind::Vfio;
-    std::string node; // vfioN, vhost-vdpa-N, wqX.Y
     uint32_t pasidWidth = 0;
+    const PciDevice* pci = nullptr;
+    const VdpaDevice* vdpa = nullptr;
+    const SiovQueue* queue = nullptr;
+    const IommuGroup* group = nullptr;
+    const PciDevice* parent = nullptr;
+    DeviceFacts facts;
+    const Rule* rule = nullptr; // null: the default policy allowed it
+    std::string plugin;         // the plugin that allowed it
 };
 
 const ContextDevice* Context::device(const std::string& id) const {
@@ -55,7 +62,8 @@ const ContextDevice* Context::device(const std::string& id) const {
     return nullptr;
 }
 
-Engine::Engine(ports::Kernel& kernel, PasidAllocator& pasids) : kernel_(kernel), pasids_(pasids) {}
+Engine::Engine(ports::Kernel& kernel, PasidAllocator& pasids, DeviceBroker& broker)
+    : kernel_(kernel), pasids_(pasids), broker_(broker), config_(defaultConfig("")) {}
 
 Engine::~Engine() {
     // svad is stopping, not the VMs: make no kernel call (a detach or destroy
@@ -70,6 +78,11 @@ Engine::~Engine() {
 
 void Engine::setHost(Host host) {
     host_ = std::move(host);
+}
+
+void Engine::setConfig(std::shared_ptr<const Config> config) {
+    config_ = std::move(config);
+    pasids_.setDefaultQuota(config_->defaultPasidQuota);
 }
 
 const PciDevice* Engine::pciDevice(const std::string& address) const {
@@ -101,88 +114,202 @@ uint32_t Engine::pasidWidthOf(const PciDevice& dev) const {
     return width;
 }
 
-Outcome<std::vector<Engine::Resolved>> Engine::resolve(const AllocateRequest& request) const {
+Outcome<std::vector<Engine::Resolved>> Engine::resolve(const AllocateRequest& request) {
     std::vector<Resolved> out;
     std::set<std::string> seen;
     for (const auto& id : request.devices) {
         if (!seen.insert(id).second) {
             return fail(names::Error::InvalidArgument, "device " + id + " is listed twice");
         }
-        if (auto holder = holderOf(id); holder != 0) {
-            return fail(names::Error::Busy, id + " is held by context " + std::to_string(holder) +
-                                                " (vm " + contexts_.at(holder)->vm + ")");
-        }
         Resolved r;
         r.id = id;
+        r.facts.id = id;
+        bool shared = false;
         if (const PciDevice* dev = pciDevice(id)) {
-            if (dev->vfioDevice.empty()) {
-                return fail(names::Error::NotSupported,
-                            id + " has no VFIO device cdev (driver: " +
-                                (dev->driver.empty() ? "none" : dev->driver) +
-                                "): bind it to vfio-pci first");
-            }
+            r.kind = HeldKind::Vfio;
+            r.pci = dev;
+            r.pasidWidth = pasidWidthOf(*dev);
+            r.facts.kind = DeviceKind::Pci;
+            r.facts.vendor = dev->vendor;
+            r.facts.device = dev->device;
+            r.facts.classCode = dev->classCode;
+            r.facts.group = dev->group;
             if (dev->group) {
-                const IommuGroup* group = nullptr;
                 for (const auto& g : host_.groups) {
                     if (g.id == *dev->group) {
-                        group = &g;
-                    }
-                }
-                if (group != nullptr) {
-                    if (!group->viable) {
-                        std::string why;
-                        for (const auto& b : group->blockers) {
-                            why += (why.empty() ? "" : ", ") + b;
-                        }
-                        return fail(names::Error::Busy, "IOMMU group " + std::to_string(group->id) +
-                                                            " of " + id + " is not viable: " + why);
-                    }
-                    for (const auto& member : group->devices) {
-                        if (auto holder = holderOf(member); holder != 0) {
-                            return fail(names::Error::Busy,
-                                        id + " shares IOMMU group " + std::to_string(group->id) +
-                                            " with " + member + ", held by context " +
-                                            std::to_string(holder));
-                        }
+                        r.group = &g;
                     }
                 }
             }
-            r.kind = HeldKind::Vfio;
-            r.node = dev->vfioDevice;
-            r.pasidWidth = pasidWidthOf(*dev);
         } else if (auto v = std::find_if(host_.vdpa.begin(), host_.vdpa.end(),
                                          [&id](const VdpaDevice& x) { return x.name == id; });
                    v != host_.vdpa.end()) {
-            if (v->vhostDevice.empty()) {
-                return fail(names::Error::NotSupported,
-                            id + " has no vhost-vdpa device (driver: " +
-                                (v->driver.empty() ? "none" : v->driver) +
-                                "): bind it to vhost_vdpa first");
-            }
             r.kind = HeldKind::Vdpa;
-            r.node = v->vhostDevice;
-            if (const PciDevice* parent = pciDevice(v->parentDevice)) {
-                r.pasidWidth = pasidWidthOf(*parent);
-            }
+            r.vdpa = &*v;
+            r.parent = pciDevice(v->parentDevice);
+            r.facts.kind = DeviceKind::Vdpa;
         } else if (auto q = std::find_if(host_.queues.begin(), host_.queues.end(),
                                          [&id](const SiovQueue& x) { return x.name == id; });
                    q != host_.queues.end()) {
-            if (q->type != QueueType::User || q->state != QueueState::Enabled ||
-                q->charDevice.empty()) {
-                return fail(names::Error::NotSupported, id + " is not an enabled user work queue");
-            }
             r.kind = HeldKind::Queue;
-            r.node = q->name;
-            if (const PciDevice* parent = pciDevice(q->parentDevice)) {
-                r.pasidWidth = pasidWidthOf(*parent);
-            }
+            r.queue = &*q;
+            r.parent = pciDevice(q->parentDevice);
+            r.facts.kind = DeviceKind::Queue;
+            shared = q->mode == QueueMode::Shared;
         } else {
             return fail(names::Error::NotFound,
                         "no PCI device, vDPA device or work queue named '" + id + "'");
         }
+        if (r.parent != nullptr) {
+            r.pasidWidth = pasidWidthOf(*r.parent);
+            r.facts.vendor = r.parent->vendor;
+            r.facts.device = r.parent->device;
+            r.facts.classCode = r.parent->classCode;
+            r.facts.group = r.parent->group;
+        }
+        // A shared queue may be in several contexts: its plugin keeps the count.
+        if (auto holder = holderOf(id); holder != 0 && !shared) {
+            return fail(names::Error::Busy, id + " is held by context " + std::to_string(holder) +
+                                                " (vm " + contexts_.at(holder)->vm + ")");
+        }
         out.push_back(std::move(r));
     }
     return out;
+}
+
+PolicyQuery Engine::query(const AllocateRequest& request, const Resolved& r) const {
+    PolicyQuery q;
+    q.vm = request.vm;
+    q.uid = request.caller.uid;
+    q.pid = request.caller.pid;
+    q.mode = request.mode == ContextMode::Attached ? RequestMode::Attached : RequestMode::Handoff;
+    q.deviceId = r.id;
+    q.kind = r.facts.kind;
+    q.pci = r.pci;
+    q.vdpa = r.vdpa;
+    q.queue = r.queue;
+    q.group = r.group;
+    q.parent = r.parent;
+    q.pasidWidth = r.pasidWidth;
+    q.holders = static_cast<uint32_t>(holdersOf(r.id).size());
+    if (r.rule != nullptr) {
+        q.rule = r.rule->name;
+        q.options = r.rule->pluginOptions();
+    }
+    return q;
+}
+
+void Engine::audit(const AllocateRequest& request, const std::string& device,
+                   const std::string& plugin, const std::string& verdict, const std::string& reason,
+                   const std::string& rule) const {
+    log::Fields fields{{"VM", request.vm},
+                       {"DEVICE", device},
+                       {"PLUGIN", plugin},
+                       {"VERDICT", verdict},
+                       {"REASON", reason},
+                       {"CALLER_UID", std::to_string(request.caller.uid)},
+                       {"CALLER_PID", std::to_string(request.caller.pid)}};
+    if (!rule.empty()) {
+        fields.emplace_back("RULE", rule);
+    }
+    log::write(verdict == "DENY" ? log::Priority::Notice : log::Priority::Info,
+               "policy " + verdict + " " + device + " for vm " + request.vm + " by " + plugin +
+                   ": " + reason,
+               fields);
+}
+
+Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved>& resolved) {
+    Requester requester{request.vm, request.caller.uid, request.caller.gids};
+    for (auto& r : resolved) {
+        // The administrator's rules first.
+        RuleDecision rd = config_->decide(r.facts, requester);
+        const std::string ruleName = rd.rule != nullptr ? rd.rule->name : "";
+        if (!rd.allowed) {
+            audit(request, r.id, "config", "DENY", rd.reason, ruleName);
+            return fail(names::Error::PolicyDenied, r.id + ": " + rd.reason);
+        }
+        r.rule = rd.rule;
+        if (r.rule != nullptr) {
+            const RuleLimits& lim = r.rule->limits;
+            if ((lim.mode == ModeLimit::Handoff && request.mode != ContextMode::Handoff) ||
+                (lim.mode == ModeLimit::Attached && request.mode != ContextMode::Attached)) {
+                std::string why = "rule '" + r.rule->name + "' allows only " +
+                                  (lim.mode == ModeLimit::Handoff ? "handoff" : "attached") +
+                                  " mode";
+                audit(request, r.id, "config", "DENY", why, ruleName);
+                return fail(names::Error::PolicyDenied, r.id + ": " + why);
+            }
+            if (lim.maxContexts) {
+                uint32_t n = 0;
+                for (const auto& [id, ctx] : contexts_) {
+                    bool viaRule = ctx->vm == request.vm &&
+                                   std::any_of(ctx->devices.begin(), ctx->devices.end(),
+                                               [&ruleName](const ContextDevice& d) {
+                                                   return d.rule == ruleName;
+                                               });
+                    n += viaRule ? 1 : 0;
+                }
+                if (n >= *lim.maxContexts) {
+                    std::string why = "vm " + request.vm + " holds " + std::to_string(n) +
+                                      " contexts through rule '" + ruleName + "' (max_contexts " +
+                                      std::to_string(*lim.maxContexts) + ")";
+                    audit(request, r.id, "config", "DENY", why, ruleName);
+                    return fail(names::Error::QuotaExceeded, r.id + ": " + why);
+                }
+            }
+        }
+        // What the kernel needs before a device can be opened at all.
+        const bool autoBind = r.rule != nullptr && r.rule->limits.autoBind;
+        if (r.pci != nullptr) {
+            if (r.pci->vfioDevice.empty() && !autoBind) {
+                return fail(names::Error::NotSupported,
+                            r.id + " has no VFIO device cdev (driver: " +
+                                (r.pci->driver.empty() ? "none" : r.pci->driver) +
+                                "): bind it to vfio-pci first, or allow auto_bind in its rule");
+            }
+            if (r.group != nullptr) {
+                if (!r.group->viable && !autoBind) {
+                    std::string why;
+                    for (const auto& b : r.group->blockers) {
+                        why += (why.empty() ? "" : ", ") + b;
+                    }
+                    return fail(names::Error::Busy, "IOMMU group " + std::to_string(r.group->id) +
+                                                        " of " + r.id + " is not viable: " + why);
+                }
+                for (const auto& member : r.group->devices) {
+                    if (auto holder = holderOf(member); holder != 0) {
+                        return fail(names::Error::Busy, r.id + " shares IOMMU group " +
+                                                            std::to_string(r.group->id) + " with " +
+                                                            member + ", held by context " +
+                                                            std::to_string(holder));
+                    }
+                }
+            }
+        } else if (r.vdpa != nullptr && r.vdpa->vhostDevice.empty()) {
+            return fail(names::Error::NotSupported,
+                        r.id + " has no vhost-vdpa device (driver: " +
+                            (r.vdpa->driver.empty() ? "none" : r.vdpa->driver) +
+                            "): bind it to vhost_vdpa first");
+        } else if (r.queue != nullptr &&
+                   (r.queue->type != QueueType::User || r.queue->state != QueueState::Enabled ||
+                    r.queue->charDevice.empty())) {
+            return fail(names::Error::NotSupported, r.id + " is not an enabled user work queue");
+        }
+
+        // Then the plugins: the first DENY wins, nobody allowing is a deny.
+        PolicyDecision pd = broker_.decide(query(request, r));
+        for (const auto& v : pd.verdicts) {
+            audit(request, r.id, v.plugin, toString(v.verdict), v.reason, ruleName);
+        }
+        if (!pd.allowed) {
+            if (pd.verdicts.empty() || pd.plugin.empty()) {
+                audit(request, r.id, "svad", "DENY", pd.reason, ruleName);
+            }
+            return fail(names::Error::PolicyDenied, r.id + ": " + pd.reason);
+        }
+        r.plugin = pd.plugin;
+    }
+    return Done{};
 }
 
 Outcome<Context*> Engine::allocate(const AllocateRequest& request, uint64_t nowUsec) {
@@ -203,6 +330,9 @@ Outcome<Context*> Engine::allocate(const AllocateRequest& request, uint64_t nowU
     auto resolved = resolve(request);
     if (!resolved.ok()) {
         return resolved.failure();
+    }
+    if (auto judged = judge(request, resolved.value()); !judged.ok()) {
+        return judged.failure();
     }
 
     // Phase one: every kernel object, owned by ctx; teardown undoes a partial one.
@@ -241,50 +371,31 @@ Outcome<Context*> Engine::allocate(const AllocateRequest& request, uint64_t nowU
         dev.id = r.id;
         dev.kind = r.kind;
         dev.pasidWidth = r.pasidWidth;
-        if (r.kind == HeldKind::Vfio) {
-            auto fd = kernel_.openVfioDevice(r.node);
-            if (!fd) {
-                return failWith(fd.error());
-            }
-            dev.fd = std::move(fd.value());
-            if (request.mode == ContextMode::Attached) {
-                auto devId = kernel_.vfioBind(dev.fd.get(), ctx->iommufd.get());
-                if (!devId) {
-                    ctx->devices.push_back(std::move(dev));
-                    return failWith(devId.error());
-                }
-                dev.devId = devId.value();
-                auto attached = kernel_.vfioAttach(dev.fd.get(), ctx->ioasId, std::nullopt);
-                if (!attached) {
-                    ctx->devices.push_back(std::move(dev));
-                    return failWith(attached.error());
-                }
-                dev.attached = true;
-            }
-        } else if (r.kind == HeldKind::Vdpa) {
-            auto fd = kernel_.openVhostVdpa(r.node);
-            if (!fd) {
-                return failWith(fd.error());
-            }
-            dev.fd = std::move(fd.value());
-            auto groups = kernel_.vdpaGroupNum(dev.fd.get());
-            if (!groups) {
+        dev.plugin = r.plugin;
+        dev.rule = r.rule != nullptr ? r.rule->name : "";
+        // The plugin opens and prepares the device through the kernel port.
+        auto prepared = broker_.prepare(r.plugin, query(request, r));
+        if (!prepared.ok()) {
+            teardown(*ctx);
+            return prepared.failure();
+        }
+        dev.fd = std::move(prepared.value().fd);
+        dev.vdpaGroups = prepared.value().vdpaGroups;
+        dev.vdpaAddressSpaces = prepared.value().vdpaAddressSpaces;
+        ctx->hostChanged = ctx->hostChanged || prepared.value().hostChanged;
+        if (r.kind == HeldKind::Vfio && request.mode == ContextMode::Attached) {
+            auto devId = kernel_.vfioBind(dev.fd.get(), ctx->iommufd.get());
+            if (!devId) {
                 ctx->devices.push_back(std::move(dev));
-                return failWith(groups.error());
+                return failWith(devId.error());
             }
-            auto spaces = kernel_.vdpaAsNum(dev.fd.get());
-            if (!spaces) {
+            dev.devId = devId.value();
+            auto attached = kernel_.vfioAttach(dev.fd.get(), ctx->ioasId, std::nullopt);
+            if (!attached) {
                 ctx->devices.push_back(std::move(dev));
-                return failWith(spaces.error());
+                return failWith(attached.error());
             }
-            dev.vdpaGroups = groups.value();
-            dev.vdpaAddressSpaces = spaces.value();
-        } else {
-            auto fd = kernel_.openWorkQueue(r.node);
-            if (!fd) {
-                return failWith(fd.error());
-            }
-            dev.fd = std::move(fd.value());
+            dev.attached = true;
         }
         ctx->devices.push_back(std::move(dev));
     }
@@ -300,7 +411,7 @@ Outcome<Context*> Engine::allocate(const AllocateRequest& request, uint64_t nowU
     // Phase two: publish.
     ctx->id = nextId_++;
     for (const auto& d : ctx->devices) {
-        held_[d.id] = ctx->id;
+        held_[d.id].push_back(ctx->id);
     }
     Context* raw = ctx.get();
     contexts_.emplace(raw->id, std::move(ctx));
@@ -327,6 +438,25 @@ void Engine::teardown(Context& ctx) {
             d.attached = false;
         }
         d.fd.reset();
+        if (!d.plugin.empty()) {
+            // The plugin undoes what it prepared (a rebound driver goes back).
+            PolicyQuery q;
+            q.vm = ctx.vm;
+            q.uid = ctx.ownerUid;
+            q.pid = ctx.ownerPid;
+            q.mode =
+                ctx.mode == ContextMode::Attached ? RequestMode::Attached : RequestMode::Handoff;
+            q.deviceId = d.id;
+            q.kind = d.kind == HeldKind::Vfio   ? DeviceKind::Pci
+                     : d.kind == HeldKind::Vdpa ? DeviceKind::Vdpa
+                                                : DeviceKind::Queue;
+            q.pci = pciDevice(d.id);
+            q.rule = d.rule;
+            if (const Rule* rule = config_->rule(d.rule)) {
+                q.options = rule->pluginOptions();
+            }
+            broker_.release(d.plugin, q);
+        }
     }
     ctx.faultQueueFd.reset(); // the fault fd holds its object: IOMMU_DESTROY is EBUSY before
     if (ctx.faultQueueId != 0 && ctx.iommufd.valid()) {
@@ -350,7 +480,12 @@ const Context* Engine::find(uint64_t id) const {
 
 uint64_t Engine::holderOf(const std::string& device) const {
     auto it = held_.find(device);
-    return it == held_.end() ? 0 : it->second;
+    return it == held_.end() || it->second.empty() ? 0 : it->second.front();
+}
+
+std::vector<uint64_t> Engine::holdersOf(const std::string& device) const {
+    auto it = held_.find(device);
+    return it == held_.end() ? std::vector<uint64_t>{} : it->second;
 }
 
 Outcome<Done> Engine::checkOwner(const Context& ctx, const Caller& caller) const {
@@ -385,7 +520,8 @@ void Engine::releaseUnchecked(uint64_t id) {
     }
     teardown(*it->second);
     for (auto h = held_.begin(); h != held_.end();) {
-        h = h->second == id ? held_.erase(h) : std::next(h);
+        std::erase(h->second, id);
+        h = h->second.empty() ? held_.erase(h) : std::next(h);
     }
     contexts_.erase(it);
 }
@@ -414,6 +550,32 @@ Outcome<uint32_t> Engine::allocatePasid(uint64_t id, const std::string& device,
         return fail(names::Error::NotSupported,
                     device + " cannot use PASIDs: it has no PASID capability, or its IOMMU "
                              "unit does not support PASID");
+    }
+    if (const Rule* rule = config_->rule(dev->rule); rule != nullptr && rule->limits.pasidQuota) {
+        uint32_t n = 0;
+        for (const auto& [cid, c] : contexts_) {
+            if (c->vm != ctx.vm) {
+                continue;
+            }
+            for (const auto& [pasid, owner] : c->pasids) {
+                const ContextDevice* d = c->device(owner);
+                n += d != nullptr && d->rule == dev->rule ? 1 : 0;
+            }
+        }
+        if (n >= *rule->limits.pasidQuota) {
+            return fail(names::Error::QuotaExceeded,
+                        "vm " + ctx.vm + " holds " + std::to_string(n) +
+                            " PASIDs on devices of rule '" + rule->name + "' (pasid_quota " +
+                            std::to_string(*rule->limits.pasidQuota) + ")");
+        }
+    }
+    // The VM's own quota when the configuration names it, else the default.
+    pasids_.clearQuota(ctx.vm);
+    for (const auto& [glob, quota] : config_->pasidQuotas) {
+        if (globMatch(glob, ctx.vm)) {
+            pasids_.setQuota(ctx.vm, quota);
+            break;
+        }
     }
     auto got = pasids_.allocate(dev->pasidWidth, ctx.vm);
     if (got.status == PasidStatus::QuotaExceeded) {

@@ -2,12 +2,19 @@
 // back. No D-Bus here: the adaptors decode a call into a request with the
 // caller's credentials, call the engine, and map its Outcome to a reply.
 //
+// Every device of a request passes the configuration's rules and then the
+// policy plugins (DeviceBroker) before anything is opened: no fd leaves
+// svad without a plugin's ALLOW. Each verdict is written as an audit record.
+//
 // Every allocation is two-phase: all kernel calls happen first, each undone
 // on failure by the guard that owns it; only a complete context is stored.
 #pragma once
 
+#include "svad/core/config.h"
 #include "svad/core/model.h"
+#include "svad/core/outcome.h"
 #include "svad/core/pasid_allocator.h"
+#include "svad/core/policy.h"
 #include "svad/names.h"
 #include "svad/ports/kernel.h"
 
@@ -22,26 +29,6 @@
 
 namespace svad::core {
 
-// A failure the caller sees as org.svad.Svad1.Error.<error>.
-struct Failure {
-    names::Error error = names::Error::InvalidArgument;
-    std::string message;
-};
-
-template <typename T> class Outcome {
-public:
-    Outcome(T value) : v_(std::move(value)) {}
-    Outcome(Failure f) : v_(std::move(f)) {}
-    bool ok() const { return std::holds_alternative<T>(v_); }
-    T& value() { return std::get<T>(v_); }
-    const Failure& failure() const { return std::get<Failure>(v_); }
-
-private:
-    std::variant<T, Failure> v_;
-};
-
-struct Done {};
-
 enum class ContextMode : uint32_t { Unknown = 0, Handoff = 1, Attached = 2 };
 enum class ContextState : uint32_t { Unknown = 0, Active = 1, Degraded = 2 };
 enum class HeldKind : uint32_t { Vfio = 1, Vdpa = 2, Queue = 3 };
@@ -50,6 +37,7 @@ struct Caller {
     uid_t uid = 0;
     pid_t pid = 0;
     std::string busName;
+    std::vector<gid_t> gids; // primary and supplementary, from the bus or the user database
 };
 
 struct AllocateRequest {
@@ -70,6 +58,8 @@ struct ContextDevice {
     uint32_t vdpaGroups = 0;
     uint32_t vdpaAddressSpaces = 0;
     uint32_t pasidWidth = 0; // 0: no PASID for this device
+    std::string plugin;      // the plugin that allowed and prepared it
+    std::string rule;        // the configuration rule, empty for the default policy
 };
 
 struct Context {
@@ -89,13 +79,14 @@ struct Context {
     std::vector<ContextDevice> devices;
     std::map<uint32_t, std::string> pasids;     // pasid -> device
     std::map<std::string, uint64_t> virtualIds; // device -> guest-visible ID
+    bool hostChanged = false;                   // a plugin rebound a driver while preparing it
 
     const ContextDevice* device(const std::string& id) const;
 };
 
 class Engine {
 public:
-    Engine(ports::Kernel& kernel, PasidAllocator& pasids);
+    Engine(ports::Kernel& kernel, PasidAllocator& pasids, DeviceBroker& broker);
     ~Engine();
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
@@ -103,6 +94,9 @@ public:
     // The host the next requests resolve devices against.
     void setHost(Host host);
     const Host& host() const { return host_; }
+    // The rules the next requests are judged by; contexts already made stay.
+    void setConfig(std::shared_ptr<const Config> config);
+    const Config& config() const { return *config_; }
 
     Outcome<Context*> allocate(const AllocateRequest& request, uint64_t nowUsec);
     // Whether the caller may act on a context: it exists, and the caller owns it or is root.
@@ -118,8 +112,10 @@ public:
 
     const Context* find(uint64_t id) const;
     const std::map<uint64_t, std::unique_ptr<Context>>& contexts() const { return contexts_; }
-    // The context holding a device (PCI address, vDPA name) or queue; 0 if none.
+    // The context holding a device (PCI address, vDPA name) or queue; 0 if none
+    // (the first, for a shared queue).
     uint64_t holderOf(const std::string& device) const;
+    std::vector<uint64_t> holdersOf(const std::string& device) const;
     // Contexts whose devices are no longer on the host (after a rescan): marked degraded.
     std::vector<uint64_t> markDegraded();
     size_t pasidCount() const;
@@ -127,17 +123,24 @@ public:
 private:
     struct Resolved;
     Outcome<Done> checkOwner(const Context& ctx, const Caller& caller) const;
-    Outcome<std::vector<Resolved>> resolve(const AllocateRequest& request) const;
+    Outcome<std::vector<Resolved>> resolve(const AllocateRequest& request);
+    Outcome<Done> judge(const AllocateRequest& request, std::vector<Resolved>& resolved);
+    PolicyQuery query(const AllocateRequest& request, const Resolved& r) const;
+    void audit(const AllocateRequest& request, const std::string& device, const std::string& plugin,
+               const std::string& verdict, const std::string& reason,
+               const std::string& rule) const;
     void teardown(Context& ctx);
     uint32_t pasidWidthOf(const PciDevice& dev) const;
     const PciDevice* pciDevice(const std::string& address) const;
 
     ports::Kernel& kernel_;
     PasidAllocator& pasids_;
+    DeviceBroker& broker_;
+    std::shared_ptr<const Config> config_;
     Host host_;
     uint64_t nextId_ = 1;
     std::map<uint64_t, std::unique_ptr<Context>> contexts_;
-    std::map<std::string, uint64_t> held_; // device id -> context
+    std::map<std::string, std::vector<uint64_t>> held_; // device id -> contexts
 };
 
 } // namespace svad::core

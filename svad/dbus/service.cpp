@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <boost/asio/post.hpp>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/syscall.h>
 #include <system_error>
 #include <time.h>
@@ -301,6 +303,7 @@ void Service::scanFinished(std::optional<core::Host> host, const std::string& er
 }
 
 void Service::Rescan(sdbus::Result<>&& result) {
+    (void)admin("Rescan");
     auto shared = std::make_shared<sdbus::Result<>>(std::move(result));
     rescan([shared](const std::optional<std::string>& error) {
         if (error) {
@@ -407,12 +410,38 @@ const char* modeName(core::ContextMode m) {
     return m == core::ContextMode::Attached ? "attached" : "handoff";
 }
 
-std::string joined(const std::vector<std::string>& items) {
+std::string joined(const std::vector<std::string>& items, const char* sep = ",") {
     std::string out;
     for (const auto& i : items) {
-        out += (out.empty() ? "" : ",") + i;
+        out += (out.empty() ? "" : sep) + i;
     }
     return out;
+}
+
+std::string joinedLines(const std::vector<std::string>& items) {
+    return joined(items, "\n");
+}
+
+// The groups of a uid in the user database (primary first); just the primary
+// gid's absence is fine: a uid without an entry has no groups.
+std::vector<gid_t> groupsOfUser(uid_t uid) {
+    std::vector<gid_t> out;
+    struct passwd pw {};
+    struct passwd* result = nullptr;
+    std::vector<char> buf(16384);
+    if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &result) != 0 || result == nullptr) {
+        return out;
+    }
+    int n = 64;
+    std::vector<gid_t> groups(static_cast<size_t>(n));
+    if (::getgrouplist(pw.pw_name, pw.pw_gid, groups.data(), &n) < 0) {
+        groups.resize(static_cast<size_t>(n));
+        if (::getgrouplist(pw.pw_name, pw.pw_gid, groups.data(), &n) < 0) {
+            return {pw.pw_gid};
+        }
+    }
+    groups.resize(static_cast<size_t>(n));
+    return groups;
 }
 
 } // namespace
@@ -439,14 +468,73 @@ core::Caller Service::caller() {
             throwError(names::Error::PermissionDenied,
                        "the bus did not tell who " + c.busName + " is");
         }
-        pid_t p = pid != creds.end() && pid->second.containsValueOfType<uint32_t>()
-                      ? static_cast<pid_t>(pid->second.get<uint32_t>())
-                      : 0;
-        it = credentials_.emplace(c.busName, std::make_pair(uid->second.get<uint32_t>(), p)).first;
+        Credentials cr;
+        cr.uid = uid->second.get<uint32_t>();
+        cr.pid = pid != creds.end() && pid->second.containsValueOfType<uint32_t>()
+                     ? static_cast<pid_t>(pid->second.get<uint32_t>())
+                     : 0;
+        // Groups: as the bus saw them when it has them, else the uid's groups in the user
+        // database (both name the uid the bus vouches for, never the caller's words).
+        auto gids = creds.find("UnixGroupIDs");
+        if (gids != creds.end() && gids->second.containsValueOfType<std::vector<uint32_t>>()) {
+            for (uint32_t g : gids->second.get<std::vector<uint32_t>>()) {
+                cr.gids.push_back(static_cast<gid_t>(g));
+            }
+        } else {
+            cr.gids = groupsOfUser(cr.uid);
+        }
+        it = credentials_.emplace(c.busName, std::move(cr)).first;
     }
-    c.uid = it->second.first;
-    c.pid = it->second.second;
+    c.uid = it->second.uid;
+    c.pid = it->second.pid;
+    c.gids = it->second.gids;
     return c;
+}
+
+core::Caller Service::admin(const std::string& action) {
+    core::Caller c = caller();
+    const core::Config& config = engine_.config();
+    if (!config.isAdmin(c.uid, c.gids)) {
+        std::string who = config.adminGroup.empty()
+                              ? std::string("root only (no admin_group is configured)")
+                              : "root and members of group " + config.adminGroup;
+        log::notice("refused " + action + " to uid " + std::to_string(c.uid) + ": not an admin",
+                    {{"VERDICT", "DENY"},
+                     {"PLUGIN", "authorization"},
+                     {"REASON", "not root and not in the admin group"},
+                     {"CALLER_UID", std::to_string(c.uid)},
+                     {"CALLER_PID", std::to_string(c.pid)}});
+        throwError(names::Error::PermissionDenied,
+                   action + " is for " + who + "; uid " + std::to_string(c.uid) + " is neither");
+    }
+    return c;
+}
+
+void Service::Reload() {
+    (void)admin("Reload");
+    auto errors = options_.reload ? options_.reload() : std::vector<std::string>{"no reload"};
+    if (!errors.empty()) {
+        throwError(names::Error::InvalidArgument, joinedLines(errors));
+    }
+    emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME,
+                                {"ConfigFile", "AdminGroup", "DefaultPolicy"});
+}
+
+std::vector<
+    sdbus::Struct<std::string, std::string, std::string, uint32_t, std::vector<std::string>>>
+Service::Plugins() {
+    return options_.plugins ? options_.plugins()
+                            : std::vector<sdbus::Struct<std::string, std::string, std::string,
+                                                        uint32_t, std::vector<std::string>>>{};
+}
+
+std::vector<sdbus::Struct<std::string, std::string>> Service::PluginRefusals() {
+    return options_.pluginRefusals ? options_.pluginRefusals()
+                                   : std::vector<sdbus::Struct<std::string, std::string>>{};
+}
+
+std::string Service::DefaultPolicy() {
+    return engine_.config().defaultPolicy == core::RuleAction::Allow ? "allow" : "deny";
 }
 
 uint64_t Service::contextFromPath(const std::string& path) const {
@@ -479,7 +567,7 @@ Service::AllocateContext(const std::string& vm, const std::vector<std::string>& 
     core::AllocateRequest req;
     req.vm = vm;
     req.devices = devices;
-    req.caller = caller();
+    req.caller = admin("AllocateContext");
     for (const auto& [key, value] : options) {
         if (key == "mode") {
             auto mode = filterValue<std::string>(key, value, "s");
@@ -510,7 +598,8 @@ Service::AllocateContext(const std::string& vm, const std::vector<std::string>& 
         log::warning("allocation refused: " + outcome.failure().message,
                      {{"VM", vm},
                       {"DEVICE", joined(devices)},
-                      {"VERDICT", "refused"},
+                      {"VERDICT", "DENY"},
+                      {"ERROR", std::string(names::errorInfo(outcome.failure().error).dbusName)},
                       {"REASON", outcome.failure().message},
                       {"CALLER_UID", std::to_string(req.caller.uid)},
                       {"CALLER_PID", std::to_string(req.caller.pid)}});
@@ -520,7 +609,11 @@ Service::AllocateContext(const std::string& vm, const std::vector<std::string>& 
     // From here on the context exists in the engine: anything that fails before
     // the reply is built takes it back, so nothing half-published stays.
     try {
-        return publishContext(*outcome.value(), devices, req.caller);
+        auto reply = publishContext(*outcome.value(), devices, req.caller);
+        if (outcome.value()->hostChanged) {
+            rescan(); // a plugin rebound drivers: publish what the host looks like now
+        }
+        return reply;
     } catch (const std::exception& e) {
         contextObjects_.erase(id);
         forgetLease(id);
@@ -569,6 +662,11 @@ Service::publishContext(const core::Context& ctx, const std::vector<std::string>
     std::map<std::string, sdbus::Variant> info;
     info["mode"] = sdbus::Variant(std::string(modeName(ctx.mode)));
     info["pasid_widths"] = sdbus::Variant(pasidWidths);
+    std::map<std::string, std::string> pluginOf;
+    for (const auto& d : ctx.devices) {
+        pluginOf[d.id] = d.plugin;
+    }
+    info["plugins"] = sdbus::Variant(pluginOf);
     if (ctx.mode == core::ContextMode::Attached) {
         info["ioas_id"] = sdbus::Variant(ctx.ioasId);
         info["dev_ids"] = sdbus::Variant(devIds);
@@ -592,11 +690,16 @@ Service::publishContext(const core::Context& ctx, const std::vector<std::string>
     contextObjects_.emplace(ctx.id, std::move(object));
     watchOwner(ctx);
     announceHolders(devices);
+    std::vector<std::string> plugins;
+    for (const auto& d : ctx.devices) {
+        plugins.push_back(d.plugin);
+    }
     log::notice("context allocated", {{"VM", ctx.vm},
                                       {"CONTEXT", std::to_string(ctx.id)},
                                       {"DEVICE", joined(devices)},
+                                      {"PLUGIN", joined(plugins)},
                                       {"MODE", modeName(ctx.mode)},
-                                      {"VERDICT", "allowed"},
+                                      {"VERDICT", "ALLOW"},
                                       {"CALLER_UID", std::to_string(caller.uid)},
                                       {"CALLER_PID", std::to_string(caller.pid)}});
     return {sdbus::ObjectPath(path), std::move(iommufd), std::move(fds), std::move(info)};
@@ -696,6 +799,7 @@ void Service::finishRelease(uint64_t id, const std::string& reason) {
         devices.push_back(d.id);
     }
     const std::string vm = ctx->vm;
+    const bool hostChanged = ctx->hostChanged;
     if (auto it = contextObjects_.find(id); it != contextObjects_.end()) {
         it->second->announceRelease(reason);
         contextObjects_.erase(it);
@@ -707,11 +811,14 @@ void Service::finishRelease(uint64_t id, const std::string& reason) {
                                                 {"CONTEXT", std::to_string(id)},
                                                 {"DEVICE", joined(devices)},
                                                 {"REASON", reason}});
+    if (hostChanged) {
+        rescan(); // a plugin gave rebound functions back to their drivers
+    }
 }
 
 void Service::ReleaseContext(const sdbus::ObjectPath& context) {
     const uint64_t id = contextFromPath(context);
-    if (auto access = engine_.checkAccess(id, caller()); !access.ok()) {
+    if (auto access = engine_.checkAccess(id, admin("ReleaseContext")); !access.ok()) {
         throwFailure(access.failure());
     }
     finishRelease(id, "released by the owner");
@@ -724,7 +831,7 @@ uint32_t Service::AllocatePasid(const sdbus::ObjectPath& context, const std::str
         throwError(names::Error::InvalidArgument,
                    "unknown option '" + options.begin()->first + "' (none are defined yet)");
     }
-    auto outcome = engine_.allocatePasid(id, device, caller());
+    auto outcome = engine_.allocatePasid(id, device, admin("AllocatePasid"));
     if (!outcome.ok()) {
         log::warning("PASID refused: " + outcome.failure().message,
                      {{"CONTEXT", std::to_string(id)}, {"DEVICE", device}});
@@ -740,7 +847,7 @@ uint32_t Service::AllocatePasid(const sdbus::ObjectPath& context, const std::str
 
 void Service::ReleasePasid(const sdbus::ObjectPath& context, const uint32_t& pasid) {
     const uint64_t id = contextFromPath(context);
-    auto outcome = engine_.releasePasid(id, pasid, caller());
+    auto outcome = engine_.releasePasid(id, pasid, admin("ReleasePasid"));
     if (!outcome.ok()) {
         throwFailure(outcome.failure());
     }
@@ -752,7 +859,7 @@ void Service::ReleasePasid(const sdbus::ObjectPath& context, const uint32_t& pas
 void Service::SetVirtualId(const sdbus::ObjectPath& context, const std::string& device,
                            const uint64_t& virtId) {
     const uint64_t id = contextFromPath(context);
-    auto outcome = engine_.setVirtualId(id, device, virtId, caller());
+    auto outcome = engine_.setVirtualId(id, device, virtId, admin("SetVirtualId"));
     if (!outcome.ok()) {
         throwFailure(outcome.failure());
     }

@@ -27,6 +27,13 @@ struct ServiceOptions {
     std::string devRoot;
     // Called on the loop thread with every newly scanned host (the sim kernel follows it).
     std::function<void(const core::Host&)> onHostChanged;
+    // Reloads the configuration; returns the errors (empty: the new one is in force).
+    std::function<std::vector<std::string>()> reload;
+    // The loaded plugins and the refused files, for the Plugins properties.
+    std::function<std::vector<
+        sdbus::Struct<std::string, std::string, std::string, uint32_t, std::vector<std::string>>>()>
+        plugins;
+    std::function<std::vector<sdbus::Struct<std::string, std::string>>()> pluginRefusals;
 };
 
 // Runs discovery; called on a worker thread, so it must touch nothing shared.
@@ -64,6 +71,14 @@ private:
     void ReleasePasid(const sdbus::ObjectPath& context, const uint32_t& pasid) override;
     void SetVirtualId(const sdbus::ObjectPath& context, const std::string& device,
                       const uint64_t& virtId) override;
+    void Reload() override;
+    std::vector<
+        sdbus::Struct<std::string, std::string, std::string, uint32_t, std::vector<std::string>>>
+    Plugins() override;
+    std::vector<sdbus::Struct<std::string, std::string>> PluginRefusals() override;
+    std::string ConfigFile() override { return engine_.config().path; }
+    std::string AdminGroup() override { return engine_.config().adminGroup; }
+    std::string DefaultPolicy() override;
     std::map<std::string, bool> KernelFeatures() override;
     std::map<std::string, std::string> KernelFeatureNotes() override;
     uint32_t ContextCount() override { return static_cast<uint32_t>(engine_.contexts().size()); }
@@ -90,6 +105,8 @@ private:
 
     // Contexts.
     core::Caller caller();
+    // The caller, when it is root or in the admin group; PermissionDenied otherwise.
+    core::Caller admin(const std::string& action);
     uint64_t contextFromPath(const std::string& path) const;
     void watchOwner(const core::Context& ctx);
     void onNameLost(const std::string& name);
@@ -128,7 +145,12 @@ private:
     std::map<std::string, std::vector<uint64_t>> nameWatches_;
     std::unique_ptr<sdbus::IProxy> busProxy_;
     // Credentials by unique bus name, asked of the bus once per client, dropped when it leaves.
-    std::map<std::string, std::pair<uid_t, pid_t>> credentials_;
+    struct Credentials {
+        uid_t uid = 0;
+        pid_t pid = 0;
+        std::vector<gid_t> gids;
+    };
+    std::map<std::string, Credentials> credentials_;
 
     // Rescans: callers waiting for the scan in flight, and for the next one.
     bool scanning_ = false;

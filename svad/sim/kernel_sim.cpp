@@ -61,32 +61,45 @@ bool SimFeatures::set(std::string_view name, bool on) {
     return false;
 }
 
+namespace {
+
+uint8_t pasidLog2Of(const core::Host& host, const core::PciDevice* dev) {
+    // A VF shares its PF's PASID capability.
+    const core::PasidCap* pasid = &dev->caps.pasid;
+    if (!pasid->present && !dev->physfn.empty()) {
+        for (const auto& pf : host.devices) {
+            if (pf.address == dev->physfn) {
+                pasid = &pf.caps.pasid;
+            }
+        }
+    }
+    uint32_t width = pasid->present ? pasid->maxWidth : 0;
+    for (const auto& u : host.units) {
+        if (u.name == dev->iommuUnit && u.vtd) {
+            width = std::min(width, u.vtd->pasidWidth);
+        }
+    }
+    return static_cast<uint8_t>(std::min<uint32_t>(width, 20));
+}
+
+} // namespace
+
+uint8_t SimConfig::pasidLog2(const core::Host& host, const std::string& address) {
+    for (const auto& d : host.devices) {
+        if (d.address == address) {
+            return pasidLog2Of(host, &d);
+        }
+    }
+    return 0;
+}
+
 SimConfig SimConfig::fromHost(const core::Host& host, const std::string& devRoot) {
     SimConfig c;
     c.devRoot = devRoot;
-    std::map<std::string, const core::IommuUnit*> units;
-    for (const auto& u : host.units) {
-        units.emplace(u.name, &u);
-    }
     for (const auto& d : host.devices) {
-        if (d.vfioDevice.empty()) {
-            continue;
+        if (!d.vfioDevice.empty()) {
+            c.vfio[d.vfioDevice] = pasidLog2Of(host, &d);
         }
-        // A VF shares its PF's PASID capability.
-        const core::PasidCap* pasid = &d.caps.pasid;
-        if (!pasid->present && !d.physfn.empty()) {
-            for (const auto& pf : host.devices) {
-                if (pf.address == d.physfn) {
-                    pasid = &pf.caps.pasid;
-                }
-            }
-        }
-        uint32_t width = pasid->present ? pasid->maxWidth : 0;
-        auto u = units.find(d.iommuUnit);
-        if (u != units.end() && u->second->vtd) {
-            width = std::min(width, u->second->vtd->pasidWidth);
-        }
-        c.vfio[d.vfioDevice] = static_cast<uint8_t>(std::min<uint32_t>(width, 20));
     }
     for (const auto& v : host.vdpa) {
         if (!v.vhostDevice.empty()) {
@@ -113,6 +126,11 @@ void KernelSim::setDevices(const SimConfig& devices) {
     config_.vfio = devices.vfio;
     config_.vhostVdpa = devices.vhostVdpa;
     config_.workQueues = devices.workQueues;
+}
+
+void KernelSim::addVfioDevice(const std::string& vfioName, uint8_t pasidLog2) {
+    std::lock_guard lock(mu_);
+    config_.vfio[vfioName] = pasidLog2;
 }
 
 uint32_t KernelSim::Context::allocId() const {

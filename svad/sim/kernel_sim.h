@@ -112,6 +112,8 @@ struct SimConfig {
     // VdpaDevice with a vhostDevice (2 groups, 2 address spaces), every
     // SiovQueue with a charDevice. All features on.
     static SimConfig fromHost(const core::Host& host, const std::string& devRoot);
+    // The PASID log2 fromHost gives the function at `address` (0 when unknown).
+    static uint8_t pasidLog2(const core::Host& host, const std::string& address);
 };
 
 // What the sim is tracking (for tests and diagnostics).
@@ -159,6 +161,8 @@ public:
     SimConfig config() const;
     // The host changed (a rescan): devices come and go; features stay as probed.
     void setDevices(const SimConfig& devices);
+    // A function was just bound to vfio-pci (the sim driver binder): its cdev appears.
+    void addVfioDevice(const std::string& vfioName, uint8_t pasidLog2);
 
     // The IOVA ranges of every IOAS: [0, 2^48 - 1] minus the MSI window.
     static constexpr uint64_t kMsiStart = 0xfee00000;

@@ -1,5 +1,6 @@
 #include "fixture.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -263,6 +264,13 @@ SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string>
     std::vector<std::string> argv = {SVAD_BINARY, "--bus",      bus_->address(),
                                      "--backend", "sim",        "--sysfs-root",
                                      sysfs(),     "--dev-root", dir_.path() + "/host/dev"};
+    if (std::find(extraArgs.begin(), extraArgs.end(), "--config") == extraArgs.end()) {
+        // svad's own plugins from the build tree, and every device for everyone.
+        const std::string config = dir_.path() + "/svad.yaml";
+        std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\n"
+                              << "default_policy: allow\n";
+        argv.insert(argv.end(), {"--config", config});
+    }
     argv.insert(argv.end(), extraArgs.begin(), extraArgs.end());
     svad_ = std::make_unique<Process>(argv, dir_.path() + "/svad.log");
     client_ = sdbus::createSessionBusConnectionWithAddress(bus_->address());

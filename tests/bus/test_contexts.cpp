@@ -378,13 +378,20 @@ TEST(Contexts, HotAddedDeviceCanBeAllocatedAfterRescan) {
     nic.classCode = 0x020000;
     nic.driver = "vfio-pci";
     nic.vfio = 9;
+    nic.group = 99; // VFIO isolates by IOMMU group: the vfio plugin refuses a function without
     extra.devices.push_back(nic);
+    hostgen::GroupSpec group;
+    group.id = 99;
+    extra.groups.push_back(group);
     const std::string other = f.root() + "/other";
     hostgen::writeTree(extra, other);
     std::filesystem::copy(std::filesystem::canonical(other + "/sys/bus/pci/devices/0000:d8:00.0"),
                           f.sysfs() + "/bus/pci/devices/0000:d8:00.0",
                           std::filesystem::copy_options::recursive |
                               std::filesystem::copy_options::copy_symlinks);
+    std::filesystem::copy(
+        other + "/sys/kernel/iommu_groups/99", f.sysfs() + "/kernel/iommu_groups/99",
+        std::filesystem::copy_options::recursive | std::filesystem::copy_options::copy_symlinks);
     EXPECT_EQ(errorOf([&] { allocate(f, "vm1", {"0000:d8:00.0"}); }),
               "org.svad.Svad1.Error.NotFound");
     f.proxy(kRoot)->callMethod("Rescan").onInterface(kManager);

@@ -1,6 +1,7 @@
 // The context engine against the simulated kernel: two-phase allocation
 // with rollback under a fail-nth sweep (every kernel call in turn fails),
 // and the engine's rules (who may hold what, PASIDs, quotas, virtual IDs).
+#include "open_broker.h"
 #include "svad/core/engine.h"
 #include "svad/sim/kernel_sim.h"
 
@@ -329,8 +330,9 @@ class EngineTest : public ::testing::Test {
 protected:
     EngineTest()
         : host_(testHost()), sim_(sim::SimConfig::fromHost(host_, "/dev")), kernel_(sim_),
-          engine_(std::make_unique<Engine>(kernel_, pasids_)) {
+          broker_(kernel_), engine_(std::make_unique<Engine>(kernel_, pasids_, broker_)) {
         engine_->setHost(host_);
+        engine_->setConfig(testing::allowAllConfig());
     }
 
     AllocateRequest request(std::vector<std::string> devices,
@@ -386,6 +388,7 @@ protected:
     sim::KernelSim sim_;
     FailingKernel kernel_;
     PasidAllocator pasids_;
+    testing::OpenBroker broker_;
     std::unique_ptr<Engine> engine_;
 };
 
@@ -916,7 +919,8 @@ TEST_F(EngineTest, EngineDestructorReleasesEverything) {
     sim_.collect();
     EXPECT_EQ(sim_.stats().files, 0u);
     EXPECT_EQ(sim_.stats().contexts, 0u);
-    engine_ = std::make_unique<Engine>(kernel_, pasids_);
+    engine_ = std::make_unique<Engine>(kernel_, pasids_, broker_);
+    engine_->setConfig(testing::allowAllConfig());
 }
 
 // ---- virtual IDs ---------------------------------------------------------------------

@@ -1,0 +1,126 @@
+// svad's idxd plugin: Intel SIOV work queues (DSA/IAA). Only enabled
+// user-type queues with a character device are handed out. A dedicated queue
+// goes to one context at a time; a shared queue to several, up to a limit:
+// the matching rule's shared_limit, else plugins.idxd.shared_limit, else 8.
+//
+// Settings (plugins.idxd in svad.yaml):
+//   shared_limit: N    contexts one shared queue may serve at once (default 8)
+#include "plugins/common/plugin_util.h"
+
+#include <string>
+#include <svad/plugin.h>
+
+namespace {
+
+using svad::plugins::option;
+using svad::plugins::say;
+using svad::plugins::smallNumber;
+using svad::plugins::text;
+
+constexpr long kDefaultSharedLimit = 8;
+
+struct State {
+    long sharedLimit = kDefaultSharedLimit;
+};
+
+int decide(void* state, const svad_request* r, char* reason, size_t size) {
+    auto* s = static_cast<State*>(state);
+    const svad_device* d = r->device;
+    if (d == nullptr || d->kind != SVAD_KIND_QUEUE) {
+        return SVAD_IGNORE;
+    }
+    const std::string id = text(d->id);
+    if (d->queue_type != 3) {
+        say(reason, size, id + " is not a user work queue (type must be user)");
+        return SVAD_DENY;
+    }
+    if (d->queue_state != 2) {
+        say(reason, size, id + " is not enabled");
+        return SVAD_DENY;
+    }
+    if (text(d->queue_node).empty()) {
+        say(reason, size, id + " has no character device");
+        return SVAD_DENY;
+    }
+    if (d->queue_mode == 1) {
+        if (d->holders > 0) {
+            say(reason, size, id + " is a dedicated queue and already held");
+            return SVAD_DENY;
+        }
+        say(reason, size, "dedicated queue " + id);
+        return SVAD_ALLOW;
+    }
+    if (d->queue_mode == 2) {
+        long limit = smallNumber(option(r, "shared_limit", ""));
+        if (limit < 0) {
+            limit = s->sharedLimit;
+        }
+        if (static_cast<long>(d->holders) >= limit) {
+            say(reason, size,
+                "shared queue " + id + " already serves " + std::to_string(d->holders) +
+                    " contexts (shared_limit " + std::to_string(limit) + ")");
+            return SVAD_DENY;
+        }
+        say(reason, size,
+            "shared queue " + id + ", context " + std::to_string(d->holders + 1) + " of " +
+                std::to_string(limit));
+        return SVAD_ALLOW;
+    }
+    say(reason, size, id + " has an unknown mode");
+    return SVAD_DENY;
+}
+
+int prepare(void* /*state*/, const svad_host* host, const svad_request* r, svad_prepared* out,
+            char* err, size_t size) {
+    int fd = host->open_work_queue(host->handle, r->device->id, err, size);
+    if (fd < 0) {
+        return fd;
+    }
+    out->fd = fd;
+    return 0;
+}
+
+int configure(void* state, const svad_option* options, size_t count, char* err, size_t size) {
+    auto* s = static_cast<State*>(state);
+    long limit = kDefaultSharedLimit;
+    for (size_t i = 0; i < count; ++i) {
+        std::string key = text(options[i].key);
+        std::string value = text(options[i].value);
+        if (key == "shared_limit") {
+            limit = smallNumber(value);
+            if (limit < 1) {
+                say(err, size, "shared_limit: expected a whole number from 1, not '" + value + "'");
+                return -EINVAL;
+            }
+        } else {
+            say(err, size, "unknown setting '" + key + "' (the idxd plugin knows shared_limit)");
+            return -EINVAL;
+        }
+    }
+    s->sharedLimit = limit;
+    return 0;
+}
+
+void fini(void* state) {
+    delete static_cast<State*>(state);
+}
+
+} // namespace
+
+extern "C" SVAD_PLUGIN_EXPORT int svad_plugin_init(uint32_t /*hostAbi*/, svad_plugin* p,
+                                                   size_t size) {
+    if (size < sizeof(svad_plugin)) {
+        return -ENOTSUP;
+    }
+    p->struct_size = sizeof(svad_plugin);
+    p->abi_version = SVAD_PLUGIN_ABI_VERSION;
+    p->name = "idxd";
+    p->kinds = SVAD_KIND_QUEUE;
+    p->state = new State();
+    p->decide = decide;
+    p->prepare = prepare;
+    p->fini = fini;
+    p->version = "1.0";
+    p->configure = configure;
+    return 0;
+}

@@ -1,0 +1,225 @@
+// svad's VFIO plugin: PCI functions for VFIO device cdevs.
+//
+// ALLOWs a function that has a VFIO cdev in a viable IOMMU group. With
+// auto_bind in the rule that matched, it also takes a function that is not
+// on vfio-pci yet: prepare rebinds the function and the group members that
+// block the group to vfio-pci (driver_override), and release gives each back
+// to the driver it had. SR-IOV VFs are handled like any function; they have
+// no PASID capability of their own and use their PF's (svad passes the PF's
+// width in pasid_width), which the verdict notes.
+//
+// Settings (plugins.vfio in svad.yaml):
+//   allow_vfs: true|false   whether VFs may be handed out (default true)
+#include "plugins/common/plugin_util.h"
+
+#include <map>
+#include <string>
+#include <svad/plugin.h>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using svad::plugins::option;
+using svad::plugins::say;
+using svad::plugins::text;
+using svad::plugins::truthy;
+
+struct State {
+    bool allowVfs = true;
+    // device -> the functions prepare rebound for it, with their old drivers, in order
+    std::map<std::string, std::vector<std::pair<std::string, std::string>>> rebound;
+};
+
+// "0000:00:1f.0 is bound to lpc_ich; ..." -> the addresses.
+std::vector<std::string> blockers(const svad_device* d) {
+    std::vector<std::string> out;
+    std::string all = text(d->group_blockers);
+    size_t pos = 0;
+    while (pos < all.size()) {
+        size_t end = all.find("; ", pos);
+        std::string one = all.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+        if (auto sp = one.find(' '); sp != std::string::npos) {
+            out.push_back(one.substr(0, sp));
+        }
+        if (end == std::string::npos) {
+            break;
+        }
+        pos = end + 2;
+    }
+    return out;
+}
+
+int decide(void* state, const svad_request* r, char* reason, size_t size) {
+    auto* s = static_cast<State*>(state);
+    const svad_device* d = r->device;
+    if (d == nullptr || d->kind != SVAD_KIND_PCI) {
+        return SVAD_IGNORE;
+    }
+    const std::string id = text(d->id);
+    const bool autoBind = truthy(option(r, "auto_bind", "false"));
+    const bool isVf = !text(d->physfn).empty();
+    std::string note;
+    if (isVf) {
+        if (!s->allowVfs) {
+            say(reason, size, id + " is an SR-IOV VF and plugins.vfio.allow_vfs is false");
+            return SVAD_DENY;
+        }
+        note = "; a VF of " + text(d->physfn) + ", sharing its PF's PASID capability (" +
+               std::to_string(d->pasid_width) + " bits)";
+    }
+    if (text(d->vfio_node).empty() && !autoBind) {
+        const std::string driver = text(d->driver);
+        say(reason, size,
+            id + " has no VFIO cdev (driver " + (driver.empty() ? std::string("none") : driver) +
+                "): bind it to vfio-pci, or set auto_bind in its rule");
+        return SVAD_DENY;
+    }
+    if (d->group_viable == 0 && !autoBind) {
+        say(reason, size,
+            "IOMMU group " + std::to_string(d->iommu_group) +
+                " is not viable: " + text(d->group_blockers));
+        return SVAD_DENY;
+    }
+    if (d->iommu_group < 0) {
+        say(reason, size, id + " is in no IOMMU group: VFIO cannot isolate it");
+        return SVAD_DENY;
+    }
+    bool needsBind = text(d->vfio_node).empty() || d->group_viable == 0;
+    say(reason, size,
+        (needsBind
+             ? "auto_bind: group " + std::to_string(d->iommu_group) + " goes to vfio-pci for " + id
+             : id + " on " + text(d->vfio_node) + ", group " + std::to_string(d->iommu_group) +
+                   " viable") +
+            note);
+    return SVAD_ALLOW;
+}
+
+int undo(const svad_host* host, std::vector<std::pair<std::string, std::string>>& done) {
+    int failures = 0;
+    for (auto it = done.rbegin(); it != done.rend(); ++it) {
+        char err[256] = {};
+        if (host->restore_driver(host->handle, it->first.c_str(), it->second.c_str(), err,
+                                 sizeof err) != 0) {
+            svad::plugins::hostLog(host, SVAD_LOG_WARNING, "vfio",
+                                   "could not give " + it->first + " back to " +
+                                       (it->second.empty() ? "no driver" : it->second) + ": " +
+                                       err);
+            ++failures;
+        }
+    }
+    done.clear();
+    return failures;
+}
+
+int prepare(void* state, const svad_host* host, const svad_request* r, svad_prepared* out,
+            char* err, size_t size) {
+    auto* s = static_cast<State*>(state);
+    const svad_device* d = r->device;
+    const std::string id = text(d->id);
+    std::string node = text(d->vfio_node);
+    bool needsBind = node.empty() || d->group_viable == 0;
+    if (needsBind) {
+        if (!SVAD_HAS_FIELD(host, svad_host, vfio_node) || host->bind_driver == nullptr) {
+            say(err, size, "this svad cannot rebind drivers (plugin ABI 2 needed)");
+            return -ENOTSUP;
+        }
+        std::vector<std::pair<std::string, std::string>> done;
+        std::vector<std::string> targets = blockers(d);
+        targets.push_back(id);
+        for (const auto& t : targets) {
+            char previous[128] = {};
+            char why[256] = {};
+            int rc = host->bind_driver(host->handle, t.c_str(), "vfio-pci", previous,
+                                       sizeof previous, why, sizeof why);
+            if (rc != 0) {
+                say(err, size, "binding " + t + " to vfio-pci: " + why);
+                (void)undo(host, done);
+                return rc;
+            }
+            if (std::string(previous) != "vfio-pci") {
+                done.emplace_back(t, previous);
+            }
+        }
+        char name[64] = {};
+        char why[256] = {};
+        int rc = host->vfio_node(host->handle, id.c_str(), name, sizeof name, why, sizeof why);
+        if (rc != 0) {
+            say(err, size, std::string("after binding to vfio-pci: ") + why);
+            (void)undo(host, done);
+            return rc;
+        }
+        node = name;
+        int fd = host->open_vfio_device(host->handle, node.c_str(), err, size);
+        if (fd < 0) {
+            (void)undo(host, done);
+            return fd;
+        }
+        out->fd = fd;
+        out->host_changed = done.empty() ? 0 : 1;
+        s->rebound[id] = std::move(done);
+        return 0;
+    }
+    int fd = host->open_vfio_device(host->handle, node.c_str(), err, size);
+    if (fd < 0) {
+        return fd;
+    }
+    out->fd = fd;
+    return 0;
+}
+
+void release(void* state, const svad_host* host, const svad_request* r) {
+    auto* s = static_cast<State*>(state);
+    auto it = s->rebound.find(text(r->device->id));
+    if (it == s->rebound.end()) {
+        return;
+    }
+    (void)undo(host, it->second);
+    s->rebound.erase(it);
+}
+
+int configure(void* state, const svad_option* options, size_t count, char* err, size_t size) {
+    auto* s = static_cast<State*>(state);
+    bool allowVfs = true;
+    for (size_t i = 0; i < count; ++i) {
+        std::string key = text(options[i].key);
+        std::string value = text(options[i].value);
+        if (key == "allow_vfs") {
+            if (value != "true" && value != "false") {
+                say(err, size, "allow_vfs: expected true or false, not '" + value + "'");
+                return -EINVAL;
+            }
+            allowVfs = value == "true";
+        } else {
+            say(err, size, "unknown setting '" + key + "' (the vfio plugin knows allow_vfs)");
+            return -EINVAL;
+        }
+    }
+    s->allowVfs = allowVfs;
+    return 0;
+}
+
+void fini(void* state) {
+    delete static_cast<State*>(state);
+}
+
+} // namespace
+
+extern "C" SVAD_PLUGIN_EXPORT int svad_plugin_init(uint32_t /*hostAbi*/, svad_plugin* p,
+                                                   size_t size) {
+    if (size < sizeof(svad_plugin)) {
+        return -ENOTSUP;
+    }
+    p->struct_size = sizeof(svad_plugin);
+    p->abi_version = SVAD_PLUGIN_ABI_VERSION;
+    p->name = "vfio";
+    p->kinds = SVAD_KIND_PCI;
+    p->state = new State();
+    p->decide = decide;
+    p->prepare = prepare;
+    p->release = release;
+    p->fini = fini;
+    p->version = "1.0";
+    p->configure = configure;
+    return 0;
+}

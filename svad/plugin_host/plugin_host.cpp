@@ -1,0 +1,612 @@
+#include "svad/plugin_host/plugin_host.h"
+
+#include "svad/core/log.h"
+#include "svad/names.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <svad/plugin.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace svad::plugin_host {
+
+namespace {
+
+constexpr size_t kTextSize = 512;
+// The part of struct svad_plugin every ABI has (version 1).
+constexpr size_t kPluginV1Size = offsetof(svad_plugin, fini) + sizeof(svad_plugin::fini);
+
+void putText(char* buf, size_t size, const std::string& text) {
+    if (buf != nullptr && size > 0) {
+        (void)std::snprintf(buf, size, "%s", text.c_str());
+    }
+}
+
+// What a plugin wrote into a buffer: up to the first NUL, at most the buffer.
+std::string takeText(const char* buf, size_t size) {
+    std::string s(buf, strnlen(buf, size));
+    return s;
+}
+
+bool validPluginName(const char* name) {
+    if (name == nullptr) {
+        return false;
+    }
+    size_t n = strnlen(name, 65);
+    if (n == 0 || n > 64) {
+        return false;
+    }
+    return std::all_of(name, name + n, [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '-' || c == '_';
+    });
+}
+
+std::vector<std::string> kindNames(uint32_t kinds) {
+    std::vector<std::string> out;
+    if ((kinds & SVAD_KIND_PCI) != 0) {
+        out.emplace_back("pci");
+    }
+    if ((kinds & SVAD_KIND_VDPA) != 0) {
+        out.emplace_back("vdpa");
+    }
+    if ((kinds & SVAD_KIND_QUEUE) != 0) {
+        out.emplace_back("queue");
+    }
+    return out;
+}
+
+// Owned by root or by svad's own user, and writable by neither group nor others.
+std::optional<std::string> unsafeOwnership(const struct stat& st) {
+    if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+        return "is owned by uid " + std::to_string(st.st_uid) + ", not by root";
+    }
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        char mode[8];
+        (void)std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        return std::string("is writable by ") +
+               ((st.st_mode & S_IWOTH) != 0 ? "others" : "its group") + " (mode " + mode + ")";
+    }
+    return std::nullopt;
+}
+
+// The C view of one PolicyQuery; the strings live as long as this object.
+class CQuery {
+public:
+    explicit CQuery(const core::PolicyQuery& q) : vm_(q.vm), id_(q.deviceId), rule_(q.rule) {
+        dev_.struct_size = sizeof dev_;
+        dev_.kind = static_cast<uint32_t>(q.kind);
+        dev_.iommu_group = -1;
+        dev_.group_viable = -1;
+        const core::PciDevice* ids = q.pci != nullptr ? q.pci : q.parent;
+        if (ids != nullptr) {
+            dev_.vendor = ids->vendor;
+            dev_.device = ids->device;
+            dev_.class_code = ids->classCode;
+        }
+        if (q.pci != nullptr) {
+            driver_ = q.pci->driver;
+            vfio_ = q.pci->vfioDevice;
+            physfn_ = q.pci->physfn;
+        }
+        if (q.group != nullptr) {
+            dev_.iommu_group = static_cast<int32_t>(q.group->id);
+            dev_.group_viable = q.group->viable ? 1 : 0;
+            for (const auto& b : q.group->blockers) {
+                blockers_ += (blockers_.empty() ? "" : "; ") + b;
+            }
+            members_ = q.group->devices;
+        }
+        if (q.vdpa != nullptr) {
+            driver_ = q.vdpa->driver;
+            vhost_ = q.vdpa->vhostDevice;
+            parent_ = q.vdpa->parentDevice;
+        }
+        if (q.queue != nullptr) {
+            parent_ = q.queue->parentDevice;
+            queueNode_ = q.queue->charDevice;
+            dev_.queue_mode = static_cast<uint32_t>(q.queue->mode);
+            dev_.queue_type = static_cast<uint32_t>(q.queue->type);
+            dev_.queue_state = static_cast<uint32_t>(q.queue->state);
+        }
+        dev_.id = id_.c_str();
+        dev_.driver = driver_.c_str();
+        dev_.group_blockers = blockers_.c_str();
+        dev_.vfio_node = vfio_.c_str();
+        dev_.physfn = physfn_.c_str();
+        dev_.pasid_width = q.pasidWidth;
+        dev_.vhost_node = vhost_.c_str();
+        dev_.parent = parent_.c_str();
+        dev_.queue_node = queueNode_.c_str();
+        dev_.holders = q.holders;
+        if (q.group != nullptr) {
+            for (const auto& m : members_) {
+                memberPtrs_.push_back(m.c_str());
+            }
+            memberPtrs_.push_back(nullptr);
+            dev_.iommu_group_members = memberPtrs_.data();
+        }
+        for (const auto& [k, v] : q.options) {
+            optionText_.emplace_back(k, v);
+        }
+        for (const auto& [k, v] : optionText_) {
+            options_.push_back(svad_option{k.c_str(), v.c_str()});
+        }
+        req_.struct_size = sizeof req_;
+        req_.mode = static_cast<uint32_t>(q.mode);
+        req_.vm = vm_.c_str();
+        req_.caller_uid = q.uid;
+        req_.caller_pid = q.pid;
+        req_.rule = rule_.c_str();
+        req_.device = &dev_;
+        req_.options = options_.empty() ? nullptr : options_.data();
+        req_.option_count = options_.size();
+    }
+    CQuery(const CQuery&) = delete;
+    CQuery& operator=(const CQuery&) = delete;
+
+    const svad_request* request() const { return &req_; }
+
+private:
+    std::string vm_, id_, rule_, driver_, blockers_, vfio_, physfn_, vhost_, parent_, queueNode_;
+    std::vector<std::string> members_;
+    std::vector<const char*> memberPtrs_;
+    std::vector<std::pair<std::string, std::string>> optionText_;
+    std::vector<svad_option> options_;
+    svad_device dev_{};
+    svad_request req_{};
+};
+
+PluginHost* hostOf(void* handle) {
+    return static_cast<PluginHost*>(handle);
+}
+
+int openResult(ports::Result<ports::UniqueFd> r, char* err, size_t errSize) {
+    if (!r) {
+        putText(err, errSize, r.error().message);
+        return -(r.error().err != 0 ? r.error().err : EIO);
+    }
+    return r.value().release();
+}
+
+int countResult(ports::Result<uint32_t> r, uint32_t* out, char* err, size_t errSize) {
+    if (!r) {
+        putText(err, errSize, r.error().message);
+        return -(r.error().err != 0 ? r.error().err : EIO);
+    }
+    if (out != nullptr) {
+        *out = r.value();
+    }
+    return 0;
+}
+
+bool badArg(const char* s, char* err, size_t errSize, const char* what) {
+    if (s == nullptr) {
+        putText(err, errSize, std::string(what) + " is NULL");
+        return true;
+    }
+    return false;
+}
+
+// ---- the host table's functions ----
+
+void hostLog(void* handle, int priority, const char* plugin, const char* message) {
+    (void)handle;
+    auto p = static_cast<log::Priority>(std::clamp(priority, 3, 7));
+    log::write(p, message != nullptr ? message : "",
+               {{"PLUGIN", plugin != nullptr ? plugin : "?"}});
+}
+
+int hostOpenVfio(void* handle, const char* node, char* err, size_t errSize) {
+    if (badArg(node, err, errSize, "vfio_node")) {
+        return -EINVAL;
+    }
+    return openResult(hostOf(handle)->kernel().openVfioDevice(node), err, errSize);
+}
+
+int hostOpenVhostVdpa(void* handle, const char* node, char* err, size_t errSize) {
+    if (badArg(node, err, errSize, "vhost_node")) {
+        return -EINVAL;
+    }
+    return openResult(hostOf(handle)->kernel().openVhostVdpa(node), err, errSize);
+}
+
+int hostVdpaGroupNum(void* handle, int fd, uint32_t* out, char* err, size_t errSize) {
+    return countResult(hostOf(handle)->kernel().vdpaGroupNum(fd), out, err, errSize);
+}
+
+int hostVdpaAsNum(void* handle, int fd, uint32_t* out, char* err, size_t errSize) {
+    return countResult(hostOf(handle)->kernel().vdpaAsNum(fd), out, err, errSize);
+}
+
+int hostOpenWorkQueue(void* handle, const char* queue, char* err, size_t errSize) {
+    if (badArg(queue, err, errSize, "queue")) {
+        return -EINVAL;
+    }
+    return openResult(hostOf(handle)->kernel().openWorkQueue(queue), err, errSize);
+}
+
+int hostBindDriver(void* handle, const char* address, const char* driver, char* previous,
+                   size_t previousSize, char* err, size_t errSize) {
+    if (badArg(address, err, errSize, "address") || badArg(driver, err, errSize, "driver")) {
+        return -EINVAL;
+    }
+    auto r = hostOf(handle)->binder().bind(address, driver);
+    if (!r) {
+        putText(err, errSize, r.error().message);
+        return -(r.error().err != 0 ? r.error().err : EIO);
+    }
+    putText(previous, previousSize, r.value());
+    return 0;
+}
+
+int hostRestoreDriver(void* handle, const char* address, const char* previous, char* err,
+                      size_t errSize) {
+    if (badArg(address, err, errSize, "address")) {
+        return -EINVAL;
+    }
+    auto r = hostOf(handle)->binder().restore(address, previous != nullptr ? previous : "");
+    if (!r) {
+        putText(err, errSize, r.error().message);
+        return -(r.error().err != 0 ? r.error().err : EIO);
+    }
+    return 0;
+}
+
+int hostVfioNode(void* handle, const char* address, char* node, size_t nodeSize, char* err,
+                 size_t errSize) {
+    if (badArg(address, err, errSize, "address")) {
+        return -EINVAL;
+    }
+    auto r = hostOf(handle)->binder().vfioNode(address);
+    if (!r) {
+        putText(err, errSize, r.error().message);
+        return -(r.error().err != 0 ? r.error().err : EIO);
+    }
+    if (r.value().size() + 1 > nodeSize) {
+        putText(err, errSize, "buffer too small for " + r.value());
+        return -ERANGE;
+    }
+    putText(node, nodeSize, r.value());
+    return 0;
+}
+
+} // namespace
+
+struct PluginHost::Loaded {
+    void* handle = nullptr;
+    svad_plugin table{};
+    PluginInfo info;
+
+    bool has(size_t offsetEnd) const { return table.struct_size >= offsetEnd; }
+    bool hasConfigure() const {
+        return has(offsetof(svad_plugin, configure) + sizeof table.configure) &&
+               table.configure != nullptr;
+    }
+    ~Loaded() {
+        if (table.fini != nullptr) {
+            table.fini(table.state);
+        }
+        if (handle != nullptr) {
+            ::dlclose(handle);
+        }
+    }
+};
+
+PluginHost::PluginHost(ports::Kernel& kernel, ports::DriverBinder& binder)
+    : kernel_(kernel), binder_(binder), host_(std::make_unique<svad_host>()) {
+    *host_ = svad_host{};
+    host_->struct_size = sizeof(svad_host);
+    host_->handle = this;
+    host_->log = hostLog;
+    host_->open_vfio_device = hostOpenVfio;
+    host_->open_vhost_vdpa = hostOpenVhostVdpa;
+    host_->vdpa_group_num = hostVdpaGroupNum;
+    host_->vdpa_as_num = hostVdpaAsNum;
+    host_->open_work_queue = hostOpenWorkQueue;
+    host_->bind_driver = hostBindDriver;
+    host_->restore_driver = hostRestoreDriver;
+    host_->vfio_node = hostVfioNode;
+}
+
+PluginHost::~PluginHost() {
+    // Unload in reverse order of loading.
+    while (!loaded_.empty()) {
+        loaded_.pop_back();
+    }
+}
+
+void PluginHost::refuse(const std::string& path, const std::string& reason) {
+    log::warning("plugin refused: " + path + " " + reason, {{"PLUGIN_FILE", path}});
+    refusals_.push_back(Refusal{path, reason});
+}
+
+void PluginHost::loadDirectory(const std::string& dir) {
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        refuse(dir, std::string("cannot be opened: ") + std::strerror(errno) +
+                        " (no plugins: every request is denied)");
+        return;
+    }
+    struct stat st {};
+    if (::fstat(dfd, &st) != 0) {
+        ::close(dfd);
+        refuse(dir, std::string("cannot be read: ") + std::strerror(errno));
+        return;
+    }
+    if (auto why = unsafeOwnership(st)) {
+        ::close(dfd);
+        refuse(dir, "(the plugin directory) " + *why + ": no plugin loaded from it");
+        return;
+    }
+    DIR* d = ::fdopendir(dfd);
+    if (d == nullptr) {
+        ::close(dfd);
+        refuse(dir, std::string("cannot be listed: ") + std::strerror(errno));
+        return;
+    }
+    std::vector<std::string> names;
+    while (struct dirent* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        if (n.size() > 3 && n.compare(n.size() - 3, 3, ".so") == 0) {
+            names.push_back(n);
+        }
+    }
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    for (const auto& n : names) {
+        (void)loadFile(dir + "/" + n);
+    }
+}
+
+std::optional<std::string> PluginHost::loadFile(const std::string& path) {
+    auto refused = [this, &path](const std::string& why) -> std::optional<std::string> {
+        refuse(path, why);
+        return why;
+    };
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        return refused(errno == ELOOP ? std::string("is a symbolic link")
+                                      : std::string("cannot be opened: ") + std::strerror(errno));
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        return refused("is not a regular file");
+    }
+    if (auto why = unsafeOwnership(st)) {
+        ::close(fd);
+        return refused(*why);
+    }
+    // The directory is checked too (nobody but root may swap the file in it), and the
+    // file loaded must be the one checked: same device and inode.
+    void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    ::close(fd);
+    struct stat again {};
+    if (handle != nullptr && (::stat(path.c_str(), &again) != 0 || again.st_dev != st.st_dev ||
+                              again.st_ino != st.st_ino)) {
+        ::dlclose(handle);
+        return refused("changed while it was being loaded");
+    }
+    if (handle == nullptr) {
+        const char* e = ::dlerror();
+        return refused(std::string("cannot be loaded: ") + (e != nullptr ? e : "dlopen failed"));
+    }
+    auto loaded = std::make_unique<Loaded>();
+    loaded->handle = handle;
+    loaded->info.path = path;
+    auto init = reinterpret_cast<svad_plugin_init_fn>(::dlsym(handle, SVAD_PLUGIN_INIT_SYMBOL));
+    if (init == nullptr) {
+        return refused("does not export " SVAD_PLUGIN_INIT_SYMBOL);
+    }
+    svad_plugin& t = loaded->table;
+    int rc = init(SVAD_PLUGIN_ABI_VERSION, &t, sizeof t);
+    auto notInitialized = [&loaded] { loaded->table.fini = nullptr; };
+    if (rc != 0) {
+        notInitialized();
+        return refused(std::string(SVAD_PLUGIN_INIT_SYMBOL) +
+                       " failed: " + std::strerror(rc < 0 ? -rc : rc));
+    }
+    if (t.abi_version == 0 || t.abi_version > SVAD_PLUGIN_ABI_VERSION) {
+        notInitialized();
+        return refused("speaks plugin ABI " + std::to_string(t.abi_version) +
+                       "; this svad knows 1 to " + std::to_string(SVAD_PLUGIN_ABI_VERSION));
+    }
+    if (t.struct_size < kPluginV1Size || t.struct_size > sizeof t) {
+        notInitialized();
+        return refused("declares a struct svad_plugin of " + std::to_string(t.struct_size) +
+                       " bytes; ABI " + std::to_string(t.abi_version) + " needs " +
+                       std::to_string(kPluginV1Size) + " to " + std::to_string(sizeof t));
+    }
+    if (!validPluginName(t.name)) {
+        return refused("has no valid name (1 to 64 of letters, digits, - and _)");
+    }
+    if (t.decide == nullptr || t.prepare == nullptr) {
+        return refused(std::string("plugin '") + t.name + "' leaves out " +
+                       (t.decide == nullptr ? "decide" : "prepare") + ", which is required");
+    }
+    if (t.kinds == 0 ||
+        (t.kinds & ~uint32_t{SVAD_KIND_PCI | SVAD_KIND_VDPA | SVAD_KIND_QUEUE}) != 0) {
+        return refused(std::string("plugin '") + t.name + "' declares unknown device kinds " +
+                       std::to_string(t.kinds));
+    }
+    if (find(t.name) != nullptr) {
+        return refused(std::string("plugin '") + t.name + "' is already loaded from " +
+                       find(t.name)->info.path);
+    }
+    loaded->info.name = t.name;
+    loaded->info.abi = t.abi_version;
+    loaded->info.kinds = kindNames(t.kinds);
+    if (loaded->has(offsetof(svad_plugin, version) + sizeof t.version) && t.version != nullptr) {
+        loaded->info.version = takeText(t.version, 64);
+    }
+    log::info("plugin loaded: " + loaded->info.name + " from " + path,
+              {{"PLUGIN", loaded->info.name}, {"PLUGIN_ABI", std::to_string(t.abi_version)}});
+    loaded_.push_back(std::move(loaded));
+    return std::nullopt;
+}
+
+PluginHost::Loaded* PluginHost::find(const std::string& name) {
+    for (auto& l : loaded_) {
+        if (l->info.name == name) {
+            return l.get();
+        }
+    }
+    return nullptr;
+}
+
+std::vector<PluginInfo> PluginHost::plugins() const {
+    std::vector<PluginInfo> out;
+    out.reserve(loaded_.size());
+    for (const auto& l : loaded_) {
+        out.push_back(l->info);
+    }
+    return out;
+}
+
+std::vector<std::string> PluginHost::configure(const core::Config& config,
+                                               const core::Config* previous) {
+    auto apply = [this](const core::Config& c) {
+        std::vector<std::string> errors;
+        for (auto& l : loaded_) {
+            std::vector<std::pair<std::string, std::string>> opts;
+            if (auto it = c.pluginOptions.find(l->info.name); it != c.pluginOptions.end()) {
+                opts = it->second;
+            }
+            if (!l->hasConfigure()) {
+                if (!opts.empty()) {
+                    errors.push_back("plugins." + l->info.name + ": plugin '" + l->info.name +
+                                     "' takes no settings");
+                }
+                continue;
+            }
+            std::vector<svad_option> copts;
+            for (const auto& [k, v] : opts) {
+                copts.push_back(svad_option{k.c_str(), v.c_str()});
+            }
+            char err[kTextSize] = {};
+            int rc = l->table.configure(l->table.state, copts.empty() ? nullptr : copts.data(),
+                                        copts.size(), err, sizeof err);
+            if (rc != 0) {
+                errors.push_back("plugins." + l->info.name + ": " + takeText(err, sizeof err));
+            }
+        }
+        for (const auto& [name, opts] : c.pluginOptions) {
+            if (find(name) == nullptr) {
+                log::warning("configuration has settings for plugin '" + name +
+                                 "', which is not loaded",
+                             {{"PLUGIN", name}});
+            }
+        }
+        return errors;
+    };
+    auto errors = apply(config);
+    if (!errors.empty() && previous != nullptr) {
+        (void)apply(*previous);
+    }
+    return errors;
+}
+
+core::PolicyDecision PluginHost::decide(const core::PolicyQuery& query) {
+    core::PolicyDecision d;
+    CQuery c(query);
+    const auto bit = static_cast<uint32_t>(query.kind);
+    std::string firstAllow;
+    std::string firstAllowReason;
+    std::string asked;
+    for (auto& l : loaded_) {
+        if ((l->table.kinds & bit) == 0) {
+            continue;
+        }
+        char reason[kTextSize] = {};
+        int v = l->table.decide(l->table.state, c.request(), reason, sizeof reason);
+        core::PluginVerdict pv;
+        pv.plugin = l->info.name;
+        pv.reason = takeText(reason, sizeof reason);
+        if (v == SVAD_ALLOW || v == SVAD_DENY || v == SVAD_IGNORE) {
+            pv.verdict = static_cast<core::Verdict>(v);
+        } else {
+            pv.verdict = core::Verdict::Deny;
+            pv.reason = "answered an unknown verdict " + std::to_string(v);
+        }
+        if (pv.reason.empty()) {
+            pv.reason = "(no reason given)";
+        }
+        asked += (asked.empty() ? "" : ", ") + pv.plugin;
+        if (pv.verdict == core::Verdict::Deny && d.plugin.empty()) {
+            d.plugin = pv.plugin;
+            d.reason = "plugin " + pv.plugin + " denies: " + pv.reason;
+        }
+        if (pv.verdict == core::Verdict::Allow && firstAllow.empty()) {
+            firstAllow = pv.plugin;
+            firstAllowReason = pv.reason;
+        }
+        d.verdicts.push_back(std::move(pv));
+    }
+    if (!d.plugin.empty()) {
+        d.allowed = false;
+    } else if (!firstAllow.empty()) {
+        d.allowed = true;
+        d.plugin = firstAllow;
+        d.reason = "plugin " + firstAllow + " allows: " + firstAllowReason;
+    } else {
+        d.allowed = false;
+        d.reason = asked.empty() ? std::string("no loaded plugin handles ") +
+                                       core::toString(query.kind) + " devices"
+                                 : "no plugin allows it (asked: " + asked + ")";
+    }
+    return d;
+}
+
+core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugin,
+                                                        const core::PolicyQuery& query) {
+    Loaded* l = find(plugin);
+    if (l == nullptr) {
+        return core::Failure{names::Error::NotSupported, "plugin " + plugin + " is not loaded"};
+    }
+    CQuery c(query);
+    svad_prepared out{};
+    out.struct_size = sizeof out;
+    out.fd = -1;
+    char err[kTextSize] = {};
+    int rc = l->table.prepare(l->table.state, host_.get(), c.request(), &out, err, sizeof err);
+    ports::UniqueFd fd(out.fd);
+    if (rc != 0) {
+        int e = rc < 0 ? -rc : EIO;
+        names::Error name = names::errorFromErrno(e);
+        if (e == ENOTTY || e == ENOSYS) {
+            name = names::Error::NotSupported;
+        }
+        return core::Failure{name, "plugin " + plugin + " could not prepare " + query.deviceId +
+                                       ": " + takeText(err, sizeof err)};
+    }
+    if (!fd.valid() || ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC) != 0) {
+        (void)fd.release(); // not ours: an invalid number
+        return core::Failure{names::Error::KernelError, "plugin " + plugin + " prepared " +
+                                                            query.deviceId +
+                                                            " but handed back no open fd"};
+    }
+    core::PreparedDevice p;
+    p.fd = std::move(fd);
+    p.vdpaGroups = out.vdpa_groups;
+    p.vdpaAddressSpaces = out.vdpa_address_spaces;
+    p.hostChanged = out.host_changed != 0;
+    return p;
+}
+
+void PluginHost::release(const std::string& plugin, const core::PolicyQuery& query) {
+    Loaded* l = find(plugin);
+    if (l == nullptr || l->table.release == nullptr) {
+        return;
+    }
+    CQuery c(query);
+    l->table.release(l->table.state, host_.get(), c.request());
+}
+
+} // namespace svad::plugin_host

@@ -1,0 +1,32 @@
+// DriverBinder on a generated host tree: what the kernel would do to sysfs
+// and /dev when a function is rebound (the driver link, driver_override,
+// vfio-dev/vfioN and /dev/vfio/devices/vfioN), and the sim kernel told of the
+// new cdev, so that a rescan afterwards sees what a real host would show.
+#pragma once
+
+#include "svad/ports/driver_binder.h"
+#include "svad/sim/kernel_sim.h"
+
+#include <functional>
+#include <string>
+
+namespace svad::sim {
+
+class DriverBinderSim final : public ports::DriverBinder {
+public:
+    // pasidLog2: the PASID width the sim kernel gives a newly bound function.
+    DriverBinderSim(std::string sysfsRoot, std::string devRoot, KernelSim& kernel,
+                    std::function<uint8_t(const std::string& address)> pasidLog2);
+    ports::Result<std::string> bind(const std::string& address, const std::string& driver) override;
+    ports::Status restore(const std::string& address, const std::string& previous) override;
+    ports::Result<std::string> vfioNode(const std::string& address) override;
+
+private:
+    ports::Status setDriver(const std::string& address, const std::string& driver);
+    std::string sysfs_;
+    std::string dev_;
+    KernelSim& kernel_;
+    std::function<uint8_t(const std::string&)> pasidLog2_;
+};
+
+} // namespace svad::sim
