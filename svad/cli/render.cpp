@@ -481,4 +481,49 @@ std::string renderContexts(const Objects& objects, bool json) {
     return renderTable(rows);
 }
 
+std::string
+renderPlugins(const std::vector<sdbus::Struct<std::string, std::string, std::string, uint32_t,
+                                              std::vector<std::string>>>& plugins,
+              const std::vector<sdbus::Struct<std::string, std::string>>& refused, bool json) {
+    auto joinKinds = [](const std::vector<std::string>& kinds, const char* sep) {
+        std::string out;
+        for (const auto& k : kinds) {
+            out += (out.empty() ? "" : sep) + k;
+        }
+        return out;
+    };
+    if (json) {
+        std::string out = "{\"plugins\":[";
+        for (size_t i = 0; i < plugins.size(); ++i) {
+            const auto& p = plugins[i];
+            std::string kinds;
+            for (const auto& k : p.get<4>()) {
+                kinds += (kinds.empty() ? "" : ",") + jsonString(k);
+            }
+            out += (i == 0 ? "" : ",") + std::string("{\"name\":") + jsonString(p.get<0>()) +
+                   ",\"version\":" + jsonString(p.get<1>()) +
+                   ",\"file\":" + jsonString(p.get<2>()) +
+                   ",\"abi\":" + std::to_string(p.get<3>()) + ",\"kinds\":[" + kinds + "]}";
+        }
+        out += "],\"refused\":[";
+        for (size_t i = 0; i < refused.size(); ++i) {
+            out += (i == 0 ? "" : ",") + std::string("{\"file\":") +
+                   jsonString(refused[i].get<0>()) +
+                   ",\"reason\":" + jsonString(refused[i].get<1>()) + "}";
+        }
+        return out + "]}\n";
+    }
+    std::vector<std::vector<std::string>> rows = {{"NAME", "VERSION", "ABI", "KINDS", "FILE"}};
+    for (const auto& p : plugins) {
+        rows.push_back({p.get<0>(), p.get<1>().empty() ? "-" : p.get<1>(),
+                        std::to_string(p.get<3>()), joinKinds(p.get<4>(), ","), p.get<2>()});
+    }
+    std::string out =
+        plugins.empty() ? "no plugins loaded: svad allows nothing\n" : renderTable(rows);
+    for (const auto& r : refused) {
+        out += "refused: " + r.get<0>() + ": " + r.get<1>() + "\n";
+    }
+    return out;
+}
+
 } // namespace svad::cli

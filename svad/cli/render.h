@@ -20,6 +20,13 @@ std::string renderListing(const std::string& what, const Objects& objects, bool 
 // JSON array of their properties.
 std::string renderContexts(const Objects& objects, bool json);
 
+// The Plugins and PluginRefusals properties: a table of the loaded plugins and the
+// refused files, or {"plugins": [...], "refused": [...]}.
+std::string
+renderPlugins(const std::vector<sdbus::Struct<std::string, std::string, std::string, uint32_t,
+                                              std::vector<std::string>>>& plugins,
+              const std::vector<sdbus::Struct<std::string, std::string>>& refused, bool json);
+
 // One value as text or as JSON (any type svad uses, "<sig>"/null for others).
 std::string renderValue(const std::string& name, const sdbus::Variant& v, bool json);
 std::string jsonString(const std::string& s);

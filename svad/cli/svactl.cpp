@@ -39,7 +39,11 @@ void printHelp() {
         "  show ID         everything about one object: a PCI address (0000:6a:01.0\n"
         "                  or 6a:01.0), a vDPA device, a queue (wq0.0), a unit\n"
         "                  (dmar0), a group number or an object path\n"
-        "  rescan          re-read the host and wait until svad has published it\n\n"
+        "  rescan          re-read the host and wait until svad has published it\n"
+        "  plugins         the policy plugins svad loaded, in the order it asks them,\n"
+        "                  and the files it refused with the reason\n"
+        "  reload          make svad read its configuration again (a bad file is\n"
+        "                  refused with every error and the running one stays)\n\n"
         "Contexts (what a VM holds: an iommufd and its devices' fds):\n"
         "  alloc --vm NAME [--mode handoff|attached] [--fault-queue] [--owner-pid PID]\n"
         "        DEVICE...\n"
@@ -159,7 +163,8 @@ int run(const Options& o) {
     static const std::vector<std::string> kListings = {"devices", "vdpa", "groups", "units",
                                                        "queues"};
     const bool listing = std::find(kListings.begin(), kListings.end(), cmd) != kListings.end();
-    if (!listing && cmd != "status" && cmd != "show" && cmd != "rescan") {
+    if (!listing && cmd != "status" && cmd != "show" && cmd != "rescan" && cmd != "plugins" &&
+        cmd != "reload") {
         fail(kExitUsage, "unknown command '" + cmd + "' (try --help)");
     }
     if (cmd == "show" && o.args.size() != 2) {
@@ -187,6 +192,21 @@ int run(const Options& o) {
         } else {
             std::printf("{\"rescanned\":true}\n");
         }
+        return 0;
+    }
+    if (cmd == "reload") {
+        manager.Reload();
+        std::printf(o.json ? "{\"reloaded\":true,\"config\":%s}\n" : "reloaded %s\n",
+                    o.json ? svad::cli::jsonString(manager.ConfigFile()).c_str()
+                           : (manager.ConfigFile().empty() ? std::string("(built-in defaults)")
+                                                           : manager.ConfigFile())
+                                 .c_str());
+        return 0;
+    }
+    if (cmd == "plugins") {
+        (void)std::fputs(
+            svad::cli::renderPlugins(manager.Plugins(), manager.PluginRefusals(), o.json).c_str(),
+            stdout);
         return 0;
     }
     if (cmd == "status") {

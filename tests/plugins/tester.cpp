@@ -1,0 +1,106 @@
+// A configurable plugin for the plugin-host tests, for every device kind.
+// Settings (configure): deny = a device id it denies, others = allow|ignore
+// (what it says of the rest), fail_prepare = a device id whose prepare fails.
+// prepare opens queues and vDPA devices through the host like a real plugin.
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <svad/plugin.h>
+
+namespace {
+
+struct State {
+    std::string deny;
+    bool allowOthers = true;
+    std::string failPrepare;
+    int released = 0;
+};
+
+int decide(void* state, const svad_request* r, char* reason, size_t size) {
+    auto* s = static_cast<State*>(state);
+    if (s->deny == r->device->id) {
+        (void)std::snprintf(reason, size, "tester denies %s", r->device->id);
+        return SVAD_DENY;
+    }
+    (void)std::snprintf(reason, size, "tester %s %s", s->allowOthers ? "allows" : "ignores",
+                        r->device->id);
+    return s->allowOthers ? SVAD_ALLOW : SVAD_IGNORE;
+}
+
+int prepare(void* state, const svad_host* host, const svad_request* r, svad_prepared* out,
+            char* err, size_t size) {
+    auto* s = static_cast<State*>(state);
+    if (s->failPrepare == r->device->id) {
+        (void)std::snprintf(err, size, "tester fails to prepare %s", r->device->id);
+        return -EIO;
+    }
+    const svad_device* d = r->device;
+    int fd = -ENODEV;
+    if (d->kind == SVAD_KIND_QUEUE) {
+        fd = host->open_work_queue(host->handle, d->id, err, size);
+    } else if (d->kind == SVAD_KIND_VDPA) {
+        fd = host->open_vhost_vdpa(host->handle, d->vhost_node, err, size);
+    } else {
+        fd = host->open_vfio_device(host->handle, d->vfio_node, err, size);
+    }
+    if (fd < 0) {
+        return fd;
+    }
+    out->fd = fd;
+    return 0;
+}
+
+void release(void* state, const svad_host*, const svad_request*) {
+    ++static_cast<State*>(state)->released;
+}
+
+int configure(void* state, const svad_option* o, size_t n, char* err, size_t size) {
+    State next;
+    for (size_t i = 0; i < n; ++i) {
+        std::string k = o[i].key;
+        std::string v = o[i].value;
+        if (k == "deny") {
+            next.deny = v;
+        } else if (k == "others") {
+            if (v != "allow" && v != "ignore") {
+                (void)std::snprintf(err, size, "others: expected allow or ignore");
+                return -EINVAL;
+            }
+            next.allowOthers = v == "allow";
+        } else if (k == "fail_prepare") {
+            next.failPrepare = v;
+        } else {
+            (void)std::snprintf(err, size, "unknown setting '%s'", k.c_str());
+            return -EINVAL;
+        }
+    }
+    auto* s = static_cast<State*>(state);
+    next.released = s->released;
+    *s = next;
+    return 0;
+}
+
+void fini(void* state) {
+    delete static_cast<State*>(state);
+}
+
+} // namespace
+
+extern "C" SVAD_PLUGIN_EXPORT int svad_plugin_init(uint32_t, svad_plugin* p, size_t size) {
+    if (size < sizeof(svad_plugin)) {
+        return -ENOTSUP;
+    }
+    p->struct_size = sizeof(svad_plugin);
+    p->abi_version = SVAD_PLUGIN_ABI_VERSION;
+    p->name = "tester";
+    p->kinds = SVAD_KIND_PCI | SVAD_KIND_VDPA | SVAD_KIND_QUEUE;
+    p->state = new State();
+    p->decide = decide;
+    p->prepare = prepare;
+    p->release = release;
+    p->fini = fini;
+    p->version = "test";
+    p->configure = configure;
+    return 0;
+}
