@@ -121,12 +121,13 @@ std::string Process::log() const {
     return readFile(logFile_);
 }
 
-PrivateBus::PrivateBus(const std::string& dir) {
+PrivateBus::PrivateBus(const std::string& dir, const std::string& configFile) {
     const std::string socket = dir + "/bus";
     address_ = "unix:path=" + socket;
     daemon_ = std::make_unique<Process>(
-        std::vector<std::string>{"dbus-daemon", "--session", "--address=" + address_, "--nofork",
-                                 "--nopidfile", "--nosyslog"},
+        std::vector<std::string>{"dbus-daemon",
+                                 configFile.empty() ? "--session" : "--config-file=" + configFile,
+                                 "--address=" + address_, "--nofork", "--nopidfile", "--nosyslog"},
         dir + "/dbus-daemon.log");
     // Ready when it accepts a connection (the socket file exists before listen()).
     for (int i = 0; i < 500; ++i) {
@@ -258,9 +259,10 @@ hostgen::HostSpec testHost() {
     return h;
 }
 
-SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs) {
+SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs,
+                         const std::string& busConfig) {
     hostgen::writeTree(host, dir_.path() + "/host");
-    bus_ = std::make_unique<PrivateBus>(dir_.path());
+    bus_ = std::make_unique<PrivateBus>(dir_.path(), busConfig);
     std::vector<std::string> argv = {SVAD_BINARY, "--bus",      bus_->address(),
                                      "--backend", "sim",        "--sysfs-root",
                                      sysfs(),     "--dev-root", dir_.path() + "/host/dev"};

@@ -48,7 +48,9 @@ private:
 
 class PrivateBus {
 public:
-    explicit PrivateBus(const std::string& dir);
+    // A session-type bus; with a configFile, dbus-daemon runs on that configuration
+    // instead (a bus other users may join, or one under svad's system-bus policy).
+    explicit PrivateBus(const std::string& dir, const std::string& configFile = {});
     const std::string& address() const { return address_; }
 
 private:
@@ -72,7 +74,8 @@ hostgen::HostSpec testHost();
 
 class SvadFixture {
 public:
-    explicit SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs = {});
+    explicit SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs = {},
+                         const std::string& busConfig = {});
     ~SvadFixture();
 
     const std::string& bus() const { return bus_->address(); }
