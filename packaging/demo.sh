@@ -54,9 +54,25 @@ dbus-daemon --session --address="$bus" --nofork --nopidfile --nosyslog 2>/dev/nu
 dbus_pid=$!
 for _ in $(seq 50); do [ -S "$work/bus" ] && break; sleep 0.1; done
 
+echo "== the administrator's configuration: demo-vm may have PCI functions and work queues"
+cat >"$work/svad.yaml" <<EOT
+plugin_dir: $build/plugins
+default_policy: deny
+rules:
+  - name: demo-vm-functions
+    match: {kind: pci}
+    allow: {vms: [demo-vm]}
+  - name: demo-vm-queues
+    match: {kind: queue}
+    allow: {vms: [demo-vm]}
+    limits: {pasid_quota: 16}
+EOT
+sed 's/^/    /' "$work/svad.yaml"
+"$build/svad" --check-config "$work/svad.yaml"
+
 echo "== starting svad (sim backend)"
 "$build/svad" --bus "$bus" --backend sim --sysfs-root "$work/host/sys" \
-  --dev-root "$work/host/dev" 2>"$work/svad.log" &
+  --dev-root "$work/host/dev" --config "$work/svad.yaml" 2>"$work/svad.log" &
 svad_pid=$!
 for _ in $(seq 100); do
   "$build/svactl" --bus "$bus" status >/dev/null 2>&1 && break
@@ -80,6 +96,7 @@ echo "== the API is plain D-Bus:"
 step busctl --address="$bus" get-property org.svad.Svad1 /org/svad/Svad1 \
   org.svad.Svad1.Manager PasidDeviceCount
 step svactl rescan
+step svactl plugins
 
 # A VM's share of the host, the way a VMM gets it: svactl exec allocates a
 # context, then becomes the VMM (here a small sh script standing in for QEMU)
@@ -115,6 +132,11 @@ svactl --bus "$DEMO_BUS" contexts'
   step svactl contexts
   echo "svad's log:"
   grep -F 'VM=demo-vm' "$work/svad.log" | sed 's/^/  /'
+  echo
+  echo "== a VM no rule names is refused, and the refusal is an audit record"
+  printf '\n\033[1m$ svactl alloc --vm other-vm %s\033[0m\n' "$wq"
+  svactl alloc --vm other-vm "$wq" || true
+  grep -F 'VM=other-vm' "$work/svad.log" | sed 's/^/  /'
 fi
 
 if [ "$keep" -eq 1 ]; then

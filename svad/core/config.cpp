@@ -83,8 +83,12 @@ private:
     // Reports keys of `map` not in `known`.
     void onlyKeys(const YAML::Node& map, const std::string& where,
                   const std::vector<std::string>& known) {
+        std::set<std::string> seen;
         for (const auto& kv : map) {
             std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "";
+            if (!seen.insert(key).second) {
+                error(kv.first, "key '" + key + "' appears twice in " + where);
+            }
             if (std::find(known.begin(), known.end(), key) == known.end()) {
                 std::string list;
                 for (const auto& k : known) {
@@ -115,11 +119,14 @@ private:
                                    uint64_t max) {
         if (n.IsScalar()) {
             const std::string& s = n.Scalar();
+            // Decimal, or hex with 0x; a leading 0 is not octal.
+            const bool hex = s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
             errno = 0;
             char* end = nullptr;
-            unsigned long long v = std::strtoull(s.c_str(), &end, 0);
-            if (!s.empty() && s.front() != '-' && errno == 0 && end != nullptr && *end == '\0' &&
-                v >= min && v <= max) {
+            unsigned long long v =
+                std::strtoull(hex ? s.c_str() + 2 : s.c_str(), &end, hex ? 16 : 10);
+            if (!s.empty() && std::isdigit(static_cast<unsigned char>(s.front())) != 0 &&
+                errno == 0 && end != nullptr && *end == '\0' && v >= min && v <= max) {
                 return v;
             }
         }
@@ -140,9 +147,13 @@ private:
         error(n, what + ": expected true or false");
         return std::nullopt;
     }
-    // A string, or a list of strings.
+    // A string, or a non-empty list of strings.
     std::vector<std::string> strings(const YAML::Node& n, const std::string& what) {
         std::vector<std::string> out;
+        if (n.IsSequence() && n.size() == 0) {
+            error(n, what + ": expected at least one entry (an empty list would match anything)");
+            return out;
+        }
         if (n.IsScalar()) {
             if (auto s = str(n, what)) {
                 out.push_back(*s);
@@ -155,6 +166,23 @@ private:
             }
         } else {
             error(n, what + ": expected a string or a list of strings");
+        }
+        return out;
+    }
+    // One scalar, or a non-empty list of them.
+    std::vector<YAML::Node> scalarOrList(const YAML::Node& n, const std::string& what,
+                                         const std::string& one) {
+        std::vector<YAML::Node> out;
+        if (n.IsScalar()) {
+            out.push_back(n);
+        } else if (n.IsSequence() && n.size() > 0) {
+            for (const auto& item : n) {
+                out.push_back(item);
+            }
+        } else if (n.IsSequence()) {
+            error(n, what + ": an empty list would let anyone in: remove the key instead");
+        } else {
+            error(n, what + ": expected " + one + " or a list of them");
         }
         return out;
     }
@@ -177,7 +205,13 @@ private:
             return std::nullopt;
         }
         if (std::all_of(name->begin(), name->end(), [](char c) { return c >= '0' && c <= '9'; })) {
-            return static_cast<gid_t>(std::stoul(*name));
+            errno = 0;
+            unsigned long long gid = std::strtoull(name->c_str(), nullptr, 10);
+            if (errno != 0 || gid >= std::numeric_limits<uint32_t>::max()) {
+                error(n, what + ": group id " + *name + " is out of range");
+                return std::nullopt;
+            }
+            return static_cast<gid_t>(gid);
         }
         struct group gr {};
         struct group* result = nullptr;
@@ -479,36 +513,18 @@ private:
             w.vms = strings(v, where + " allow.vms");
         }
         if (auto u = n["uids"]) {
-            YAML::Node list = u;
-            if (u.IsScalar()) {
-                list = YAML::Node(YAML::NodeType::Sequence);
-                list.push_back(u);
-            }
-            if (!list.IsSequence()) {
-                error(u, where + " allow.uids: expected a number or a list of numbers");
-            } else {
-                for (const auto& item : list) {
-                    if (auto id = number(item, where + " allow.uids item", 0,
-                                         std::numeric_limits<uint32_t>::max() - 1)) {
-                        w.uids.push_back(static_cast<uid_t>(*id));
-                    }
+            for (const auto& item : scalarOrList(u, where + " allow.uids", "a number")) {
+                if (auto id = number(item, where + " allow.uids item", 0,
+                                     std::numeric_limits<uint32_t>::max() - 1)) {
+                    w.uids.push_back(static_cast<uid_t>(*id));
                 }
             }
         }
         if (auto g = n["groups"]) {
-            YAML::Node list = g;
-            if (g.IsScalar()) {
-                list = YAML::Node(YAML::NodeType::Sequence);
-                list.push_back(g);
-            }
-            if (!list.IsSequence()) {
-                error(g, where + " allow.groups: expected a group or a list of groups");
-            } else {
-                for (const auto& item : list) {
-                    if (auto gid = group(item, where + " allow.groups item")) {
-                        w.groupNames.push_back(item.Scalar());
-                        w.gids.push_back(*gid);
-                    }
+            for (const auto& item : scalarOrList(g, where + " allow.groups", "a group")) {
+                if (auto gid = group(item, where + " allow.groups item")) {
+                    w.groupNames.push_back(item.Scalar());
+                    w.gids.push_back(*gid);
                 }
             }
         }
