@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 #include <svad/plugin.h>
+#include <type_traits>
 #include <unistd.h>
 
 namespace svad::plugins {
@@ -50,6 +51,26 @@ inline void hostLog(const svad_host* host, int priority, const char* plugin,
     if (host != nullptr && host->log != nullptr) {
         host->log(host->handle, priority, plugin, message.c_str());
     }
+}
+
+// Fills what every one of svad's plugins sets at init: the sizes, the ABI, the
+// name, the kinds and the version, and a new State with the fini that deletes
+// it (none for void). False when the host's table is smaller than this header's.
+template <typename State>
+bool fillTable(svad_plugin* p, size_t size, const char* name, uint32_t kinds) {
+    if (size < sizeof(svad_plugin)) {
+        return false;
+    }
+    p->struct_size = sizeof(svad_plugin);
+    p->abi_version = SVAD_PLUGIN_ABI_VERSION;
+    p->name = name;
+    p->kinds = kinds;
+    p->version = "1.0";
+    if constexpr (!std::is_void_v<State>) {
+        p->state = new State();
+        p->fini = [](void* state) { delete static_cast<State*>(state); };
+    }
+    return true;
 }
 
 } // namespace svad::plugins

@@ -57,15 +57,10 @@ int prepare(void* /*state*/, const svad_host* host, const svad_request* r, svad_
 
 extern "C" SVAD_PLUGIN_EXPORT int svad_plugin_init(uint32_t /*hostAbi*/, svad_plugin* p,
                                                    size_t size) {
-    if (size < sizeof(svad_plugin)) {
-        return -ENOTSUP; // a host older than this plugin's header: fill nothing
+    if (!svad::plugins::fillTable<void>(p, size, "vdpa", SVAD_KIND_VDPA)) {
+        return -ENOTSUP; // a host older than this plugin's header
     }
-    p->struct_size = sizeof(svad_plugin);
-    p->abi_version = SVAD_PLUGIN_ABI_VERSION;
-    p->name = "vdpa";
-    p->kinds = SVAD_KIND_VDPA;
     p->decide = decide;
     p->prepare = prepare;
-    p->version = "1.0";
     return 0;
 }

@@ -199,27 +199,16 @@ int configure(void* state, const svad_option* options, size_t count, char* err, 
     return 0;
 }
 
-void fini(void* state) {
-    delete static_cast<State*>(state);
-}
-
 } // namespace
 
 extern "C" SVAD_PLUGIN_EXPORT int svad_plugin_init(uint32_t /*hostAbi*/, svad_plugin* p,
                                                    size_t size) {
-    if (size < sizeof(svad_plugin)) {
-        return -ENOTSUP;
+    if (!svad::plugins::fillTable<State>(p, size, "vfio", SVAD_KIND_PCI)) {
+        return -ENOTSUP; // a host older than this plugin's header
     }
-    p->struct_size = sizeof(svad_plugin);
-    p->abi_version = SVAD_PLUGIN_ABI_VERSION;
-    p->name = "vfio";
-    p->kinds = SVAD_KIND_PCI;
-    p->state = new State();
     p->decide = decide;
     p->prepare = prepare;
     p->release = release;
-    p->fini = fini;
-    p->version = "1.0";
     p->configure = configure;
     return 0;
 }
