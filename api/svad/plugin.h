@@ -32,6 +32,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+/* NOLINTBEGIN(readability-identifier-naming): a C ABI, named the C way */
 
 /* The ABI this header describes.
  * 1: the first: decide, prepare, release, fini.
@@ -199,6 +200,7 @@ typedef int (*svad_plugin_init_fn)(uint32_t host_abi_version, struct svad_plugin
 
 int svad_plugin_init(uint32_t host_abi_version, struct svad_plugin* plugin, size_t plugin_size);
 
+/* NOLINTEND(readability-identifier-naming) */
 #ifdef __cplusplus
 }
 #endif

@@ -87,15 +87,21 @@ private:
         for (const auto& kv : map) {
             std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "";
             if (!seen.insert(key).second) {
-                error(kv.first, "key '" + key + "' appears twice in " + where);
+                error(kv.first,
+                      std::string("key '").append(key).append("' appears twice in ").append(where));
             }
             if (std::find(known.begin(), known.end(), key) == known.end()) {
                 std::string list;
                 for (const auto& k : known) {
                     list += (list.empty() ? "" : ", ") + k;
                 }
-                error(kv.first,
-                      "unknown key '" + key + "' in " + where + " (expected one of: " + list + ")");
+                error(kv.first, std::string("unknown key '")
+                                    .append(key)
+                                    .append("' in ")
+                                    .append(where)
+                                    .append(" (expected one of: ")
+                                    .append(list)
+                                    .append(")"));
             }
         }
     }
@@ -452,7 +458,10 @@ private:
             m.tags = strings(t, where + " match.tag");
             for (const auto& tag : m.tags) {
                 if (c.tags.count(tag) == 0) {
-                    error(t, where + " match.tag: no tag '" + tag + "' under tags");
+                    error(t, std::string(where)
+                                 .append(" match.tag: no tag '")
+                                 .append(tag)
+                                 .append("' under tags"));
                 }
             }
         }

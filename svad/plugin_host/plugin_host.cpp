@@ -361,7 +361,7 @@ void PluginHost::loadDirectory(const std::string& dir) {
     ::closedir(d);
     std::sort(names.begin(), names.end());
     for (const auto& n : names) {
-        (void)loadFile(dir + "/" + n);
+        (void)loadFile(std::string(dir).append("/").append(n));
     }
 }
 
@@ -487,6 +487,7 @@ std::vector<std::string> PluginHost::configure(const core::Config& config,
                 continue;
             }
             std::vector<svad_option> copts;
+            copts.reserve(opts.size());
             for (const auto& [k, v] : opts) {
                 copts.push_back(svad_option{k.c_str(), v.c_str()});
             }
