@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <chrono>
 #include <csignal>
@@ -304,6 +305,14 @@ int main(int argc, char** argv) {
                 }},
             scan, engine, features);
         currentHost = [&service]() -> const svad::core::Host& { return service->host(); };
+        // A plugin gave functions back to their drivers (on its release thread): rescan.
+        plugins.setOnReleased([&io, &service] {
+            boost::asio::post(io, [&service] {
+                if (service) {
+                    service->rescan();
+                }
+            });
+        });
         service->publishInitial(std::move(host));
         svad::log::debug("objects registered", {{"MS", msSince(t1)}});
         try {
@@ -352,6 +361,7 @@ int main(int argc, char** argv) {
         io.run();
 
         connection->releaseName(std::string(svad::names::kService));
+        plugins.setOnReleased({});
         service.reset();
     } catch (const sdbus::Error& e) {
         (void)std::fprintf(stderr, "svad: D-Bus: %s: %s\n", e.getName().c_str(),

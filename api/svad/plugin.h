@@ -152,7 +152,8 @@ struct svad_host {
     int (*bind_driver)(void* handle, const char* address, const char* driver, char* previous,
                        size_t previous_size, char* err, size_t err_size);
     /* since 2: clears driver_override and gives the function back to previous
-     * ("" lets the kernel probe). */
+     * ("" leaves it unbound, as it was). Blocks until every open fd of the
+     * function is closed, which is why svad calls release on its own thread. */
     int (*restore_driver)(void* handle, const char* address, const char* previous, char* err,
                           size_t err_size);
     /* since 2: the function's VFIO cdev name as sysfs shows it now. */

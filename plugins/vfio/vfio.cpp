@@ -160,6 +160,16 @@ int prepare(void* state, const svad_host* host, const svad_request* r, svad_prep
         s->rebound[id] = std::move(done);
         return 0;
     }
+    // The cdev as sysfs names it now, not as the last scan saw it: numbers are
+    // reused once a function leaves vfio-pci.
+    if (SVAD_HAS_FIELD(host, svad_host, vfio_node) && host->vfio_node != nullptr) {
+        char name[64] = {};
+        int rc = host->vfio_node(host->handle, id.c_str(), name, sizeof name, err, size);
+        if (rc != 0) {
+            return rc;
+        }
+        node = name;
+    }
     int fd = host->open_vfio_device(host->handle, node.c_str(), err, size);
     if (fd < 0) {
         return fd;

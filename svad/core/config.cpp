@@ -80,6 +80,18 @@ private:
         errors_.push_back(at(n.Mark()) + message);
     }
 
+    // Reports a key given twice in a mapping whose keys are the administrator's names.
+    void noRepeats(const YAML::Node& map, const std::string& where) {
+        std::set<std::string> seen;
+        for (const auto& kv : map) {
+            std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "";
+            if (!seen.insert(key).second) {
+                error(kv.first,
+                      std::string("key '").append(key).append("' appears twice in ").append(where));
+            }
+        }
+    }
+
     // Reports keys of `map` not in `known`.
     void onlyKeys(const YAML::Node& map, const std::string& where,
                   const std::vector<std::string>& known) {
@@ -321,6 +333,7 @@ private:
                 error(q, "pasid.quotas: expected a mapping of VM name or glob to a number");
                 return;
             }
+            noRepeats(q, "pasid.quotas");
             for (const auto& kv : q) {
                 auto vm = str(kv.first, "pasid.quotas key");
                 auto v = number(kv.second, "pasid.quotas." + (vm ? *vm : std::string("?")), 0,
@@ -337,6 +350,7 @@ private:
             error(n, "tags: expected a mapping of tag name to device ids or globs");
             return;
         }
+        noRepeats(n, "tags");
         for (const auto& kv : n) {
             auto tag = str(kv.first, "tag name");
             auto devices = strings(kv.second, "tags." + (tag ? *tag : std::string("?")));
@@ -351,6 +365,7 @@ private:
             error(n, "plugins: expected a mapping of plugin name to its settings");
             return;
         }
+        noRepeats(n, "plugins");
         for (const auto& kv : n) {
             auto name = str(kv.first, "plugin name");
             if (!name) {
@@ -364,6 +379,7 @@ private:
                 error(kv.second, "plugins." + *name + ": expected a mapping of settings");
                 continue;
             }
+            noRepeats(kv.second, "plugins." + *name);
             for (const auto& o : kv.second) {
                 auto key = str(o.first, "plugins." + *name + " key");
                 if (key && o.second.IsScalar()) {

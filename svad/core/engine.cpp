@@ -177,6 +177,53 @@ Outcome<std::vector<Engine::Resolved>> Engine::resolve(const AllocateRequest& re
     return out;
 }
 
+Outcome<Done> Engine::checkRelatives(const Resolved& r) const {
+    auto heldChild = [this](const std::string& function) -> std::optional<std::string> {
+        for (const auto& q : host_.queues) {
+            if (q.parentDevice == function && holderOf(q.name) != 0) {
+                return "work queue " + q.name + ", held by context " +
+                       std::to_string(holderOf(q.name));
+            }
+        }
+        for (const auto& v : host_.vdpa) {
+            if (v.parentDevice == function && holderOf(v.name) != 0) {
+                return "vDPA device " + v.name + ", held by context " +
+                       std::to_string(holderOf(v.name));
+            }
+        }
+        return std::nullopt;
+    };
+    if (r.pci != nullptr) {
+        std::vector<std::string> functions{r.id};
+        if (r.group != nullptr) {
+            functions = r.group->devices;
+        }
+        for (const auto& f : functions) {
+            if (auto child = heldChild(f)) {
+                return fail(names::Error::Busy,
+                            r.id + " cannot be handed out whole: " + f + " has a " + *child);
+            }
+        }
+    } else if (r.parent != nullptr) {
+        std::vector<std::string> functions{r.parent->address};
+        if (r.parent->group) {
+            for (const auto& g : host_.groups) {
+                if (g.id == *r.parent->group) {
+                    functions = g.devices;
+                }
+            }
+        }
+        for (const auto& f : functions) {
+            if (auto holder = holderOf(f); holder != 0) {
+                return fail(names::Error::Busy, r.id + " belongs to " + r.parent->address +
+                                                    ", whose IOMMU group is held by context " +
+                                                    std::to_string(holder) + " (" + f + ")");
+            }
+        }
+    }
+    return Done{};
+}
+
 PolicyQuery Engine::query(const AllocateRequest& request, const Resolved& r) const {
     PolicyQuery q;
     q.vm = request.vm;
@@ -267,6 +314,26 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
                                 (r.pci->driver.empty() ? "none" : r.pci->driver) +
                                 "): bind it to vfio-pci first, or allow auto_bind in its rule");
             }
+            if (r.group != nullptr && !r.group->viable && autoBind) {
+                // auto_bind takes the blocking members from their drivers: each
+                // must be one the rules give this requester too.
+                for (const auto& b : r.group->blockers) {
+                    const std::string member = b.substr(0, b.find(' '));
+                    const PciDevice* m = pciDevice(member);
+                    if (m == nullptr) {
+                        continue;
+                    }
+                    DeviceFacts mf{member,    DeviceKind::Pci, m->vendor,
+                                   m->device, m->classCode,    m->group};
+                    RuleDecision md = config_->decide(mf, requester);
+                    if (!md.allowed) {
+                        std::string why = "auto_bind would take " + member + " (" + b +
+                                          ") from its driver, and " + md.reason;
+                        audit(request, r.id, "config", "DENY", why, ruleName);
+                        return fail(names::Error::PolicyDenied, r.id + ": " + why);
+                    }
+                }
+            }
             if (r.group != nullptr) {
                 if (!r.group->viable && !autoBind) {
                     std::string why;
@@ -296,6 +363,9 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
             return fail(names::Error::NotSupported, r.id + " is not an enabled user work queue");
         }
 
+        if (auto related = checkRelatives(r); !related.ok()) {
+            return related;
+        }
         // Then the plugins: the first DENY wins, nobody allowing is a deny.
         PolicyDecision pd = broker_.decide(query(request, r));
         for (const auto& v : pd.verdicts) {
@@ -374,7 +444,9 @@ Outcome<Context*> Engine::allocate(const AllocateRequest& request, uint64_t nowU
         dev.plugin = r.plugin;
         dev.rule = r.rule != nullptr ? r.rule->name : "";
         // The plugin opens and prepares the device through the kernel port.
-        auto prepared = broker_.prepare(r.plugin, query(request, r));
+        PolicyQuery q = query(request, r);
+        dev.options = q.options;
+        auto prepared = broker_.prepare(r.plugin, q);
         if (!prepared.ok()) {
             teardown(*ctx);
             return prepared.failure();
@@ -438,25 +510,6 @@ void Engine::teardown(Context& ctx) {
             d.attached = false;
         }
         d.fd.reset();
-        if (!d.plugin.empty()) {
-            // The plugin undoes what it prepared (a rebound driver goes back).
-            PolicyQuery q;
-            q.vm = ctx.vm;
-            q.uid = ctx.ownerUid;
-            q.pid = ctx.ownerPid;
-            q.mode =
-                ctx.mode == ContextMode::Attached ? RequestMode::Attached : RequestMode::Handoff;
-            q.deviceId = d.id;
-            q.kind = d.kind == HeldKind::Vfio   ? DeviceKind::Pci
-                     : d.kind == HeldKind::Vdpa ? DeviceKind::Vdpa
-                                                : DeviceKind::Queue;
-            q.pci = pciDevice(d.id);
-            q.rule = d.rule;
-            if (const Rule* rule = config_->rule(d.rule)) {
-                q.options = rule->pluginOptions();
-            }
-            broker_.release(d.plugin, q);
-        }
     }
     ctx.faultQueueFd.reset(); // the fault fd holds its object: IOMMU_DESTROY is EBUSY before
     if (ctx.faultQueueId != 0 && ctx.iommufd.valid()) {
@@ -471,6 +524,27 @@ void Engine::teardown(Context& ctx) {
         ctx.ioasId = 0;
     }
     ctx.iommufd.reset();
+    // Every fd of the context is closed: now the plugins may undo what they
+    // prepared (giving a rebound function back waits for its fds to close).
+    for (auto& d : ctx.devices) {
+        if (d.plugin.empty()) {
+            continue;
+        }
+        PolicyQuery q;
+        q.vm = ctx.vm;
+        q.uid = ctx.ownerUid;
+        q.pid = ctx.ownerPid;
+        q.mode = ctx.mode == ContextMode::Attached ? RequestMode::Attached : RequestMode::Handoff;
+        q.deviceId = d.id;
+        q.kind = d.kind == HeldKind::Vfio   ? DeviceKind::Pci
+                 : d.kind == HeldKind::Vdpa ? DeviceKind::Vdpa
+                                            : DeviceKind::Queue;
+        q.rule = d.rule;
+        q.options = d.options;
+        q.hostChanged = ctx.hostChanged;
+        broker_.release(d.plugin, q);
+        d.plugin.clear();
+    }
 }
 
 const Context* Engine::find(uint64_t id) const {

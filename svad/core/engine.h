@@ -60,6 +60,7 @@ struct ContextDevice {
     uint32_t pasidWidth = 0; // 0: no PASID for this device
     std::string plugin;      // the plugin that allowed and prepared it
     std::string rule;        // the configuration rule, empty for the default policy
+    std::vector<std::pair<std::string, std::string>> options; // the rule's, as prepared
 };
 
 struct Context {
@@ -126,6 +127,10 @@ private:
     Outcome<std::vector<Resolved>> resolve(const AllocateRequest& request);
     Outcome<Done> judge(const AllocateRequest& request, std::vector<Resolved>& resolved);
     PolicyQuery query(const AllocateRequest& request, const Resolved& r) const;
+    // Busy when a device is held through another of its kinds: a PCI function
+    // whose queues or vDPA devices are held, or a queue or vDPA device whose
+    // parent function (or a function of its IOMMU group) is held.
+    Outcome<Done> checkRelatives(const Resolved& r) const;
     void audit(const AllocateRequest& request, const std::string& device, const std::string& plugin,
                const std::string& verdict, const std::string& reason,
                const std::string& rule) const;

@@ -43,6 +43,7 @@ struct PolicyQuery {
     uint32_t holders = 0; // contexts holding the device now
     std::string rule;     // the configuration rule that let it through, empty: default policy
     std::vector<std::pair<std::string, std::string>> options; // the rule's options for plugins
+    bool hostChanged = false; // on release: the device's prepare changed the host
 };
 
 struct PluginVerdict {

@@ -799,7 +799,6 @@ void Service::finishRelease(uint64_t id, const std::string& reason) {
         devices.push_back(d.id);
     }
     const std::string vm = ctx->vm;
-    const bool hostChanged = ctx->hostChanged;
     if (auto it = contextObjects_.find(id); it != contextObjects_.end()) {
         it->second->announceRelease(reason);
         contextObjects_.erase(it);
@@ -811,9 +810,6 @@ void Service::finishRelease(uint64_t id, const std::string& reason) {
                                                 {"CONTEXT", std::to_string(id)},
                                                 {"DEVICE", joined(devices)},
                                                 {"REASON", reason}});
-    if (hostChanged) {
-        rescan(); // a plugin gave rebound functions back to their drivers
-    }
 }
 
 void Service::ReleaseContext(const sdbus::ObjectPath& context) {

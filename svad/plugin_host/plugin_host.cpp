@@ -167,12 +167,28 @@ PluginHost* hostOf(void* handle) {
     return static_cast<PluginHost*>(handle);
 }
 
-int openResult(ports::Result<ports::UniqueFd> r, char* err, size_t errSize) {
+int openResult(void* handle, ports::Result<ports::UniqueFd> r, char* err, size_t errSize);
+
+int openResult(void* handle, ports::Result<ports::UniqueFd> r, char* err, size_t errSize) {
     if (!r) {
         putText(err, errSize, r.error().message);
         return -(r.error().err != 0 ? r.error().err : EIO);
     }
-    return r.value().release();
+    int fd = r.value().release();
+    hostOf(handle)->handedOut(fd);
+    return fd;
+}
+
+// Runs a host function for a plugin: no C++ exception may cross into its frames.
+template <typename F> int guarded(char* err, size_t errSize, F&& f) noexcept {
+    try {
+        return f();
+    } catch (const std::exception& e) {
+        putText(err, errSize, std::string("svad failed: ") + e.what());
+    } catch (...) {
+        putText(err, errSize, "svad failed");
+    }
+    return -EIO;
 }
 
 int countResult(ports::Result<uint32_t> r, uint32_t* out, char* err, size_t errSize) {
@@ -207,29 +223,39 @@ int hostOpenVfio(void* handle, const char* node, char* err, size_t errSize) {
     if (badArg(node, err, errSize, "vfio_node")) {
         return -EINVAL;
     }
-    return openResult(hostOf(handle)->kernel().openVfioDevice(node), err, errSize);
+    return guarded(err, errSize, [&] {
+        return openResult(handle, hostOf(handle)->kernel().openVfioDevice(node), err, errSize);
+    });
 }
 
 int hostOpenVhostVdpa(void* handle, const char* node, char* err, size_t errSize) {
     if (badArg(node, err, errSize, "vhost_node")) {
         return -EINVAL;
     }
-    return openResult(hostOf(handle)->kernel().openVhostVdpa(node), err, errSize);
+    return guarded(err, errSize, [&] {
+        return openResult(handle, hostOf(handle)->kernel().openVhostVdpa(node), err, errSize);
+    });
 }
 
 int hostVdpaGroupNum(void* handle, int fd, uint32_t* out, char* err, size_t errSize) {
-    return countResult(hostOf(handle)->kernel().vdpaGroupNum(fd), out, err, errSize);
+    return guarded(err, errSize, [&] {
+        return countResult(hostOf(handle)->kernel().vdpaGroupNum(fd), out, err, errSize);
+    });
 }
 
 int hostVdpaAsNum(void* handle, int fd, uint32_t* out, char* err, size_t errSize) {
-    return countResult(hostOf(handle)->kernel().vdpaAsNum(fd), out, err, errSize);
+    return guarded(err, errSize, [&] {
+        return countResult(hostOf(handle)->kernel().vdpaAsNum(fd), out, err, errSize);
+    });
 }
 
 int hostOpenWorkQueue(void* handle, const char* queue, char* err, size_t errSize) {
     if (badArg(queue, err, errSize, "queue")) {
         return -EINVAL;
     }
-    return openResult(hostOf(handle)->kernel().openWorkQueue(queue), err, errSize);
+    return guarded(err, errSize, [&] {
+        return openResult(handle, hostOf(handle)->kernel().openWorkQueue(queue), err, errSize);
+    });
 }
 
 int hostBindDriver(void* handle, const char* address, const char* driver, char* previous,
@@ -237,13 +263,15 @@ int hostBindDriver(void* handle, const char* address, const char* driver, char* 
     if (badArg(address, err, errSize, "address") || badArg(driver, err, errSize, "driver")) {
         return -EINVAL;
     }
-    auto r = hostOf(handle)->binder().bind(address, driver);
-    if (!r) {
-        putText(err, errSize, r.error().message);
-        return -(r.error().err != 0 ? r.error().err : EIO);
-    }
-    putText(previous, previousSize, r.value());
-    return 0;
+    return guarded(err, errSize, [&] {
+        auto r = hostOf(handle)->binder().bind(address, driver);
+        if (!r) {
+            putText(err, errSize, r.error().message);
+            return -(r.error().err != 0 ? r.error().err : EIO);
+        }
+        putText(previous, previousSize, r.value());
+        return 0;
+    });
 }
 
 int hostRestoreDriver(void* handle, const char* address, const char* previous, char* err,
@@ -251,12 +279,14 @@ int hostRestoreDriver(void* handle, const char* address, const char* previous, c
     if (badArg(address, err, errSize, "address")) {
         return -EINVAL;
     }
-    auto r = hostOf(handle)->binder().restore(address, previous != nullptr ? previous : "");
-    if (!r) {
-        putText(err, errSize, r.error().message);
-        return -(r.error().err != 0 ? r.error().err : EIO);
-    }
-    return 0;
+    return guarded(err, errSize, [&] {
+        auto r = hostOf(handle)->binder().restore(address, previous != nullptr ? previous : "");
+        if (!r) {
+            putText(err, errSize, r.error().message);
+            return -(r.error().err != 0 ? r.error().err : EIO);
+        }
+        return 0;
+    });
 }
 
 int hostVfioNode(void* handle, const char* address, char* node, size_t nodeSize, char* err,
@@ -264,17 +294,19 @@ int hostVfioNode(void* handle, const char* address, char* node, size_t nodeSize,
     if (badArg(address, err, errSize, "address")) {
         return -EINVAL;
     }
-    auto r = hostOf(handle)->binder().vfioNode(address);
-    if (!r) {
-        putText(err, errSize, r.error().message);
-        return -(r.error().err != 0 ? r.error().err : EIO);
-    }
-    if (r.value().size() + 1 > nodeSize) {
-        putText(err, errSize, "buffer too small for " + r.value());
-        return -ERANGE;
-    }
-    putText(node, nodeSize, r.value());
-    return 0;
+    return guarded(err, errSize, [&] {
+        auto r = hostOf(handle)->binder().vfioNode(address);
+        if (!r) {
+            putText(err, errSize, r.error().message);
+            return -(r.error().err != 0 ? r.error().err : EIO);
+        }
+        if (r.value().size() + 1 > nodeSize) {
+            putText(err, errSize, "buffer too small for " + r.value());
+            return -ERANGE;
+        }
+        putText(node, nodeSize, r.value());
+        return 0;
+    });
 }
 
 } // namespace
@@ -291,7 +323,10 @@ struct PluginHost::Loaded {
     }
     ~Loaded() {
         if (table.fini != nullptr) {
-            table.fini(table.state);
+            try {
+                table.fini(table.state);
+            } catch (...) { // NOLINT(bugprone-empty-catch): unloading goes on
+            }
         }
         if (handle != nullptr) {
             ::dlclose(handle);
@@ -313,12 +348,91 @@ PluginHost::PluginHost(ports::Kernel& kernel, ports::DriverBinder& binder)
     host_->bind_driver = hostBindDriver;
     host_->restore_driver = hostRestoreDriver;
     host_->vfio_node = hostVfioNode;
+    releaser_ = std::thread([this] { releaseLoop(); });
 }
 
 PluginHost::~PluginHost() {
+    {
+        std::lock_guard lock(queueMutex_);
+        stopping_ = true;
+    }
+    queueCv_.notify_all();
+    releaser_.join();
     // Unload in reverse order of loading.
     while (!loaded_.empty()) {
         loaded_.pop_back();
+    }
+    for (int fd : keptFds_) {
+        ::close(fd);
+    }
+}
+
+void PluginHost::setOnReleased(std::function<void()> f) {
+    std::lock_guard lock(queueMutex_);
+    onReleased_ = std::move(f);
+}
+
+void PluginHost::handedOut(int fd) {
+    if (handedOut_ != nullptr) {
+        handedOut_->push_back(fd);
+    }
+}
+
+void PluginHost::drainReleases() {
+    std::unique_lock lock(queueMutex_);
+    const uint64_t target = queued_;
+    queueCv_.wait(lock, [this, target] { return finished_ >= target || stopping_; });
+}
+
+void PluginHost::releaseLoop() {
+    for (;;) {
+        PendingRelease job;
+        {
+            std::unique_lock lock(queueMutex_);
+            queueCv_.wait(lock, [this] { return stopping_ || !releases_.empty(); });
+            if (stopping_) {
+                // svad is stopping: what is left stays as it is (a VMM may still use it).
+                for (const auto& left : releases_) {
+                    log::warning("stopping before " + left.query.deviceId +
+                                     " was given back to its driver",
+                                 {{"PLUGIN", left.plugin}, {"DEVICE", left.query.deviceId}});
+                }
+                releases_.clear();
+                releasing_.clear();
+                queueCv_.notify_all();
+                return;
+            }
+            job = std::move(releases_.front());
+            releases_.pop_front();
+        }
+        {
+            std::lock_guard call(callMutex_);
+            if (Loaded* l = find(job.plugin); l != nullptr && l->table.release != nullptr) {
+                CQuery c(job.query);
+                try {
+                    l->table.release(l->table.state, host_.get(), c.request());
+                } catch (...) {
+                    log::error("plugin " + job.plugin + " threw from release",
+                               {{"PLUGIN", job.plugin}, {"DEVICE", job.query.deviceId}});
+                }
+            }
+        }
+        std::function<void()> done;
+        {
+            std::lock_guard lock(queueMutex_);
+            if (auto it = releasing_.find(job.query.deviceId);
+                job.query.hostChanged && it != releasing_.end()) {
+                releasing_.erase(it);
+            }
+            ++finished_;
+            if (job.query.hostChanged) {
+                done = onReleased_;
+            }
+        }
+        queueCv_.notify_all();
+        if (done) {
+            done();
+        }
     }
 }
 
@@ -345,6 +459,11 @@ void PluginHost::loadDirectory(const std::string& dir) {
         refuse(dir, "(the plugin directory) " + *why + ": no plugin loaded from it");
         return;
     }
+    if (auto why = unsafeDirectory(dir)) {
+        ::close(dfd);
+        refuse(dir, *why + ": no plugin loaded from it");
+        return;
+    }
     DIR* d = ::fdopendir(dfd);
     if (d == nullptr) {
         ::close(dfd);
@@ -363,6 +482,31 @@ void PluginHost::loadDirectory(const std::string& dir) {
     for (const auto& n : names) {
         (void)loadFile(std::string(dir).append("/").append(n));
     }
+}
+
+// Every directory above the plugin directory must be root's (or svad's user's),
+// and writable by group or others only when sticky (as /tmp is): otherwise
+// someone else could swap the plugin directory itself.
+std::optional<std::string> PluginHost::unsafeDirectory(const std::string& dir) const {
+    std::string path = dir;
+    while (path.size() > 1 && path.back() == '/') {
+        path.pop_back();
+    }
+    for (auto slash = path.rfind('/'); slash != std::string::npos && slash > 0;
+         slash = path.rfind('/')) {
+        path.resize(slash);
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0) {
+            return "its parent " + path + " cannot be read";
+        }
+        if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+            return "its parent " + path + " is owned by uid " + std::to_string(st.st_uid);
+        }
+        if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
+            return "its parent " + path + " is writable by others and not sticky";
+        }
+    }
+    return std::nullopt;
 }
 
 std::optional<std::string> PluginHost::loadFile(const std::string& path) {
@@ -406,7 +550,12 @@ std::optional<std::string> PluginHost::loadFile(const std::string& path) {
         return refused("does not export " SVAD_PLUGIN_INIT_SYMBOL);
     }
     svad_plugin& t = loaded->table;
-    int rc = init(SVAD_PLUGIN_ABI_VERSION, &t, sizeof t);
+    int rc = -EIO;
+    try {
+        rc = init(SVAD_PLUGIN_ABI_VERSION, &t, sizeof t);
+    } catch (...) {
+        rc = -EIO;
+    }
     auto notInitialized = [&loaded] { loaded->table.fini = nullptr; };
     if (rc != 0) {
         notInitialized();
@@ -472,6 +621,7 @@ std::vector<PluginInfo> PluginHost::plugins() const {
 
 std::vector<std::string> PluginHost::configure(const core::Config& config,
                                                const core::Config* previous) {
+    std::lock_guard call(callMutex_);
     auto apply = [this](const core::Config& c) {
         std::vector<std::string> errors;
         for (auto& l : loaded_) {
@@ -492,8 +642,13 @@ std::vector<std::string> PluginHost::configure(const core::Config& config,
                 copts.push_back(svad_option{k.c_str(), v.c_str()});
             }
             char err[kTextSize] = {};
-            int rc = l->table.configure(l->table.state, copts.empty() ? nullptr : copts.data(),
+            int rc = -EINVAL;
+            try {
+                rc = l->table.configure(l->table.state, copts.empty() ? nullptr : copts.data(),
                                         copts.size(), err, sizeof err);
+            } catch (...) {
+                putText(err, sizeof err, "threw an exception");
+            }
             if (rc != 0) {
                 errors.push_back("plugins." + l->info.name + ": " + takeText(err, sizeof err));
             }
@@ -509,13 +664,25 @@ std::vector<std::string> PluginHost::configure(const core::Config& config,
     };
     auto errors = apply(config);
     if (!errors.empty() && previous != nullptr) {
-        (void)apply(*previous);
+        for (const auto& e : apply(*previous)) {
+            log::error("plugin settings could not be restored: " + e);
+        }
     }
     return errors;
 }
 
 core::PolicyDecision PluginHost::decide(const core::PolicyQuery& query) {
     core::PolicyDecision d;
+    {
+        std::lock_guard lock(queueMutex_);
+        if (releasing_.count(query.deviceId) != 0) {
+            d.plugin = "svad";
+            d.reason = query.deviceId + " is being given back to its driver; try again";
+            d.verdicts.push_back(core::PluginVerdict{"svad", core::Verdict::Deny, d.reason});
+            return d;
+        }
+    }
+    std::lock_guard call(callMutex_);
     CQuery c(query);
     const auto bit = static_cast<uint32_t>(query.kind);
     std::string firstAllow;
@@ -526,7 +693,13 @@ core::PolicyDecision PluginHost::decide(const core::PolicyQuery& query) {
             continue;
         }
         char reason[kTextSize] = {};
-        int v = l->table.decide(l->table.state, c.request(), reason, sizeof reason);
+        int v = -1;
+        try {
+            v = l->table.decide(l->table.state, c.request(), reason, sizeof reason);
+        } catch (...) {
+            putText(reason, sizeof reason, "threw an exception");
+            v = SVAD_DENY;
+        }
         core::PluginVerdict pv;
         pv.plugin = l->info.name;
         pv.reason = takeText(reason, sizeof reason);
@@ -567,6 +740,7 @@ core::PolicyDecision PluginHost::decide(const core::PolicyQuery& query) {
 
 core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugin,
                                                         const core::PolicyQuery& query) {
+    std::lock_guard call(callMutex_);
     Loaded* l = find(plugin);
     if (l == nullptr) {
         return core::Failure{names::Error::NotSupported, "plugin " + plugin + " is not loaded"};
@@ -576,8 +750,26 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
     out.struct_size = sizeof out;
     out.fd = -1;
     char err[kTextSize] = {};
-    int rc = l->table.prepare(l->table.state, host_.get(), c.request(), &out, err, sizeof err);
-    ports::UniqueFd fd(out.fd);
+    // The fds the host table opens for the plugin during this call: it may hand
+    // back one of them, and the others are closed.
+    std::vector<int> opened;
+    handedOut_ = &opened;
+    int rc = -EIO;
+    try {
+        rc = l->table.prepare(l->table.state, host_.get(), c.request(), &out, err, sizeof err);
+    } catch (...) {
+        putText(err, sizeof err, "threw an exception");
+        rc = -EIO;
+    }
+    handedOut_ = nullptr;
+    ports::UniqueFd fd;
+    for (int o : opened) {
+        if (rc == 0 && o == out.fd && !fd.valid()) {
+            fd.reset(o);
+        } else {
+            ::close(o);
+        }
+    }
     if (rc != 0) {
         int e = rc < 0 ? -rc : EIO;
         names::Error name = names::errorFromErrno(e);
@@ -587,11 +779,11 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
         return core::Failure{name, "plugin " + plugin + " could not prepare " + query.deviceId +
                                        ": " + takeText(err, sizeof err)};
     }
-    if (!fd.valid() || ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC) != 0) {
-        (void)fd.release(); // not ours: an invalid number
-        return core::Failure{names::Error::KernelError, "plugin " + plugin + " prepared " +
-                                                            query.deviceId +
-                                                            " but handed back no open fd"};
+    if (!fd.valid()) {
+        return core::Failure{names::Error::KernelError,
+                             "plugin " + plugin + " prepared " + query.deviceId +
+                                 " but handed back fd " + std::to_string(out.fd) +
+                                 ", which the host did not open for it in that call"};
     }
     core::PreparedDevice p;
     p.fd = std::move(fd);
@@ -602,12 +794,23 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
 }
 
 void PluginHost::release(const std::string& plugin, const core::PolicyQuery& query) {
-    Loaded* l = find(plugin);
-    if (l == nullptr || l->table.release == nullptr) {
-        return;
+    // Queued for the release thread, with nothing that points into the host.
+    PendingRelease job{plugin, query};
+    job.query.pci = nullptr;
+    job.query.vdpa = nullptr;
+    job.query.queue = nullptr;
+    job.query.group = nullptr;
+    job.query.parent = nullptr;
+    {
+        std::lock_guard lock(queueMutex_);
+        // Refuse the device meanwhile only when its functions are being rebound.
+        if (query.hostChanged) {
+            releasing_.insert(query.deviceId);
+        }
+        releases_.push_back(std::move(job));
+        ++queued_;
     }
-    CQuery c(query);
-    l->table.release(l->table.state, host_.get(), c.request());
+    queueCv_.notify_all();
 }
 
 } // namespace svad::plugin_host

@@ -7,6 +7,18 @@
 // svad_plugin_init, speaks an ABI this svad does not know, leaves a required
 // function out, or whose init fails. Each refusal is logged with its reason
 // and listed; svad goes on with the plugins that loaded.
+//
+// Calls: decide, prepare and configure run on the caller's thread (svad's
+// loop); release runs on the host's own release thread, because giving a
+// device back to its driver can block until every open fd of it is closed (a
+// VMM may still hold its copies). One mutex keeps the plugins to one call at a
+// time. A device whose release is still running is refused by decide ("being
+// given back"), so no request races its restore.
+//
+// Every plugin call is an exception barrier: a plugin that throws is a DENY or
+// a failed prepare, never a crash. prepare must hand back an fd it opened
+// through the host table in that very call; any other number is refused and
+// every other fd it opened there is closed.
 #pragma once
 
 #include "svad/core/config.h"
@@ -14,9 +26,15 @@
 #include "svad/ports/driver_binder.h"
 #include "svad/ports/kernel.h"
 
+#include <condition_variable>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 struct svad_plugin;
@@ -64,20 +82,48 @@ public:
                                                 const core::PolicyQuery& query) override;
     void release(const std::string& plugin, const core::PolicyQuery& query) override;
 
+    // Waits until every queued release has run (tests, and svad's stop).
+    void drainReleases();
+    // Called on the release thread after the release of a device whose prepare
+    // changed the host (a driver was given back): svad rescans.
+    void setOnReleased(std::function<void()> f);
+
     // The C table handed to plugins (public for the trampolines only).
     ports::Kernel& kernel() { return kernel_; }
     ports::DriverBinder& binder() { return binder_; }
+    // An fd the host table opened for the plugin during the current prepare.
+    void handedOut(int fd);
 
 private:
     struct Loaded;
     Loaded* find(const std::string& name);
     void refuse(const std::string& path, const std::string& reason);
+    void releaseLoop();
+    std::optional<std::string> unsafeDirectory(const std::string& dir) const;
 
     ports::Kernel& kernel_;
     ports::DriverBinder& binder_;
     std::unique_ptr<svad_host> host_;
     std::vector<std::unique_ptr<Loaded>> loaded_;
     std::vector<Refusal> refusals_;
+    // Checked plugin files stay open, so that each is loaded through its own fd.
+    std::vector<int> keptFds_;
+    std::vector<int>* handedOut_ = nullptr; // during prepare
+
+    std::mutex callMutex_; // one plugin call at a time
+    std::mutex queueMutex_;
+    std::condition_variable queueCv_;
+    struct PendingRelease {
+        std::string plugin;
+        core::PolicyQuery query;
+    };
+    std::deque<PendingRelease> releases_;
+    std::multiset<std::string> releasing_; // device ids queued or running
+    bool stopping_ = false;
+    uint64_t queued_ = 0;   // releases queued, ever
+    uint64_t finished_ = 0; // releases run, ever
+    std::function<void()> onReleased_;
+    std::thread releaser_;
 };
 
 } // namespace svad::plugin_host

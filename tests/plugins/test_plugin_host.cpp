@@ -3,6 +3,7 @@
 // allowing is a deny).
 #include "plugin_fixture.h"
 
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <sys/stat.h>
@@ -197,6 +198,50 @@ TEST_F(PluginPath, APluginRefusingItsSettingsKeepsThePreviousOnes) {
     q.deviceId = "wq0.1";
     q.kind = core::DeviceKind::Queue;
     EXPECT_FALSE(plugins_->decide(q).allowed); // still denies wq0.1: the good settings stand
+}
+
+TEST_F(PluginPath, APluginsStrayFdsAndExceptionsDoNoHarm) {
+    ASSERT_EQ(plugins_->loadFile(std::string(SVAD_TEST_PLUGIN_DIR) + "/tester.so"), std::nullopt);
+    configure("default_policy: allow\nplugins:\n  tester:\n    stray_fd: wq0.0\n");
+    const size_t fds = openFds();
+    auto stray = engine_->allocate(request({"wq0.0"}), 1);
+    ASSERT_FALSE(stray.ok());
+    EXPECT_EQ(stray.failure().error, Error::KernelError);
+    EXPECT_NE(stray.failure().message.find("handed back fd 0, which the host did not open"),
+              std::string::npos)
+        << stray.failure().message;
+    EXPECT_NE(::fcntl(0, F_GETFD), -1); // svad's fd 0 was not taken (nor closed)
+    EXPECT_EQ(openFds(), fds);          // the queue fd it opened and dropped was closed
+    sim_->collect();
+    EXPECT_EQ(sim_->stats().files, 0U);
+
+    configure("default_policy: allow\nplugins:\n  tester:\n    throw_in: decide\n");
+    auto threw = engine_->allocate(request({"wq0.0"}), 1);
+    ASSERT_FALSE(threw.ok());
+    EXPECT_NE(threw.failure().message.find("plugin tester denies: threw an exception"),
+              std::string::npos)
+        << threw.failure().message;
+    configure("default_policy: allow\nplugins:\n  tester:\n    throw_in: prepare\n");
+    auto threwPrepare = engine_->allocate(request({"wq0.0"}), 1);
+    ASSERT_FALSE(threwPrepare.ok());
+    EXPECT_NE(threwPrepare.failure().message.find("could not prepare wq0.0: threw an exception"),
+              std::string::npos)
+        << threwPrepare.failure().message;
+    EXPECT_EQ(openFds(), fds);
+}
+
+TEST_F(PluginPath, AFunctionIsNotHandedOutWhileItsQueuesOrVdpaDevicesAreHeld) {
+    loadOwnPlugins();
+    configure("default_policy: allow\nrules:\n  - name: nic\n    match: {kind: pci}\n"
+              "    limits: {auto_bind: true}\n");
+    auto vdpa = engine_->allocate(request({"vdpa0"}), 1);
+    ASSERT_TRUE(vdpa.ok()) << vdpa.failure().message;
+    auto nic = engine_->allocate(request({"0000:3b:00.0"}, "vm-2"), 1);
+    ASSERT_FALSE(nic.ok());
+    EXPECT_EQ(nic.failure().error, Error::Busy);
+    EXPECT_NE(nic.failure().message.find("has a vDPA device vdpa0, held by context"),
+              std::string::npos)
+        << nic.failure().message;
 }
 
 } // namespace

@@ -82,6 +82,7 @@ rules:
     EXPECT_EQ(pci("0000:5e:00.0")->driver, "vfio-pci");
 
     engine_->releaseUnchecked(ctx->id);
+    plugins_->drainReleases(); // given back on the release thread
     EXPECT_EQ(driverOf("0000:5e:00.0"), "nvme");
     rescan();
     EXPECT_TRUE(pci("0000:5e:00.0")->vfioDevice.empty());
@@ -95,6 +96,17 @@ TEST_F(OwnPlugins, AutoBindTakesTheGroupsBlockingMembersAlong) {
     limits: {auto_bind: true, mode: handoff}
 )");
     ASSERT_EQ(driverOf("0000:17:00.1"), "snd_hda_intel");
+    // The audio function would be taken from its driver, and no rule gives it out.
+    auto unlisted = refusal(request({"0000:17:00.0"}));
+    EXPECT_EQ(unlisted.error, Error::PolicyDenied);
+    EXPECT_NE(unlisted.message.find("auto_bind would take 0000:17:00.1"), std::string::npos)
+        << unlisted.message;
+    EXPECT_EQ(driverOf("0000:17:00.1"), "snd_hda_intel");
+    configure(R"(rules:
+  - name: gpu
+    match: {vendor_device: "10de:*"}
+    limits: {auto_bind: true, mode: handoff}
+)");
     core::Context* ctx = allocated(request({"0000:17:00.0"}));
     ASSERT_NE(ctx, nullptr);
     EXPECT_EQ(driverOf("0000:17:00.1"), "vfio-pci");
@@ -106,6 +118,7 @@ TEST_F(OwnPlugins, AutoBindTakesTheGroupsBlockingMembersAlong) {
     }
     // The rule allows only handoff.
     engine_->releaseUnchecked(ctx->id);
+    plugins_->drainReleases();
     EXPECT_EQ(driverOf("0000:17:00.1"), "snd_hda_intel");
     auto attached = refusal(request({"0000:17:00.0"}, "vm-1", ContextMode::Attached));
     EXPECT_EQ(attached.error, Error::PolicyDenied);

@@ -1,10 +1,13 @@
 // A configurable plugin for the plugin-host tests, for every device kind.
 // Settings (configure): deny = a device id it denies, others = allow|ignore
-// (what it says of the rest), fail_prepare = a device id whose prepare fails.
+// (what it says of the rest), fail_prepare = a device id whose prepare fails,
+// stray_fd = a device id for which prepare hands back fd 0 and leaks what it
+// opened, throw_in = decide|prepare (a C++ exception out of that call).
 // prepare opens queues and vDPA devices through the host like a real plugin.
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <svad/plugin.h>
 
@@ -14,11 +17,16 @@ struct State {
     std::string deny;
     bool allowOthers = true;
     std::string failPrepare;
+    std::string strayFd;
+    std::string throwIn;
     int released = 0;
 };
 
 int decide(void* state, const svad_request* r, char* reason, size_t size) {
     auto* s = static_cast<State*>(state);
+    if (s->throwIn == "decide") {
+        throw std::runtime_error("tester throws");
+    }
     if (s->deny == r->device->id) {
         (void)std::snprintf(reason, size, "tester denies %s", r->device->id);
         return SVAD_DENY;
@@ -31,6 +39,9 @@ int decide(void* state, const svad_request* r, char* reason, size_t size) {
 int prepare(void* state, const svad_host* host, const svad_request* r, svad_prepared* out,
             char* err, size_t size) {
     auto* s = static_cast<State*>(state);
+    if (s->throwIn == "prepare") {
+        throw std::runtime_error("tester throws");
+    }
     if (s->failPrepare == r->device->id) {
         (void)std::snprintf(err, size, "tester fails to prepare %s", r->device->id);
         return -EIO;
@@ -47,7 +58,7 @@ int prepare(void* state, const svad_host* host, const svad_request* r, svad_prep
     if (fd < 0) {
         return fd;
     }
-    out->fd = fd;
+    out->fd = s->strayFd == r->device->id ? 0 : fd; // stray: fd 0, and the opened one dropped
     return 0;
 }
 
@@ -70,6 +81,10 @@ int configure(void* state, const svad_option* o, size_t n, char* err, size_t siz
             next.allowOthers = v == "allow";
         } else if (k == "fail_prepare") {
             next.failPrepare = v;
+        } else if (k == "stray_fd") {
+            next.strayFd = v;
+        } else if (k == "throw_in") {
+            next.throwIn = v;
         } else {
             (void)std::snprintf(err, size, "unknown setting '%s'", k.c_str());
             return -EINVAL;
