@@ -53,9 +53,18 @@ std::string writeConfig(const std::string& path, const std::string& body) {
     return path;
 }
 
-bool waitForLog(Process& p, const std::string& text, int ms = 5000) {
+size_t countIn(const std::string& log, const std::string& text) {
+    size_t n = 0;
+    for (auto pos = log.find(text); pos != std::string::npos; pos = log.find(text, pos + 1)) {
+        ++n;
+    }
+    return n;
+}
+
+// Waits until the log holds more than `already` lines with `text`.
+bool waitForLog(Process& p, const std::string& text, size_t already = 0, int ms = 5000) {
     for (int i = 0; i < ms / 20; ++i) {
-        if (p.log().find(text) != std::string::npos) {
+        if (countIn(p.log(), text) > already) {
             return true;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -228,8 +237,9 @@ rules:
     ASSERT_TRUE(waitForLog(f.svad(), "configuration not reloaded"));
     EXPECT_TRUE(f.svad().running());
     writeConfig(config, "default_policy: deny\n");
+    const size_t reloads = countIn(f.svad().log(), "configuration reloaded");
     f.svad().signal(SIGHUP);
-    ASSERT_TRUE(waitForLog(f.svad(), "configuration reloaded"));
+    ASSERT_TRUE(waitForLog(f.svad(), "configuration reloaded", reloads));
     EXPECT_NE(errorOf([&] { allocate(f, "vm-a", {"wq0.2"}); }).find("default_policy is deny"),
               std::string::npos);
 }
