@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <sdbus-c++/sdbus-c++.h>
 #include <signal.h>
@@ -237,9 +238,16 @@ int main(int argc, char** argv) {
         devices.push_back(d.address);
     }
 
+    // svad's own plugins, and a rule that gives the bench's VMs the functions: the
+    // round trip includes the policy decision, as on a real host.
+    const std::string config = dir.path() + "/svad.yaml";
+    std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\n"
+                          << "default_policy: deny\n"
+                          << "rules:\n  - name: bench\n    match: {kind: pci}\n"
+                          << "    allow: {vms: [\"bench-*\"]}\n";
     svad::test::PrivateBus bus(dir.path());
     Process svad({SVAD_BINARY, "--bus", bus.address(), "--backend", "sim", "--sysfs-root",
-                  root + "/sys", "--dev-root", root + "/dev"},
+                  root + "/sys", "--dev-root", root + "/dev", "--config", config},
                  dir.path() + "/svad.log");
     Client client(bus.address());
     while (!client.nameOwned()) {
