@@ -154,10 +154,24 @@ int main(int argc, char** argv) {
     }
     if (opts.checkConfig) {
         auto config = loadOrExit(*opts.checkConfig);
-        std::printf("%s: valid (%zu rules, default policy %s, plugins from %s)\n",
+        // The plugins' sections too: each plugin is loaded as svad would load it and
+        // asked whether it takes its settings (it touches no device for that).
+        svad::sim::KernelSim noKernel{svad::sim::SimConfig{}};
+        svad::linux_impl::DriverBinderLinux noBinder("/nonexistent");
+        svad::plugin_host::PluginHost plugins(noKernel, noBinder);
+        plugins.loadDirectory(config->pluginDir);
+        auto errors = plugins.configure(*config);
+        for (const auto& e : errors) {
+            (void)std::fprintf(stderr, "svad: configuration: %s: %s\n", opts.checkConfig->c_str(),
+                               e.c_str());
+        }
+        if (!errors.empty()) {
+            return kExitUsage;
+        }
+        std::printf("%s: valid (%zu rules, default policy %s, %zu plugins from %s)\n",
                     opts.checkConfig->c_str(), config->rules.size(),
                     config->defaultPolicy == svad::core::RuleAction::Allow ? "allow" : "deny",
-                    config->pluginDir.c_str());
+                    plugins.plugins().size(), config->pluginDir.c_str());
         return 0;
     }
     // The configuration: the named file, else the installed one when present.

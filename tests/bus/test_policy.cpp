@@ -307,7 +307,9 @@ TEST(Policy, CheckConfigValidatesAndExits) {
     const std::string good = writeConfig(conf.path() + "/good.yaml", "default_policy: deny\n");
     auto r = runCommand({SVAD_BINARY, "--check-config", good});
     EXPECT_EQ(r.exitCode, 0) << r.errors;
-    EXPECT_NE(r.output.find("valid (0 rules, default policy deny"), std::string::npos);
+    EXPECT_NE(r.output.find("valid (0 rules, default policy deny, 3 plugins from"),
+              std::string::npos)
+        << r.output;
     const std::string bad = conf.path() + "/bad.yaml";
     std::ofstream(bad) << "default_policy: deny\nrules:\n  - name: x\n    match: {class: 0xZZ}\n";
     r = runCommand({SVAD_BINARY, "--check-config", bad});
@@ -317,6 +319,15 @@ TEST(Policy, CheckConfigValidatesAndExits) {
         << r.errors;
     r = runCommand({SVAD_BINARY, "--check-config", SVAD_SOURCE_DIR "/config/svad.yaml"});
     EXPECT_EQ(r.exitCode, 0) << r.errors;
+    // A plugin refusing its settings fails the check too.
+    const std::string settings =
+        writeConfig(conf.path() + "/settings.yaml", "plugins:\n  idxd: {shared_limit: none}\n");
+    r = runCommand({SVAD_BINARY, "--check-config", settings});
+    EXPECT_EQ(r.exitCode, 2);
+    EXPECT_NE(r.errors.find("plugins.idxd: shared_limit: expected a whole number from 1, not "
+                            "'none'"),
+              std::string::npos)
+        << r.errors;
 }
 
 } // namespace
