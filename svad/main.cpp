@@ -6,10 +6,14 @@
 #include "svad/core/pasid_allocator.h"
 #include "svad/dbus/bus_loop.h"
 #include "svad/dbus/connect.h"
+#include "svad/dbus/hotplug.h"
 #include "svad/dbus/service.h"
 #include "svad/dbus/service_manager.h"
+#include "svad/linux/journal_sink.h"
 #include "svad/linux/kernel_linux.h"
 #include "svad/linux/sysfs_reader.h"
+#include "svad/linux/udev_monitor.h"
+#include "svad/metrics/metrics.h"
 #include "svad/names.h"
 #include "svad/sim/kernel_sim.h"
 #include "svad/version.h"
@@ -43,6 +47,8 @@ struct Options {
     std::string backend = "linux";
     std::optional<std::string> config;
     bool verbose = false;
+    std::string metricsAddress = svad::metrics::kDefaultAddress;
+    svad::linux_impl::LogTarget logTarget = svad::linux_impl::LogTarget::Auto;
 };
 
 void printHelp() {
@@ -55,6 +61,10 @@ void printHelp() {
                 "  --dev-root DIR                device nodes (default: /dev)\n"
                 "  --backend linux|sim           kernel backend (default: linux)\n"
                 "  --config FILE                 configuration file (YAML)\n"
+                "  --metrics-address ADDR|off    serve Prometheus metrics on HOST:PORT\n"
+                "                                (default: 127.0.0.1:9464)\n"
+                "  --log-target auto|journal|stderr  where logs go (default: auto, the\n"
+                "                                journal when stderr is journald's stream)\n"
                 "  --verbose                     log debug messages\n"
                 "  --version                     print the version and exit\n"
                 "  --help                        print this help and exit\n\n"
@@ -106,6 +116,21 @@ Options parseArgs(int argc, char** argv) {
             }
         } else if (arg == "--config") {
             o.config = next();
+        } else if (arg == "--metrics-address") {
+            o.metricsAddress = next();
+            if (o.metricsAddress != "off") {
+                if (auto err = svad::metrics::checkAddress(o.metricsAddress)) {
+                    usageError("--metrics-address: " + *err);
+                }
+            }
+        } else if (arg == "--log-target") {
+            const std::string target = next();
+            auto t = svad::linux_impl::parseLogTarget(target);
+            if (!t) {
+                usageError("--log-target must be 'auto', 'journal' or 'stderr', not '" + target +
+                           "'");
+            }
+            o.logTarget = *t;
         } else if (arg == "--verbose" || arg == "-v") {
             o.verbose = true;
         } else {
@@ -148,6 +173,9 @@ int main(int argc, char** argv) {
     Options opts = parseArgs(argc, argv);
     if (opts.verbose) {
         svad::log::setMaxPriority(svad::log::Priority::Debug);
+    }
+    if (svad::linux_impl::useJournal(opts.logTarget)) {
+        svad::log::setSink(svad::linux_impl::journalSink());
     }
     if (!isDirectory(opts.sysfsRoot)) {
         usageError("--sysfs-root " + opts.sysfsRoot + " is not a directory");
@@ -206,6 +234,20 @@ int main(int argc, char** argv) {
         svad::core::PasidAllocator pasids;
         pasids.setDefaultQuota(kDefaultPasidQuota);
         svad::core::Engine engine(*kernel, pasids);
+        std::unique_ptr<svad::metrics::Metrics> metrics;
+        if (opts.metricsAddress != "off") {
+            metrics = std::make_unique<svad::metrics::Metrics>(SVAD_VERSION, opts.backend);
+            try {
+                metrics->serve(opts.metricsAddress);
+            } catch (const svad::metrics::MetricsError& e) {
+                (void)std::fprintf(stderr, "svad: metrics: %s\n", e.what());
+                return kExitFailure;
+            }
+            for (uint16_t port : metrics->ports()) {
+                svad::log::info("metrics served",
+                                {{"ADDRESS", opts.metricsAddress}, {"PORT", std::to_string(port)}});
+            }
+        }
 
         auto t1 = Clock::now();
         auto connection = svad::dbus::connectBus(opts.bus);
@@ -223,10 +265,28 @@ int main(int argc, char** argv) {
                                                manager.status(h);
                                            }
                                            started = true;
-                                       }},
+                                       },
+                                       metrics.get()},
             scan, engine, features);
         service->publishInitial(std::move(host));
         svad::log::debug("objects registered", {{"MS", msSince(t1)}});
+        // Hotplug: a libudev monitor on this loop; without one svad still serves (SIGHUP rescans).
+        std::unique_ptr<svad::linux_impl::UdevMonitor> udev;
+        std::unique_ptr<svad::dbus::Hotplug> hotplug;
+        try {
+            udev = std::make_unique<svad::linux_impl::UdevMonitor>(io);
+            hotplug = std::make_unique<svad::dbus::Hotplug>(
+                io, *service, *udev,
+                [sysfsRoot](const svad::core::Host& previous,
+                            const svad::core::HostChanges& changes) {
+                    return svad::core::refresh(svad::linux_impl::SysfsReader(sysfsRoot), previous,
+                                               changes);
+                },
+                metrics.get());
+            hotplug->start();
+        } catch (const svad::linux_impl::UdevError& e) {
+            svad::log::warning(std::string("hotplug disabled: ") + e.what());
+        }
         try {
             connection->requestName(std::string(svad::names::kService));
         } catch (const sdbus::Error& e) {
@@ -241,10 +301,11 @@ int main(int argc, char** argv) {
 
         manager.ready(service->host());
         stopSignals.async_wait(
-            [&io, &loop, &manager](const boost::system::error_code& ec, int sig) {
+            [&io, &loop, &manager, &service](const boost::system::error_code& ec, int sig) {
                 if (!ec) {
                     svad::log::notice(std::string("stopping on ") + ::strsignal(sig));
                     manager.stopping();
+                    service->stopping();
                     loop.stop();
                     io.stop();
                 }
@@ -266,6 +327,7 @@ int main(int argc, char** argv) {
         io.run();
 
         connection->releaseName(std::string(svad::names::kService));
+        hotplug.reset();
         service.reset();
     } catch (const sdbus::Error& e) {
         (void)std::fprintf(stderr, "svad: D-Bus: %s: %s\n", e.getName().c_str(),

@@ -39,7 +39,9 @@ void printHelp() {
         "  show ID         everything about one object: a PCI address (0000:6a:01.0\n"
         "                  or 6a:01.0), a vDPA device, a queue (wq0.0), a unit\n"
         "                  (dmar0), a group number or an object path\n"
-        "  rescan          re-read the host and wait until svad has published it\n\n"
+        "  rescan          re-read the host and wait until svad has published it\n"
+        "  monitor         print svad's events as they happen (hotplug, contexts)\n"
+        "                  until interrupted; --json: one JSON object a line\n\n"
         "Contexts (what a VM holds: an iommufd and its devices' fds):\n"
         "  alloc --vm NAME [--mode handoff|attached] [--fault-queue] [--owner-pid PID]\n"
         "        DEVICE...\n"
@@ -152,6 +154,9 @@ int run(const Options& o) {
     const std::string& cmd = o.args[0];
     if (svad::cli::isContextCommand(cmd)) {
         return svad::cli::runContextCommand(o);
+    }
+    if (cmd == "monitor") {
+        return svad::cli::runMonitor(o);
     }
     if (!o.command.empty()) {
         fail(kExitUsage, "unexpected '--' for " + cmd);

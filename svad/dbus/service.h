@@ -12,12 +12,17 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
 #include <vector>
+
+namespace svad::metrics {
+class Metrics;
+} // namespace svad::metrics
 
 namespace svad::dbus {
 
@@ -27,6 +32,8 @@ struct ServiceOptions {
     std::string devRoot;
     // Called on the loop thread with every newly scanned host (the sim kernel follows it).
     std::function<void(const core::Host&)> onHostChanged;
+    // Where the service counts what it does; may be null (live_host.cpp).
+    metrics::Metrics* metrics = nullptr;
 };
 
 // Runs discovery; called on a worker thread, so it must touch nothing shared.
@@ -49,6 +56,10 @@ public:
     void rescan(ScanDone done = {});
 
     const core::Host& host() const { return host_; }
+    // Publishes a host from a partial re-read (hotplug) through the rescan's diff.
+    void applyRefreshed(core::Host host);
+    // svad is stopping: callers still waiting for a rescan get an error now.
+    void stopping();
 
 private:
     std::vector<sdbus::ObjectPath>
@@ -87,6 +98,11 @@ private:
     void startScan();
     void scanFinished(std::optional<core::Host> host, const std::string& error);
     void logWarnings(const core::Host& host) const;
+    // Live-host hooks (live_host.cpp): metrics, and contexts whose devices left.
+    void observe();
+    void recordAllocation(std::chrono::steady_clock::time_point started,
+                          const std::optional<core::Failure>& failure);
+    void contextStateChanged(uint64_t id, bool emit);
 
     // Contexts.
     core::Caller caller();

@@ -65,6 +65,13 @@ struct RunResult {
 // Runs a command to completion (argv[0] is a path or found on PATH).
 RunResult runCommand(const std::vector<std::string>& argv);
 
+// A loopback TCP port free at the time of the call.
+uint16_t freePort();
+// GET http://127.0.0.1:PORT/PATH; the body, or throws std::runtime_error.
+std::string httpGet(uint16_t port, const std::string& path = "/metrics");
+// The value of a series in a Prometheus text exposition ("name{a=\"b\"}"), or -1 if absent.
+double metricValue(const std::string& exposition, const std::string& series);
+
 // A small SVA host for the bus tests: one VT-d unit, a DSA with queues, a NIC
 // with VFs and a vDPA device, a non-viable two-device group, a device with a
 // truncated config space.
@@ -72,12 +79,16 @@ hostgen::HostSpec testHost();
 
 class SvadFixture {
 public:
-    explicit SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs = {});
+    // The host tree goes to `hostRoot` when given (an empty directory; a umockdev testbed's),
+    // else into the fixture's own directory. Metrics are off unless extraArgs say otherwise.
+    explicit SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs = {},
+                         const std::string& hostRoot = {});
     ~SvadFixture();
 
     const std::string& bus() const { return bus_->address(); }
     const std::string& root() const { return dir_.path(); }
-    std::string sysfs() const { return dir_.path() + "/host/sys"; }
+    std::string sysfs() const { return hostRoot_ + "/sys"; }
+    std::string devRoot() const { return hostRoot_ + "/dev"; }
     Process& svad() { return *svad_; }
     // A client connection of the test's own.
     sdbus::IConnection& client() { return *client_; }
@@ -88,6 +99,7 @@ public:
 
 private:
     TempDir dir_;
+    std::string hostRoot_;
     std::unique_ptr<PrivateBus> bus_;
     std::unique_ptr<Process> svad_;
     std::unique_ptr<sdbus::IConnection> client_;
