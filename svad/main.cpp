@@ -3,6 +3,7 @@
 #include "svad/core/discovery.h"
 #include "svad/core/engine.h"
 #include "svad/core/log.h"
+#include "svad/core/parse.h"
 #include "svad/core/pasid_allocator.h"
 #include "svad/dbus/bus_loop.h"
 #include "svad/dbus/connect.h"
@@ -49,6 +50,7 @@ struct Options {
     bool verbose = false;
     std::string metricsAddress = svad::metrics::kDefaultAddress;
     svad::linux_impl::LogTarget logTarget = svad::linux_impl::LogTarget::Auto;
+    std::chrono::milliseconds hotplugSettle = svad::dbus::Hotplug::kDefaultSettle;
 };
 
 void printHelp() {
@@ -65,6 +67,8 @@ void printHelp() {
                 "                                (default: 127.0.0.1:9464)\n"
                 "  --log-target auto|journal|stderr  where logs go (default: auto, the\n"
                 "                                journal when stderr is journald's stream)\n"
+                "  --hotplug-settle MS           handle hotplug events together that come\n"
+                "                                within MS of the first (default: 50)\n"
                 "  --verbose                     log debug messages\n"
                 "  --version                     print the version and exit\n"
                 "  --help                        print this help and exit\n\n"
@@ -131,6 +135,14 @@ Options parseArgs(int argc, char** argv) {
                            "'");
             }
             o.logTarget = *t;
+        } else if (arg == "--hotplug-settle") {
+            const std::string ms = next();
+            auto v = svad::core::parseDec(ms);
+            if (!v || *v < 0 || *v > 60000 ||
+                ms.find_first_not_of("0123456789") != std::string::npos) {
+                usageError("--hotplug-settle must be 0 to 60000 (milliseconds), not '" + ms + "'");
+            }
+            o.hotplugSettle = std::chrono::milliseconds(*v);
         } else if (arg == "--verbose" || arg == "-v") {
             o.verbose = true;
         } else {
@@ -282,7 +294,7 @@ int main(int argc, char** argv) {
                     return svad::core::refresh(svad::linux_impl::SysfsReader(sysfsRoot), previous,
                                                changes);
                 },
-                metrics.get());
+                metrics.get(), opts.hotplugSettle);
             hotplug->start();
         } catch (const svad::linux_impl::UdevError& e) {
             svad::log::warning(std::string("hotplug disabled: ") + e.what());
