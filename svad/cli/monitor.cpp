@@ -145,7 +145,7 @@ int runMonitor(const Options& o) {
                 onSignal(msg, json);
             } catch (const sdbus::Error& e) {
                 (void)std::fprintf(stderr, "svactl: unreadable %s signal: %s\n",
-                                   msg.getMemberName(), e.getMessage().c_str());
+                                   msg.getMemberName().c_str(), e.getMessage().c_str());
             }
         });
     auto owner = connection->addMatch(

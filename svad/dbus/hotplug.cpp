@@ -29,8 +29,12 @@ Hotplug::Hotplug(boost::asio::io_context& io, Service& service, ports::HotplugSo
 
 Hotplug::~Hotplug() {
     alive_.reset();
-    source_.stop();
-    timer_.cancel();
+    try {
+        source_.stop();
+        timer_.cancel();
+    } catch (const std::exception& e) {
+        log::warning(std::string("hotplug: stopping: ") + e.what());
+    }
     worker_.join();
 }
 

@@ -6,6 +6,7 @@
 #include <sys/uio.h>
 #include <systemd/sd-journal.h>
 #include <unistd.h>
+#include <utility>
 
 namespace svad::linux_impl {
 
@@ -83,9 +84,11 @@ std::vector<std::string> journalFields(log::Priority priority, const std::string
     for (const auto& [key, value] : fields) {
         std::string name = fieldName(key);
         if (name == "MESSAGE" || name == "PRIORITY" || name == "SYSLOG_IDENTIFIER") {
-            name = "SVAD_" + name; // a caller's field never replaces the record's own
+            name.insert(0, "SVAD_"); // a caller's field never replaces the record's own
         }
-        out.push_back(name + "=" + value);
+        name += '=';
+        name += value;
+        out.push_back(std::move(name));
     }
     return out;
 }

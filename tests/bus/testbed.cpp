@@ -10,14 +10,19 @@ namespace svad::test {
 
 namespace fs = std::filesystem;
 
+struct Testbed::Impl {
+    UMockdevTestbed* testbed = nullptr;
+};
+
 Testbed::Testbed() {
     const char* preload = std::getenv("LD_PRELOAD");
     if (preload == nullptr || std::strstr(preload, "libumockdev-preload") == nullptr) {
         throw std::runtime_error("the hotplug tests run under umockdev-wrapper (ctest does that); "
                                  "without it no uevent reaches svad");
     }
-    testbed_ = umockdev_testbed_new();
-    gchar* root = umockdev_testbed_get_root_dir(testbed_);
+    impl_ = std::make_unique<Impl>();
+    impl_->testbed = umockdev_testbed_new();
+    gchar* root = umockdev_testbed_get_root_dir(impl_->testbed);
     root_ = root;
     g_free(root);
     // Empty, for the host generator.
@@ -27,14 +32,14 @@ Testbed::Testbed() {
 }
 
 Testbed::~Testbed() {
-    g_object_unref(testbed_);
+    g_object_unref(impl_->testbed);
 }
 
 void Testbed::uevent(const std::string& devpath, const std::string& action) {
     if (!fs::exists(root_ + devpath + "/uevent")) {
         throw std::runtime_error("no device at " + devpath + " in the testbed");
     }
-    umockdev_testbed_uevent(testbed_, devpath.c_str(), action.c_str());
+    umockdev_testbed_uevent(impl_->testbed, devpath.c_str(), action.c_str());
 }
 
 void Testbed::replaceTree(const hostgen::HostSpec& host, const std::vector<std::string>& keep) {

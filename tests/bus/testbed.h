@@ -6,10 +6,9 @@
 
 #include "svad/hostgen/hostgen.h"
 
+#include <memory>
 #include <string>
 #include <vector>
-
-struct _UMockdevTestbed;
 
 namespace svad::test {
 
@@ -31,7 +30,8 @@ public:
     void replaceTree(const hostgen::HostSpec& host, const std::vector<std::string>& keep = {});
 
 private:
-    struct _UMockdevTestbed* testbed_ = nullptr;
+    struct Impl; // the UMockdevTestbed
+    std::unique_ptr<Impl> impl_;
     std::string root_;
     int generation_ = 0;
 };
