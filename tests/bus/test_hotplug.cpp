@@ -219,6 +219,37 @@ TEST(Hotplug, RemovingAHeldDeviceDegradesItsContext) {
     EXPECT_EQ(live.metric("svad_releases_total{reason=\"owner\"}"), 1);
 }
 
+TEST(Hotplug, QueueEnabledAndVdpaDeviceCreated) {
+    Live live(baseHost());
+    const std::string queue = std::string(kRoot) + "/queue/wq0_2e2";
+    ASSERT_EQ(live.f().property(queue, "org.svad.Svad1.Queue", "State").get<uint32_t>(), 1U);
+
+    // accel-config enables wq0.2 as a user queue; the vdpa tool makes vdpa1 on a VF.
+    auto after = baseHost();
+    for (auto& d : after.devices) {
+        if (d.address == "0000:6a:01.0") {
+            d.queues[2].state = "enabled";
+            d.queues[2].type = "user";
+            d.queues[2].charDevice = true;
+        }
+        if (d.address == "0000:3b:00.0") {
+            d.sriov->vfs[1].vdpa.push_back(hostgen::VdpaSpec{"vdpa1", "vhost_vdpa", ""});
+        }
+    }
+    live.testbed().replaceTree(after);
+    live.testbed().uevent("/sys/devices/pci0000:6a/0000:6a:01.0/dsa0/wq0.2", "change");
+    live.testbed().uevent("/sys/devices/pci0000:3b/0000:3b:10.1/vdpa1", "add");
+
+    ASSERT_TRUE(waitUntil([&] { return live.hasObject(std::string(kRoot) + "/vdpa/vdpa1"); }))
+        << live.f().svad().log();
+    EXPECT_EQ(live.f().property(queue, "org.svad.Svad1.Queue", "State").get<uint32_t>(), 2U);
+    EXPECT_EQ(live.f().property(queue, "org.svad.Svad1.Queue", "CharDevice").get<std::string>(),
+              live.f().devRoot() + "/dsa/wq0.2");
+    EXPECT_EQ(live.metric("svad_hotplug_events_total{action=\"change\",subsystem=\"dsa\"}"), 1);
+    EXPECT_EQ(live.metric("svad_hotplug_events_total{action=\"add\",subsystem=\"vdpa\"}"), 1);
+    EXPECT_EQ(live.metric("svad_devices{driver=\"vhost_vdpa\",kind=\"vdpa\"}"), 3);
+}
+
 TEST(Hotplug, ABurstOfEventsIsReadOnceOrAFewTimes) {
     Live live(baseHost());
     const auto scansBefore = live.f().property(kRoot, kManager, "ScanCount").get<uint32_t>();
