@@ -48,6 +48,11 @@ void Hotplug::start() {
 }
 
 void Hotplug::onEvent(const ports::HotplugEvent& event) {
+    if (event.lost) {
+        log::warning("hotplug: events were lost, rescanning the whole host");
+        service_.rescan();
+        return;
+    }
     if (metrics_ != nullptr) {
         metrics_->hotplugEvent(event.subsystem, event.action);
     }
@@ -89,28 +94,40 @@ void Hotplug::flush() {
     pending_ = {};
     const size_t events = pendingEvents_;
     pendingEvents_ = 0;
+    scansAtFlush_ = service_.scanCount();
     log::info("hotplug: reading the host again",
               {{"EVENTS", std::to_string(events)}, {"DEVICE", describe(changes)}});
     std::weak_ptr<int> alive = alive_;
-    boost::asio::post(
-        worker_, [this, alive, previous = service_.host(), changes = std::move(changes), events] {
-            std::optional<core::Host> host;
-            std::string error;
-            try {
-                host = refresh_(previous, changes);
-            } catch (const std::exception& e) {
-                error = e.what();
-            }
-            boost::asio::post(io_, [this, alive, host = std::move(host), error, events]() mutable {
-                if (alive.lock()) {
-                    finished(std::move(host), error, events);
-                }
-            });
-        });
+    boost::asio::post(worker_, [this, alive, previous = service_.host(), changes, events] {
+        std::optional<core::Host> host;
+        std::string error;
+        try {
+            host = refresh_(previous, changes);
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+        boost::asio::post(io_,
+                          [this, alive, host = std::move(host), error, changes, events]() mutable {
+                              if (alive.lock()) {
+                                  finished(std::move(host), error, changes, events);
+                              }
+                          });
+    });
 }
 
-void Hotplug::finished(std::optional<core::Host> host, const std::string& error, size_t events) {
+void Hotplug::finished(std::optional<core::Host> host, const std::string& error,
+                       const core::HostChanges& changes, size_t events) {
     refreshing_ = false;
+    if (host && service_.scanCount() != scansAtFlush_) {
+        // A full scan landed meanwhile: what this read copied may be older. Read again.
+        pending_.pci.insert(changes.pci.begin(), changes.pci.end());
+        pending_.units = pending_.units || changes.units;
+        pending_.queues = pending_.queues || changes.queues;
+        pending_.vdpa = pending_.vdpa || changes.vdpa;
+        pendingEvents_ += events;
+        arm();
+        return;
+    }
     ++refreshes_;
     if (metrics_ != nullptr) {
         metrics_->hotplugRefresh();

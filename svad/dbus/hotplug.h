@@ -46,7 +46,8 @@ private:
     void onEvent(const ports::HotplugEvent& event);
     void arm();
     void flush();
-    void finished(std::optional<core::Host> host, const std::string& error, size_t events);
+    void finished(std::optional<core::Host> host, const std::string& error,
+                  const core::HostChanges& changes, size_t events);
 
     boost::asio::io_context& io_;
     Service& service_;
@@ -62,6 +63,7 @@ private:
     bool armed_ = false;
     bool refreshing_ = false;
     uint64_t refreshes_ = 0;
+    uint32_t scansAtFlush_ = 0;
     std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };
 

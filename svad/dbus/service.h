@@ -56,6 +56,8 @@ public:
     void rescan(ScanDone done = {});
 
     const core::Host& host() const { return host_; }
+    // How many hosts were published (scans, rescans, hotplug re-reads).
+    uint32_t scanCount() const { return scanCount_; }
     // Publishes a host from a partial re-read (hotplug) through the rescan's diff.
     void applyRefreshed(core::Host host);
     // svad is stopping: callers still waiting for a rescan get an error now.

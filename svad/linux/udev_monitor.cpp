@@ -93,8 +93,15 @@ void UdevMonitor::wait() {
 void UdevMonitor::drain() {
     // The monitor's socket is non-blocking: receive returns null when it is empty.
     for (int i = 0; i < kBatch && handler_; ++i) {
+        errno = 0;
         struct udev_device* dev = udev_monitor_receive_device(monitor_);
         if (dev == nullptr) {
+            if (errno == ENOBUFS) {
+                // The kernel dropped events for us: nobody can say which.
+                ports::HotplugEvent lost;
+                lost.lost = true;
+                handler_(lost);
+            }
             return;
         }
         ports::HotplugEvent ev;

@@ -14,6 +14,8 @@ struct HotplugEvent {
     std::string sysname;   // 0000:6a:01.0, vfio3, vdpa0, wq0.1, dmar0
     std::string devpath;   // /devices/pci0000:6a/0000:6a:01.0 (below the sysfs root)
     std::string driver;    // the bound driver, if the event says
+    // Events were lost (the socket overflowed): what changed is unknown.
+    bool lost = false;
 };
 
 class HotplugSource {
