@@ -101,7 +101,9 @@ log::Sink journalSink() {
         for (const auto& e : entries) {
             iov.push_back({const_cast<char*>(e.data()), e.size()});
         }
-        if (sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) < 0) {
+        // sd-journal drops a record silently when journald is not there: look first.
+        if (::access(kJournalSocket, W_OK) != 0 ||
+            sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) < 0) {
             std::string line = log::formatLine(p, message, fields) + "\n";
             (void)std::fwrite(line.data(), 1, line.size(), stderr);
         }

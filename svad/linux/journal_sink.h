@@ -28,7 +28,7 @@ std::vector<std::string> journalFields(log::Priority priority, const std::string
                                        const log::Fields& fields);
 
 // A log sink that sends to the journal and falls back to a stderr line when
-// the journal cannot be reached.
+// the journal cannot be reached (its socket is missing, or sending fails).
 log::Sink journalSink();
 
 } // namespace svad::linux_impl
