@@ -10,6 +10,8 @@
 
 #include <filesystem>
 #include <gtest/gtest.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 #include <stdexcept>
 #include <unistd.h>
 
@@ -233,6 +235,33 @@ TEST(MetricsAddress, Checked) {
         ASSERT_TRUE(err) << bad;
         EXPECT_NE(err->find("metrics address"), std::string::npos) << *err;
     }
+}
+
+std::string exposition(const metrics::Metrics& m) {
+    return prometheus::TextSerializer().Serialize(m.registry()->Collect());
+}
+
+TEST(Metrics, SeriesFollowTheHost) {
+    metrics::Metrics m("1.2.3", "sim");
+    core::Host host;
+    core::PciDevice a;
+    a.address = "0000:00:01.0";
+    a.driver = "nvme";
+    host.devices.push_back(a);
+    m.updateHost(host);
+    std::string text = exposition(m);
+    EXPECT_NE(text.find("svad_devices{driver=\"nvme\",kind=\"pci\"} 1"), std::string::npos) << text;
+    EXPECT_NE(text.find("svad_build_info{backend=\"sim\",version=\"1.2.3\"} 1"), std::string::npos)
+        << text;
+    // The driver changes: the old series goes rather than staying at 0.
+    host.devices[0].driver = "vfio-pci";
+    m.updateHost(host);
+    text = exposition(m);
+    EXPECT_EQ(text.find("driver=\"nvme\""), std::string::npos) << text;
+    EXPECT_NE(text.find("svad_devices{driver=\"vfio-pci\",kind=\"pci\"} 1"), std::string::npos)
+        << text;
+    EXPECT_NE(text.find("svad_iommu_groups{viable=\"true\"} 0"), std::string::npos) << text;
+    EXPECT_TRUE(m.ports().empty()); // not serving
 }
 
 TEST(Metrics, ReleaseLabels) {
