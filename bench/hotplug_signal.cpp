@@ -31,26 +31,14 @@
 
 namespace {
 
+using svad::test::percentiles;
+
 using Clock = std::chrono::steady_clock;
 constexpr const char* kRoot = "/org/svad/Svad1";
 constexpr const char* kNvme = "0000:5e:00.0";
 
 double us(Clock::duration d) {
     return std::chrono::duration<double, std::micro>(d).count();
-}
-
-struct Percentiles {
-    double p50 = 0;
-    double p99 = 0;
-};
-
-Percentiles percentiles(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    auto at = [&v](double q) {
-        size_t i = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
-        return v[std::min(v.size() - 1, i == 0 ? 0 : i - 1)];
-    };
-    return {at(0.50), at(0.99)};
 }
 
 int positive(const char* text, const char* option, int min) {

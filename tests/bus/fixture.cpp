@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <arpa/inet.h>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fcntl.h>
@@ -169,6 +170,29 @@ RunResult runCommand(const std::vector<std::string>& argv) {
     r.output = readFile(out);
     r.errors = readFile(err);
     return r;
+}
+
+bool waitUntil(const std::function<bool()>& done, int timeoutMs) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (done()) {
+            return true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return done();
+}
+
+Percentiles percentiles(std::vector<double> sample) {
+    if (sample.empty()) {
+        return {};
+    }
+    std::sort(sample.begin(), sample.end());
+    auto at = [&sample](double q) {
+        size_t i = static_cast<size_t>(std::ceil(q * static_cast<double>(sample.size())));
+        return sample[std::min(sample.size() - 1, i == 0 ? 0 : i - 1)];
+    };
+    return {at(0.50), at(0.99)};
 }
 
 uint16_t freePort() {

@@ -4,6 +4,7 @@
 
 #include "svad/hostgen/hostgen.h"
 
+#include <functional>
 #include <memory>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
@@ -64,6 +65,16 @@ struct RunResult {
 
 // Runs a command to completion (argv[0] is a path or found on PATH).
 RunResult runCommand(const std::vector<std::string>& argv);
+
+// Polls `done` every 20 ms until it holds or timeoutMs passed; its last answer.
+bool waitUntil(const std::function<bool()>& done, int timeoutMs = 5000);
+
+// The 50th and 99th percentiles of a sample (benchmarks).
+struct Percentiles {
+    double p50 = 0;
+    double p99 = 0;
+};
+Percentiles percentiles(std::vector<double> sample);
 
 // A loopback TCP port free at the time of the call.
 uint16_t freePort();

@@ -23,17 +23,6 @@ constexpr const char* kDevice = "org.svad.Svad1.Device";
 constexpr const char* kGpu = "0000:17:00.0";
 constexpr const char* kAudio = "0000:17:00.1";
 
-bool waitUntil(const std::function<bool()>& done, int timeoutMs = 5000) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (done()) {
-            return true;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return done();
-}
-
 // The test host with group 3 viable: the GPU's audio function on vfio-pci too.
 hostgen::HostSpec baseHost() {
     auto h = testHost();

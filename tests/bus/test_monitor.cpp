@@ -17,17 +17,6 @@ namespace {
 constexpr const char* kRoot = "/org/svad/Svad1";
 constexpr const char* kManager = "org.svad.Svad1.Manager";
 
-bool waitUntil(const std::function<bool()>& done, int timeoutMs = 5000) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (done()) {
-            return true;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return done();
-}
-
 std::unique_ptr<Process> startMonitor(SvadFixture& f, bool json, const std::string& name) {
     std::vector<std::string> argv = {SVACTL_BINARY, "--bus", f.bus(), "monitor"};
     if (json) {
