@@ -28,6 +28,9 @@
 
 namespace {
 
+using svad::test::Percentiles;
+using svad::test::percentiles;
+
 using Clock = std::chrono::steady_clock;
 using svad::test::Process;
 
@@ -37,20 +40,6 @@ constexpr const char* kManager = "org.svad.Svad1.Manager";
 
 double us(Clock::duration d) {
     return std::chrono::duration<double, std::micro>(d).count();
-}
-
-struct Percentiles {
-    double p50 = 0;
-    double p99 = 0;
-};
-
-Percentiles percentiles(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    auto at = [&v](double q) {
-        size_t i = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
-        return v[std::min(v.size() - 1, i == 0 ? 0 : i - 1)];
-    };
-    return {at(0.50), at(0.99)};
 }
 
 // `count` vfio-pci functions 0000:BB:DD.0 from 0000:81:00.0, each alone in its group with a VFIO

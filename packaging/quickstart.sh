@@ -15,7 +15,7 @@ jobs=${JOBS:-2}
 packages=(
   cmake ninja-build g++ pkg-config ccache
   libsdbus-c++-dev libsdbus-c++-bin libsystemd-dev libudev-dev
-  libyaml-cpp-dev prometheus-cpp-dev libboost-dev
+  libyaml-cpp-dev prometheus-cpp-dev libboost-dev umockdev libumockdev-dev
   libgtest-dev libgmock-dev dbus pciutils
 )
 

@@ -4,14 +4,19 @@
 #include "svad/core/discovery.h"
 #include "svad/core/engine.h"
 #include "svad/core/log.h"
+#include "svad/core/parse.h"
 #include "svad/core/pasid_allocator.h"
 #include "svad/dbus/bus_loop.h"
 #include "svad/dbus/connect.h"
+#include "svad/dbus/hotplug.h"
 #include "svad/dbus/service.h"
 #include "svad/dbus/service_manager.h"
 #include "svad/linux/driver_binder_linux.h"
+#include "svad/linux/journal_sink.h"
 #include "svad/linux/kernel_linux.h"
 #include "svad/linux/sysfs_reader.h"
+#include "svad/linux/udev_monitor.h"
+#include "svad/metrics/metrics.h"
 #include "svad/names.h"
 #include "svad/plugin_host/plugin_host.h"
 #include "svad/sim/driver_binder_sim.h"
@@ -48,6 +53,9 @@ struct Options {
     std::optional<std::string> config;
     std::optional<std::string> checkConfig;
     bool verbose = false;
+    std::optional<std::string> metricsAddress; // unset: the configuration's
+    svad::linux_impl::LogTarget logTarget = svad::linux_impl::LogTarget::Auto;
+    std::chrono::milliseconds hotplugSettle = svad::dbus::Hotplug::kDefaultSettle;
 };
 
 void printHelp() {
@@ -62,6 +70,12 @@ void printHelp() {
                 "  --config FILE                 configuration file (default: %s if it\n"
                 "                                exists, else built-in defaults: deny all)\n"
                 "  --check-config FILE           validate a configuration file and exit\n"
+                "  --metrics-address ADDR|off    serve Prometheus metrics on HOST:PORT\n"
+                "                                (default: metrics.address, else 127.0.0.1:9464)\n"
+                "  --log-target auto|journal|stderr  where logs go (default: auto, the\n"
+                "                                journal when stderr is journald's stream)\n"
+                "  --hotplug-settle MS           handle hotplug events together that come\n"
+                "                                within MS of the first (default: 50)\n"
                 "  --verbose                     log debug messages\n"
                 "  --version                     print the version and exit\n"
                 "  --help                        print this help and exit\n\n"
@@ -117,6 +131,29 @@ Options parseArgs(int argc, char** argv) {
             o.config = next();
         } else if (arg == "--check-config") {
             o.checkConfig = next();
+        } else if (arg == "--metrics-address") {
+            o.metricsAddress = next();
+            if (*o.metricsAddress != "off") {
+                if (auto err = svad::metrics::checkAddress(*o.metricsAddress)) {
+                    usageError("--metrics-address: " + *err);
+                }
+            }
+        } else if (arg == "--log-target") {
+            const std::string target = next();
+            auto t = svad::linux_impl::parseLogTarget(target);
+            if (!t) {
+                usageError("--log-target must be 'auto', 'journal' or 'stderr', not '" + target +
+                           "'");
+            }
+            o.logTarget = *t;
+        } else if (arg == "--hotplug-settle") {
+            const std::string ms = next();
+            auto v = svad::core::parseDec(ms);
+            if (!v || *v < 0 || *v > 60000 ||
+                ms.find_first_not_of("0123456789") != std::string::npos) {
+                usageError("--hotplug-settle must be 0 to 60000 (milliseconds), not '" + ms + "'");
+            }
+            o.hotplugSettle = std::chrono::milliseconds(*v);
         } else if (arg == "--verbose" || arg == "-v") {
             o.verbose = true;
         } else {
@@ -151,6 +188,9 @@ int main(int argc, char** argv) {
     Options opts = parseArgs(argc, argv);
     if (opts.verbose) {
         svad::log::setMaxPriority(svad::log::Priority::Debug);
+    }
+    if (svad::linux_impl::useJournal(opts.logTarget)) {
+        svad::log::setSink(svad::linux_impl::journalSink());
     }
     if (opts.checkConfig) {
         auto config = loadOrExit(*opts.checkConfig);
@@ -282,6 +322,21 @@ int main(int argc, char** argv) {
                                {"RULES", std::to_string(next->rules.size())}});
             return {};
         };
+        std::unique_ptr<svad::metrics::Metrics> metrics;
+        const std::string metricsAddress = opts.metricsAddress.value_or(config->metricsAddress);
+        if (metricsAddress != "off") {
+            metrics = std::make_unique<svad::metrics::Metrics>(SVAD_VERSION, backend);
+            try {
+                metrics->serve(metricsAddress);
+            } catch (const svad::metrics::MetricsError& e) {
+                (void)std::fprintf(stderr, "svad: metrics: %s\n", e.what());
+                return kExitFailure;
+            }
+            for (uint16_t port : metrics->ports()) {
+                svad::log::info("metrics served",
+                                {{"ADDRESS", metricsAddress}, {"PORT", std::to_string(port)}});
+            }
+        }
 
         auto t1 = Clock::now();
         auto connection = svad::dbus::connectBus(opts.bus);
@@ -316,7 +371,8 @@ int main(int argc, char** argv) {
                         out.emplace_back(r.path, r.reason);
                     }
                     return out;
-                }},
+                },
+                metrics.get()},
             scan, engine, features);
         currentHost = [&service]() -> const svad::core::Host& { return service->host(); };
         // A plugin gave functions back to their drivers (on its release thread): rescan.
@@ -329,6 +385,23 @@ int main(int argc, char** argv) {
         });
         service->publishInitial(std::move(host));
         svad::log::debug("objects registered", {{"MS", msSince(t1)}});
+        // Hotplug: a libudev monitor on this loop; without one svad still serves (SIGHUP rescans).
+        std::unique_ptr<svad::linux_impl::UdevMonitor> udev;
+        std::unique_ptr<svad::dbus::Hotplug> hotplug;
+        try {
+            udev = std::make_unique<svad::linux_impl::UdevMonitor>(io);
+            hotplug = std::make_unique<svad::dbus::Hotplug>(
+                io, *service, *udev,
+                [sysfsRoot](const svad::core::Host& previous,
+                            const svad::core::HostChanges& changes) {
+                    return svad::core::refresh(svad::linux_impl::SysfsReader(sysfsRoot), previous,
+                                               changes);
+                },
+                metrics.get(), opts.hotplugSettle);
+            hotplug->start();
+        } catch (const svad::linux_impl::UdevError& e) {
+            svad::log::warning(std::string("hotplug disabled: ") + e.what());
+        }
         try {
             connection->requestName(std::string(svad::names::kService));
         } catch (const sdbus::Error& e) {
@@ -346,10 +419,11 @@ int main(int argc, char** argv) {
 
         manager.ready(service->host());
         stopSignals.async_wait(
-            [&io, &loop, &manager](const boost::system::error_code& ec, int sig) {
+            [&io, &loop, &manager, &service](const boost::system::error_code& ec, int sig) {
                 if (!ec) {
                     svad::log::notice(std::string("stopping on ") + ::strsignal(sig));
                     manager.stopping();
+                    service->stopping();
                     loop.stop();
                     io.stop();
                 }
@@ -376,6 +450,7 @@ int main(int argc, char** argv) {
 
         connection->releaseName(std::string(svad::names::kService));
         plugins.setOnReleased({});
+        hotplug.reset();
         service.reset();
     } catch (const sdbus::Error& e) {
         (void)std::fprintf(stderr, "svad: D-Bus: %s: %s\n", e.getName().c_str(),

@@ -59,4 +59,7 @@ bool isContextCommand(const std::string& cmd);
 bool contextOptionTakesValue(const std::string& option);
 int runContextCommand(const Options& o);
 
+// svactl monitor [--json]: prints svad's events until interrupted (monitor.cpp).
+int runMonitor(const Options& o);
+
 } // namespace svad::cli

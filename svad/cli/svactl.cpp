@@ -43,7 +43,9 @@ void printHelp() {
         "  plugins         the policy plugins svad loaded, in the order it asks them,\n"
         "                  and the files it refused with the reason\n"
         "  reload          make svad read its configuration again (a bad file is\n"
-        "                  refused with every error and the running one stays)\n\n"
+        "                  refused with every error and the running one stays)\n"
+        "  monitor         print svad's events as they happen (hotplug, contexts)\n"
+        "                  until interrupted; --json: one JSON object a line\n\n"
         "Contexts (what a VM holds: an iommufd and its devices' fds):\n"
         "  alloc --vm NAME [--mode handoff|attached] [--fault-queue] [--owner-pid PID]\n"
         "        DEVICE...\n"
@@ -156,6 +158,9 @@ int run(const Options& o) {
     const std::string& cmd = o.args[0];
     if (svad::cli::isContextCommand(cmd)) {
         return svad::cli::runContextCommand(o);
+    }
+    if (cmd == "monitor") {
+        return svad::cli::runMonitor(o);
     }
     if (!o.command.empty()) {
         fail(kExitUsage, "unexpected '--' for " + cmd);

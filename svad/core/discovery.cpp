@@ -8,6 +8,7 @@
 #include <atomic>
 #include <exception>
 #include <map>
+#include <set>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
@@ -17,6 +18,7 @@ namespace svad::core {
 namespace {
 
 constexpr size_t kConfigMax = 4096;
+constexpr const char* kMissingMember = " is not in bus/pci/devices";
 
 // Collects the warnings of one object, prefixed with the attribute concerned.
 class Warnings {
@@ -358,7 +360,7 @@ void computeViability(Host& host) {
         for (const auto& member : g.devices) {
             auto it = byAddress.find(member);
             if (it == byAddress.end()) {
-                g.warnings.push_back("member " + member + " is not in bus/pci/devices");
+                g.warnings.push_back("member " + member + kMissingMember);
                 continue;
             }
             if (!keepsGroupViable(*it->second)) {
@@ -568,6 +570,111 @@ Host discover(const ports::Sysfs& fs) {
     ScanPlan p = plan(fs, host);
     readItems(fs, p, host, 0, p.groups.size() + p.devices.size());
     finish(fs, host);
+    return host;
+}
+
+namespace {
+
+// Drops the warnings computeViability() adds, before it runs again on a copied group.
+void dropViabilityWarnings(IommuGroup& g) {
+    const std::string suffix = kMissingMember;
+    std::erase_if(g.warnings, [&suffix](const std::string& w) {
+        return w.rfind("member ", 0) == 0 && w.size() > suffix.size() &&
+               w.compare(w.size() - suffix.size(), suffix.size(), suffix) == 0;
+    });
+}
+
+} // namespace
+
+Host refresh(const ports::Sysfs& fs, const Host& previous, const HostChanges& changes) {
+    std::unordered_map<std::string, const PciDevice*> old;
+    for (const auto& d : previous.devices) {
+        old.emplace(d.address, &d);
+    }
+    // A function's PF and VFs follow it: the PF lists its VFs, a VF names its PF.
+    std::set<std::string> affected = changes.pci;
+    std::set<uint32_t> groups;
+    for (const auto& a : changes.pci) {
+        if (auto it = old.find(a); it != old.end()) {
+            const PciDevice& d = *it->second;
+            if (!d.physfn.empty()) {
+                affected.insert(d.physfn);
+            }
+            affected.insert(d.virtfns.begin(), d.virtfns.end());
+            if (d.group) {
+                groups.insert(*d.group);
+            }
+        }
+    }
+
+    Host host;
+    if (changes.units || !changes.pci.empty()) {
+        discoverUnits(fs, host); // a unit lists its functions
+    } else {
+        host.units = previous.units;
+    }
+    ScanPlan p = plan(fs, host);
+    std::vector<size_t> reread;
+    for (size_t i = 0; i < p.devices.size(); ++i) {
+        const std::string& a = p.devices[i];
+        auto it = old.find(a);
+        if (it == old.end() || affected.count(a) != 0) {
+            host.devices[i] = readPciDevice(fs, a);
+            reread.push_back(i);
+        } else {
+            host.devices[i] = *it->second;
+        }
+    }
+    // What the re-read functions name now: a new VF's PF, a new group.
+    std::unordered_map<std::string, size_t> index;
+    for (size_t i = 0; i < host.devices.size(); ++i) {
+        index.emplace(host.devices[i].address, i);
+    }
+    for (size_t i : reread) {
+        const PciDevice& d = host.devices[i];
+        if (d.group) {
+            groups.insert(*d.group);
+        }
+        std::vector<std::string> related = d.virtfns;
+        if (!d.physfn.empty()) {
+            related.push_back(d.physfn);
+        }
+        for (const auto& r : related) {
+            if (affected.insert(r).second) {
+                if (auto it = index.find(r); it != index.end()) {
+                    host.devices[it->second] = readPciDevice(fs, r);
+                }
+            }
+        }
+    }
+    std::unordered_map<uint32_t, const IommuGroup*> oldGroups;
+    for (const auto& g : previous.groups) {
+        oldGroups.emplace(g.id, &g);
+    }
+    for (size_t i = 0; i < p.groups.size(); ++i) {
+        const auto& [id, name] = p.groups[i];
+        auto it = oldGroups.find(id);
+        if (it == oldGroups.end() || groups.count(id) != 0) {
+            host.groups[i] = readGroup(fs, id, name);
+        } else {
+            host.groups[i] = *it->second;
+            dropViabilityWarnings(host.groups[i]);
+        }
+    }
+    std::sort(host.groups.begin(), host.groups.end(),
+              [](const IommuGroup& a, const IommuGroup& b) { return a.id < b.id; });
+    computeViability(host);
+    // Queues and vDPA devices hang below PCI functions: read again when any changed.
+    if (changes.queues || !changes.pci.empty()) {
+        discoverQueues(fs, host);
+    } else {
+        host.queues = previous.queues;
+    }
+    if (changes.vdpa || !changes.pci.empty()) {
+        discoverVdpa(fs, host);
+    } else {
+        host.vdpa = previous.vdpa;
+    }
     return host;
 }
 

@@ -7,6 +7,8 @@
 
 #include <functional>
 #include <memory>
+#include <set>
+#include <string>
 
 namespace svad::core {
 
@@ -17,5 +19,20 @@ Host discover(const ports::Sysfs& sysfs);
 // reader roughly halves a large host's scan on two cores.
 using SysfsFactory = std::function<std::unique_ptr<ports::Sysfs>()>;
 Host discover(const SysfsFactory& makeSysfs, unsigned threads);
+
+// What changed on a live host (from hotplug events), for a partial re-read.
+struct HostChanges {
+    std::set<std::string> pci; // PCI addresses added, removed, bound, unbound or changed
+    bool units = false;        // an IOMMU unit came or went
+    bool queues = false;       // an idxd device or work queue changed
+    bool vdpa = false;         // a vDPA device came, went or was (un)bound
+    bool empty() const { return pci.empty() && !units && !queues && !vdpa; }
+};
+
+// A new host from `previous` and the changes: only the PCI functions named
+// (with their PF or VFs) and the groups holding them are read again; group
+// viability is recomputed; units, queues and vDPA devices are read again
+// when they may depend on what changed. Everything else is copied.
+Host refresh(const ports::Sysfs& sysfs, const Host& previous, const HostChanges& changes);
 
 } // namespace svad::core

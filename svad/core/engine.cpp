@@ -273,7 +273,7 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
         const std::string ruleName = rd.rule != nullptr ? rd.rule->name : "";
         if (!rd.allowed) {
             audit(request, r.id, "config", "DENY", rd.reason, ruleName);
-            return fail(names::Error::PolicyDenied, r.id + ": " + rd.reason);
+            return Failure{names::Error::PolicyDenied, r.id + ": " + rd.reason, "config"};
         }
         r.rule = rd.rule;
         if (r.rule != nullptr) {
@@ -284,7 +284,7 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
                                   (lim.mode == ModeLimit::Handoff ? "handoff" : "attached") +
                                   " mode";
                 audit(request, r.id, "config", "DENY", why, ruleName);
-                return fail(names::Error::PolicyDenied, r.id + ": " + why);
+                return Failure{names::Error::PolicyDenied, r.id + ": " + why, "config"};
             }
             if (lim.maxContexts) {
                 uint32_t n = 0;
@@ -301,7 +301,7 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
                                       " contexts through rule '" + ruleName + "' (max_contexts " +
                                       std::to_string(*lim.maxContexts) + ")";
                     audit(request, r.id, "config", "DENY", why, ruleName);
-                    return fail(names::Error::QuotaExceeded, r.id + ": " + why);
+                    return Failure{names::Error::QuotaExceeded, r.id + ": " + why, "config"};
                 }
             }
         }
@@ -330,7 +330,7 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
                         std::string why = "auto_bind would take " + member + " (" + b +
                                           ") from its driver, and " + md.reason;
                         audit(request, r.id, "config", "DENY", why, ruleName);
-                        return fail(names::Error::PolicyDenied, r.id + ": " + why);
+                        return Failure{names::Error::PolicyDenied, r.id + ": " + why, "config"};
                     }
                 }
             }
@@ -375,7 +375,8 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
             if (pd.verdicts.empty() || pd.plugin.empty()) {
                 audit(request, r.id, "svad", "DENY", pd.reason, ruleName);
             }
-            return fail(names::Error::PolicyDenied, r.id + ": " + pd.reason);
+            return Failure{names::Error::PolicyDenied, r.id + ": " + pd.reason,
+                           pd.plugin.empty() ? "none" : pd.plugin};
         }
         r.plugin = pd.plugin;
     }

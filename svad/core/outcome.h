@@ -14,6 +14,7 @@ namespace svad::core {
 struct Failure {
     names::Error error = names::Error::InvalidArgument;
     std::string message;
+    std::string plugin; // who refused, for a policy refusal: "config", a plugin's name, or "none"
 };
 
 template <typename T> class Outcome {

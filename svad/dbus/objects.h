@@ -196,6 +196,11 @@ public:
     void announceChanged(const std::vector<std::string>& properties) {
         emitPropertiesChangedSignal(Adaptor::INTERFACE_NAME, properties);
     }
+    // Emits Degraded(reason) and the State change.
+    void announceDegraded(const std::string& reason) {
+        emitDegraded(reason);
+        announceChanged({"State"});
+    }
 
 private:
     const core::Context& ctx() const;

@@ -2,6 +2,7 @@
 
 #include "svad/core/log.h"
 #include "svad/core/paths.h"
+#include "svad/metrics/metrics.h"
 #include "svad/names.h"
 #include "svad/version.h"
 
@@ -10,6 +11,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <set>
 #include <sys/syscall.h>
 #include <system_error>
 #include <time.h>
@@ -221,12 +223,7 @@ void Service::apply(core::Host host, bool emit) {
     }
     engine_.setHost(host);
     for (uint64_t id : engine_.markDegraded()) {
-        auto it = contextObjects_.find(id);
-        if (it != contextObjects_.end() && emit) {
-            it->second->announceChanged({"State"});
-        }
-        log::warning("a device of the context left the host: context degraded",
-                     {{"CONTEXT", std::to_string(id)}});
+        contextStateChanged(id, emit);
     }
     host_ = std::move(host);
     lastScanUsec_ = realtimeUsec();
@@ -237,6 +234,7 @@ void Service::apply(core::Host host, bool emit) {
                                      "QueueCount", "PasidDeviceCount", "WarningCount", "Warnings",
                                      "LastScanTime", "ScanCount"});
     }
+    observe();
     log::info("host scanned", {{"DEVICES", std::to_string(host_.devices.size())},
                                {"GROUPS", std::to_string(host_.groups.size())},
                                {"UNITS", std::to_string(host_.units.size())},
@@ -564,6 +562,7 @@ std::tuple<sdbus::ObjectPath, sdbus::UnixFd, std::map<std::string, sdbus::UnixFd
            std::map<std::string, sdbus::Variant>>
 Service::AllocateContext(const std::string& vm, const std::vector<std::string>& devices,
                          const std::map<std::string, sdbus::Variant>& options) {
+    const auto started = std::chrono::steady_clock::now();
     core::AllocateRequest req;
     req.vm = vm;
     req.devices = devices;
@@ -603,6 +602,7 @@ Service::AllocateContext(const std::string& vm, const std::vector<std::string>& 
                       {"REASON", outcome.failure().message},
                       {"CALLER_UID", std::to_string(req.caller.uid)},
                       {"CALLER_PID", std::to_string(req.caller.pid)}});
+        recordAllocation(started, outcome.failure());
         throwFailure(outcome.failure());
     }
     const uint64_t id = outcome.value()->id;
@@ -613,11 +613,18 @@ Service::AllocateContext(const std::string& vm, const std::vector<std::string>& 
         if (outcome.value()->hostChanged) {
             rescan(); // a plugin rebound drivers: publish what the host looks like now
         }
+        std::set<std::string> used;
+        for (const auto& d : outcome.value()->devices) {
+            used.insert(d.plugin);
+        }
+        recordAllocation(started, std::nullopt,
+                         joined(std::vector<std::string>(used.begin(), used.end())));
         return reply;
     } catch (const std::exception& e) {
         contextObjects_.erase(id);
         forgetLease(id);
         engine_.releaseUnchecked(id);
+        recordAllocation(started, core::Failure{names::Error::KernelError, e.what()});
         log::error(std::string("context taken back, it could not be handed over: ") + e.what(),
                    {{"VM", vm}, {"CONTEXT", std::to_string(id)}});
         if (const auto* busError = dynamic_cast<const sdbus::Error*>(&e)) {
@@ -806,6 +813,10 @@ void Service::finishRelease(uint64_t id, const std::string& reason) {
     forgetLease(id);
     engine_.releaseUnchecked(id);
     announceHolders(devices);
+    if (options_.metrics != nullptr) {
+        options_.metrics->release(reason);
+    }
+    observe();
     log::notice("context released: " + reason, {{"VM", vm},
                                                 {"CONTEXT", std::to_string(id)},
                                                 {"DEVICE", joined(devices)},
@@ -831,10 +842,14 @@ uint32_t Service::AllocatePasid(const sdbus::ObjectPath& context, const std::str
     if (!outcome.ok()) {
         log::warning("PASID refused: " + outcome.failure().message,
                      {{"CONTEXT", std::to_string(id)}, {"DEVICE", device}});
+        if (options_.metrics != nullptr && outcome.failure().error == names::Error::QuotaExceeded) {
+            options_.metrics->pasidQuotaRefusal();
+        }
         throwFailure(outcome.failure());
     }
     const uint32_t pasid = outcome.value();
     announceContext(id, {"Pasids"});
+    observe();
     log::info(
         "PASID allocated",
         {{"CONTEXT", std::to_string(id)}, {"DEVICE", device}, {"PASID", std::to_string(pasid)}});
@@ -848,6 +863,7 @@ void Service::ReleasePasid(const sdbus::ObjectPath& context, const uint32_t& pas
         throwFailure(outcome.failure());
     }
     announceContext(id, {"Pasids"});
+    observe();
     log::info("PASID released",
               {{"CONTEXT", std::to_string(id)}, {"PASID", std::to_string(pasid)}});
 }

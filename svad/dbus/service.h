@@ -12,12 +12,17 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
 #include <vector>
+
+namespace svad::metrics {
+class Metrics;
+} // namespace svad::metrics
 
 namespace svad::dbus {
 
@@ -34,6 +39,8 @@ struct ServiceOptions {
         sdbus::Struct<std::string, std::string, std::string, uint32_t, std::vector<std::string>>>()>
         plugins;
     std::function<std::vector<sdbus::Struct<std::string, std::string>>()> pluginRefusals;
+    // Where the service counts what it does; may be null (live_host.cpp).
+    metrics::Metrics* metrics = nullptr;
 };
 
 // Runs discovery; called on a worker thread, so it must touch nothing shared.
@@ -56,6 +63,12 @@ public:
     void rescan(ScanDone done = {});
 
     const core::Host& host() const { return host_; }
+    // How many hosts were published (scans, rescans, hotplug re-reads).
+    uint32_t scanCount() const { return scanCount_; }
+    // Publishes a host from a partial re-read (hotplug) through the rescan's diff.
+    void applyRefreshed(core::Host host);
+    // svad is stopping: callers still waiting for a rescan get an error now.
+    void stopping();
 
 private:
     std::vector<sdbus::ObjectPath>
@@ -102,6 +115,13 @@ private:
     void startScan();
     void scanFinished(std::optional<core::Host> host, const std::string& error);
     void logWarnings(const core::Host& host) const;
+    // Live-host hooks (live_host.cpp): metrics, and contexts whose devices left.
+    void observe();
+    // plugins: the plugins that prepared the context's devices ("idxd,vfio"), on success.
+    void recordAllocation(std::chrono::steady_clock::time_point started,
+                          const std::optional<core::Failure>& failure,
+                          const std::string& plugins = {});
+    void contextStateChanged(uint64_t id, bool emit);
 
     // Contexts.
     core::Caller caller();

@@ -183,6 +183,17 @@ std::string resourceText(const std::vector<uint8_t>& cfg) {
     return out;
 }
 
+// A PCI function's uevent file, as the kernel's pci_uevent() writes it.
+std::string pciUevent(const DeviceSpec& d) {
+    char ids[64];
+    (void)std::snprintf(ids, sizeof ids, "PCI_ID=%04X:%04X\nPCI_SUBSYS_ID=%04X:%04X\n", d.vendor,
+                        d.device, d.subsystemVendor, d.subsystemDevice);
+    char cls[32];
+    (void)std::snprintf(cls, sizeof cls, "PCI_CLASS=%X\n", d.classCode);
+    std::string out = d.driver.empty() ? "" : "DRIVER=" + d.driver + "\n";
+    return out + cls + ids + "PCI_SLOT_NAME=" + d.address + "\n";
+}
+
 class TreeWriter {
 public:
     TreeWriter(const HostSpec& host, Dir root) : host_(host), root_(std::move(root)) {}
@@ -213,6 +224,8 @@ public:
             ii.file("version", line(u.version));
             ii.file("address", hex64(0xc5ffc000ULL - 0x1000ULL * unitDevs_.size()));
             unitDevs_.emplace(u.name, ud.mkdir("devices"));
+            ud.link("../../../../class/iommu", "subsystem");
+            ud.file("uevent", "");
             classIommu.link("../../devices/virtual/iommu/" + u.name, u.name);
         }
         for (const auto& g : host_.groups) {
@@ -284,6 +297,9 @@ private:
         f.file("driver_override", d.driverOverride.empty() ? "(null)\n" : line(d.driverOverride));
         f.file("irq", "0\n");
         f.file("resource", resourceText(cfg));
+        // What udev reads: the subsystem link and the uevent properties.
+        f.link("../../../bus/pci", "subsystem");
+        f.file("uevent", pciUevent(d));
         pciDevices_.link("../../../devices/" + rel, d.address);
         if (!d.driver.empty()) {
             f.link("../../../bus/pci/drivers/" + d.driver, "driver");
@@ -318,6 +334,13 @@ private:
             Dir vd = f.mkdirAt("vfio-dev");
             Dir v = vd.mkdirAt(name);
             v.file("dev", std::to_string(kVfioMajor) + ":" + std::to_string(*d.vfio) + "\n");
+            if (!classVfioDev_.valid()) {
+                classVfioDev_ = sys_.mkdirAt("class/vfio-dev");
+            }
+            classVfioDev_.link("../../devices/" + rel + "/vfio-dev/" + name, name);
+            v.link("../../../../../class/vfio-dev", "subsystem");
+            v.file("uevent", "MAJOR=" + std::to_string(kVfioMajor) + "\nMINOR=" +
+                                 std::to_string(*d.vfio) + "\nDEVNAME=vfio/devices/" + name + "\n");
             devVfioDevices_.file(name, "", 0);
         }
         if (!d.idxdName.empty()) {
@@ -349,6 +372,8 @@ private:
             w.file("group_id", line(q.groupId));
             w.file("priority", line(q.priority));
             w.file("threshold", line(q.threshold));
+            w.link("../../../../../bus/dsa", "subsystem");
+            w.file("uevent", "");
             dsaDevices_.link(xrel + "/" + q.name, q.name);
             if (q.charDevice) {
                 if (!devDsa_.valid()) {
@@ -368,11 +393,13 @@ private:
         }
         Dir vd = parent.mkdirAt(v.name);
         vdpaDevices_.link(busTarget, v.name);
+        std::string dots;
+        for (int i = 0; i < up; ++i) {
+            dots += "../";
+        }
+        vd.link(dots + "bus/vdpa", "subsystem");
+        vd.file("uevent", v.driver.empty() ? "" : "DRIVER=" + v.driver + "\n");
         if (!v.driver.empty()) {
-            std::string dots;
-            for (int i = 0; i < up; ++i) {
-                dots += "../";
-            }
             vd.link(dots + "bus/vdpa/drivers/" + v.driver, "driver");
             subdir(vdpaDriverDirs_, vdpaDrivers_, v.driver);
         }
@@ -389,6 +416,7 @@ private:
     Dir root_;
     Dir sys_, dev_, devices_, bus_, groupsDir_, pciDevices_, pciDrivers_;
     Dir devVfio_, devVfioDevices_, devDsa_, dsaDevices_, vdpaDevices_, vdpaDrivers_;
+    Dir classVfioDev_;
     std::unordered_map<std::string, Dir> unitDevs_;
     std::unordered_map<uint32_t, Dir> groupDevs_;
     std::unordered_map<std::string, Dir> pciRoots_;

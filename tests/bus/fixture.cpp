@@ -1,7 +1,9 @@
 #include "fixture.h"
 
 #include <algorithm>
+#include <arpa/inet.h>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fcntl.h>
@@ -171,6 +173,103 @@ RunResult runCommand(const std::vector<std::string>& argv) {
     return r;
 }
 
+bool waitUntil(const std::function<bool()>& done, int timeoutMs) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (done()) {
+            return true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return done();
+}
+
+Percentiles percentiles(std::vector<double> sample) {
+    if (sample.empty()) {
+        return {};
+    }
+    std::sort(sample.begin(), sample.end());
+    auto at = [&sample](double q) {
+        size_t i = static_cast<size_t>(std::ceil(q * static_cast<double>(sample.size())));
+        return sample[std::min(sample.size() - 1, i == 0 ? 0 : i - 1)];
+    };
+    return {at(0.50), at(0.99)};
+}
+
+uint16_t freePort() {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        throw std::runtime_error("socket failed");
+    }
+    struct sockaddr_in sa {};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    if (::bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) != 0 ||
+        ::getsockname(fd, reinterpret_cast<struct sockaddr*>(&sa), &len) != 0) {
+        ::close(fd);
+        throw std::runtime_error("cannot find a free port");
+    }
+    ::close(fd);
+    return ntohs(sa.sin_port);
+}
+
+std::string httpGet(uint16_t port, const std::string& path) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        throw std::runtime_error("socket failed");
+    }
+    struct sockaddr_in sa {};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons(port);
+    struct timeval tv {
+        5, 0
+    };
+    (void)::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (::connect(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) != 0) {
+        ::close(fd);
+        throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port));
+    }
+    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+        ::close(fd);
+        throw std::runtime_error("cannot send the request");
+    }
+    std::string response;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n < 0) {
+            ::close(fd);
+            throw std::runtime_error("no answer from 127.0.0.1:" + std::to_string(port));
+        }
+        if (n == 0) {
+            break;
+        }
+        response.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    auto body = response.find("\r\n\r\n");
+    if (response.rfind("HTTP/1.", 0) != 0 || response.find(" 200 ") == std::string::npos ||
+        body == std::string::npos) {
+        throw std::runtime_error("not a 200 answer: " + response.substr(0, 200));
+    }
+    return response.substr(body + 4);
+}
+
+double metricValue(const std::string& exposition, const std::string& series) {
+    std::istringstream in(exposition);
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+            line[series.size()] == ' ') {
+            return std::stod(line.substr(series.size() + 1));
+        }
+    }
+    return -1;
+}
+
 hostgen::HostSpec testHost() {
     using namespace hostgen;
     HostSpec h;
@@ -260,12 +359,16 @@ hostgen::HostSpec testHost() {
 }
 
 SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs,
-                         const std::string& busConfig) {
-    hostgen::writeTree(host, dir_.path() + "/host");
+                         const std::string& hostRoot, const std::string& busConfig)
+    : hostRoot_(hostRoot.empty() ? dir_.path() + "/host" : hostRoot) {
+    hostgen::writeTree(host, hostRoot_);
     bus_ = std::make_unique<PrivateBus>(dir_.path(), busConfig);
-    std::vector<std::string> argv = {SVAD_BINARY, "--bus",      bus_->address(),
-                                     "--backend", "sim",        "--sysfs-root",
-                                     sysfs(),     "--dev-root", dir_.path() + "/host/dev"};
+    std::vector<std::string> argv = {SVAD_BINARY,    "--bus", bus_->address(), "--backend", "sim",
+                                     "--sysfs-root", sysfs(), "--dev-root",    devRoot()};
+    if (std::find(extraArgs.begin(), extraArgs.end(), "--metrics-address") == extraArgs.end()) {
+        // Tests run side by side: none takes the default port.
+        argv.insert(argv.end(), {"--metrics-address", "off"});
+    }
     if (std::find(extraArgs.begin(), extraArgs.end(), "--config") == extraArgs.end()) {
         // svad's own plugins from the build tree, and every device for everyone.
         const std::string config = dir_.path() + "/svad.yaml";

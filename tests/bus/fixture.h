@@ -4,6 +4,7 @@
 
 #include "svad/hostgen/hostgen.h"
 
+#include <functional>
 #include <memory>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
@@ -67,6 +68,23 @@ struct RunResult {
 // Runs a command to completion (argv[0] is a path or found on PATH).
 RunResult runCommand(const std::vector<std::string>& argv);
 
+// Polls `done` every 20 ms until it holds or timeoutMs passed; its last answer.
+bool waitUntil(const std::function<bool()>& done, int timeoutMs = 5000);
+
+// The 50th and 99th percentiles of a sample (benchmarks).
+struct Percentiles {
+    double p50 = 0;
+    double p99 = 0;
+};
+Percentiles percentiles(std::vector<double> sample);
+
+// A loopback TCP port free at the time of the call.
+uint16_t freePort();
+// GET http://127.0.0.1:PORT/PATH; the body, or throws std::runtime_error.
+std::string httpGet(uint16_t port, const std::string& path = "/metrics");
+// The value of a series in a Prometheus text exposition ("name{a=\"b\"}"), or -1 if absent.
+double metricValue(const std::string& exposition, const std::string& series);
+
 // A small SVA host for the bus tests: one VT-d unit, a DSA with queues, a NIC
 // with VFs and a vDPA device, a non-viable two-device group, a device with a
 // truncated config space.
@@ -74,13 +92,17 @@ hostgen::HostSpec testHost();
 
 class SvadFixture {
 public:
+    // The host tree goes to `hostRoot` when given (an empty directory; a umockdev testbed's),
+    // else into the fixture's own directory. Metrics are off unless extraArgs say otherwise.
+    // With a busConfig, the private dbus-daemon runs on that configuration.
     explicit SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs = {},
-                         const std::string& busConfig = {});
+                         const std::string& hostRoot = {}, const std::string& busConfig = {});
     ~SvadFixture();
 
     const std::string& bus() const { return bus_->address(); }
     const std::string& root() const { return dir_.path(); }
-    std::string sysfs() const { return dir_.path() + "/host/sys"; }
+    std::string sysfs() const { return hostRoot_ + "/sys"; }
+    std::string devRoot() const { return hostRoot_ + "/dev"; }
     Process& svad() { return *svad_; }
     // A client connection of the test's own.
     sdbus::IConnection& client() { return *client_; }
@@ -91,6 +113,7 @@ public:
 
 private:
     TempDir dir_;
+    std::string hostRoot_;
     std::unique_ptr<PrivateBus> bus_;
     std::unique_ptr<Process> svad_;
     std::unique_ptr<sdbus::IConnection> client_;

@@ -101,6 +101,24 @@ TEST(ServiceManager, ReadyStatusWatchdogStopping) {
     EXPECT_EQ(WEXITSTATUS(st), 0);
 }
 
+// READY=1 means the name is owned: an svad that cannot own it says nothing of the kind.
+TEST(ServiceManager, NoReadyWithoutTheName) {
+    SvadFixture first(testHost());
+    TempDir dir;
+    NotifySocket sock(dir.path() + "/notify");
+    hostgen::writeTree(testHost(), dir.path() + "/host");
+    ::setenv("NOTIFY_SOCKET", (dir.path() + "/notify").c_str(), 1);
+    auto r = runCommand({SVAD_BINARY, "--bus", first.bus(), "--backend", "sim", "--sysfs-root",
+                         dir.path() + "/host/sys", "--dev-root", dir.path() + "/host/dev",
+                         "--metrics-address", "off"});
+    ::unsetenv("NOTIFY_SOCKET");
+    EXPECT_EQ(r.exitCode, 1);
+    EXPECT_NE(r.errors.find("cannot own org.svad.Svad1"), std::string::npos) << r.errors;
+    for (std::string m = sock.next(200); !m.empty(); m = sock.next(200)) {
+        EXPECT_EQ(m.find("READY=1"), std::string::npos) << m;
+    }
+}
+
 TEST(ServiceManager, SilentWithoutNotifySocket) {
     // No NOTIFY_SOCKET: svad runs and stops as usual.
     ::unsetenv("NOTIFY_SOCKET");

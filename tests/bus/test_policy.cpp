@@ -134,7 +134,7 @@ TEST(Policy, ANonAdminUidIsRefusedBySvadItselfAndMayStillRead) {
     TempDir conf;
     const std::string config =
         writeConfig(conf.path() + "/svad.yaml", "default_policy: allow\nadmin_group: \"4242\"\n");
-    SvadFixture f(testHost(), {"--config", config}, busConfig(conf, false));
+    SvadFixture f(testHost(), {"--config", config}, {}, busConfig(conf, false));
     OtherUid nobody(f);
 
     auto list = nobody.svactl({"devices"});
@@ -168,7 +168,7 @@ TEST(Policy, TheShippedBusPolicyRefusesNonAdminsBeforeSvadSeesThem) {
     TempDir conf;
     const std::string config =
         writeConfig(conf.path() + "/svad.yaml", "default_policy: allow\nadmin_group: \"65534\"\n");
-    SvadFixture f(testHost(), {"--config", config}, busConfig(conf, true));
+    SvadFixture f(testHost(), {"--config", config}, {}, busConfig(conf, true));
     OtherUid nobody(f);
 
     auto list = nobody.svactl({"devices"});

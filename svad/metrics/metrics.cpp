@@ -1,0 +1,269 @@
+#include "svad/metrics/metrics.h"
+
+#include "svad/core/parse.h"
+
+#include <algorithm>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <set>
+
+namespace svad::metrics {
+
+namespace {
+
+// Allocation latency buckets, in seconds: from 100 µs to 10 s.
+const prometheus::Histogram::BucketBoundaries& latencyBuckets() {
+    static const prometheus::Histogram::BucketBoundaries b = {
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10};
+    return b;
+}
+
+const char* modeLabel(core::ContextMode m) {
+    switch (m) {
+    case core::ContextMode::Handoff:
+        return "handoff";
+    case core::ContextMode::Attached:
+        return "attached";
+    default:
+        return "unknown";
+    }
+}
+
+} // namespace
+
+std::optional<std::string> checkAddress(const std::string& address) {
+    std::string host;
+    std::string port;
+    if (!address.empty() && address.front() == '[') {
+        auto close = address.find(']');
+        if (close == std::string::npos || close + 1 >= address.size() ||
+            address[close + 1] != ':') {
+            return "metrics address '" + address + "' is not [IPV6]:PORT";
+        }
+        host = address.substr(1, close - 1);
+        port = address.substr(close + 2);
+    } else {
+        auto colon = address.rfind(':');
+        if (colon == std::string::npos) {
+            return "metrics address '" + address + "' has no port (HOST:PORT, or 'off')";
+        }
+        host = address.substr(0, colon);
+        port = address.substr(colon + 1);
+        if (host.find(':') != std::string::npos) {
+            return "metrics address '" + address + "': write an IPv6 host in brackets";
+        }
+    }
+    if (host.empty()) {
+        return "metrics address '" + address + "' has no host";
+    }
+    auto p = core::parseDec(port);
+    if (!p || *p < 0 || *p > 65535 || port.empty() ||
+        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        return "metrics address '" + address + "': port '" + port + "' is not 0-65535";
+    }
+    return std::nullopt;
+}
+
+Metrics::Metrics(const std::string& version, const std::string& backend)
+    : registry_(std::make_shared<prometheus::Registry>()) {
+    using namespace prometheus;
+    auto& r = *registry_;
+    BuildGauge()
+        .Name("svad_build_info")
+        .Help("svad's version and kernel backend; always 1")
+        .Register(r)
+        .Add({{"version", version}, {"backend", backend}})
+        .Set(1);
+    devices_ = &BuildGauge()
+                    .Name("svad_devices")
+                    .Help("Devices on the host, by kind (pci, vdpa) and bound driver")
+                    .Register(r);
+    pasidDevices_ = &BuildGauge()
+                         .Name("svad_pasid_capable_devices")
+                         .Help("PCI functions with a PASID capability")
+                         .Register(r)
+                         .Add({});
+    groups_ = &BuildGauge()
+                   .Name("svad_iommu_groups")
+                   .Help("IOMMU groups, by viability for VFIO (viable=true|false)")
+                   .Register(r);
+    contexts_ = &BuildGauge()
+                     .Name("svad_contexts")
+                     .Help("Contexts held, by deciding plugin and mode (handoff, attached)")
+                     .Register(r);
+    pasids_ = &BuildGauge()
+                   .Name("svad_pasids_allocated")
+                   .Help("PASIDs allocated to contexts")
+                   .Register(r)
+                   .Add({});
+    faultQueues_ = &BuildGauge()
+                        .Name("svad_fault_queues_open")
+                        .Help("IOMMU fault queues open in contexts")
+                        .Register(r)
+                        .Add({});
+    quotaRefusals_ = &BuildCounter()
+                          .Name("svad_pasid_quota_refusals_total")
+                          .Help("PASID requests refused because the VM's quota was reached")
+                          .Register(r)
+                          .Add({});
+    allocations_ = &BuildCounter()
+                        .Name("svad_allocations_total")
+                        .Help("Context allocations, by result (ok or the error) and plugin")
+                        .Register(r);
+    latency_ = &BuildHistogram()
+                    .Name("svad_allocation_duration_seconds")
+                    .Help("Time to answer AllocateContext, by plugin")
+                    .Register(r);
+    denials_ = &BuildCounter()
+                    .Name("svad_policy_denials_total")
+                    .Help("Requests a policy plugin denied, by plugin")
+                    .Register(r);
+    hotplugEvents_ = &BuildCounter()
+                          .Name("svad_hotplug_events_total")
+                          .Help("Hotplug events received, by subsystem and action")
+                          .Register(r);
+    hotplugRefreshes_ = &BuildCounter()
+                             .Name("svad_hotplug_refreshes_total")
+                             .Help("Partial re-reads of the host after a batch of hotplug events")
+                             .Register(r)
+                             .Add({});
+    releases_ = &BuildCounter()
+                     .Name("svad_releases_total")
+                     .Help("Contexts released, by reason (owner, owner_exited, "
+                           "owner_left_bus, other)")
+                     .Register(r);
+    degraded_ = &BuildCounter()
+                     .Name("svad_contexts_degraded_total")
+                     .Help("Contexts that lost a device while held")
+                     .Register(r)
+                     .Add({});
+}
+
+Metrics::~Metrics() = default;
+
+void Metrics::serve(const std::string& address) {
+    if (auto err = checkAddress(address)) {
+        throw MetricsError(*err);
+    }
+    try {
+        exposer_ = std::make_unique<prometheus::Exposer>(address, 2);
+    } catch (const std::exception& e) {
+        throw MetricsError("cannot serve metrics on " + address + ": " + e.what());
+    }
+    exposer_->RegisterCollectable(registry_);
+}
+
+std::vector<uint16_t> Metrics::ports() const {
+    std::vector<uint16_t> out;
+    if (exposer_) {
+        for (int p : exposer_->GetListeningPorts()) {
+            out.push_back(static_cast<uint16_t>(p));
+        }
+    }
+    return out;
+}
+
+void Metrics::setSeries(prometheus::Family<prometheus::Gauge>& family,
+                        std::map<Labels, prometheus::Gauge*>& series,
+                        const std::map<Labels, double>& values) {
+    for (auto it = series.begin(); it != series.end();) {
+        if (values.find(it->first) == values.end()) {
+            family.Remove(it->second);
+            it = series.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    for (const auto& [labels, value] : values) {
+        auto it = series.find(labels);
+        if (it == series.end()) {
+            it = series.emplace(labels, &family.Add(labels)).first;
+        }
+        it->second->Set(value);
+    }
+}
+
+void Metrics::updateHost(const core::Host& host) {
+    std::map<Labels, double> devices;
+    double pasid = 0;
+    for (const auto& d : host.devices) {
+        devices[{{"kind", "pci"}, {"driver", d.driver.empty() ? "none" : d.driver}}] += 1;
+        pasid += d.caps.pasid.present ? 1 : 0;
+    }
+    for (const auto& v : host.vdpa) {
+        devices[{{"kind", "vdpa"}, {"driver", v.driver.empty() ? "none" : v.driver}}] += 1;
+    }
+    setSeries(*devices_, deviceSeries_, devices);
+    pasidDevices_->Set(pasid);
+    std::map<Labels, double> groups = {{{{"viable", "true"}}, 0}, {{{"viable", "false"}}, 0}};
+    for (const auto& g : host.groups) {
+        groups[{{"viable", g.viable ? "true" : "false"}}] += 1;
+    }
+    setSeries(*groups_, groupSeries_, groups);
+}
+
+void Metrics::updateContexts(const core::Engine& engine) {
+    std::map<Labels, double> contexts;
+    double faultQueues = 0;
+    for (const auto& [id, ctx] : engine.contexts()) {
+        // A context counts once under each plugin that prepared one of its devices.
+        std::set<std::string> plugins;
+        for (const auto& d : ctx->devices) {
+            plugins.insert(d.plugin.empty() ? "none" : d.plugin);
+        }
+        for (const auto& plugin : plugins) {
+            contexts[{{"plugin", plugin}, {"mode", modeLabel(ctx->mode)}}] += 1;
+        }
+        faultQueues += ctx->faultQueueFd.valid() ? 1 : 0;
+    }
+    setSeries(*contexts_, contextSeries_, contexts);
+    pasids_->Set(static_cast<double>(engine.pasidCount()));
+    faultQueues_->Set(faultQueues);
+}
+
+void Metrics::allocation(const std::string& result, const std::string& plugin, double seconds) {
+    allocations_->Add({{"result", result}, {"plugin", plugin}}).Increment();
+    latency_->Add({{"plugin", plugin}}, latencyBuckets()).Observe(seconds);
+}
+
+void Metrics::policyDenial(const std::string& plugin) {
+    denials_->Add({{"plugin", plugin}}).Increment();
+}
+
+void Metrics::pasidQuotaRefusal() {
+    quotaRefusals_->Increment();
+}
+
+void Metrics::hotplugEvent(const std::string& subsystem, const std::string& action) {
+    hotplugEvents_->Add({{"subsystem", subsystem}, {"action", action}}).Increment();
+}
+
+void Metrics::hotplugRefresh() {
+    hotplugRefreshes_->Increment();
+}
+
+void Metrics::release(const std::string& reason) {
+    releases_->Add({{"reason", releaseLabel(reason)}}).Increment();
+}
+
+void Metrics::contextDegraded() {
+    degraded_->Increment();
+}
+
+std::string Metrics::releaseLabel(const std::string& reason) {
+    if (reason == "released by the owner") {
+        return "owner";
+    }
+    if (reason == "owner process exited") {
+        return "owner_exited";
+    }
+    if (reason == "owner left the bus") {
+        return "owner_left_bus";
+    }
+    return "other";
+}
+
+} // namespace svad::metrics

@@ -1,0 +1,97 @@
+// svad's Prometheus metrics: a prometheus-cpp registry, and a pull exposer
+// serving it over HTTP. The loop thread updates the metrics (counters and
+// gauges are atomic); the exposer's own threads only read them.
+#pragma once
+
+#include "svad/core/engine.h"
+#include "svad/core/model.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace prometheus {
+class Counter;
+class Exposer;
+class Gauge;
+class Histogram;
+class Registry;
+template <typename T> class Family;
+} // namespace prometheus
+
+namespace svad::metrics {
+
+struct MetricsError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// The default of --metrics-address; "off" turns the endpoint off.
+inline constexpr const char* kDefaultAddress = "127.0.0.1:9464";
+
+// Checks "HOST:PORT" or "[V6]:PORT" (port 0 picks a free one); the error says what is wrong.
+std::optional<std::string> checkAddress(const std::string& address);
+
+class Metrics {
+public:
+    Metrics(const std::string& version, const std::string& backend);
+    ~Metrics();
+    Metrics(const Metrics&) = delete;
+    Metrics& operator=(const Metrics&) = delete;
+
+    // Serves GET /metrics on `address`; throws MetricsError (bad address, port taken).
+    void serve(const std::string& address);
+    // The ports the endpoint listens on (one once serve() succeeded).
+    std::vector<uint16_t> ports() const;
+    const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+
+    // Gauges recomputed from a snapshot, on the loop thread.
+    void updateHost(const core::Host& host);
+    void updateContexts(const core::Engine& engine);
+
+    // Events. `plugin` is the policy plugin that decided ("config" for the rules, "none" before any was asked).
+    void allocation(const std::string& result, const std::string& plugin, double seconds);
+    void policyDenial(const std::string& plugin);
+    void pasidQuotaRefusal();
+    void hotplugEvent(const std::string& subsystem, const std::string& action);
+    void hotplugRefresh();
+    void release(const std::string& reason);
+    void contextDegraded();
+
+    // A stable label for a release reason ("owner process exited" -> "owner_exited").
+    static std::string releaseLabel(const std::string& reason);
+
+private:
+    using Labels = std::map<std::string, std::string>;
+    // Sets the gauges of `family` to `values`; series no longer there are removed.
+    static void setSeries(prometheus::Family<prometheus::Gauge>& family,
+                          std::map<Labels, prometheus::Gauge*>& series,
+                          const std::map<Labels, double>& values);
+
+    std::shared_ptr<prometheus::Registry> registry_;
+    std::unique_ptr<prometheus::Exposer> exposer_;
+
+    prometheus::Family<prometheus::Gauge>* devices_;
+    prometheus::Gauge* pasidDevices_;
+    prometheus::Family<prometheus::Gauge>* groups_;
+    prometheus::Family<prometheus::Gauge>* contexts_;
+    prometheus::Gauge* pasids_;
+    prometheus::Gauge* faultQueues_;
+    prometheus::Counter* quotaRefusals_;
+    prometheus::Family<prometheus::Counter>* allocations_;
+    prometheus::Family<prometheus::Histogram>* latency_;
+    prometheus::Family<prometheus::Counter>* denials_;
+    prometheus::Family<prometheus::Counter>* hotplugEvents_;
+    prometheus::Counter* hotplugRefreshes_;
+    prometheus::Family<prometheus::Counter>* releases_;
+    prometheus::Counter* degraded_;
+
+    std::map<Labels, prometheus::Gauge*> deviceSeries_;
+    std::map<Labels, prometheus::Gauge*> groupSeries_;
+    std::map<Labels, prometheus::Gauge*> contextSeries_;
+};
+
+} // namespace svad::metrics

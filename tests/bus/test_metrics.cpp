@@ -1,0 +1,117 @@
+// Prometheus metrics over HTTP: the real svad serves /metrics on a loopback
+// port, and the values follow allocations, PASIDs and releases.
+#include "fixture.h"
+
+#include <fstream>
+#include <gtest/gtest.h>
+#include <stdexcept>
+#include <sys/wait.h>
+
+namespace svad::test {
+namespace {
+
+constexpr const char* kRoot = "/org/svad/Svad1";
+constexpr const char* kManager = "org.svad.Svad1.Manager";
+
+using Options = std::map<std::string, sdbus::Variant>;
+
+sdbus::ObjectPath allocate(SvadFixture& f, const std::string& vm,
+                           const std::vector<std::string>& devices) {
+    sdbus::ObjectPath context;
+    sdbus::UnixFd iommufd;
+    std::map<std::string, sdbus::UnixFd> fds;
+    std::map<std::string, sdbus::Variant> info;
+    f.proxy(kRoot)
+        ->callMethod("AllocateContext")
+        .onInterface(kManager)
+        .withArguments(vm, devices, Options{})
+        .storeResultsTo(context, iommufd, fds, info);
+    return context;
+}
+
+TEST(Metrics, ScrapedOverHttpAndFollowAllocations) {
+    const uint16_t port = freePort();
+    SvadFixture f(testHost(), {"--metrics-address", "127.0.0.1:" + std::to_string(port)});
+    std::string m = httpGet(port);
+
+    // The host as discovered, and what svad is.
+    EXPECT_NE(m.find("# HELP svad_devices "), std::string::npos) << m;
+    EXPECT_NE(m.find("# TYPE svad_hotplug_refreshes_total counter"), std::string::npos) << m;
+    EXPECT_NE(m.find("svad_build_info{backend=\"sim\",version=\""), std::string::npos) << m;
+    EXPECT_EQ(metricValue(m, "svad_pasid_capable_devices"), 2) << m;
+    EXPECT_EQ(metricValue(m, "svad_devices{driver=\"vfio-pci\",kind=\"pci\"}"), 3) << m;
+    EXPECT_EQ(metricValue(m, "svad_devices{driver=\"vhost_vdpa\",kind=\"vdpa\"}"), 2) << m;
+    EXPECT_EQ(metricValue(m, "svad_iommu_groups{viable=\"false\"}"), 5) << m;
+    EXPECT_EQ(metricValue(m, "svad_iommu_groups{viable=\"true\"}"), 2) << m;
+    EXPECT_EQ(metricValue(m, "svad_pasids_allocated"), 0) << m;
+    EXPECT_EQ(metricValue(m, "svad_contexts{mode=\"handoff\",plugin=\"vfio\"}"), -1) << m;
+
+    // An allocation, a refusal (the device is held), a PASID, a release.
+    auto ctx = allocate(f, "vm1", {"0000:3b:10.0", "wq0.0"});
+    EXPECT_THROW(allocate(f, "vm2", {"0000:3b:10.0"}), sdbus::Error);
+    uint32_t pasid = 0;
+    f.proxy(kRoot)
+        ->callMethod("AllocatePasid")
+        .onInterface(kManager)
+        .withArguments(ctx, std::string("wq0.0"), Options{})
+        .storeResultsTo(pasid);
+    m = httpGet(port);
+    // The plugins that prepared the devices label the allocation; a refusal before any
+    // plugin was asked (the device is held) is "none".
+    EXPECT_EQ(metricValue(m, "svad_allocations_total{plugin=\"idxd,vfio\",result=\"ok\"}"), 1) << m;
+    EXPECT_EQ(metricValue(m, "svad_allocations_total{plugin=\"none\",result=\"Busy\"}"), 1) << m;
+    EXPECT_EQ(metricValue(m, "svad_allocation_duration_seconds_count{plugin=\"idxd,vfio\"}"), 1)
+        << m;
+    EXPECT_EQ(metricValue(m, "svad_contexts{mode=\"handoff\",plugin=\"vfio\"}"), 1) << m;
+    EXPECT_EQ(metricValue(m, "svad_contexts{mode=\"handoff\",plugin=\"idxd\"}"), 1) << m;
+    EXPECT_EQ(metricValue(m, "svad_pasids_allocated"), 1) << m;
+
+    f.proxy(kRoot)->callMethod("ReleaseContext").onInterface(kManager).withArguments(ctx);
+    m = httpGet(port);
+    EXPECT_EQ(metricValue(m, "svad_releases_total{reason=\"owner\"}"), 1) << m;
+    EXPECT_EQ(metricValue(m, "svad_contexts{mode=\"handoff\",plugin=\"vfio\"}"), -1) << m;
+    EXPECT_EQ(metricValue(m, "svad_pasids_allocated"), 0) << m;
+    EXPECT_EQ(metricValue(m, "svad_fault_queues_open"), 0) << m;
+
+    // A refusal by policy is counted under the plugin that denied: vfio, for a VF once
+    // the configuration says allow_vfs: false.
+    std::ofstream(f.root() + "/svad.yaml", std::ios::app)
+        << "plugins:\n  vfio: {allow_vfs: false}\n";
+    f.proxy(kRoot)->callMethod("Reload").onInterface(kManager);
+    EXPECT_THROW(allocate(f, "vm1", {"0000:3b:10.0"}), sdbus::Error);
+    m = httpGet(port);
+    EXPECT_EQ(metricValue(m, "svad_policy_denials_total{plugin=\"vfio\"}"), 1) << m;
+    EXPECT_EQ(metricValue(m, "svad_allocations_total{plugin=\"vfio\",result=\"PolicyDenied\"}"), 1)
+        << m;
+}
+
+TEST(Metrics, OffServesNothing) {
+    const uint16_t port = freePort();
+    SvadFixture f(testHost(), {"--metrics-address", "off"});
+    EXPECT_THROW(httpGet(port), std::runtime_error);
+}
+
+TEST(Metrics, BadAddressIsAUsageError) {
+    for (const std::string bad : {"127.0.0.1", "127.0.0.1:99999", ":9464", "::1:9464", "a:b"}) {
+        auto r =
+            runCommand({SVAD_BINARY, "--bus", "unix:path=/nonexistent", "--metrics-address", bad});
+        EXPECT_EQ(r.exitCode, 2) << bad;
+        EXPECT_NE(r.errors.find("--metrics-address"), std::string::npos) << r.errors;
+    }
+}
+
+TEST(Metrics, PortTakenIsAClearError) {
+    const uint16_t port = freePort();
+    SvadFixture first(testHost(), {"--metrics-address", "127.0.0.1:" + std::to_string(port)});
+    TempDir dir;
+    hostgen::writeTree(testHost(), dir.path() + "/host");
+    auto r = runCommand({SVAD_BINARY, "--bus", first.bus(), "--backend", "sim", "--sysfs-root",
+                         dir.path() + "/host/sys", "--dev-root", dir.path() + "/host/dev",
+                         "--metrics-address", "127.0.0.1:" + std::to_string(port)});
+    EXPECT_EQ(r.exitCode, 1);
+    EXPECT_NE(r.errors.find("svad: metrics: cannot serve metrics on 127.0.0.1:"), std::string::npos)
+        << r.errors;
+}
+
+} // namespace
+} // namespace svad::test

@@ -1,0 +1,122 @@
+// svactl monitor against the real svad: context and host events as they
+// happen, as text and as JSON; and the orderly stop that monitor also sees.
+#include "fixture.h"
+
+#include <chrono>
+#include <functional>
+#include <gtest/gtest.h>
+#include <mutex>
+#include <optional>
+#include <signal.h>
+#include <sys/wait.h>
+#include <thread>
+
+namespace svad::test {
+namespace {
+
+constexpr const char* kRoot = "/org/svad/Svad1";
+constexpr const char* kManager = "org.svad.Svad1.Manager";
+
+std::unique_ptr<Process> startMonitor(SvadFixture& f, bool json, const std::string& name) {
+    std::vector<std::string> argv = {SVACTL_BINARY, "--bus", f.bus(), "monitor"};
+    if (json) {
+        argv.emplace_back("--json");
+    }
+    auto p = std::make_unique<Process>(argv, f.root() + "/" + name);
+    if (!waitUntil([&p] { return p->log().find("printing the events") != std::string::npos; })) {
+        throw std::runtime_error("svactl monitor did not start: " + p->log());
+    }
+    return p;
+}
+
+TEST(Monitor, PrintsContextAndHostEvents) {
+    SvadFixture f(testHost());
+    auto text = startMonitor(f, false, "text.log");
+    auto json = startMonitor(f, true, "json.log");
+
+    sdbus::ObjectPath ctx;
+    sdbus::UnixFd iommufd;
+    std::map<std::string, sdbus::UnixFd> fds;
+    std::map<std::string, sdbus::Variant> info;
+    f.proxy(kRoot)
+        ->callMethod("AllocateContext")
+        .onInterface(kManager)
+        .withArguments(std::string("vm1"), std::vector<std::string>{"wq0.0"},
+                       std::map<std::string, sdbus::Variant>{})
+        .storeResultsTo(ctx, iommufd, fds, info);
+    f.proxy(kRoot)->callMethod("ReleaseContext").onInterface(kManager).withArguments(ctx);
+    f.proxy(kRoot)->callMethod("Rescan").onInterface(kManager);
+
+    const std::string path = ctx;
+    ASSERT_TRUE(waitUntil([&] {
+        return json->log().find("\"event\":\"change\",\"path\":\"/org/svad/Svad1\"") !=
+               std::string::npos;
+    })) << json->log();
+    const std::string t = text->log();
+    EXPECT_NE(t.find("add       " + path + " (org.svad.Svad1.Context)"), std::string::npos) << t;
+    EXPECT_NE(t.find("change    /org/svad/Svad1/queue/wq0_2e0 org.svad.Svad1.Queue HeldBy="),
+              std::string::npos)
+        << t;
+    EXPECT_NE(t.find("released  " + path + " reason=\"released by the owner\""), std::string::npos)
+        << t;
+    EXPECT_NE(t.find("remove    " + path + " (org.svad.Svad1.Context)"), std::string::npos) << t;
+    EXPECT_NE(t.find("SVAD ["), std::string::npos) << t;
+
+    const std::string j = json->log();
+    EXPECT_NE(j.find("\"event\":\"add\",\"path\":\"" + path +
+                     "\",\"interfaces\":[\"org.svad.Svad1.Context\"]}"),
+              std::string::npos)
+        << j;
+    EXPECT_NE(j.find("\"event\":\"released\",\"path\":\"" + path +
+                     "\",\"reason\":\"released by the owner\"}"),
+              std::string::npos)
+        << j;
+    EXPECT_NE(j.find("\"ScanCount\":2"), std::string::npos) << j;
+
+    // svad going away is an event too; monitor keeps listening.
+    f.svad().signal(SIGTERM);
+    EXPECT_TRUE(waitUntil([&] {
+        return json->log().find("\"event\":\"stopped\"") != std::string::npos;
+    })) << json->log();
+    EXPECT_TRUE(json->running());
+    text->signal(SIGINT);
+    json->signal(SIGINT);
+}
+
+TEST(Monitor, TakesNoArguments) {
+    SvadFixture f(testHost());
+    auto r = f.svactl({"monitor", "extra"});
+    EXPECT_EQ(r.exitCode, 2);
+    EXPECT_EQ(r.errors, "svactl: unexpected argument 'extra' for monitor\n");
+}
+
+// SIGTERM while a caller waits for a rescan: the caller gets an answer, svad exits 0.
+TEST(Stop, PendingRescanIsAnswered) {
+    SvadFixture f(hostgen::synthesize(300));
+    auto connection = sdbus::createSessionBusConnectionWithAddress(f.bus());
+    auto proxy = sdbus::createProxy(*connection, "org.svad.Svad1", kRoot);
+    std::optional<std::string> answer;
+    std::mutex m;
+    proxy->callMethodAsync("Rescan").onInterface(kManager).uponReplyInvoke(
+        [&answer, &m](const sdbus::Error* e) {
+            std::lock_guard g(m);
+            answer = e == nullptr ? "ok" : e->getName();
+        });
+    connection->enterEventLoopAsync();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    f.svad().signal(SIGTERM);
+    const int st = f.svad().wait(10000);
+    ASSERT_NE(st, -1);
+    EXPECT_EQ(WEXITSTATUS(st), 0);
+    ASSERT_TRUE(waitUntil([&] {
+        std::lock_guard g(m);
+        return answer.has_value();
+    }));
+    std::lock_guard g(m);
+    // Either the scan finished in time or svad said it was stopping; never no reply.
+    EXPECT_TRUE(*answer == "ok" || *answer == "org.svad.Svad1.Error.KernelError") << *answer;
+    connection->leaveEventLoop();
+}
+
+} // namespace
+} // namespace svad::test

@@ -1,0 +1,275 @@
+// The live-host pieces that need no bus: the partial re-read after hotplug
+// events, the mapping of events to changes, the journal's fields and the
+// metrics address check.
+#include "svad/core/discovery.h"
+#include "svad/core/hotplug.h"
+#include "svad/hostgen/hostgen.h"
+#include "svad/linux/journal_sink.h"
+#include "svad/linux/sysfs_reader.h"
+#include "svad/metrics/metrics.h"
+
+#include <filesystem>
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <stdexcept>
+#include <unistd.h>
+
+namespace svad {
+namespace {
+
+class Dir {
+public:
+    Dir() {
+        std::string tmpl =
+            (std::filesystem::temp_directory_path() / "svad-live-test.XXXXXX").string();
+        if (::mkdtemp(tmpl.data()) == nullptr) {
+            throw std::runtime_error("mkdtemp failed");
+        }
+        path_ = tmpl;
+    }
+    ~Dir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    Dir(const Dir&) = delete;
+    Dir& operator=(const Dir&) = delete;
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+};
+
+hostgen::HostSpec host() {
+    using namespace hostgen;
+    HostSpec h;
+    h.name = "live";
+    h.units.push_back(UnitSpec{"dmar0", 0x00d2008c40660462ULL, 0xf0ULL, "6:0"});
+    for (uint32_t g : {1U, 2U, 3U}) {
+        h.groups.push_back(GroupSpec{g, "DMA", {}});
+    }
+    DeviceSpec nic;
+    nic.address = "0000:3b:00.0";
+    nic.vendor = 0x15b3;
+    nic.device = 0x101d;
+    nic.driver = "mlx5_core";
+    nic.group = 1;
+    nic.iommu = "dmar0";
+    nic.sriov = SriovSpec{8, 2, 0x101e, "vfio-pci"};
+    h.devices.push_back(nic);
+    DeviceSpec gpu;
+    gpu.address = "0000:17:00.0";
+    gpu.device = 0x2236;
+    gpu.driver = "vfio-pci";
+    gpu.group = 2;
+    gpu.iommu = "dmar0";
+    gpu.pasid = PasidSpec{20, true, true};
+    h.devices.push_back(gpu);
+    DeviceSpec audio = gpu;
+    audio.address = "0000:17:00.1";
+    audio.pasid.reset();
+    h.devices.push_back(audio);
+    DeviceSpec nvme;
+    nvme.address = "0000:5e:00.0";
+    nvme.driver = "nvme";
+    nvme.group = 3;
+    nvme.iommu = "dmar0";
+    h.devices.push_back(nvme);
+    return h;
+}
+
+core::Host discoverAt(const std::string& root) {
+    return core::discover(linux_impl::SysfsReader(root + "/sys"));
+}
+
+hostgen::DeviceSpec& device(hostgen::HostSpec& h, const std::string& address) {
+    for (auto& d : h.devices) {
+        if (d.address == address) {
+            return d;
+        }
+    }
+    throw std::runtime_error("no " + address);
+}
+
+TEST(Refresh, AfterRebindEqualsAFullScan) {
+    Dir before;
+    Dir after;
+    auto spec = host();
+    hostgen::writeTree(spec, before.path());
+    device(spec, "0000:17:00.1").driver = "snd_hda_intel";
+    hostgen::writeTree(spec, after.path());
+
+    const core::Host previous = discoverAt(before.path());
+    ASSERT_TRUE(previous.groups[1].viable);
+    core::HostChanges changes;
+    changes.pci.insert("0000:17:00.1");
+    const core::Host next =
+        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host full = discoverAt(after.path());
+    EXPECT_EQ(next.devices, full.devices);
+    EXPECT_EQ(next.groups, full.groups);
+    EXPECT_EQ(next.units, full.units);
+    EXPECT_FALSE(next.groups[1].viable);
+    ASSERT_EQ(next.groups[1].blockers.size(), 1U);
+}
+
+TEST(Refresh, ReadsOnlyWhatChangedAndWhatDependsOnIt) {
+    Dir before;
+    Dir after;
+    auto spec = host();
+    hostgen::writeTree(spec, before.path());
+    // Two changes on the host, but only the NVMe's event arrives.
+    device(spec, "0000:5e:00.0").driver = "vfio-pci";
+    device(spec, "0000:17:00.0").driver = "nouveau";
+    hostgen::writeTree(spec, after.path());
+
+    const core::Host previous = discoverAt(before.path());
+    core::HostChanges changes;
+    changes.pci.insert("0000:5e:00.0");
+    const core::Host next =
+        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    for (const auto& d : next.devices) {
+        if (d.address == "0000:5e:00.0") {
+            EXPECT_EQ(d.driver, "vfio-pci");
+        }
+        if (d.address == "0000:17:00.0") {
+            EXPECT_EQ(d.driver, "vfio-pci") << "not read again: no event named it";
+        }
+    }
+    EXPECT_TRUE(next.groups[2].viable);
+}
+
+TEST(Refresh, FollowsAddedAndRemovedFunctionsAndAPfsVfs) {
+    Dir before;
+    Dir after;
+    auto spec = host();
+    hostgen::writeTree(spec, before.path());
+    // One VF more on the NIC, and the NVMe gone.
+    spec.devices[0].sriov->numVfs = 3;
+    std::erase_if(spec.devices, [](const auto& d) { return d.address == "0000:5e:00.0"; });
+    hostgen::writeTree(spec, after.path());
+
+    const core::Host previous = discoverAt(before.path());
+    const core::Host full = discoverAt(after.path());
+    core::HostChanges changes;
+    changes.pci.insert("0000:5e:00.0");
+    for (const auto& d : full.devices) {
+        if (!d.physfn.empty()) {
+            changes.pci.insert(d.address); // the new VF's "add"; its PF follows
+        }
+    }
+    const core::Host next =
+        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    EXPECT_EQ(next.devices, full.devices);
+    EXPECT_EQ(next.groups, full.groups);
+    EXPECT_EQ(next.units, full.units);
+}
+
+TEST(Refresh, NoChangesCopiesThePreviousHost) {
+    Dir before;
+    hostgen::writeTree(host(), before.path());
+    const core::Host previous = discoverAt(before.path());
+    Dir empty;
+    const core::Host next = core::refresh(linux_impl::SysfsReader(before.path() + "/sys"), previous,
+                                          core::HostChanges{});
+    EXPECT_EQ(next.devices, previous.devices);
+    EXPECT_EQ(next.groups, previous.groups);
+}
+
+TEST(HotplugEvents, MapToChanges) {
+    core::HostChanges c;
+    EXPECT_TRUE(
+        core::addEvent(c, {"add", "pci", "0000:6a:02.0", "/devices/pci0000:6a/0000:6a:02.0", ""}));
+    EXPECT_TRUE(core::addEvent(
+        c, {"add", "vfio-dev", "vfio3", "/devices/pci0000:3b/0000:3b:10.1/vfio-dev/vfio3", ""}));
+    EXPECT_EQ(c.pci, (std::set<std::string>{"0000:6a:02.0", "0000:3b:10.1"}));
+    EXPECT_FALSE(c.queues || c.vdpa || c.units);
+    EXPECT_TRUE(core::addEvent(
+        c, {"change", "dsa", "wq0.1", "/devices/pci0000:6a/0000:6a:01.0/dsa0/wq0.1", ""}));
+    EXPECT_TRUE(
+        core::addEvent(c, {"bind", "vdpa", "vdpa0", "/devices/vdpasim_net/vdpa0", "vhost_vdpa"}));
+    EXPECT_TRUE(core::addEvent(c, {"add", "iommu", "dmar1", "/devices/virtual/iommu/dmar1", ""}));
+    EXPECT_TRUE(c.queues && c.vdpa && c.units);
+
+    core::HostChanges none;
+    EXPECT_FALSE(core::addEvent(none, {"add", "usb", "1-1", "/devices/usb1/1-1", ""}));
+    EXPECT_FALSE(
+        core::addEvent(none, {"", "pci", "0000:00:01.0", "/devices/pci0000:00/0000:00:01.0", ""}));
+    EXPECT_FALSE(
+        core::addEvent(none, {"add", "vfio-dev", "vfio9", "/devices/virtual/vfio-dev/vfio9", ""}));
+    EXPECT_TRUE(none.empty());
+}
+
+TEST(Journal, RecordFields) {
+    auto f = linux_impl::journalFields(log::Priority::Warning, "context degraded",
+                                       {{"VM", "vm1"},
+                                        {"device", "0000:17:00.0"},
+                                        {"_PID", "1"},
+                                        {"MESSAGE", "spoof"},
+                                        {"plugin-name", "x"}});
+    std::vector<std::string> want = {
+        "MESSAGE=context degraded", "PRIORITY=4", "SYSLOG_IDENTIFIER=svad", "VM=vm1",
+        "DEVICE=0000:17:00.0",      "PID=1",      "SVAD_MESSAGE=spoof",     "PLUGIN_NAME=x"};
+    EXPECT_EQ(f, want);
+}
+
+TEST(Journal, Targets) {
+    EXPECT_EQ(linux_impl::parseLogTarget("auto"), linux_impl::LogTarget::Auto);
+    EXPECT_EQ(linux_impl::parseLogTarget("journal"), linux_impl::LogTarget::Journal);
+    EXPECT_EQ(linux_impl::parseLogTarget("stderr"), linux_impl::LogTarget::Stderr);
+    EXPECT_FALSE(linux_impl::parseLogTarget("syslog"));
+    EXPECT_TRUE(linux_impl::useJournal(linux_impl::LogTarget::Journal));
+    EXPECT_FALSE(linux_impl::useJournal(linux_impl::LogTarget::Stderr));
+    ::unsetenv("JOURNAL_STREAM");
+    EXPECT_FALSE(linux_impl::useJournal(linux_impl::LogTarget::Auto));
+}
+
+TEST(MetricsAddress, Checked) {
+    for (const std::string good : {"127.0.0.1:9464", "0.0.0.0:0", "localhost:80", "[::1]:9464"}) {
+        EXPECT_FALSE(metrics::checkAddress(good)) << good;
+    }
+    for (const std::string bad :
+         {"", "9464", "127.0.0.1", "127.0.0.1:", ":9464", "127.0.0.1:65536", "127.0.0.1:-1",
+          "127.0.0.1:9x", "::1:9464", "[::1]9464", "[::1]:"}) {
+        auto err = metrics::checkAddress(bad);
+        ASSERT_TRUE(err) << bad;
+        EXPECT_NE(err->find("metrics address"), std::string::npos) << *err;
+    }
+}
+
+std::string exposition(const metrics::Metrics& m) {
+    return prometheus::TextSerializer().Serialize(m.registry()->Collect());
+}
+
+TEST(Metrics, SeriesFollowTheHost) {
+    metrics::Metrics m("1.2.3", "sim");
+    core::Host host;
+    core::PciDevice a;
+    a.address = "0000:00:01.0";
+    a.driver = "nvme";
+    host.devices.push_back(a);
+    m.updateHost(host);
+    std::string text = exposition(m);
+    EXPECT_NE(text.find("svad_devices{driver=\"nvme\",kind=\"pci\"} 1"), std::string::npos) << text;
+    EXPECT_NE(text.find("svad_build_info{backend=\"sim\",version=\"1.2.3\"} 1"), std::string::npos)
+        << text;
+    // The driver changes: the old series goes rather than staying at 0.
+    host.devices[0].driver = "vfio-pci";
+    m.updateHost(host);
+    text = exposition(m);
+    EXPECT_EQ(text.find("driver=\"nvme\""), std::string::npos) << text;
+    EXPECT_NE(text.find("svad_devices{driver=\"vfio-pci\",kind=\"pci\"} 1"), std::string::npos)
+        << text;
+    EXPECT_NE(text.find("svad_iommu_groups{viable=\"true\"} 0"), std::string::npos) << text;
+    EXPECT_TRUE(m.ports().empty()); // not serving
+}
+
+TEST(Metrics, ReleaseLabels) {
+    EXPECT_EQ(metrics::Metrics::releaseLabel("released by the owner"), "owner");
+    EXPECT_EQ(metrics::Metrics::releaseLabel("owner process exited"), "owner_exited");
+    EXPECT_EQ(metrics::Metrics::releaseLabel("owner left the bus"), "owner_left_bus");
+    EXPECT_EQ(metrics::Metrics::releaseLabel("anything else"), "other");
+}
+
+} // namespace
+} // namespace svad
