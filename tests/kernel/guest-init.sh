@@ -66,6 +66,12 @@ wait_for() {
 fd_count() {
     ls "/proc/$svad_pid/fd" | wc -l
 }
+# What svad's fds are, for a FAIL: one "fd -> target" line each.
+fd_list() {
+    for f in /proc/"$svad_pid"/fd/*; do
+        echo "    $(basename "$f") -> $(readlink "$f")"
+    done
+}
 # Lower-case hex without 0x and leading zeros.
 hexnorm() {
     echo "$1" | sed 's/^0x//; s/^0*//' | tr 'A-F' 'a-f'
@@ -168,13 +174,13 @@ sysfs_groups() {
 sc groups >/tmp/groups.svactl 2>&1
 sysfs_groups >/tmp/groups.sysfs
 # The DEVICES column holds one or more addresses; VIABLE is svad's own verdict.
-awk 'NR > 1 { line = $1 " " $2; for (i = 4; i <= NF && $i ~ /^[0-9a-f]{4}:/; i++) line = line " " $i; print line }' \
+awk 'NR > 1 { line = $1 " " $2; for (i = 4; i <= NF && $i ~ /^[0-9a-f]+:[0-9a-f]+:[0-9a-f]+\.[0-7]$/; i++) line = line " " $i; print line }' \
     /tmp/groups.svactl | sort >/tmp/groups.svad
 if cmp -s /tmp/groups.sysfs /tmp/groups.svad; then
     pass "discovery-groups ($(wc -l </tmp/groups.sysfs) groups)"
 else
     fail discovery-groups "svactl groups differs from /sys/kernel/iommu_groups"
-    show /tmp/groups.sysfs
+    diff /tmp/groups.sysfs /tmp/groups.svad | sed 's/^/    /'
     show /tmp/groups.svactl
 fi
 # A group that holds only vfio-pci functions (or none with a driver) is viable.
@@ -191,9 +197,13 @@ unit_ok=1
 units_sysfs=$(ls /sys/class/iommu | sort | tr '\n' ' ')
 units_svad=$(sc units | awk 'NR > 1 { print $1 }' | sort | tr '\n' ' ')
 [ "$units_sysfs" = "$units_svad" ] || unit_ok=0
+sc units >/tmp/units.svactl 2>&1
+show /tmp/units.svactl
 for u in /sys/class/iommu/*; do
     n=$(basename "$u")
     sc show "$n" >"/tmp/unit.$n" 2>&1 || unit_ok=0
+    # cap and ecap are VT-d's (IOMMUFD_TEST adds a mock IOMMU without them).
+    [ -d "$u/intel-iommu" ] || continue
     for reg in cap ecap; do
         want=$(hexnorm "$(cat "$u/intel-iommu/$reg")")
         key=Cap
@@ -205,7 +215,7 @@ for u in /sys/class/iommu/*; do
         fi
     done
     n_devices=$(ls "$u/devices" | wc -l)
-    got=$(sc units | awk -v u="$n" '$1 == u { print $NF }')
+    got=$(awk -v u="$n" '$1 == u { print $NF }' /tmp/units.svactl)
     if [ "$n_devices" != "$got" ]; then
         unit_ok=0
         echo "  $n devices: sysfs $n_devices, svad $got"
@@ -287,7 +297,14 @@ else
 fi
 
 # ---- handoff: the client binds, allocates an IOAS, attaches and maps -------------------------
+# svad's fd count grows by two eventfds at its first context and stays there
+# (measured: the same count after every later context), so the baseline is
+# taken after one context has come and gone; a leak shows on every later one.
+sc exec --vm vm-warmup --device "$EDU" -- true >/tmp/warmup 2>&1 ||
+    fail warmup "$(oneline /tmp/warmup)"
+wait_for 'sc contexts | grep -q "no contexts"' 50
 svad_fds=$(fd_count)
+fd_list >/tmp/fds.before
 if sc exec --vm vm-handoff --device "$EDU" -- \
     kt-client handoff '{iommufd}' "{fd:$EDU}" >/tmp/handoff 2>&1; then
     pass "vfio-handoff ($EDU: bind, IOAS_ALLOC, ATTACH_IOMMUFD_PT, IOAS_MAP)"
@@ -306,18 +323,20 @@ else
     fail hw-info-ecap "IOMMU_GET_HW_INFO ecap '$hw_ecap', svad's $edu_unit Ecap '$svad_ecap'"
 fi
 max_pasid=$(awk '$2 == "max_pasid_log2:" { print $3 }' /tmp/handoff)
-pasid_attach=$(feature pasid_attach)
-case "$max_pasid:$pasid_attach" in
-none:no)
-    if note pasid_attach pasidAttach | grep -q 'out_max_pasid_log2'; then
-        pass "pasid-hw-info (no out_max_pasid_log2 in this kernel; pasid_attach=no with the reason)"
-    else
-        fail pasid-hw-info "pasid_attach=no, but its note does not name out_max_pasid_log2"
-    fi
-    ;;
-[0-9]*:yes) pass "pasid-hw-info (out_max_pasid_log2 $max_pasid; pasid_attach=yes)" ;;
-*) fail pasid-hw-info "GET_HW_INFO out_max_pasid_log2 '$max_pasid', svad pasid_attach=$pasid_attach" ;;
+edu_pasid=$(awk -v a="$EDU" '$1 == a { print $7 }' /tmp/devices.svactl)
+case "$max_pasid:$edu_pasid" in
+none:*) pass "pasid-hw-info (this kernel's GET_HW_INFO has no out_max_pasid_log2; svad: PASID $edu_pasid)" ;;
+0:-) pass "pasid-hw-info (out_max_pasid_log2 0 for $EDU; svad: no PASID)" ;;
+0:* | *:-) fail pasid-hw-info "GET_HW_INFO out_max_pasid_log2 '$max_pasid' for $EDU, svad's PASID column '$edu_pasid'" ;;
+*) pass "pasid-hw-info (out_max_pasid_log2 $max_pasid for $EDU; svad: PASID $edu_pasid)" ;;
 esac
+vfio_pasid=$(awk '$2 == "vfio_attach_pasid:" { print $3 }' /tmp/handoff)
+pasid_attach=$(feature pasid_attach)
+if [ -n "$vfio_pasid" ] && [ "$vfio_pasid" = "$pasid_attach" ]; then
+    pass "pasid-attach-feature (pasid_attach=$pasid_attach, as this kernel's VFIO uAPI says)"
+else
+    fail pasid-attach-feature "svad says pasid_attach=$pasid_attach, this kernel's VFIO uAPI says '$vfio_pasid': $(note pasid_attach pasidAttach)"
+fi
 
 # ---- attached: svad binds and attaches; the client maps -------------------------------------
 if sc exec --vm vm-attached --mode attached --device "$EDU" -- sh -c \
@@ -345,13 +364,20 @@ if wait_for '[ "$(fd_count)" = "$svad_fds" ] && sc contexts | grep -q "no contex
     pass "owner-exit-no-fd ($svad_fds fds in svad)"
 else
     fail owner-exit-no-fd "svad holds $(fd_count) fds, $svad_fds before; $(sc contexts | tr '\n' ' ')"
+    echo "  before:"
+    cat /tmp/fds.before
+    echo "  now:"
+    fd_list
 fi
 
 # ---- busy: a second context for a device held by a client ------------------------------------------
-sc exec --vm vm-holder --device "$EDU" -- \
+# svactl itself in the background (not the sc function, which would be a
+# subshell): exec keeps its pid, so $! is the client's pid.
+svactl --bus "$BUS" exec --vm vm-holder --device "$EDU" -- \
     kt-client handoff '{iommufd}' "{fd:$EDU}" --hold >/tmp/hold 2>&1 &
 holder=$!
-if wait_for 'grep -q "^step hold" /tmp/hold' 300; then
+if wait_for 'grep -q "^step hold" /tmp/hold' 300 &&
+    [ "$(awk '$2 == "hold:" { print $4 }' /tmp/hold)" = "$holder" ]; then
     pass "holder (pid $holder holds $EDU bound, attached and mapped)"
 else
     fail holder "$(oneline /tmp/hold)"
@@ -452,10 +478,11 @@ fi
 if vdpa dev add mgmtdev vdpasim_net name vdpa0 >/tmp/vdpa 2>&1 &&
     wait_for '[ -c /dev/vhost-vdpa-0 ]' 50 && sc rescan >>/tmp/vdpa 2>&1 &&
     sc vdpa >/tmp/vdpa.svactl 2>&1 &&
-    awk '$1 == "vdpa0" && $2 == "vdpasim_net" && $3 == "vhost_vdpa" { f = 1 } END { exit(f ? 0 : 1) }' /tmp/vdpa.svactl; then
-    pass "vdpa-discovery (vdpa0 from vdpasim_net on vhost_vdpa)"
+    awk '$1 == "vdpa0" && ($2 == "vdpasim_net" || $2 == "-") && $3 == "vhost_vdpa" && $5 == "/dev/vhost-vdpa-0" { f = 1 } END { exit(f ? 0 : 1) }' /tmp/vdpa.svactl; then
+    # sysfs names no management device for vdpa_sim's devices (no parent device).
+    pass "vdpa-discovery (vdpa0 on vhost_vdpa, /dev/vhost-vdpa-0; sysfs: $(readlink /sys/bus/vdpa/devices/vdpa0))"
 else
-    fail vdpa-discovery "$(oneline /tmp/vdpa) $(oneline /tmp/vdpa.svactl 2>/dev/null)"
+    fail vdpa-discovery "$(oneline /tmp/vdpa) $(oneline /tmp/vdpa.svactl 2>/dev/null); sysfs: $(readlink /sys/bus/vdpa/devices/vdpa0)"
 fi
 if sc exec --vm vm-vdpa --device vdpa0 -- kt-client vdpa '{fd:vdpa0}' >/tmp/vdpa.client 2>&1; then
     pass "vdpa-handoff ($(grep '^step VHOST' /tmp/vdpa.client | sed 's/^step VHOST_VDPA_//' | tr '\n' ' ' | sed 's/ $//'))"

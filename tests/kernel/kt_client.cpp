@@ -148,6 +148,12 @@ void hwInfo(int iommufd, uint32_t devId) {
     } else {
         die("max_pasid_log2", "IOMMU_GET_HW_INFO: " + errText(err));
     }
+    // Whether the VFIO of this kernel attaches PASIDs: its own uAPI headers say.
+#ifdef VFIO_DEVICE_ATTACH_PASID
+    step("vfio_attach_pasid", "yes (VFIO_DEVICE_ATTACH_PASID in this kernel's linux/vfio.h)");
+#else
+    step("vfio_attach_pasid", "no (no VFIO_DEVICE_ATTACH_PASID in this kernel's linux/vfio.h)");
+#endif
 }
 
 // Maps a fresh 1 MiB buffer into `ioas` at an IOVA the kernel picks, then unmaps it.
