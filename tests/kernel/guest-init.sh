@@ -173,8 +173,10 @@ sysfs_groups() {
 }
 sc groups >/tmp/groups.svactl 2>&1
 sysfs_groups >/tmp/groups.sysfs
-# The DEVICES column holds one or more addresses; VIABLE is svad's own verdict.
-awk 'NR > 1 { line = $1 " " $2; for (i = 4; i <= NF && $i ~ /^[0-9a-f]+:[0-9a-f]+:[0-9a-f]+\.[0-7]$/; i++) line = line " " $i; print line }' \
+# The DEVICES column (one or more addresses) as the header places it; VIABLE
+# and BLOCKERS are svad's own verdict.
+awk 'NR == 1 { d = index($0, "DEVICES"); b = index($0, "BLOCKERS") }
+     NR > 1 { m = substr($0, d, b - d); gsub(/ +/, " ", m); sub(/ $/, "", m); print $1 " " $2 " " m }' \
     /tmp/groups.svactl | sort >/tmp/groups.svad
 if cmp -s /tmp/groups.sysfs /tmp/groups.svad; then
     pass "discovery-groups ($(wc -l </tmp/groups.sysfs) groups)"
@@ -222,7 +224,7 @@ for u in /sys/class/iommu/*; do
     fi
 done
 if [ "$unit_ok" = 1 ]; then
-    pass "discovery-units ($units_sysfs)"
+    pass "discovery-units (${units_sysfs% })"
 else
     fail discovery-units "svactl units/show differs from /sys/class/iommu (sysfs: $units_sysfs; svad: $units_svad)"
 fi

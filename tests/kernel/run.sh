@@ -146,7 +146,7 @@ timeout --foreground -k 10 "$timeout_s" qemu-system-x86_64 \
   -M q35,kernel-irqchip=split -accel tcg -cpu max -m 1G -smp 1 \
   -nodefaults -display none -monitor none -serial stdio -no-reboot \
   -device intel-iommu,intremap=on,caching-mode=on,x-scalable-mode=on,x-pasid-mode=on \
-  -device e1000e,addr=03.0 -device edu,addr=04.0 \
+  -device e1000e,addr=03.0,romfile= -device edu,addr=04.0 \
   -kernel "$bzimage" -initrd "$work/initramfs.cpio" \
   -append 'console=ttyS0 panic=-1 loglevel=4 rdinit=/init' </dev/null 2>&1 |
   tr -d '\r' | tee "$log"
