@@ -5,8 +5,9 @@
 # "N passed, N failed" line on the serial console, then powers off.
 #
 # Devices (see run.sh): 00:03.0 e1000e (bound to e1000e), 00:04.0 edu (no
-# driver; bound to vfio-pci before svad starts). 00:03.0 goes to vfio-pci
-# later, while svad runs, to check a rescan.
+# driver; bound to vfio-pci before svad starts), and q35's own. 00:03.0 goes
+# to vfio-pci later, while svad runs, to check a rescan; 00:1f.2 and 00:1f.3
+# (one IOMMU group, no driver in this kernel) for the group check.
 export PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 
