@@ -295,6 +295,7 @@ expect_feature vhost_vdpa no "no vDPA device exists yet" vhostVdpa
 expect_feature idxd no "the guest has no DSA" idxd
 if [ "$kf_ok" = 1 ]; then
     pass kernel-features
+    grep '^KernelFeature' /tmp/status | sed 's/^/    /'
 else
     fail kernel-features "$kf_why"
     show /tmp/status
