@@ -125,7 +125,10 @@ if ! wait_for '[ -S /run/svad-bus ]' 100; then
     fail bus "dbus-daemon did not start: $(oneline /tmp/dbus.log)"
     finish
 fi
-svad --backend linux --bus "$BUS" >/tmp/svad.log 2>&1 &
+# With policy plugins in the image, their configuration (run.sh adds both).
+set --
+[ -f /etc/svad/svad.yaml ] && set -- --config /etc/svad/svad.yaml
+svad --backend linux --bus "$BUS" "$@" >/tmp/svad.log 2>&1 &
 svad_pid=$!
 if wait_for 'sc status' 300; then
     pass svad-start

@@ -128,12 +128,24 @@ if command -v lspci >/dev/null 2>&1; then
   [ -f /usr/share/misc/pci.ids ] && cp /usr/share/misc/pci.ids "$root/usr/share/misc/"
 fi
 
+# svad's policy plugins, where this build has them (no fd leaves svad without
+# one's ALLOW), with a configuration that lets root have what they accept.
+if compgen -G "$build/plugins/*.so" >/dev/null; then
+  for plugin in "$build"/plugins/*.so; do
+    copy_with_libs "$plugin" "/usr/local/lib/svad/plugins/$(basename "$plugin")"
+    chmod 644 "$root/usr/local/lib/svad/plugins/$(basename "$plugin")"
+  done
+  chmod 755 "$root/usr/local/lib/svad" "$root/usr/local/lib/svad/plugins"
+  mkdir -p "$root/etc/svad"
+  cp "$here/svad.yaml" "$root/etc/svad/svad.yaml"
+fi
+
 printf 'root:x:0:0:root:/root:/bin/sh\nmessagebus:x:100:101::/run:/bin/false\n' >"$root/etc/passwd"
 printf 'root:x:0:\nmessagebus:x:101:\n' >"$root/etc/group"
 echo 0123456789abcdef0123456789abcdef >"$root/etc/machine-id"
 cp "$here/guest-init.sh" "$root/init"
 chmod 755 "$root/init"
-(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$work/initramfs.cpio" ||
+(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$work/initramfs.cpio" ||
   die "cpio failed"
 echo "kernel-tier: initramfs $(($(stat -c %s "$work/initramfs.cpio") / 1048576)) MiB"
 
