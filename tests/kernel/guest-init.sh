@@ -137,6 +137,18 @@ else
     finish
 fi
 
+# With policy plugins (run.sh puts them in the image with a configuration),
+# every fd below passes through them: they must all have loaded.
+if [ -f /etc/svad/svad.yaml ]; then
+    sc plugins >/tmp/plugins 2>&1
+    if grep -q '^vfio ' /tmp/plugins && grep -q '^vdpa ' /tmp/plugins &&
+        ! grep -q '^refused' /tmp/plugins; then
+        pass "policy-plugins ($(awk 'NR > 1 { print $1 }' /tmp/plugins | tr '\n' ' ' | sed 's/ $//'))"
+    else
+        fail policy-plugins "svactl plugins: $(oneline /tmp/plugins)"
+    fi
+fi
+
 # ---- discovery agrees with sysfs -------------------------------------------------
 # Each PCI function as sysfs says it: ADDRESS VENDOR:DEVICE CLASS DRIVER GROUP UNIT.
 sysfs_devices() {
