@@ -486,8 +486,12 @@ void discoverVdpa(const ports::Sysfs& fs, Host& host) {
             if (!v.parentDevice.empty()) {
                 v.mgmtdev = "pci/" + v.parentDevice;
             } else {
+                // The parent device names the management device. vdpa_sim's
+                // devices have none (/sys/devices/vdpa0 on Linux 6.12): sysfs
+                // does not say which management device made them.
                 auto self = std::find(comps.rbegin(), comps.rend(), name);
-                if (self != comps.rend() && std::next(self) != comps.rend()) {
+                if (self != comps.rend() && std::next(self) != comps.rend() &&
+                    *std::next(self) != "devices") {
                     v.mgmtdev = *std::next(self);
                 }
             }

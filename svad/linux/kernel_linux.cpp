@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <system_error>
 #include <unistd.h>
 
@@ -30,6 +31,14 @@ int realIoctl(int fd, unsigned long request, void* arg) {
 
 int realOpen(const std::string& path, int flags) {
     return ::openat(AT_FDCWD, path.c_str(), flags);
+}
+
+std::string realRelease() {
+    struct utsname u {};
+    if (::uname(&u) != 0) {
+        return {};
+    }
+    return u.release;
 }
 
 namespace {
@@ -147,10 +156,41 @@ void absent(KernelFeatures& f, const char* feature, std::string why) {
     f.absentReasons.emplace_back(feature, std::move(why));
 }
 
+// The decimal number at `i` (at most 6 digits), moving `i` past it.
+std::optional<unsigned> numberAt(const std::string& s, size_t& i) {
+    const size_t start = i;
+    unsigned v = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9' && i - start < 6) {
+        v = v * 10 + static_cast<unsigned>(s[i] - '0');
+        ++i;
+    }
+    if (i == start) {
+        return std::nullopt;
+    }
+    return v;
+}
+
+// Whether a release ("6.15.0", "6.12.117-amd64") is at least major.minor;
+// nullopt when it does not start with major.minor.
+std::optional<bool> releaseAtLeast(const std::string& release, unsigned major, unsigned minor) {
+    size_t i = 0;
+    auto maj = numberAt(release, i);
+    if (!maj || i >= release.size() || release[i] != '.') {
+        return std::nullopt;
+    }
+    ++i;
+    auto min = numberAt(release, i);
+    if (!min) {
+        return std::nullopt;
+    }
+    return *maj != major ? *maj > major : *min >= minor;
+}
+
 } // namespace
 
-KernelLinux::KernelLinux(std::string devRoot, IoctlFn ioctlFn, OpenFn openFn)
-    : devRoot_(std::move(devRoot)), ioctl_(std::move(ioctlFn)), open_(std::move(openFn)) {
+KernelLinux::KernelLinux(std::string devRoot, IoctlFn ioctlFn, OpenFn openFn, ReleaseFn releaseFn)
+    : devRoot_(std::move(devRoot)), ioctl_(std::move(ioctlFn)), open_(std::move(openFn)),
+      release_(std::move(releaseFn)) {
     while (devRoot_.size() > 1 && devRoot_.back() == '/') {
         devRoot_.pop_back();
     }
@@ -159,6 +199,9 @@ KernelLinux::KernelLinux(std::string devRoot, IoctlFn ioctlFn, OpenFn openFn)
     }
     if (!open_) {
         open_ = realOpen;
+    }
+    if (!release_) {
+        release_ = realRelease;
     }
 }
 
@@ -487,8 +530,10 @@ KernelFeatures KernelLinux::probe() {
         // that byte set fails ENOENT, as above. The PASID uAPI (this field,
         // VFIO_DEVICE_ATTACH_PASID, the pasid in the attach/detach structs)
         // came in one release, so a kernel that takes this layout takes
-        // PASID attach too: there is no other way to tell without a bound
-        // device.
+        // PASID attach too upstream. Some kernels took the field alone,
+        // though (Debian's 6.12.117 reports out_max_pasid_log2 and its VFIO
+        // has no VFIO_DEVICE_ATTACH_PASID), and VFIO's flag cannot be probed
+        // without a bound device: below 6.15 the layout is not enough.
         if (f.hwInfo) {
             uapi::iommu_hw_info probeLayout{};
             probeLayout.size = sizeof(probeLayout);
@@ -543,7 +588,21 @@ KernelFeatures KernelLinux::probe() {
 
     // PASID attach: see the GET_HW_INFO layout probe above.
     if (f.vfioCdev && hwInfoPasidLayout) {
-        f.pasidAttach = true;
+        const std::string release = release_();
+        const auto recent = releaseAtLeast(release, 6, 15);
+        if (recent.value_or(false)) {
+            f.pasidAttach = true;
+        } else if (recent) {
+            absent(f, "pasidAttach",
+                   "Linux " + release +
+                       " reports iommu_hw_info.out_max_pasid_log2, but VFIO_DEVICE_ATTACH_PASID "
+                       "came with Linux 6.15 and cannot be probed without a bound device");
+        } else {
+            absent(f, "pasidAttach",
+                   "the kernel release '" + release +
+                       "' is not major.minor: cannot tell whether VFIO_DEVICE_ATTACH_PASID "
+                       "(Linux 6.15+) is there");
+        }
     } else if (!f.vfioCdev) {
         absent(f, "pasidAttach", "no VFIO device cdevs to attach a PASID of");
     } else if (!f.iommufd) {

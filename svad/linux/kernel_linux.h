@@ -38,15 +38,18 @@ namespace svad::linux_impl {
 using IoctlFn = std::function<int(int fd, unsigned long request, void* arg)>;
 // open(2) of a full path: returns the fd, or -1 and sets errno.
 using OpenFn = std::function<int(const std::string& path, int flags)>;
+// The running kernel's release, as uname(2) says it ("6.12.117-amd64").
+using ReleaseFn = std::function<std::string()>;
 
 // The real ones.
 int realIoctl(int fd, unsigned long request, void* arg);
 int realOpen(const std::string& path, int flags);
+std::string realRelease();
 
 class KernelLinux final : public ports::Kernel {
 public:
-    explicit KernelLinux(std::string devRoot, IoctlFn ioctlFn = realIoctl,
-                         OpenFn openFn = realOpen);
+    explicit KernelLinux(std::string devRoot, IoctlFn ioctlFn = realIoctl, OpenFn openFn = realOpen,
+                         ReleaseFn releaseFn = realRelease);
 
     ports::KernelFeatures probe() override;
 
@@ -91,6 +94,7 @@ private:
     std::string devRoot_;
     IoctlFn ioctl_;
     OpenFn open_;
+    ReleaseFn release_;
     mutable std::mutex mu_;
     std::optional<ports::KernelError> lastRlimitError_;
 };

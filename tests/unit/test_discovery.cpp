@@ -311,6 +311,22 @@ TEST(Discovery, VtdUnitsQueuesAndVdpa) {
     EXPECT_TRUE(anyContains(h.vdpa[0].warnings, "vhost-vdpa"));
 }
 
+TEST(Discovery, VdpaDeviceWithoutAParent) {
+    // vdpa_sim's devices sit right under /sys/devices: no management device
+    // can be told from sysfs, and "devices" is not one.
+    FakeSysfs fs;
+    fs.link("bus/vdpa/devices/vdpa0", "../../../devices/vdpa0");
+    fs.link("bus/vdpa/devices/vdpa0/driver", "../../../../bus/vdpa/drivers/vhost_vdpa");
+    fs.dir("bus/vdpa/devices/vdpa0/vhost-vdpa-0");
+    Host h = discover(fs);
+    ASSERT_EQ(h.vdpa.size(), 1U);
+    EXPECT_EQ(h.vdpa[0].mgmtdev, "");
+    EXPECT_EQ(h.vdpa[0].parentDevice, "");
+    EXPECT_EQ(h.vdpa[0].driver, "vhost_vdpa");
+    EXPECT_EQ(h.vdpa[0].vhostDevice, "vhost-vdpa-0");
+    EXPECT_TRUE(h.vdpa[0].warnings.empty());
+}
+
 TEST(Discovery, ParallelReadersFindTheSameHost) {
     FakeSysfs fs;
     for (int i = 0; i < 300; ++i) {

@@ -249,10 +249,13 @@ protected:
     KernelLinuxTest() { dev.full(); }
 
     KernelLinux kernel() {
-        return KernelLinux(dev.root(), fake.fn(), [this](const std::string& p, int flags) {
-            opens.push_back({p, flags});
-            return realOpen(p, flags);
-        });
+        return KernelLinux(
+            dev.root(), fake.fn(),
+            [this](const std::string& p, int flags) {
+                opens.push_back({p, flags});
+                return realOpen(p, flags);
+            },
+            [this] { return release; });
     }
 
     // An fd of a regular file named like a node, so messages name it.
@@ -265,6 +268,7 @@ protected:
     DevRoot dev;
     FakeKernel fake;
     std::vector<OpenCall> opens;
+    std::string release = "6.15.0";
 };
 
 bool hasCloexec(int fd) {
@@ -844,6 +848,49 @@ TEST_F(KernelLinuxTest, ProbeA612Kernel) {
     EXPECT_EQ(f.absentReasons[0].first, "pasidAttach");
     EXPECT_EQ(f.absentReasons[0].second.rfind("EOPNOTSUPP: ", 0), 0u);
     EXPECT_NE(f.absentReasons[0].second.find("6.15"), std::string::npos);
+}
+
+TEST_F(KernelLinuxTest, ProbeA612KernelWithTheNewHwInfoLayout) {
+    // Debian's 6.12.117 takes the 6.15 iommu_hw_info (out_max_pasid_log2)
+    // while its VFIO has no VFIO_DEVICE_ATTACH_PASID: below 6.15 the layout
+    // does not make PASID attach.
+    std::vector<uint32_t> destroyed;
+    int faultFd = ::open(dev.path("iommu").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(faultFd, 0);
+    modernKernel(fake, &destroyed, faultFd);
+    release = "6.12.117";
+    auto k = kernel();
+    auto f = k.probe();
+    EXPECT_TRUE(f.hwInfo);
+    EXPECT_TRUE(f.vfioCdev);
+    EXPECT_FALSE(f.pasidAttach);
+    ASSERT_EQ(f.absentReasons.size(), 1u);
+    EXPECT_EQ(f.absentReasons[0].first, "pasidAttach");
+    EXPECT_NE(f.absentReasons[0].second.find("Linux 6.12.117 "), std::string::npos);
+    EXPECT_NE(f.absentReasons[0].second.find("out_max_pasid_log2"), std::string::npos);
+    EXPECT_NE(f.absentReasons[0].second.find("6.15"), std::string::npos);
+}
+
+TEST_F(KernelLinuxTest, ProbePasidAttachByRelease) {
+    struct Case {
+        const char* release;
+        bool attach;
+    };
+    for (const Case& c : {Case{"6.15.0", true}, Case{"6.16.3-amd64", true}, Case{"7.0", true},
+                          Case{"10.1.0-rc1", true}, Case{"6.14.11", false}, Case{"6.9.0", false},
+                          Case{"5.15.0-91-generic", false}, Case{"", false},
+                          Case{"six.fifteen", false}, Case{"6", false}, Case{"6.", false}}) {
+        FakeKernel modern;
+        std::vector<uint32_t> destroyed;
+        int faultFd = ::open(dev.path("iommu").c_str(), O_RDONLY | O_CLOEXEC);
+        ASSERT_GE(faultFd, 0);
+        modernKernel(modern, &destroyed, faultFd);
+        const std::string release = c.release;
+        KernelLinux k(dev.root(), modern.fn(), realOpen, [release] { return release; });
+        auto f = k.probe();
+        EXPECT_EQ(f.pasidAttach, c.attach) << c.release;
+        EXPECT_EQ(reasonFor(f, "pasidAttach").empty(), c.attach) << c.release;
+    }
 }
 
 TEST_F(KernelLinuxTest, ProbeA61HostWithoutPrivilege) {
