@@ -551,9 +551,19 @@ std::map<std::string, bool> Service::KernelFeatures() {
 }
 
 std::map<std::string, std::string> Service::KernelFeatureNotes() {
+    // Keyed as KernelFeatures is: the port's "vfioCdev" is "vfio_cdev" on the bus.
     std::map<std::string, std::string> out;
     for (const auto& [name, why] : features_.absentReasons) {
-        out[name] = why;
+        std::string key;
+        for (char c : name) {
+            if (c >= 'A' && c <= 'Z') {
+                key += '_';
+                key += static_cast<char>(c - 'A' + 'a');
+            } else {
+                key += c;
+            }
+        }
+        out[key] = why;
     }
     return out;
 }
