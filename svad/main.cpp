@@ -372,7 +372,7 @@ int main(int argc, char** argv) {
                     }
                     return out;
                 },
-                metrics.get()},
+                metrics.get(), [&kernel] { return kernel->probe(); }},
             scan, engine, features);
         currentHost = [&service]() -> const svad::core::Host& { return service->host(); };
         // A plugin gave functions back to their drivers (on its release thread): rescan.

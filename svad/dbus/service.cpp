@@ -282,6 +282,7 @@ void Service::scanFinished(std::optional<core::Host> host, const std::string& er
     std::optional<std::string> failure;
     if (host) {
         apply(std::move(*host), true);
+        reprobe();
     } else {
         failure = "rescan failed, the previous host stays published: " + error;
         log::error(*failure);
@@ -298,6 +299,24 @@ void Service::scanFinished(std::optional<core::Host> host, const std::string& er
         d(failure);
     }
     loop_.kick();
+}
+
+void Service::reprobe() {
+    if (!options_.probe) {
+        return;
+    }
+    const auto before = KernelFeatures();
+    const auto beforeNotes = KernelFeatureNotes();
+    features_ = options_.probe();
+    if (KernelFeatures() != before || KernelFeatureNotes() != beforeNotes) {
+        std::string now;
+        for (const auto& [name, present] : KernelFeatures()) {
+            now += (now.empty() ? "" : " ") + name + "=" + (present ? "yes" : "no");
+        }
+        log::notice("kernel features changed: " + now);
+        emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME,
+                                    {"KernelFeatures", "KernelFeatureNotes"});
+    }
 }
 
 void Service::Rescan(sdbus::Result<>&& result) {

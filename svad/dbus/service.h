@@ -41,6 +41,9 @@ struct ServiceOptions {
     std::function<std::vector<sdbus::Struct<std::string, std::string>>()> pluginRefusals;
     // Where the service counts what it does; may be null (live_host.cpp).
     metrics::Metrics* metrics = nullptr;
+    // Probes the kernel again after each rescan (a vhost-vdpa or VFIO cdev node may
+    // have appeared since start-up); may be empty.
+    std::function<ports::KernelFeatures()> probe;
 };
 
 // Runs discovery; called on a worker thread, so it must touch nothing shared.
@@ -113,6 +116,8 @@ private:
 
     void apply(core::Host host, bool emit);
     void startScan();
+    // Probes the kernel again; announces KernelFeatures when they changed.
+    void reprobe();
     void scanFinished(std::optional<core::Host> host, const std::string& error);
     void logWarnings(const core::Host& host) const;
     // Live-host hooks (live_host.cpp): metrics, and contexts whose devices left.

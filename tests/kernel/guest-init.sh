@@ -519,6 +519,13 @@ if vdpa dev add mgmtdev vdpasim_net name vdpa0 >/tmp/vdpa 2>&1 &&
 else
     fail vdpa-discovery "$(oneline /tmp/vdpa) $(oneline /tmp/vdpa.svactl 2>/dev/null); sysfs: $(readlink /sys/bus/vdpa/devices/vdpa0)"
 fi
+# KernelFeatures follows the host: vhost_vdpa was absent at start, the rescan saw vdpa0.
+sc status >/tmp/status 2>&1
+if [ "$(feature vhost_vdpa)" = yes ]; then
+    pass "kernel-features-follow (vhost_vdpa=yes after the rescan)"
+else
+    fail kernel-features-follow "vhost_vdpa=$(feature vhost_vdpa) after vdpa0 appeared and a rescan"
+fi
 if sc exec --vm vm-vdpa --device vdpa0 -- kt-client vdpa '{fd:vdpa0}' >/tmp/vdpa.client 2>&1; then
     pass "vdpa-handoff ($(grep '^step VHOST' /tmp/vdpa.client | sed 's/^step VHOST_VDPA_//' | tr '\n' ' ' | sed 's/ $//'))"
 else
