@@ -178,15 +178,6 @@ double throughput(const std::string& bus, const std::vector<std::string>& device
     return clients * perClient / seconds;
 }
 
-int positive(const char* text, const char* option) {
-    int v = std::atoi(text);
-    if (v <= 0) {
-        (void)std::fprintf(stderr, "%s needs a positive number, not '%s'\n", option, text);
-        std::exit(2);
-    }
-    return v;
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
@@ -194,25 +185,11 @@ int main(int argc, char** argv) {
     int warmup = 200;
     int clients = 16;
     int perClient = 500;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        if (i + 1 >= argc) {
-            (void)std::fprintf(stderr, "%s needs a value\n", a.c_str());
-            return 2;
-        }
-        if (a == "--n") {
-            n = positive(argv[++i], "--n");
-        } else if (a == "--warmup") {
-            warmup = positive(argv[++i], "--warmup");
-        } else if (a == "--clients") {
-            clients = positive(argv[++i], "--clients");
-        } else if (a == "--per-client") {
-            perClient = positive(argv[++i], "--per-client");
-        } else {
-            (void)std::fprintf(stderr, "unknown argument '%s'\n", a.c_str());
-            return 2;
-        }
-    }
+    svad::test::parseIntOptions(argc, argv,
+                                {{"--n", &n, 1},
+                                 {"--warmup", &warmup, 0},
+                                 {"--clients", &clients, 1},
+                                 {"--per-client", &perClient, 1}});
 
     if (::access("/dev/shm", W_OK) == 0 && std::getenv("TMPDIR") == nullptr) {
         ::setenv("TMPDIR", "/dev/shm", 1);

@@ -41,16 +41,6 @@ double us(Clock::duration d) {
     return std::chrono::duration<double, std::micro>(d).count();
 }
 
-int positive(const char* text, const char* option, int min) {
-    char* end = nullptr;
-    long v = std::strtol(text, &end, 10);
-    if (end == text || *end != '\0' || v < min || v > 100000) {
-        (void)std::fprintf(stderr, "%s needs a number from %d, not '%s'\n", option, min, text);
-        std::exit(2);
-    }
-    return static_cast<int>(v);
-}
-
 // Waits for the Driver property of the NVMe's object to become `want`.
 class DriverWatch {
 public:
@@ -120,21 +110,7 @@ int main(int argc, char** argv) {
     }
     int n = 200;
     int settle = 50;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        if (i + 1 >= argc) {
-            (void)std::fprintf(stderr, "%s needs a value\n", a.c_str());
-            return 2;
-        }
-        if (a == "--n") {
-            n = positive(argv[++i], "--n", 1);
-        } else if (a == "--settle") {
-            settle = positive(argv[++i], "--settle", 0);
-        } else {
-            (void)std::fprintf(stderr, "unknown argument '%s'\n", a.c_str());
-            return 2;
-        }
-    }
+    svad::test::parseIntOptions(argc, argv, {{"--n", &n, 1}, {"--settle", &settle, 0}});
 
     svad::test::Testbed testbed;
     svad::test::SvadFixture f(svad::test::testHost(), {"--hotplug-settle", std::to_string(settle)},

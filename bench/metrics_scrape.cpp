@@ -40,16 +40,6 @@ double us(Clock::duration d) {
     return std::chrono::duration<double, std::micro>(d).count();
 }
 
-int positive(const char* text, const char* option) {
-    char* end = nullptr;
-    long v = std::strtol(text, &end, 10);
-    if (end == text || *end != '\0' || v < 1 || v > 100000) {
-        (void)std::fprintf(stderr, "%s needs a positive number, not '%s'\n", option, text);
-        std::exit(2);
-    }
-    return static_cast<int>(v);
-}
-
 svad::hostgen::HostSpec benchHost(uint32_t count) {
     using namespace svad::hostgen;
     HostSpec h;
@@ -106,21 +96,8 @@ struct Bare {
 int main(int argc, char** argv) {
     int contexts = 1000;
     int scrapes = 200;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        if (i + 1 >= argc) {
-            (void)std::fprintf(stderr, "%s needs a value\n", a.c_str());
-            return 2;
-        }
-        if (a == "--contexts") {
-            contexts = positive(argv[++i], "--contexts");
-        } else if (a == "--scrapes") {
-            scrapes = positive(argv[++i], "--scrapes");
-        } else {
-            (void)std::fprintf(stderr, "unknown argument '%s'\n", a.c_str());
-            return 2;
-        }
-    }
+    svad::test::parseIntOptions(argc, argv,
+                                {{"--contexts", &contexts, 1}, {"--scrapes", &scrapes, 1}});
     // Each context keeps an iommufd and a device fd in svad (which inherits this limit).
     struct rlimit rl {};
     if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {

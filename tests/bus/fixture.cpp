@@ -406,6 +406,49 @@ SvadFixture::~SvadFixture() {
     }
 }
 
+sdbus::ObjectPath SvadFixture::allocate(const std::string& vm,
+                                        const std::vector<std::string>& devices) {
+    sdbus::ObjectPath context;
+    sdbus::UnixFd iommufd;
+    std::map<std::string, sdbus::UnixFd> fds;
+    std::map<std::string, sdbus::Variant> info;
+    proxy("/org/svad/Svad1")
+        ->callMethod("AllocateContext")
+        .onInterface("org.svad.Svad1.Manager")
+        .withArguments(vm, devices, std::map<std::string, sdbus::Variant>{})
+        .storeResultsTo(context, iommufd, fds, info);
+    return context;
+}
+
+void parseIntOptions(int argc, char** argv, std::initializer_list<IntOption> options) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        const IntOption* option = nullptr;
+        for (const auto& o : options) {
+            if (a == o.name) {
+                option = &o;
+            }
+        }
+        if (option == nullptr) {
+            (void)std::fprintf(stderr, "unknown argument '%s'\n", a.c_str());
+            std::exit(2);
+        }
+        if (i + 1 >= argc) {
+            (void)std::fprintf(stderr, "%s needs a value\n", a.c_str());
+            std::exit(2);
+        }
+        const char* text = argv[++i];
+        char* end = nullptr;
+        long v = std::strtol(text, &end, 10);
+        if (end == text || *end != '\0' || v < option->min || v > 1000000) {
+            (void)std::fprintf(stderr, "%s needs a whole number from %d, not '%s'\n", a.c_str(),
+                               option->min, text);
+            std::exit(2);
+        }
+        *option->value = static_cast<int>(v);
+    }
+}
+
 std::unique_ptr<sdbus::IProxy> SvadFixture::proxy(const std::string& path) {
     return sdbus::createProxy(*client_, "org.svad.Svad1", path);
 }

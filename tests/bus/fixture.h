@@ -5,6 +5,7 @@
 #include "svad/hostgen/hostgen.h"
 
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
@@ -65,6 +66,16 @@ struct RunResult {
     std::string errors; // stderr
 };
 
+// A benchmark's "--name N" option: the int it sets and the smallest value it takes.
+struct IntOption {
+    const char* name;
+    int* value;
+    int min;
+};
+// Parses a benchmark's command line of "--name N" options; on anything else prints
+// what is wrong on stderr and exits 2.
+void parseIntOptions(int argc, char** argv, std::initializer_list<IntOption> options);
+
 // Runs a command to completion (argv[0] is a path or found on PATH).
 RunResult runCommand(const std::vector<std::string>& argv);
 
@@ -107,6 +118,8 @@ public:
     // A client connection of the test's own.
     sdbus::IConnection& client() { return *client_; }
     std::unique_ptr<sdbus::IProxy> proxy(const std::string& path);
+    // AllocateContext(vm, devices, {}) as this test's client; the context's path.
+    sdbus::ObjectPath allocate(const std::string& vm, const std::vector<std::string>& devices);
     sdbus::Variant property(const std::string& path, const std::string& iface,
                             const std::string& name);
     RunResult svactl(std::vector<std::string> args);

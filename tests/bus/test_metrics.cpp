@@ -15,20 +15,6 @@ constexpr const char* kManager = "org.svad.Svad1.Manager";
 
 using Options = std::map<std::string, sdbus::Variant>;
 
-sdbus::ObjectPath allocate(SvadFixture& f, const std::string& vm,
-                           const std::vector<std::string>& devices) {
-    sdbus::ObjectPath context;
-    sdbus::UnixFd iommufd;
-    std::map<std::string, sdbus::UnixFd> fds;
-    std::map<std::string, sdbus::Variant> info;
-    f.proxy(kRoot)
-        ->callMethod("AllocateContext")
-        .onInterface(kManager)
-        .withArguments(vm, devices, Options{})
-        .storeResultsTo(context, iommufd, fds, info);
-    return context;
-}
-
 TEST(Metrics, ScrapedOverHttpAndFollowAllocations) {
     const uint16_t port = freePort();
     SvadFixture f(testHost(), {"--metrics-address", "127.0.0.1:" + std::to_string(port)});
@@ -47,8 +33,8 @@ TEST(Metrics, ScrapedOverHttpAndFollowAllocations) {
     EXPECT_EQ(metricValue(m, "svad_contexts{mode=\"handoff\",plugin=\"vfio\"}"), -1) << m;
 
     // An allocation, a refusal (the device is held), a PASID, a release.
-    auto ctx = allocate(f, "vm1", {"0000:3b:10.0", "wq0.0"});
-    EXPECT_THROW(allocate(f, "vm2", {"0000:3b:10.0"}), sdbus::Error);
+    auto ctx = f.allocate("vm1", {"0000:3b:10.0", "wq0.0"});
+    EXPECT_THROW(f.allocate("vm2", {"0000:3b:10.0"}), sdbus::Error);
     uint32_t pasid = 0;
     f.proxy(kRoot)
         ->callMethod("AllocatePasid")
@@ -78,7 +64,7 @@ TEST(Metrics, ScrapedOverHttpAndFollowAllocations) {
     std::ofstream(f.root() + "/svad.yaml", std::ios::app)
         << "plugins:\n  vfio: {allow_vfs: false}\n";
     f.proxy(kRoot)->callMethod("Reload").onInterface(kManager);
-    EXPECT_THROW(allocate(f, "vm1", {"0000:3b:10.0"}), sdbus::Error);
+    EXPECT_THROW(f.allocate("vm1", {"0000:3b:10.0"}), sdbus::Error);
     m = httpGet(port);
     EXPECT_EQ(metricValue(m, "svad_policy_denials_total{plugin=\"vfio\"}"), 1) << m;
     EXPECT_EQ(metricValue(m, "svad_allocations_total{plugin=\"vfio\",result=\"PolicyDenied\"}"), 1)

@@ -34,16 +34,7 @@ TEST(Monitor, PrintsContextAndHostEvents) {
     auto text = startMonitor(f, false, "text.log");
     auto json = startMonitor(f, true, "json.log");
 
-    sdbus::ObjectPath ctx;
-    sdbus::UnixFd iommufd;
-    std::map<std::string, sdbus::UnixFd> fds;
-    std::map<std::string, sdbus::Variant> info;
-    f.proxy(kRoot)
-        ->callMethod("AllocateContext")
-        .onInterface(kManager)
-        .withArguments(std::string("vm1"), std::vector<std::string>{"wq0.0"},
-                       std::map<std::string, sdbus::Variant>{})
-        .storeResultsTo(ctx, iommufd, fds, info);
+    sdbus::ObjectPath ctx = f.allocate("vm1", {"wq0.0"});
     f.proxy(kRoot)->callMethod("ReleaseContext").onInterface(kManager).withArguments(ctx);
     f.proxy(kRoot)->callMethod("Rescan").onInterface(kManager);
 

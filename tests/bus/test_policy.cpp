@@ -29,21 +29,6 @@ std::string errorOf(const std::function<void()>& f) {
     return "(no error)";
 }
 
-// Allocates over the bus as the test process (root in CI) and returns the context path.
-sdbus::ObjectPath allocate(SvadFixture& f, const std::string& vm,
-                           const std::vector<std::string>& devices) {
-    sdbus::ObjectPath ctx;
-    sdbus::UnixFd iommufd;
-    std::map<std::string, sdbus::UnixFd> fds;
-    std::map<std::string, sdbus::Variant> info;
-    f.proxy(kRoot)
-        ->callMethod("AllocateContext")
-        .onInterface(kManager)
-        .withArguments(vm, devices, std::map<std::string, sdbus::Variant>{})
-        .storeResultsTo(ctx, iommufd, fds, info);
-    return ctx;
-}
-
 void reload(SvadFixture& f) {
     f.proxy(kRoot)->callMethod("Reload").onInterface(kManager);
 }
@@ -152,7 +137,7 @@ TEST(Policy, ANonAdminUidIsRefusedBySvadItselfAndMayStillRead) {
     EXPECT_TRUE(waitForLog(f.svad(), "refused AllocateContext to uid 65534"));
 
     // Root may; then nobody's own group becomes the admin group, and nobody may too.
-    EXPECT_NO_THROW(allocate(f, "vm-root", {"wq0.1"}));
+    EXPECT_NO_THROW(f.allocate("vm-root", {"wq0.1"}));
     writeConfig(config, "default_policy: allow\nadmin_group: \"65534\"\n");
     reload(f);
     auto allowed = nobody.svactl({"alloc", "--vm", "vm1", "wq0.0"});
@@ -185,7 +170,7 @@ TEST(Policy, TheShippedBusPolicyRefusesNonAdminsBeforeSvadSeesThem) {
         EXPECT_NE(r.errors.find("AccessDenied"), std::string::npos) << method << r.errors;
     }
     // Root owns the name and may allocate.
-    EXPECT_NO_THROW(allocate(f, "vm-root", {"wq0.0"}));
+    EXPECT_NO_THROW(f.allocate("vm-root", {"wq0.0"}));
 }
 
 TEST(Policy, ReloadValidatesTheWholeFileAndKeepsTheOldOneOnError) {
@@ -197,9 +182,9 @@ rules:
     allow: {vms: [vm-a]}
 )");
     SvadFixture f(testHost(), {"--config", config});
-    const auto held = allocate(f, "vm-a", {"wq0.0"});
+    const auto held = f.allocate("vm-a", {"wq0.0"});
     EXPECT_NE(errorOf([&] {
-                  allocate(f, "vm-b", {"wq0.1"});
+                  f.allocate("vm-b", {"wq0.1"});
               }).find("org.svad.Svad1.Error.PolicyDenied: wq0.1: no rule matches"),
               std::string::npos);
 
@@ -210,7 +195,7 @@ rules:
     allow: {vms: [vm-a, vm-b]}
 )");
     reload(f);
-    const auto b = allocate(f, "vm-b", {"wq0.1"});
+    const auto b = f.allocate("vm-b", {"wq0.1"});
 
     // Two errors: both reported, with line and column; nothing changes.
     writeConfig(config, R"(default_policy: deny
@@ -228,7 +213,7 @@ rules:
     EXPECT_NE(err.find("svad.yaml:6:13: unknown key 'vm'"), std::string::npos) << err;
     EXPECT_EQ(f.property(kRoot, kManager, "ConfigFile").get<std::string>(), config);
     f.proxy(kRoot)->callMethod("ReleaseContext").onInterface(kManager).withArguments(b);
-    EXPECT_NO_THROW(allocate(f, "vm-b", {"wq0.1"})); // a-and-b still in force
+    EXPECT_NO_THROW(f.allocate("vm-b", {"wq0.1"})); // a-and-b still in force
     // The context made before any reload is untouched.
     EXPECT_EQ(f.property(held, "org.svad.Svad1.Context", "Vm").get<std::string>(), "vm-a");
 
@@ -240,7 +225,7 @@ rules:
     const size_t reloads = countIn(f.svad().log(), "configuration reloaded");
     f.svad().signal(SIGHUP);
     ASSERT_TRUE(waitForLog(f.svad(), "configuration reloaded", reloads));
-    EXPECT_NE(errorOf([&] { allocate(f, "vm-a", {"wq0.2"}); }).find("default_policy is deny"),
+    EXPECT_NE(errorOf([&] { f.allocate("vm-a", {"wq0.2"}); }).find("default_policy is deny"),
               std::string::npos);
 }
 
@@ -252,8 +237,8 @@ rules:
     match: {device: "wq0.*"}
 )");
     SvadFixture f(testHost(), {"--config", config});
-    auto ctx = allocate(f, "vm-audit", {"wq0.0"});
-    (void)errorOf([&] { allocate(f, "vm-audit", {"vdpa0"}); });
+    auto ctx = f.allocate("vm-audit", {"wq0.0"});
+    (void)errorOf([&] { f.allocate("vm-audit", {"vdpa0"}); });
     f.proxy(kRoot)->callMethod("ReleaseContext").onInterface(kManager).withArguments(ctx);
     ASSERT_TRUE(waitForLog(f.svad(), "context released"));
     const std::string log = f.svad().log();
@@ -297,7 +282,7 @@ TEST(Policy, SvactlListsThePluginsAndTheRefusedFiles) {
     std::ofstream(config) << "plugin_dir: " << plugins.path() << "\ndefault_policy: allow\n";
     reload(f);
     EXPECT_NE(errorOf([&] {
-                  allocate(f, "vm1", {"0000:3b:10.0"});
+                  f.allocate("vm1", {"0000:3b:10.0"});
               }).find("no loaded plugin handles pci devices"),
               std::string::npos);
 }
