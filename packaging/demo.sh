@@ -57,6 +57,7 @@ for _ in $(seq 50); do [ -S "$work/bus" ] && break; sleep 0.1; done
 echo "== the administrator's configuration: demo-vm may have PCI functions and work queues"
 cat >"$work/svad.yaml" <<EOT
 plugin_dir: $build/plugins
+metrics: {address: "127.0.0.1:0"}   # any free port: the demo stays out of a real svad's way
 default_policy: deny
 rules:
   - name: demo-vm-functions
