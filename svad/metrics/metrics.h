@@ -52,7 +52,8 @@ public:
     void updateHost(const core::Host& host);
     void updateContexts(const core::Engine& engine);
 
-    // Events. `plugin` is the policy plugin that decided ("config" for the rules, "none" before any was asked).
+    // Events. `plugin` is the policy plugin that decided ("config" for the rules, "none" before any
+    // was asked).
     void allocation(const std::string& result, const std::string& plugin, double seconds);
     void policyDenial(const std::string& plugin);
     void pasidQuotaRefusal();

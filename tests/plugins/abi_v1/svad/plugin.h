@@ -85,35 +85,35 @@ struct svad_option {
  * Fields that do not apply to the kind are NULL, 0 or -1 as noted. */
 struct svad_device {
     uint32_t struct_size;
-    uint32_t kind;         /* one of enum svad_device_kind */
-    const char* id;        /* PCI address, vDPA name or queue name */
-    const char* driver;    /* bound driver, "" when none */
-    uint16_t vendor;       /* PCI ids: of the function, or of the parent of a vDPA */
-    uint16_t device;       /* device or queue (0 when there is none) */
-    uint32_t class_code;   /* 24-bit PCI class */
-    int32_t iommu_group;   /* -1 when none */
-    int32_t group_viable;  /* 1 viable, 0 not, -1 no group */
+    uint32_t kind;              /* one of enum svad_device_kind */
+    const char* id;             /* PCI address, vDPA name or queue name */
+    const char* driver;         /* bound driver, "" when none */
+    uint16_t vendor;            /* PCI ids: of the function, or of the parent of a vDPA */
+    uint16_t device;            /* device or queue (0 when there is none) */
+    uint32_t class_code;        /* 24-bit PCI class */
+    int32_t iommu_group;        /* -1 when none */
+    int32_t group_viable;       /* 1 viable, 0 not, -1 no group */
     const char* group_blockers; /* "0000:00:1f.0 is bound to lpc_ich; ..." or "" */
-    const char* vfio_node; /* vfioN, "" when the function has no VFIO cdev */
-    const char* physfn;    /* the PF of a VF, "" otherwise */
-    uint32_t pasid_width;  /* usable PASID bits (a VF: its PF's), 0: none */
-    const char* vhost_node;  /* vDPA: vhost-vdpa-N, "" when none */
-    const char* parent;      /* vDPA and queues: the parent PCI function, "" when none */
-    uint32_t queue_mode;     /* queues: 1 dedicated, 2 shared, 0 unknown */
-    uint32_t queue_type;     /* queues: 1 none, 2 kernel, 3 user, 0 unknown */
-    uint32_t queue_state;    /* queues: 1 disabled, 2 enabled, 3 locked, 0 unknown */
-    const char* queue_node;  /* queues: dsa/wqX.Y under the dev root, "" when none */
-    uint32_t holders;        /* contexts that hold the device now */
+    const char* vfio_node;      /* vfioN, "" when the function has no VFIO cdev */
+    const char* physfn;         /* the PF of a VF, "" otherwise */
+    uint32_t pasid_width;       /* usable PASID bits (a VF: its PF's), 0: none */
+    const char* vhost_node;     /* vDPA: vhost-vdpa-N, "" when none */
+    const char* parent;         /* vDPA and queues: the parent PCI function, "" when none */
+    uint32_t queue_mode;        /* queues: 1 dedicated, 2 shared, 0 unknown */
+    uint32_t queue_type;        /* queues: 1 none, 2 kernel, 3 user, 0 unknown */
+    uint32_t queue_state;       /* queues: 1 disabled, 2 enabled, 3 locked, 0 unknown */
+    const char* queue_node;     /* queues: dsa/wqX.Y under the dev root, "" when none */
+    uint32_t holders;           /* contexts that hold the device now */
 };
 
 /* One allocation request for one device (since 1). */
 struct svad_request {
     uint32_t struct_size;
-    uint32_t mode;             /* enum svad_mode */
-    const char* vm;            /* the VM's name */
-    uint32_t caller_uid;       /* from the bus, never from the caller's words */
+    uint32_t mode;       /* enum svad_mode */
+    const char* vm;      /* the VM's name */
+    uint32_t caller_uid; /* from the bus, never from the caller's words */
     int32_t caller_pid;
-    const char* rule;          /* the configuration rule that let it through, "" for none */
+    const char* rule; /* the configuration rule that let it through, "" for none */
     const struct svad_device* device;
     /* the rule's options for plugins (auto_bind, shared_limit, ...) */
     const struct svad_option* options;
@@ -123,10 +123,10 @@ struct svad_request {
 /* What prepare hands back (since 1). */
 struct svad_prepared {
     uint32_t struct_size;
-    int fd;                   /* the opened device, O_CLOEXEC; svad owns it from here */
-    uint32_t vdpa_groups;     /* vDPA only */
+    int fd;               /* the opened device, O_CLOEXEC; svad owns it from here */
+    uint32_t vdpa_groups; /* vDPA only */
     uint32_t vdpa_address_spaces;
-    int host_changed;         /* nonzero when prepare changed the host (a rebind) */
+    int host_changed; /* nonzero when prepare changed the host (a rebind) */
 };
 
 /* The host's side: svad's kernel port and services (since 1, unless noted).
@@ -165,7 +165,6 @@ struct svad_plugin {
     void (*release)(void* state, const struct svad_host* host, const struct svad_request* request);
     /* since 1: unload. Optional. */
     void (*fini)(void* state);
-
 };
 
 /* The entry point. host_abi_version is the ABI svad speaks; plugin points
