@@ -38,40 +38,6 @@ constexpr const char* kService = "org.svad.Svad1";
 constexpr const char* kRoot = "/org/svad/Svad1";
 constexpr const char* kManager = "org.svad.Svad1.Manager";
 
-double us(Clock::duration d) {
-    return std::chrono::duration<double, std::micro>(d).count();
-}
-
-// `count` vfio-pci functions 0000:BB:DD.0 from 0000:81:00.0, each alone in its group with a VFIO
-// cdev.
-svad::hostgen::HostSpec benchHost(uint32_t count) {
-    using namespace svad::hostgen;
-    HostSpec h;
-    h.name = "alloc-bench";
-    constexpr uint64_t kEcap = (1ULL << 47) | (1ULL << 46) | (1ULL << 43) | (1ULL << 40) |
-                               (19ULL << 35) | (1ULL << 29) | (1ULL << 26) | (1ULL << 6) |
-                               (1ULL << 3) | (1ULL << 2) | (1ULL << 1);
-    h.units.push_back(UnitSpec{"dmar0", 0x00d2008c40660462ULL, kEcap, "6:0"});
-    for (uint32_t i = 0; i < count; ++i) {
-        h.groups.push_back(GroupSpec{i + 1, "DMA", {"0x00000000fee00000 0x00000000feefffff msi"}});
-        DeviceSpec d;
-        char addr[32];
-        (void)std::snprintf(addr, sizeof addr, "0000:%02x:%02x.0", 0x81 + i / 32, i % 32);
-        d.address = addr;
-        d.vendor = 0x15b3;
-        d.device = 0x101e;
-        d.classCode = 0x020000;
-        d.driver = "vfio-pci";
-        d.driverOverride = "vfio-pci";
-        d.group = i + 1;
-        d.iommu = "dmar0";
-        d.vfio = i;
-        d.ats = true;
-        h.devices.push_back(d);
-    }
-    return h;
-}
-
 // A client of its own: a connection and a proxy of svad's root object.
 class Client {
 public:
@@ -197,7 +163,7 @@ int main(int argc, char** argv) {
     svad::test::TempDir dir;
     const std::string root = dir.path() + "/host";
     const uint32_t functions = static_cast<uint32_t>(std::max(clients, 1) + 1);
-    auto host = benchHost(functions);
+    auto host = svad::test::vfioHost("alloc-bench", functions);
     svad::hostgen::writeTree(host, root);
     std::vector<std::string> devices;
     for (const auto& d : host.devices) {
@@ -245,11 +211,11 @@ int main(int argc, char** argv) {
             client.release(context);
             auto t4 = Clock::now();
             if (i >= warmup) {
-                ping.push_back(us(t1 - t0));
-                pingPair.push_back(us(t2 - t0));
-                alloc.push_back(us(t3 - t2));
-                release.push_back(us(t4 - t3));
-                pair.push_back(us(t4 - t2));
+                ping.push_back(svad::test::micros(t1 - t0));
+                pingPair.push_back(svad::test::micros(t2 - t0));
+                alloc.push_back(svad::test::micros(t3 - t2));
+                release.push_back(svad::test::micros(t4 - t3));
+                pair.push_back(svad::test::micros(t4 - t2));
             }
         }
     } catch (const sdbus::Error& e) {

@@ -37,10 +37,6 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kRoot = "/org/svad/Svad1";
 constexpr const char* kNvme = "0000:5e:00.0";
 
-double us(Clock::duration d) {
-    return std::chrono::duration<double, std::micro>(d).count();
-}
-
 // Waits for the Driver property of the NVMe's object to become `want`.
 class DriverWatch {
 public:
@@ -137,8 +133,8 @@ int main(int argc, char** argv) {
         root->callMethod("Ping").onInterface("org.freedesktop.DBus.Peer");
         const auto p1 = Clock::now();
         if (i >= 5) { // warm-up
-            hotplug.push_back(us(*seen - t0));
-            ping.push_back(us(p1 - p0));
+            hotplug.push_back(svad::test::micros(*seen - t0));
+            ping.push_back(svad::test::micros(p1 - p0));
         }
     }
     auto h = percentiles(hotplug);

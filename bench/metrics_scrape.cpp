@@ -36,34 +36,6 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kRoot = "/org/svad/Svad1";
 constexpr const char* kManager = "org.svad.Svad1.Manager";
 
-double us(Clock::duration d) {
-    return std::chrono::duration<double, std::micro>(d).count();
-}
-
-svad::hostgen::HostSpec benchHost(uint32_t count) {
-    using namespace svad::hostgen;
-    HostSpec h;
-    h.name = "metrics-bench";
-    h.units.push_back(UnitSpec{"dmar0", 0x00d2008c40660462ULL, 0xf0ULL, "6:0"});
-    for (uint32_t i = 0; i < count; ++i) {
-        h.groups.push_back(GroupSpec{i + 1, "DMA", {}});
-        DeviceSpec d;
-        char addr[32];
-        (void)std::snprintf(addr, sizeof addr, "0000:%02x:%02x.0", 0x81 + i / 32, i % 32);
-        d.address = addr;
-        d.vendor = 0x15b3;
-        d.device = 0x101e;
-        d.classCode = 0x020000;
-        d.driver = "vfio-pci";
-        d.group = i + 1;
-        d.iommu = "dmar0";
-        d.vfio = i;
-        d.pasid = PasidSpec{20, false, true};
-        h.devices.push_back(d);
-    }
-    return h;
-}
-
 size_t seriesIn(const std::string& exposition) {
     std::istringstream in(exposition);
     std::string line;
@@ -106,8 +78,9 @@ int main(int argc, char** argv) {
     }
 
     const uint16_t port = svad::test::freePort();
-    svad::test::SvadFixture f(benchHost(static_cast<uint32_t>(contexts)),
-                              {"--metrics-address", "127.0.0.1:" + std::to_string(port)});
+    svad::test::SvadFixture f(
+        svad::test::vfioHost("metrics-bench", static_cast<uint32_t>(contexts)),
+        {"--metrics-address", "127.0.0.1:" + std::to_string(port)});
     auto root = f.proxy(kRoot);
     for (int i = 0; i < contexts; ++i) {
         char addr[32];
@@ -149,9 +122,9 @@ int main(int argc, char** argv) {
         (void)svad::test::httpGet(perContext.port);
         auto t3 = Clock::now();
         if (i >= 5) {
-            svadTimes.push_back(us(t1 - t0));
-            sameTimes.push_back(us(t2 - t1));
-            perContextTimes.push_back(us(t3 - t2));
+            svadTimes.push_back(svad::test::micros(t1 - t0));
+            sameTimes.push_back(svad::test::micros(t2 - t1));
+            perContextTimes.push_back(svad::test::micros(t3 - t2));
         }
     }
     auto s = percentiles(svadTimes);

@@ -420,6 +420,39 @@ sdbus::ObjectPath SvadFixture::allocate(const std::string& vm,
     return context;
 }
 
+double micros(std::chrono::steady_clock::duration d) {
+    return std::chrono::duration<double, std::micro>(d).count();
+}
+
+hostgen::HostSpec vfioHost(const std::string& name, uint32_t count) {
+    using namespace hostgen;
+    HostSpec h;
+    h.name = name;
+    constexpr uint64_t kEcap = (1ULL << 47) | (1ULL << 46) | (1ULL << 43) | (1ULL << 40) |
+                               (19ULL << 35) | (1ULL << 29) | (1ULL << 26) | (1ULL << 6) |
+                               (1ULL << 3) | (1ULL << 2) | (1ULL << 1);
+    h.units.push_back(UnitSpec{"dmar0", 0x00d2008c40660462ULL, kEcap, "6:0"});
+    for (uint32_t i = 0; i < count; ++i) {
+        h.groups.push_back(GroupSpec{i + 1, "DMA", {"0x00000000fee00000 0x00000000feefffff msi"}});
+        DeviceSpec d;
+        char addr[32];
+        (void)std::snprintf(addr, sizeof addr, "0000:%02x:%02x.0", 0x81 + i / 32, i % 32);
+        d.address = addr;
+        d.vendor = 0x15b3;
+        d.device = 0x101e;
+        d.classCode = 0x020000;
+        d.driver = "vfio-pci";
+        d.driverOverride = "vfio-pci";
+        d.group = i + 1;
+        d.iommu = "dmar0";
+        d.vfio = i;
+        d.ats = true;
+        d.pasid = PasidSpec{20, false, true};
+        h.devices.push_back(d);
+    }
+    return h;
+}
+
 void parseIntOptions(int argc, char** argv, std::initializer_list<IntOption> options) {
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];

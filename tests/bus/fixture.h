@@ -4,6 +4,7 @@
 
 #include "svad/hostgen/hostgen.h"
 
+#include <chrono>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -88,6 +89,11 @@ struct Percentiles {
     double p99 = 0;
 };
 Percentiles percentiles(std::vector<double> sample);
+// A duration in microseconds (benchmarks).
+double micros(std::chrono::steady_clock::duration d);
+// A host of `count` vfio-pci functions 0000:BB:DD.0 from 0000:81:00.0, each alone in its
+// IOMMU group with a VFIO cdev, behind one Sapphire Rapids-like VT-d unit (benchmarks).
+hostgen::HostSpec vfioHost(const std::string& name, uint32_t count);
 
 // A loopback TCP port free at the time of the call.
 uint16_t freePort();
