@@ -92,6 +92,17 @@ private:
         }
     }
 
+    // A mapping keyed by the administrator's names (tags, plugins, VMs): false, with
+    // "WHERE: expected WHAT", when `n` is no mapping; a name given twice is an error.
+    bool namedMap(const YAML::Node& n, const std::string& where, const std::string& what) {
+        if (!n.IsMap()) {
+            error(n, where + ": expected " + what);
+            return false;
+        }
+        noRepeats(n, where);
+        return true;
+    }
+
     // Reports keys of `map` not in `known`.
     void onlyKeys(const YAML::Node& map, const std::string& where,
                   const std::vector<std::string>& known) {
@@ -329,11 +340,9 @@ private:
             }
         }
         if (auto q = n["quotas"]) {
-            if (!q.IsMap()) {
-                error(q, "pasid.quotas: expected a mapping of VM name or glob to a number");
+            if (!namedMap(q, "pasid.quotas", "a mapping of VM name or glob to a number")) {
                 return;
             }
-            noRepeats(q, "pasid.quotas");
             for (const auto& kv : q) {
                 auto vm = str(kv.first, "pasid.quotas key");
                 auto v = number(kv.second, "pasid.quotas." + (vm ? *vm : std::string("?")), 0,
@@ -346,11 +355,9 @@ private:
     }
 
     void tags(const YAML::Node& n, Config& c) {
-        if (!n.IsMap()) {
-            error(n, "tags: expected a mapping of tag name to device ids or globs");
+        if (!namedMap(n, "tags", "a mapping of tag name to device ids or globs")) {
             return;
         }
-        noRepeats(n, "tags");
         for (const auto& kv : n) {
             auto tag = str(kv.first, "tag name");
             auto devices = strings(kv.second, "tags." + (tag ? *tag : std::string("?")));
@@ -361,11 +368,9 @@ private:
     }
 
     void plugins(const YAML::Node& n, Config& c) {
-        if (!n.IsMap()) {
-            error(n, "plugins: expected a mapping of plugin name to its settings");
+        if (!namedMap(n, "plugins", "a mapping of plugin name to its settings")) {
             return;
         }
-        noRepeats(n, "plugins");
         for (const auto& kv : n) {
             auto name = str(kv.first, "plugin name");
             if (!name) {
@@ -375,11 +380,9 @@ private:
             if (kv.second.IsNull()) {
                 continue;
             }
-            if (!kv.second.IsMap()) {
-                error(kv.second, "plugins." + *name + ": expected a mapping of settings");
+            if (!namedMap(kv.second, "plugins." + *name, "a mapping of settings")) {
                 continue;
             }
-            noRepeats(kv.second, "plugins." + *name);
             for (const auto& o : kv.second) {
                 auto key = str(o.first, "plugins." + *name + " key");
                 if (key && o.second.IsScalar()) {
