@@ -21,6 +21,18 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# shellcheck source=lib/needs.sh
+source "$top/packaging/lib/needs.sh"
+NEEDS_PREFIX=demo
+# needs:begin
+needs+=(
+  mktemp:coreutils seq:coreutils sleep:coreutils cat:coreutils rm:coreutils
+  readlink:coreutils sed:sed awk:mawk grep:grep sh:dash
+  dbus-daemon:dbus-daemon busctl:systemd
+)
+# needs:end
+needs_check
+
 for tool in svad svactl svad-hostgen; do
   [ -x "$build/$tool" ] || { echo "demo: $build/$tool is missing: build first" >&2; exit 1; }
 done

@@ -12,41 +12,32 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-$top/build}
 jobs=${JOBS:-2}
 
-packages=(
-  cmake ninja-build g++ pkg-config ccache
-  libsdbus-c++-dev libsdbus-c++-bin libsystemd-dev libudev-dev
-  libyaml-cpp-dev prometheus-cpp-dev libboost-dev umockdev libumockdev-dev
-  libgtest-dev libgmock-dev dbus pciutils
+# shellcheck source=lib/needs.sh
+source "$top/packaging/lib/needs.sh"
+NEEDS_PREFIX=quickstart
+# needs:begin
+needs+=(
+  cmake:cmake ctest:cmake ninja:ninja-build g++:g++ pkg-config:pkgconf ccache:ccache
+  sdbus-c++-xml2cpp:libsdbus-c++-bin
+  # the tests: a private bus, busctl and lspci as oracles, a second uid, hotplug under umockdev
+  dbus-daemon:dbus-daemon busctl:systemd lspci:pciutils setpriv:util-linux
+  umockdev-wrapper:umockdev sh:dash readlink:coreutils
 )
+needs_packages+=(
+  libsdbus-c++-dev libsystemd-dev libudev-dev libyaml-cpp-dev prometheus-cpp-dev
+  libboost-dev libumockdev-dev libgtest-dev libgmock-dev
+)
+needs_load packaging/demo.sh
+# needs:end
 
 usage() {
   sed -n '2,9s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
   exit 2
 }
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    echo "quickstart: '$*' needs root: run this as root or install sudo" >&2
-    exit 1
-  fi
-}
-
-install_packages() {
-  local missing=()
-  for p in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-      missing+=("$p")
-    fi
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "quickstart: installing ${missing[*]}"
-    as_root apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-  fi
+prepare() {
+  needs_install
+  needs_check
 }
 
 build() {
@@ -61,12 +52,12 @@ cmd=${1:-}
 shift
 case "$cmd" in
   demo)
-    install_packages
+    prepare
     build
     exec "$top/packaging/demo.sh" --build "$build" "$@"
     ;;
   test)
-    install_packages
+    prepare
     build
     cd "$build"
     exec ctest --output-on-failure -j "$jobs" --timeout 600 "$@"

@@ -22,6 +22,23 @@ die() {
   exit 1
 }
 
+# shellcheck source=../../packaging/lib/needs.sh
+source "$here/../../packaging/lib/needs.sh"
+NEEDS_PREFIX=build-kernel
+# needs:begin
+needs+=(
+  dpkg-query:dpkg sha256sum:coreutils cut:coreutils cat:coreutils mkdir:coreutils
+  mktemp:coreutils rm:coreutils cp:coreutils mv:coreutils date:coreutils
+  basename:coreutils tail:coreutils sed:sed grep:grep tar:tar
+  # what the kernel's own build runs
+  xz:xz-utils make:make gcc:gcc bc:bc flex:flex bison:bison ld:binutils
+  objcopy:binutils nm:binutils awk:mawk gzip:gzip perl:perl-base
+  rsync:rsync # make headers_install
+)
+needs_packages+=(linux-source-6.12 libelf-dev libssl-dev)
+# needs:end
+needs_check
+
 [ -f "$tarball" ] || die "$tarball is missing: install the Debian package linux-source-6.12"
 version=$(dpkg-query -W -f='${Version}' linux-source-6.12 2>/dev/null) ||
   die "cannot read the version of linux-source-6.12"

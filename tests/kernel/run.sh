@@ -24,15 +24,27 @@ jobs=${JOBS:-2}
 timeout_s=${KERNEL_TIER_TIMEOUT:-900}
 log=${KERNEL_TIER_LOG:-$build/kernel-tier.log}
 
-packages=(
-  linux-source-6.12 bc flex bison libelf-dev libssl-dev make gcc g++ xz-utils
-  qemu-system-x86 busybox-static iproute2 dbus cpio pciutils binutils
-)
-
 die() {
   echo "kernel-tier: $*" >&2
   exit 1
 }
+
+# shellcheck source=../../packaging/lib/needs.sh
+source "$top/packaging/lib/needs.sh"
+NEEDS_PREFIX=kernel-tier
+# needs:begin
+needs+=(
+  mktemp:coreutils date:coreutils cp:coreutils ln:coreutils mkdir:coreutils
+  chmod:coreutils basename:coreutils sort:coreutils stat:coreutils rm:coreutils
+  timeout:coreutils tr:coreutils tee:coreutils cat:coreutils tail:coreutils
+  find:findutils awk:mawk grep:grep strip:binutils ldd:libc-bin cpio:cpio
+  qemu-system-x86_64:qemu-system-x86
+  # copied into the guest
+  busybox:busybox-static dbus-daemon:dbus-daemon vdpa:iproute2 lspci:pciutils
+)
+needs_packages+=(libc6-dev) # kt-client is linked -static
+needs_load packaging/quickstart.sh tests/kernel/build-kernel.sh
+# needs:end
 
 install=1
 for arg in "$@"; do
@@ -46,30 +58,10 @@ for arg in "$@"; do
   esac
 done
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    die "'$*' needs root: run this as root or install sudo"
-  fi
-}
-
 if [ "$install" = 1 ]; then
-  missing=()
-  for p in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-      missing+=("$p")
-    fi
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "kernel-tier: installing ${missing[*]}"
-    as_root apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      "${missing[@]}"
-  fi
+  needs_install
 fi
+needs_check
 
 tier_start=$(date +%s)
 
