@@ -417,6 +417,17 @@ int main(int argc, char** argv) {
                            {"CONFIG", configPath.value_or("(defaults)")},
                            {"PLUGINS", std::to_string(plugins.plugins().size())}});
 
+        // Losing the bus is fatal and loud: systemd restarts a svad that exits non-zero,
+        // never one that lives on deaf.
+        int exitCode = 0;
+        loop.setOnLost([&io, &manager, &exitCode, bus = opts.bus](const std::string& why) {
+            svad::log::error("lost the bus connection, stopping: " + why, {{"BUS", bus}});
+            exitCode = kExitFailure;
+            manager.stopping();
+            io.stop();
+        });
+        manager.setRoundTrip(
+            [&loop](std::function<void(bool)> done) { loop.ping(std::move(done)); });
         manager.ready(service->host());
         stopSignals.async_wait(
             [&io, &loop, &manager, &service](const boost::system::error_code& ec, int sig) {
@@ -447,6 +458,9 @@ int main(int argc, char** argv) {
 
         loop.start();
         io.run();
+        if (exitCode != 0) {
+            return exitCode;
+        }
 
         connection->releaseName(std::string(svad::names::kService));
         plugins.setOnReleased({});

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <fcntl.h>
 #include <poll.h>
+#include <sdbus-c++/Error.h>
 #include <system_error>
 #include <time.h>
 #include <unistd.h>
@@ -63,15 +64,49 @@ void BusLoop::kick() {
     });
 }
 
+void BusLoop::setOnLost(std::function<void(const std::string& why)> onLost) {
+    onLost_ = std::move(onLost);
+}
+
+void BusLoop::ping(std::function<void(bool answered)> done) {
+    try {
+        if (!self_) {
+            self_ = sdbus::createProxy(connection_, connection_.getUniqueName(), "/");
+        }
+        self_->callMethodAsync("Ping")
+            .onInterface("org.freedesktop.DBus.Peer")
+            .uponReplyInvoke([done](const sdbus::Error* error) { done(error == nullptr); });
+    } catch (const sdbus::Error& e) {
+        lost(e.getMessage());
+        return;
+    }
+    kick();
+}
+
+void BusLoop::lost(const std::string& why) {
+    if (stopped_) {
+        return;
+    }
+    stop();
+    if (onLost_) {
+        onLost_(why);
+    }
+}
+
 void BusLoop::dispatch() {
     // A bounded batch per turn, so that a stream of calls cannot starve the
     // signals, the leases and the watchdog that share the loop.
     constexpr int kBatch = 64;
-    for (int i = 0; i < kBatch; ++i) {
-        if (!connection_.processPendingRequest()) {
-            arm();
-            return;
+    try {
+        for (int i = 0; i < kBatch; ++i) {
+            if (!connection_.processPendingRequest()) {
+                arm();
+                return;
+            }
         }
+    } catch (const sdbus::Error& e) {
+        lost(e.getMessage());
+        return;
     }
     arm();
     kick();
@@ -81,7 +116,13 @@ void BusLoop::arm() {
     if (stopped_) {
         return;
     }
-    const auto poll = connection_.getEventLoopPollData();
+    sdbus::IConnection::PollData poll{};
+    try {
+        poll = connection_.getEventLoopPollData();
+    } catch (const sdbus::Error& e) {
+        lost(e.getMessage());
+        return;
+    }
     const uint64_t gen = ++generation_;
     boost::system::error_code ec;
     descriptor_.cancel(ec);

@@ -7,7 +7,11 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <sdbus-c++/IConnection.h>
+#include <sdbus-c++/IProxy.h>
+#include <string>
 
 namespace svad::dbus {
 
@@ -25,10 +29,18 @@ public:
     void kick();
     // Stops waiting; the connection is left as it is.
     void stop();
+    // Called once, on the loop, when the connection fails (the bus went away
+    // or dropped svad): the loop has stopped and `why` says what sd-bus saw.
+    void setOnLost(std::function<void(const std::string& why)> onLost);
+    // A round trip through the bus: Peer.Ping to svad's own unique name,
+    // which this loop must dispatch before the reply can come back. `done`
+    // gets true on the reply, false on an error or sd-bus's call timeout.
+    void ping(std::function<void(bool answered)> done);
 
 private:
     void dispatch();
     void arm();
+    void lost(const std::string& why);
 
     boost::asio::io_context& io_;
     sdbus::IConnection& connection_;
@@ -37,6 +49,8 @@ private:
     uint64_t generation_ = 0;
     bool kicked_ = false;
     bool stopped_ = false;
+    std::function<void(const std::string&)> onLost_;
+    std::unique_ptr<sdbus::IProxy> self_;
 };
 
 } // namespace svad::dbus

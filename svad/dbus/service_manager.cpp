@@ -38,7 +38,12 @@ void ServiceManager::status(const core::Host& host) {
     (void)sd_notify(0, ("STATUS=" + statusLine(host)).c_str());
 }
 
+void ServiceManager::setRoundTrip(RoundTrip roundTrip) {
+    roundTrip_ = std::move(roundTrip);
+}
+
 void ServiceManager::stopping() {
+    stopped_ = true;
     watchdog_.cancel();
     (void)sd_notify(0, "STOPPING=1\nSTATUS=stopping");
 }
@@ -47,7 +52,18 @@ void ServiceManager::armWatchdog() {
     if (interval_.count() == 0) {
         return;
     }
-    (void)sd_notify(0, "WATCHDOG=1");
+    if (!roundTrip_) {
+        (void)sd_notify(0, "WATCHDOG=1");
+    } else if (!awaiting_) {
+        // One at a time: while one is under way, the next turn sends nothing.
+        awaiting_ = true;
+        roundTrip_([this](bool answered) {
+            awaiting_ = false;
+            if (answered && !stopped_) {
+                (void)sd_notify(0, "WATCHDOG=1");
+            }
+        });
+    }
     watchdog_.expires_after(interval_);
     watchdog_.async_wait([this](const boost::system::error_code& ec) {
         if (!ec) {

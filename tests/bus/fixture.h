@@ -55,6 +55,7 @@ public:
     // instead (a bus other users may join, or one under svad's system-bus policy).
     explicit PrivateBus(const std::string& dir, const std::string& configFile = {});
     const std::string& address() const { return address_; }
+    Process& daemon() { return *daemon_; }
 
 private:
     std::string address_;
@@ -121,6 +122,7 @@ public:
     std::string sysfs() const { return hostRoot_ + "/sys"; }
     std::string devRoot() const { return hostRoot_ + "/dev"; }
     Process& svad() { return *svad_; }
+    Process& busDaemon() { return bus_->daemon(); }
     // A client connection of the test's own.
     sdbus::IConnection& client() { return *client_; }
     std::unique_ptr<sdbus::IProxy> proxy(const std::string& path);

@@ -101,6 +101,49 @@ TEST(ServiceManager, ReadyStatusWatchdogStopping) {
     EXPECT_EQ(WEXITSTATUS(st), 0);
 }
 
+// The pings that came in within `ms`.
+int countPings(NotifySocket& sock, int ms) {
+    int pings = 0;
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < until) {
+        pings += sock.next(20).find("WATCHDOG=1") != std::string::npos ? 1 : 0;
+    }
+    return pings;
+}
+
+// A ping says svad serves: each goes through the bus and back. While the bus
+// delivers nothing (its daemon stopped), systemd hears nothing and would
+// restart svad; when the bus comes back, so do the pings.
+TEST(ServiceManager, WatchdogPingsOnlyWhileTheBusAnswers) {
+    TempDir dir;
+    NotifySocket sock(dir.path() + "/notify");
+    ::setenv("NOTIFY_SOCKET", (dir.path() + "/notify").c_str(), 1);
+    ::setenv("WATCHDOG_USEC", "200000", 1);
+    auto fixture = std::make_unique<SvadFixture>(testHost());
+    ::unsetenv("NOTIFY_SOCKET");
+    ::unsetenv("WATCHDOG_USEC");
+    ASSERT_FALSE(sock.waitFor("READY=1\nSTATUS=", 5000).empty());
+    EXPECT_GE(countPings(sock, 550), 3);
+
+    ::kill(fixture->busDaemon().pid(), SIGSTOP);
+    (void)countPings(sock, 150); // one already on its way back may still land
+    EXPECT_EQ(countPings(sock, 1000), 0);
+    ::kill(fixture->busDaemon().pid(), SIGCONT);
+    EXPECT_GE(countPings(sock, 1000), 2);
+}
+
+// A svad whose bus goes away says so and exits non-zero, so that systemd
+// restarts it, instead of living on deaf.
+TEST(ServiceManager, LosingTheBusIsFatalAndLoud) {
+    SvadFixture f(testHost());
+    ::kill(f.busDaemon().pid(), SIGKILL);
+    int st = f.svad().wait(5000);
+    ASSERT_NE(st, -1) << "svad still runs without its bus";
+    ASSERT_TRUE(WIFEXITED(st));
+    EXPECT_EQ(WEXITSTATUS(st), 1);
+    EXPECT_NE(f.svad().log().find("lost the bus connection"), std::string::npos) << f.svad().log();
+}
+
 // READY=1 means the name is owned: an svad that cannot own it says nothing of the kind.
 TEST(ServiceManager, NoReadyWithoutTheName) {
     SvadFixture first(testHost());
