@@ -64,8 +64,15 @@ void Hotplug::onEvent(const ports::HotplugEvent& event) {
         return;
     }
     ++pendingEvents_;
+    publishPending();
     if (!refreshing_) {
         arm();
+    }
+}
+
+void Hotplug::publishPending() {
+    if (metrics_ != nullptr) {
+        metrics_->hotplugPending(pendingEvents_ + refreshingEvents_);
     }
 }
 
@@ -94,6 +101,7 @@ void Hotplug::flush() {
     pending_ = {};
     const size_t events = pendingEvents_;
     pendingEvents_ = 0;
+    refreshingEvents_ = events;
     scansAtFlush_ = service_.scanCount();
     log::info("hotplug: reading the host again",
               {{"EVENTS", std::to_string(events)}, {"DEVICE", describe(changes)}});
@@ -118,6 +126,7 @@ void Hotplug::flush() {
 void Hotplug::finished(std::optional<core::Host> host, const std::string& error,
                        const core::HostChanges& changes, size_t events) {
     refreshing_ = false;
+    refreshingEvents_ = 0;
     if (host && service_.scanCount() != scansAtFlush_) {
         // A full scan landed meanwhile: what this read copied may be older. Read again.
         pending_.pci.insert(changes.pci.begin(), changes.pci.end());
@@ -139,6 +148,7 @@ void Hotplug::finished(std::optional<core::Host> host, const std::string& error,
                    {{"EVENTS", std::to_string(events)}});
         service_.rescan();
     }
+    publishPending();
     // Events that came in meanwhile: the next batch.
     arm();
 }

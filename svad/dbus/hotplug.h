@@ -48,6 +48,7 @@ private:
     void flush();
     void finished(std::optional<core::Host> host, const std::string& error,
                   const core::HostChanges& changes, size_t events);
+    void publishPending();
 
     boost::asio::io_context& io_;
     Service& service_;
@@ -60,6 +61,7 @@ private:
 
     core::HostChanges pending_;
     size_t pendingEvents_ = 0;
+    size_t refreshingEvents_ = 0; // the events of the re-read under way
     bool armed_ = false;
     bool refreshing_ = false;
     uint64_t refreshes_ = 0;

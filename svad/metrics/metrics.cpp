@@ -130,6 +130,11 @@ Metrics::Metrics(const std::string& version, const std::string& backend)
                              .Help("Partial re-reads of the host after a batch of hotplug events")
                              .Register(r)
                              .Add({});
+    hotplugPending_ = &BuildGauge()
+                           .Name("svad_hotplug_pending_events")
+                           .Help("Hotplug events read whose re-read is not applied yet")
+                           .Register(r)
+                           .Add({});
     releases_ = &BuildCounter()
                      .Name("svad_releases_total")
                      .Help("Contexts released, by reason (owner, owner_exited, "
@@ -239,6 +244,10 @@ void Metrics::pasidQuotaRefusal() {
 
 void Metrics::hotplugEvent(const std::string& subsystem, const std::string& action) {
     hotplugEvents_->Add({{"subsystem", subsystem}, {"action", action}}).Increment();
+}
+
+void Metrics::hotplugPending(size_t events) {
+    hotplugPending_->Set(static_cast<double>(events));
 }
 
 void Metrics::hotplugRefresh() {

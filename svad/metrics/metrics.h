@@ -59,6 +59,8 @@ public:
     void pasidQuotaRefusal();
     void hotplugEvent(const std::string& subsystem, const std::string& action);
     void hotplugRefresh();
+    // Events read that still wait for their re-read to be applied.
+    void hotplugPending(size_t events);
     void release(const std::string& reason);
     void contextDegraded();
 
@@ -87,6 +89,7 @@ private:
     prometheus::Family<prometheus::Counter>* denials_;
     prometheus::Family<prometheus::Counter>* hotplugEvents_;
     prometheus::Counter* hotplugRefreshes_;
+    prometheus::Gauge* hotplugPending_;
     prometheus::Family<prometheus::Counter>* releases_;
     prometheus::Counter* degraded_;
 

@@ -265,8 +265,9 @@ TEST(Hotplug, ABurstOfEventsIsReadOnceOrAFewTimes) {
     ASSERT_TRUE(waitUntil([&] {
         return live.f().property(std::string(kRoot) + "/group/4", kGroup, "Viable").get<bool>();
     }));
-    // Wait for the last batch to be read, then count the re-reads.
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // Every event read has had its re-read applied: then count the re-reads.
+    ASSERT_TRUE(waitUntil([&] { return live.metric("svad_hotplug_pending_events") == 0; }, 5000))
+        << live.metrics();
     const double refreshes = live.metric("svad_hotplug_refreshes_total");
     const auto scans = live.f().property(kRoot, kManager, "ScanCount").get<uint32_t>();
     EXPECT_GE(refreshes, 1);

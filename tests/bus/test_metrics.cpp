@@ -71,10 +71,24 @@ TEST(Metrics, ScrapedOverHttpAndFollowAllocations) {
         << m;
 }
 
+// "--metrics-address off" wins over the configuration's address: the port the
+// configuration names stays closed, and svad says nothing is served.
 TEST(Metrics, OffServesNothing) {
     const uint16_t port = freePort();
-    SvadFixture f(testHost(), {"--metrics-address", "off"});
+    TempDir conf;
+    const std::string config = conf.path() + "/svad.yaml";
+    std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\n"
+                          << "default_policy: allow\n"
+                          << "metrics: {address: \"127.0.0.1:" << port << "\"}\n";
+    {
+        // The same configuration alone serves that port: the probe can see it.
+        SvadFixture served(testHost(), {"--config", config, "--metrics-address",
+                                        "127.0.0.1:" + std::to_string(port)});
+        EXPECT_NO_THROW(httpGet(port));
+    }
+    SvadFixture f(testHost(), {"--config", config, "--metrics-address", "off"});
     EXPECT_THROW(httpGet(port), std::runtime_error);
+    EXPECT_EQ(f.svad().log().find("metrics served"), std::string::npos) << f.svad().log();
 }
 
 TEST(Metrics, BadAddressIsAUsageError) {
