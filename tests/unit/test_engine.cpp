@@ -644,6 +644,58 @@ TEST_F(EngineTest, HeldDeviceAndGroupMembersAreBusy) {
     EXPECT_EQ(engine_->holderOf(kPair1), both);
 }
 
+// A function handed out whole and a vDPA device or work queue on it (or on a
+// function it governs: its IOMMU group, a PF's VFs) are refused together in one
+// request exactly as they are across two contexts; functions that govern one
+// another go together only in one context.
+TEST_F(EngineTest, RelativesAreRefusedWithinARequestAsAcrossContexts) {
+    Host h = testHost();
+    h.vdpa[0].parentDevice = kVf;      // a vDPA device on the VF
+    h.queues[0].parentDevice = kPair1; // a work queue on the other function of group 3
+    engine_->setHost(h);
+
+    const std::vector<std::pair<std::string, std::string>> exclusive{
+        {kVf, kVdpa}, {kPf, kVdpa}, {kPair1, kQueue}, {kPair0, kQueue}};
+    for (const auto& [function, child] : exclusive) {
+        SCOPED_TRACE(function + " and " + child);
+        for (const auto& devices : {std::vector<std::string>{function, child},
+                                    std::vector<std::string>{child, function}}) {
+            const std::string m = allocFails(request(devices), Error::Busy);
+            EXPECT_NE(m.find(child), std::string::npos) << m;
+            EXPECT_NE(m.find("also in this request"), std::string::npos) << m;
+            expectNothingHeld("after a refused request");
+        }
+        for (const auto& [first, second] :
+             {std::pair{function, child}, std::pair{child, function}}) {
+            const uint64_t id = allocOk(request({first}));
+            const std::string m = allocFails(
+                request({second}, ContextMode::Handoff, false, user(kBob), "vm-2"), Error::Busy);
+            EXPECT_NE(m.find("held by context " + std::to_string(id)), std::string::npos) << m;
+            ASSERT_TRUE(engine_->release(id, user(kAlice)).ok());
+            expectNothingHeld("after the release");
+        }
+    }
+
+    // A PF and its VF, or both functions of a group: one context, not two.
+    for (const auto& [a, b] : {std::pair{kPf, kVf}, std::pair{kPair0, kPair1}}) {
+        SCOPED_TRACE(std::string(a) + " and " + b);
+        const uint64_t both = allocOk(request({a, b}));
+        ASSERT_TRUE(engine_->release(both, user(kAlice)).ok());
+        for (const auto& [first, second] : {std::pair{a, b}, std::pair{b, a}}) {
+            const uint64_t id = allocOk(request({first}));
+            const std::string m = allocFails(
+                request({second}, ContextMode::Handoff, false, user(kBob), "vm-2"), Error::Busy);
+            EXPECT_NE(m.find(first), std::string::npos) << m;
+            ASSERT_TRUE(engine_->release(id, user(kAlice)).ok());
+        }
+    }
+    expectNothingHeld("at the end");
+
+    // Siblings are not relatives: a VF's vDPA device and the PF's other things.
+    const uint64_t siblings = allocOk(request({kVdpa, kNicA}));
+    EXPECT_NE(siblings, 0u);
+}
+
 TEST_F(EngineTest, DevicesWithoutAUsableNodeAreNotSupported) {
     std::string m = allocFails(request({kNoCdev}), Error::NotSupported);
     EXPECT_NE(m.find("ixgbe"), std::string::npos) << m;
@@ -837,6 +889,7 @@ TEST_F(EngineTest, VfUsesItsPfPasidCapability) {
         }
     }
     engine_->setHost(h);
+    ASSERT_TRUE(engine_->release(id, user(kAlice)).ok()); // a PF and its VF go to one owner
     const uint64_t none = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
     EXPECT_EQ(engine_->find(none)->device(kPf)->pasidWidth, 0u);
 }
