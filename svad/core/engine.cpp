@@ -773,10 +773,17 @@ Outcome<Done> Engine::setVirtualId(uint64_t id, const std::string& device, uint6
         return fail(names::Error::InvalidArgument,
                     device + " is not in context " + std::to_string(id));
     }
-    for (const auto& [dev, v] : ctx.virtualIds) {
-        if (v == virtId && dev != device) {
-            return fail(names::Error::Busy, "virtual ID " + std::to_string(virtId) +
-                                                " is already used by " + dev + " in vm " + ctx.vm);
+    // Unique in the VM: a guest sees the devices of all its contexts side by side.
+    for (const auto& [cid, c] : contexts_) {
+        if (c->vm != ctx.vm) {
+            continue;
+        }
+        for (const auto& [dev, v] : c->virtualIds) {
+            if (v == virtId && (dev != device || cid != id)) {
+                return fail(names::Error::Busy,
+                            "virtual ID " + std::to_string(virtId) + " is already used by " + dev +
+                                " in vm " + ctx.vm + " (context " + std::to_string(cid) + ")");
+            }
         }
     }
     ctx.virtualIds[device] = virtId;

@@ -998,9 +998,32 @@ TEST_F(EngineTest, VirtualIds) {
     // A device not in the context.
     EXPECT_EQ(engine_->setVirtualId(id, kPf, 0x20, user(kAlice)).failure().error,
               Error::InvalidArgument);
-    // Another context may use the same virtual ID.
+    // Another VM may use the same virtual ID.
     const uint64_t other = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
     EXPECT_TRUE(engine_->setVirtualId(other, kPf, 0x11, user(kBob)).ok());
+}
+
+// "Unique in the VM": a second context of the same VM may not take an ID that
+// the first gave to one of its devices, and gets it once that context is gone.
+TEST_F(EngineTest, VirtualIdsAreUniquePerVmAcrossContexts) {
+    const uint64_t first = allocOk(request({kNicA}));
+    const uint64_t second = allocOk(request({kNicB}));
+    ASSERT_TRUE(engine_->setVirtualId(first, kNicA, 0x20, user(kAlice)).ok());
+    auto dup = engine_->setVirtualId(second, kNicB, 0x20, user(kAlice));
+    ASSERT_FALSE(dup.ok());
+    EXPECT_EQ(dup.failure().error, Error::Busy);
+    EXPECT_NE(dup.failure().message.find(kNicA), std::string::npos) << dup.failure().message;
+    EXPECT_NE(dup.failure().message.find("context " + std::to_string(first)), std::string::npos)
+        << dup.failure().message;
+    EXPECT_EQ(engine_->find(second)->virtualIds.count(kNicB), 0u);
+    // Another ID is fine, and so is this one once kNicA moved on.
+    EXPECT_TRUE(engine_->setVirtualId(second, kNicB, 0x21, user(kAlice)).ok());
+    ASSERT_TRUE(engine_->setVirtualId(first, kNicA, 0x22, user(kAlice)).ok());
+    EXPECT_TRUE(engine_->setVirtualId(second, kNicB, 0x20, user(kAlice)).ok());
+    // A released context gives its IDs back.
+    EXPECT_FALSE(engine_->setVirtualId(second, kNicB, 0x22, user(kAlice)).ok());
+    ASSERT_TRUE(engine_->release(first, user(kAlice)).ok());
+    EXPECT_TRUE(engine_->setVirtualId(second, kNicB, 0x22, user(kAlice)).ok());
 }
 
 // ---- rescans -------------------------------------------------------------------------------
