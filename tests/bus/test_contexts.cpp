@@ -258,6 +258,28 @@ TEST(Contexts, PasidsAreHostWideAndBounded) {
     release(f, b.context);
 }
 
+// A shared queue in three contexts lists all three, and fewer as they release.
+TEST(Contexts, SharedQueueListsEveryHolder) {
+    SvadFixture f(testHost());
+    const std::string queue = "/org/svad/Svad1/queue/wq0_2e1"; // wq0.1, shared
+    auto heldBy = [&f, &queue] {
+        return f.property(queue, "org.svad.Svad1.Queue", "HeldBy")
+            .get<std::vector<sdbus::ObjectPath>>();
+    };
+    using Paths = std::vector<sdbus::ObjectPath>;
+    EXPECT_EQ(heldBy(), Paths{});
+    auto a = allocate(f, "vm1", {"wq0.1"});
+    auto b = allocate(f, "vm2", {"wq0.1"});
+    auto c = allocate(f, "vm3", {"wq0.1"});
+    EXPECT_EQ(heldBy(), (Paths{a.context, b.context, c.context}));
+    release(f, b.context);
+    EXPECT_EQ(heldBy(), (Paths{a.context, c.context}));
+    release(f, a.context);
+    EXPECT_EQ(heldBy(), Paths{c.context});
+    release(f, c.context);
+    EXPECT_EQ(heldBy(), Paths{});
+}
+
 TEST(Contexts, VirtualIdTable) {
     SvadFixture f(testHost());
     const auto vf = vfs(f);
