@@ -337,6 +337,62 @@ TEST(Contexts, SharedQueueListsEveryHolder) {
     EXPECT_EQ(heldBy(), Paths{});
 }
 
+// Each AllocatePasid and ReleasePasid announces itself with a PropertiesChanged
+// that names Pasids as invalidated and carries no list: the same message at the
+// first PASID as at the two hundredth. The list itself is read on demand.
+TEST(Contexts, PasidChangesCostTheSameWhateverIsHeld) {
+    SvadFixture f(testHost());
+    auto a = allocate(f, "vm1", {"wq0.0"});
+    struct Change {
+        std::map<std::string, sdbus::Variant> changed;
+        std::vector<std::string> invalidated;
+    };
+    std::mutex m;
+    std::condition_variable cv;
+    std::vector<Change> changes;
+    auto conn = sdbus::createSessionBusConnectionWithAddress(f.bus());
+    auto slot = conn->addMatch(
+        "type='signal',sender='org.svad.Svad1',interface='org.freedesktop.DBus.Properties',"
+        "member='PropertiesChanged',path='" +
+            std::string(a.context) + "'",
+        [&m, &cv, &changes](sdbus::Message& msg) {
+            std::string iface;
+            Change c;
+            msg >> iface >> c.changed >> c.invalidated;
+            std::lock_guard lock(m);
+            changes.push_back(std::move(c));
+            cv.notify_all();
+        });
+    conn->enterEventLoopAsync();
+
+    constexpr size_t kPasids = 200; // within the default quota of 256
+    std::vector<uint32_t> held;
+    for (size_t i = 0; i < kPasids; ++i) {
+        held.push_back(allocatePasid(f, a.context, "wq0.0"));
+    }
+    for (size_t i = 0; i < 10; ++i) {
+        f.proxy(kRoot)
+            ->callMethod("ReleasePasid")
+            .onInterface(kManager)
+            .withArguments(a.context, held[i]);
+    }
+    {
+        std::unique_lock lock(m);
+        cv.wait_for(lock, std::chrono::seconds(10),
+                    [&changes] { return changes.size() >= kPasids + 10; });
+        ASSERT_EQ(changes.size(), kPasids + 10);
+        for (size_t i = 0; i < changes.size(); ++i) {
+            SCOPED_TRACE("change " + std::to_string(i));
+            EXPECT_TRUE(changes[i].changed.empty()) << changes[i].changed.size() << " values";
+            EXPECT_EQ(changes[i].invalidated, std::vector<std::string>{"Pasids"});
+        }
+    }
+    conn->leaveEventLoop();
+    // The list is there for whoever asks.
+    using PasidList = std::vector<sdbus::Struct<uint32_t, std::string>>;
+    EXPECT_EQ(f.property(a.context, kContext, "Pasids").get<PasidList>().size(), kPasids - 10);
+}
+
 TEST(Contexts, VirtualIdTable) {
     SvadFixture f(testHost());
     const auto vf = vfs(f);

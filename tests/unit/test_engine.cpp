@@ -483,10 +483,10 @@ TEST_F(EngineTest, FailNthAllocatePasidAttachedReleasesThePasid) {
             if (!hit) {
                 ASSERT_TRUE(out.ok()) << out.failure().message;
                 succeeded = true;
-                EXPECT_EQ(out.value(), 1u);
+                EXPECT_EQ(out.value(), PasidAllocator::kLast); // from the top of 20 bits
                 EXPECT_EQ(pasids_.inUse(), 1u);
-                EXPECT_EQ(pasids_.holder(1), "vm-1");
-                EXPECT_EQ(engine_->find(id)->pasids.count(1), 1u);
+                EXPECT_EQ(pasids_.holder(PasidAllocator::kLast), "vm-1");
+                EXPECT_EQ(engine_->find(id)->pasids.count(PasidAllocator::kLast), 1u);
                 sim_.collect();
                 EXPECT_EQ(sim_.stats().attachments, 2u); // the RID and the PASID
             } else {
@@ -823,7 +823,7 @@ TEST_F(EngineTest, PasidWidthIsTheSmallerOfDeviceAndUnit) {
         EXPECT_EQ(narrow.failure().error, Error::Busy) << narrow.failure().message;
         auto wide = engine_->allocatePasid(id, kNicA, user(kAlice));
         ASSERT_TRUE(wide.ok()) << wide.failure().message;
-        EXPECT_EQ(wide.value(), uint32_t{1} << 16);
+        EXPECT_EQ(wide.value(), PasidAllocator::kLast);
         // Once one below 2^16 is free, the narrow device gets it.
         ASSERT_TRUE(pool.release(77, "filler"));
         auto got = engine_->allocatePasid(id, kNicB, user(kAlice));
@@ -841,7 +841,7 @@ TEST_F(EngineTest, TinyPasidWidthGivesExactlyThreePasids) {
         const uint64_t id = allocOk(request({kTiny, kNicA}, mode));
         ASSERT_NE(id, 0u);
         EXPECT_EQ(engine_->find(id)->device(kTiny)->pasidWidth, 2u);
-        for (uint32_t want = 1; want <= 3; ++want) {
+        for (uint32_t want = 3; want >= 1; --want) { // from the top of its range
             auto p = engine_->allocatePasid(id, kTiny, user(kAlice));
             ASSERT_TRUE(p.ok()) << p.failure().message;
             EXPECT_EQ(p.value(), want);
@@ -854,7 +854,7 @@ TEST_F(EngineTest, TinyPasidWidthGivesExactlyThreePasids) {
         // A wider device in the same context still gets one.
         auto wide = engine_->allocatePasid(id, kNicA, user(kAlice));
         ASSERT_TRUE(wide.ok());
-        EXPECT_EQ(wide.value(), 4u);
+        EXPECT_EQ(wide.value(), PasidAllocator::kLast);
         // Releasing one makes room again.
         EXPECT_TRUE(engine_->releasePasid(id, 2, user(kAlice)).ok());
         EXPECT_EQ(engine_->releasePasid(id, 2, user(kAlice)).failure().error, Error::NotFound);
@@ -879,7 +879,7 @@ TEST_F(EngineTest, VfUsesItsPfPasidCapability) {
     EXPECT_EQ(engine_->find(id)->device(kVf)->pasidWidth, 20u);
     auto p = engine_->allocatePasid(id, kVf, user(kAlice));
     ASSERT_TRUE(p.ok()) << p.failure().message;
-    EXPECT_EQ(p.value(), 1u);
+    EXPECT_EQ(p.value(), PasidAllocator::kLast);
 
     // Without a PASID capability on the PF either, the VF has none.
     Host h = testHost();
@@ -937,7 +937,7 @@ TEST_F(EngineTest, PasidQuotaPerVm) {
     const uint64_t other = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
     auto p = engine_->allocatePasid(other, kPf, user(kBob));
     ASSERT_TRUE(p.ok());
-    EXPECT_EQ(p.value(), 3u);
+    EXPECT_EQ(p.value(), PasidAllocator::kLast - 1); // kNicA took the top, kNicB 2^16 - 1
 }
 
 TEST_F(EngineTest, ReleasingAContextReturnsItsPasids) {
@@ -952,11 +952,11 @@ TEST_F(EngineTest, ReleasingAContextReturnsItsPasids) {
     EXPECT_EQ(pasids_.inUse(), 0u);
     EXPECT_EQ(pasids_.count("vm-1"), 0u);
     EXPECT_EQ(engine_->pasidCount(), 0u);
-    // The pool is whole again: the next one is the lowest.
+    // The pool is whole again: the next one is the top.
     const uint64_t next = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
     auto p = engine_->allocatePasid(next, kPf, user(kBob));
     ASSERT_TRUE(p.ok());
-    EXPECT_EQ(p.value(), 1u);
+    EXPECT_EQ(p.value(), PasidAllocator::kLast);
 }
 
 TEST_F(EngineTest, EngineDestructorReleasesEverything) {
