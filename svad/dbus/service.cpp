@@ -657,35 +657,40 @@ void Service::AllocateContext(AllocateResult&& result, std::string vm,
         throwFailure(outcome.failure());
     }
     const uint64_t id = outcome.value()->id;
-    // From here on the context exists in the engine: anything that fails before
-    // the reply is built takes it back, so nothing half-published stays.
+    // From here on the context exists in the engine: anything that fails before the
+    // reply is sent takes it back (through the normal release once it was announced),
+    // so nothing half-published stays; a reply the bus refuses does too (onBusError).
     const bool hostChanged = outcome.value()->hostChanged;
     std::set<std::string> used;
     for (const auto& d : outcome.value()->devices) {
         used.insert(d.plugin);
     }
+    sdbus::MethodCall call = *current;
+    uint64_t cookie = 0;
     try {
         auto [path, iommufd, fds, info] = publishContext(*outcome.value(), devices, req.caller);
-        sdbus::MethodCall call = *current;
         sdbus::MethodReply reply = call.createReply();
         reply << path << iommufd << fds << info;
         reply.send();
-        uint64_t cookie = 0;
         (void)sd_bus_message_get_cookie(RawMessage::of(reply), &cookie);
-        watchDelivery(id, cookie, std::move(call));
     } catch (const std::exception& e) {
-        contextObjects_.erase(id);
-        forgetLease(id);
-        engine_.releaseUnchecked(id);
         recordAllocation(started, core::Failure{names::Error::KernelError, e.what()});
         log::error(std::string("context taken back, it could not be handed over: ") + e.what(),
                    {{"VM", vm}, {"CONTEXT", std::to_string(id)}});
+        if (contextObjects_.count(id) != 0) {
+            // InterfacesAdded went out: the normal release says that it is gone again.
+            finishRelease(id, "it could not be handed over");
+        } else {
+            forgetLease(id);
+            engine_.releaseUnchecked(id);
+        }
         if (const auto* busError = dynamic_cast<const sdbus::Error*>(&e)) {
             throw *busError;
         }
         throwError(names::Error::KernelError,
                    std::string("cannot hand over the context: ") + e.what());
     }
+    watchDelivery(id, cookie, std::move(call));
     if (hostChanged) {
         rescan(); // a plugin rebound drivers: publish what the host looks like now
     }
@@ -694,18 +699,28 @@ void Service::AllocateContext(AllocateResult&& result, std::string vm,
 }
 
 void Service::watchDelivery(uint64_t id, uint64_t cookie, sdbus::MethodCall call) {
-    pendingReplies_.emplace(cookie, PendingReply{id, std::move(call)});
+    if (cookie == 0) {
+        return; // not sent: nothing to follow
+    }
+    pendingReplies_.insert_or_assign(cookie, PendingReply{id, std::move(call)});
     // The bus handles svad's messages in order, and sends its answers in order: once it
     // answers this call, it has passed the reply on, or its refusal was dispatched first.
     std::weak_ptr<int> alive = alive_;
-    busProxy_->callMethodAsync("GetId")
-        .onInterface("org.freedesktop.DBus")
-        .uponReplyInvoke(
-            [this, alive, cookie](const sdbus::Error* /*error*/, const std::string& /*busId*/) {
-                if (alive.lock()) {
-                    pendingReplies_.erase(cookie);
-                }
-            });
+    try {
+        busProxy_->callMethodAsync("GetId")
+            .onInterface("org.freedesktop.DBus")
+            .uponReplyInvoke(
+                [this, alive, cookie](const sdbus::Error* /*error*/, const std::string& /*busId*/) {
+                    if (alive.lock()) {
+                        pendingReplies_.erase(cookie);
+                    }
+                });
+    } catch (const sdbus::Error& e) {
+        // The reply went out; only the watch is lost, and the entry with it.
+        pendingReplies_.erase(cookie);
+        log::warning(std::string("cannot follow the delivery of a context's reply: ") + e.what(),
+                     {{"CONTEXT", std::to_string(id)}});
+    }
 }
 
 void Service::onBusError(sdbus::Message& message) {
