@@ -264,7 +264,9 @@ Outcome<Done> Engine::checkRelatives(const Resolved& r, std::span<const Resolved
         }
     }
     // Against every context.
-    for (const auto& [id, holders] : held_) {
+    for (const auto& entry : held_) {
+        const std::string& id = entry.first;
+        const std::vector<uint64_t>& holders = entry.second;
         if (holders.empty()) {
             continue;
         }

@@ -222,7 +222,7 @@ TEST(Contexts, AReplyThatCannotBeDeliveredTakesTheContextBack) {
     sd_bus_error error = SD_BUS_ERROR_NULL;
     sd_bus_message* reply = nullptr;
     const auto started = std::chrono::steady_clock::now();
-    const int r = sd_bus_call(bus.get(), call, 10 * 1000 * 1000ULL, &error, &reply);
+    const int r = sd_bus_call(bus.get(), call, 10'000'000ULL /* usec */, &error, &reply);
     const auto waited = std::chrono::steady_clock::now() - started;
     sd_bus_message_unref(reply);
     EXPECT_LT(r, 0);

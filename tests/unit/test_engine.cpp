@@ -657,7 +657,7 @@ TEST_F(EngineTest, RelativesAreRefusedWithinARequestAsAcrossContexts) {
     const std::vector<std::pair<std::string, std::string>> exclusive{
         {kVf, kVdpa}, {kPf, kVdpa}, {kPair1, kQueue}, {kPair0, kQueue}};
     for (const auto& [function, child] : exclusive) {
-        SCOPED_TRACE(function + " and " + child);
+        SCOPED_TRACE(::testing::Message() << function << " and " << child);
         for (const auto& devices : {std::vector<std::string>{function, child},
                                     std::vector<std::string>{child, function}}) {
             const std::string m = allocFails(request(devices), Error::Busy);
