@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <sys/types.h>
@@ -142,6 +143,7 @@ private:
     Outcome<Done> checkRelatives(const Resolved& r, std::span<const Resolved> earlier) const;
     std::optional<std::string> clash(const Claim& mine, const Claim& other) const;
     bool governs(const PciDevice& whole, const std::string& function) const;
+    std::set<std::string> relativesOf(const Claim& c) const;
     const IommuGroup* groupOf(const PciDevice& dev) const;
     void audit(const AllocateRequest& request, const std::string& device, const std::string& plugin,
                const std::string& verdict, const std::string& reason,
