@@ -6,6 +6,7 @@
 #include <cctype>
 #include <cerrno>
 #include <set>
+#include <span>
 
 namespace svad::core {
 
@@ -177,51 +178,157 @@ Outcome<std::vector<Engine::Resolved>> Engine::resolve(const AllocateRequest& re
     return out;
 }
 
-Outcome<Done> Engine::checkRelatives(const Resolved& r) const {
-    auto heldChild = [this](const std::string& function) -> std::optional<std::string> {
-        for (const auto& q : host_.queues) {
-            if (q.parentDevice == function && holderOf(q.name) != 0) {
-                return "work queue " + q.name + ", held by context " +
-                       std::to_string(holderOf(q.name));
-            }
+// A device as the relatives rule sees it: a PCI function handed out whole, or
+// a vDPA device or work queue living on a parent function.
+struct Engine::Claim {
+    std::string id;
+    HeldKind kind = HeldKind::Vfio;
+    const PciDevice* pci = nullptr;    // handed out whole
+    const PciDevice* parent = nullptr; // the function a vDPA device or queue lives on
+    uint64_t holder = 0;               // 0: the request being judged
+    std::string vm;
+};
+
+const IommuGroup* Engine::groupOf(const PciDevice& dev) const {
+    if (!dev.group) {
+        return nullptr;
+    }
+    for (const auto& g : host_.groups) {
+        if (g.id == *dev.group) {
+            return &g;
         }
-        for (const auto& v : host_.vdpa) {
-            if (v.parentDevice == function && holderOf(v.name) != 0) {
-                return "vDPA device " + v.name + ", held by context " +
-                       std::to_string(holderOf(v.name));
-            }
+    }
+    return nullptr;
+}
+
+bool Engine::governs(const PciDevice& whole, const std::string& function) const {
+    if (function == whole.address ||
+        std::find(whole.virtfns.begin(), whole.virtfns.end(), function) != whole.virtfns.end()) {
+        return true;
+    }
+    const IommuGroup* g = groupOf(whole);
+    return g != nullptr &&
+           std::find(g->devices.begin(), g->devices.end(), function) != g->devices.end();
+}
+
+std::optional<std::string> Engine::clash(const Claim& mine, const Claim& other) const {
+    if (mine.id == other.id) {
+        return std::nullopt; // the same device: resolve() decides (a shared queue may be held
+                             // again)
+    }
+    const std::string where =
+        other.holder == 0
+            ? std::string("also in this request")
+            : "held by context " + std::to_string(other.holder) + " (vm " + other.vm + ")";
+    auto what = [](const Claim& c) {
+        return std::string(c.kind == HeldKind::Vdpa ? "vDPA device " : "work queue ") + c.id;
+    };
+    auto relation = [this](const PciDevice& a, const PciDevice& b) {
+        if (a.physfn == b.address) {
+            return "is a VF of " + b.address;
+        }
+        if (b.physfn == a.address) {
+            return "is the PF of " + b.address;
+        }
+        return "shares IOMMU group " + (a.group ? std::to_string(*a.group) : std::string("?")) +
+               " with " + b.address;
+    };
+    if (mine.pci != nullptr && other.pci != nullptr) {
+        // One owner may hold a whole group, or a PF and its VFs, together.
+        if (other.holder != 0 && (governs(*mine.pci, other.id) || governs(*other.pci, mine.id))) {
+            return mine.id + " " + relation(*mine.pci, *other.pci) + ", " + where;
         }
         return std::nullopt;
-    };
-    if (r.pci != nullptr) {
-        std::vector<std::string> functions{r.id};
-        if (r.group != nullptr) {
-            functions = r.group->devices;
+    }
+    if (mine.pci != nullptr && other.parent != nullptr &&
+        governs(*mine.pci, other.parent->address)) {
+        return mine.id + " cannot be handed out whole: " + other.parent->address + " has a " +
+               what(other) + ", " + where;
+    }
+    if (other.pci != nullptr && mine.parent != nullptr &&
+        governs(*other.pci, mine.parent->address)) {
+        return mine.id + " belongs to " + mine.parent->address + ", and " + other.id +
+               (other.id == mine.parent->address ? "" : ", which governs it,") +
+               " is handed out whole, " + where;
+    }
+    return std::nullopt;
+}
+
+Outcome<Done> Engine::checkRelatives(const Resolved& r, std::span<const Resolved> earlier) const {
+    auto claimOf = [](const Resolved& x) { return Claim{x.id, x.kind, x.pci, x.parent, 0, ""}; };
+    const Claim mine = claimOf(r);
+    // Within the request.
+    for (const auto& e : earlier) {
+        if (auto why = clash(mine, claimOf(e))) {
+            return fail(names::Error::Busy, *why);
         }
-        for (const auto& f : functions) {
-            if (auto child = heldChild(f)) {
-                return fail(names::Error::Busy,
-                            r.id + " cannot be handed out whole: " + f + " has a " + *child);
-            }
+    }
+    // Against every context: only a relative can clash, so only relatives are looked up
+    // (a request costs the same with ten contexts as with thousands).
+    for (const auto& id : relativesOf(mine)) {
+        auto held = held_.find(id);
+        if (held == held_.end() || held->second.empty()) {
+            continue;
         }
-    } else if (r.parent != nullptr) {
-        std::vector<std::string> functions{r.parent->address};
-        if (r.parent->group) {
-            for (const auto& g : host_.groups) {
-                if (g.id == *r.parent->group) {
-                    functions = g.devices;
-                }
-            }
+        const uint64_t holder = held->second.front();
+        Claim other{id, HeldKind::Vfio, nullptr, nullptr, holder, contexts_.at(holder)->vm};
+        if (const PciDevice* dev = pciDevice(id)) {
+            other.pci = dev;
+        } else if (auto v = std::find_if(host_.vdpa.begin(), host_.vdpa.end(),
+                                         [&id](const VdpaDevice& x) { return x.name == id; });
+                   v != host_.vdpa.end()) {
+            other.kind = HeldKind::Vdpa;
+            other.parent = pciDevice(v->parentDevice);
+        } else if (auto q = std::find_if(host_.queues.begin(), host_.queues.end(),
+                                         [&id](const SiovQueue& x) { return x.name == id; });
+                   q != host_.queues.end()) {
+            other.kind = HeldKind::Queue;
+            other.parent = pciDevice(q->parentDevice);
+        } else {
+            continue; // gone from the host (a degraded context): nothing left to clash with
         }
-        for (const auto& f : functions) {
-            if (auto holder = holderOf(f); holder != 0) {
-                return fail(names::Error::Busy, r.id + " belongs to " + r.parent->address +
-                                                    ", whose IOMMU group is held by context " +
-                                                    std::to_string(holder) + " (" + f + ")");
-            }
+        if (auto why = clash(mine, other)) {
+            return fail(names::Error::Busy, *why);
         }
     }
     return Done{};
+}
+
+std::set<std::string> Engine::relativesOf(const Claim& c) const {
+    // Every function of the family of the device's own function (its IOMMU group, its PF
+    // or VFs), and every vDPA device and work queue on one of them: a superset of what
+    // clash() can find against c.
+    std::set<std::string> ids;
+    auto addFamily = [this, &ids](const PciDevice& f) {
+        ids.insert(f.address);
+        ids.insert(f.virtfns.begin(), f.virtfns.end());
+        if (!f.physfn.empty()) {
+            ids.insert(f.physfn);
+        }
+        if (const IommuGroup* g = groupOf(f)) {
+            ids.insert(g->devices.begin(), g->devices.end());
+        }
+    };
+    if (c.pci != nullptr) {
+        addFamily(*c.pci);
+    }
+    if (c.parent != nullptr) {
+        addFamily(*c.parent);
+    }
+    std::vector<std::string> children;
+    for (const auto& q : host_.queues) {
+        if (ids.count(q.parentDevice) != 0) {
+            children.push_back(q.name);
+        }
+    }
+    for (const auto& v : host_.vdpa) {
+        if (ids.count(v.parentDevice) != 0) {
+            children.push_back(v.name);
+        }
+    }
+    ids.insert(children.begin(), children.end());
+    ids.erase(c.id);
+    return ids;
 }
 
 PolicyQuery Engine::query(const AllocateRequest& request, const Resolved& r) const {
@@ -267,7 +374,8 @@ void Engine::audit(const AllocateRequest& request, const std::string& device,
 
 Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved>& resolved) {
     Requester requester{request.vm, request.caller.uid, request.caller.gids};
-    for (auto& r : resolved) {
+    for (size_t i = 0; i < resolved.size(); ++i) {
+        Resolved& r = resolved[i];
         // The administrator's rules first.
         RuleDecision rd = config_->decide(r.facts, requester);
         const std::string ruleName = rd.rule != nullptr ? rd.rule->name : "";
@@ -343,14 +451,6 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
                     return fail(names::Error::Busy, "IOMMU group " + std::to_string(r.group->id) +
                                                         " of " + r.id + " is not viable: " + why);
                 }
-                for (const auto& member : r.group->devices) {
-                    if (auto holder = holderOf(member); holder != 0) {
-                        return fail(names::Error::Busy, r.id + " shares IOMMU group " +
-                                                            std::to_string(r.group->id) + " with " +
-                                                            member + ", held by context " +
-                                                            std::to_string(holder));
-                    }
-                }
             }
         } else if (r.vdpa != nullptr && r.vdpa->vhostDevice.empty()) {
             return fail(names::Error::NotSupported,
@@ -363,7 +463,8 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
             return fail(names::Error::NotSupported, r.id + " is not an enabled user work queue");
         }
 
-        if (auto related = checkRelatives(r); !related.ok()) {
+        if (auto related = checkRelatives(r, std::span<const Resolved>(resolved.data(), i));
+            !related.ok()) {
             return related;
         }
         // Then the plugins: the first DENY wins, nobody allowing is a deny.
@@ -711,10 +812,17 @@ Outcome<Done> Engine::setVirtualId(uint64_t id, const std::string& device, uint6
         return fail(names::Error::InvalidArgument,
                     device + " is not in context " + std::to_string(id));
     }
-    for (const auto& [dev, v] : ctx.virtualIds) {
-        if (v == virtId && dev != device) {
-            return fail(names::Error::Busy, "virtual ID " + std::to_string(virtId) +
-                                                " is already used by " + dev + " in vm " + ctx.vm);
+    // Unique in the VM: a guest sees the devices of all its contexts side by side.
+    for (const auto& [cid, c] : contexts_) {
+        if (c->vm != ctx.vm) {
+            continue;
+        }
+        for (const auto& [dev, v] : c->virtualIds) {
+            if (v == virtId && (dev != device || cid != id)) {
+                return fail(names::Error::Busy,
+                            "virtual ID " + std::to_string(virtId) + " is already used by " + dev +
+                                " in vm " + ctx.vm + " (context " + std::to_string(cid) + ")");
+            }
         }
     }
     ctx.virtualIds[device] = virtId;

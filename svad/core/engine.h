@@ -22,6 +22,8 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
+#include <span>
 #include <string>
 #include <sys/types.h>
 #include <variant>
@@ -127,10 +129,22 @@ private:
     Outcome<std::vector<Resolved>> resolve(const AllocateRequest& request);
     Outcome<Done> judge(const AllocateRequest& request, std::vector<Resolved>& resolved);
     PolicyQuery query(const AllocateRequest& request, const Resolved& r) const;
-    // Busy when a device is held through another of its kinds: a PCI function
-    // whose queues or vDPA devices are held, or a queue or vDPA device whose
-    // parent function (or a function of its IOMMU group) is held.
-    Outcome<Done> checkRelatives(const Resolved& r) const;
+    // One rule for relatives, applied alike to the devices held by other
+    // contexts and to those earlier in the same request (`earlier`):
+    //  - a PCI function handed out whole takes with it every function it
+    //    governs (the members of its IOMMU group; for a PF, its VFs), so no
+    //    vDPA device or work queue on any of them may be handed out beside it,
+    //    neither in another context nor in the same one;
+    //  - functions that govern one another (one IOMMU group, PF and VF) may
+    //    be held together only by one context.
+    // A shared queue in several contexts and sibling queues or vDPA devices
+    // are not relatives.
+    struct Claim;
+    Outcome<Done> checkRelatives(const Resolved& r, std::span<const Resolved> earlier) const;
+    std::optional<std::string> clash(const Claim& mine, const Claim& other) const;
+    bool governs(const PciDevice& whole, const std::string& function) const;
+    std::set<std::string> relativesOf(const Claim& c) const;
+    const IommuGroup* groupOf(const PciDevice& dev) const;
     void audit(const AllocateRequest& request, const std::string& device, const std::string& plugin,
                const std::string& verdict, const std::string& reason,
                const std::string& rule) const;

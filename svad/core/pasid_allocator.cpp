@@ -30,16 +30,24 @@ PasidResult PasidAllocator::allocate(uint32_t widthBits, const std::string& vm) 
     if (count(vm) >= quota(vm)) {
         return {PasidStatus::QuotaExceeded, 0};
     }
-    const uint32_t limit = uint32_t{1} << std::min(widthBits, kMaxWidth); // exclusive
-    auto it = free_.begin();
-    if (it == free_.end() || it->first >= limit) {
+    const uint32_t top = (uint32_t{1} << std::min(widthBits, kMaxWidth)) - 1; // inclusive
+    // The interval holding the highest free PASID <= top: the last one starting at or below it.
+    auto it = free_.upper_bound(top);
+    if (it == free_.begin()) {
         return {PasidStatus::Exhausted, 0};
     }
-    const uint32_t pasid = it->first;
+    it = std::prev(it);
+    const uint32_t start = it->first;
     const uint32_t last = it->second;
-    free_.erase(it);
+    const uint32_t pasid = std::min(last, top);
+    if (pasid == start) {
+        it = free_.erase(it);
+    } else {
+        it->second = pasid - 1;
+        it = std::next(it);
+    }
     if (pasid < last) {
-        free_.emplace_hint(free_.begin(), pasid + 1, last);
+        free_.emplace_hint(it, pasid + 1, last);
     }
     holders_.emplace(pasid, vm);
     byVm_[vm].insert(pasid);

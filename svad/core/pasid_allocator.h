@@ -2,8 +2,10 @@
 // [1, 2^20 - 1] (0 is reserved: it names the requester ID's own address
 // space). A device can only use PASIDs below 2^width, where width is the
 // smaller of the device's and its IOMMU unit's PASID widths, so allocate()
-// takes that width and hands out the lowest free PASID under it: keeping
-// the low PASIDs busy leaves the high ones for the widest devices.
+// takes that width and hands out the highest free PASID under 2^width: a
+// 20-bit device takes from the top of the whole space down, a 4-bit one from
+// 15 down, so wide devices leave the low PASIDs, which are all a narrow
+// device can use, to the narrow ones.
 //
 // Every VM has a quota (the default one unless set per VM). Free PASIDs are
 // kept as disjoint intervals in a std::map (start -> last), so allocate()
@@ -48,7 +50,7 @@ public:
 
     PasidAllocator();
 
-    // The lowest free PASID below 2^min(widthBits, 20), held for `vm` from
+    // The highest free PASID below 2^min(widthBits, 20), held for `vm` from
     // then on. Checks, in this order: width 0, the VM's quota, exhaustion.
     PasidResult allocate(uint32_t widthBits, const std::string& vm);
     // Gives `pasid` back; false (and nothing changes) unless `vm` holds it.

@@ -220,9 +220,10 @@ std::string QueueObject::CharDevice() {
 
 std::vector<sdbus::ObjectPath> QueueObject::HeldBy() {
     std::vector<sdbus::ObjectPath> out;
-    uint64_t holder = data_.engine != nullptr ? data_.engine->holderOf(data_.queue.name) : 0;
-    if (holder != 0) {
-        out.emplace_back(contextPath(holder));
+    if (data_.engine != nullptr) {
+        for (uint64_t holder : data_.engine->holdersOf(data_.queue.name)) {
+            out.emplace_back(contextPath(holder));
+        }
     }
     return out;
 }

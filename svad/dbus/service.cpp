@@ -14,6 +14,7 @@
 #include <set>
 #include <sys/syscall.h>
 #include <system_error>
+#include <systemd/sd-bus.h>
 #include <time.h>
 #include <unistd.h>
 #include <unordered_map>
@@ -65,6 +66,13 @@ void syncObjects(sdbus::IConnection& connection,
     }
 }
 
+// sdbus-c++ 1.2 does not tell a message's cookies; its sd-bus message does.
+struct RawMessage : sdbus::Message {
+    static sd_bus_message* of(const sdbus::Message& m) {
+        return static_cast<sd_bus_message*>(m.*(&RawMessage::msg_));
+    }
+};
+
 // A filter value of the expected D-Bus type, or InvalidArgument naming both.
 template <typename T>
 T filterValue(const std::string& key, const sdbus::Variant& v, const char* signature) {
@@ -99,11 +107,17 @@ Service::Service(boost::asio::io_context& io, sdbus::IConnection& connection, Bu
                                          }
                                      });
     busProxy_->finishRegistration();
+    // The bus answers a message it refuses to pass on (a reply with fds to a connection
+    // without fd passing) with an error to svad; onBusError picks out svad's replies.
+    busErrors_ = connection_.addMatch("type='error',sender='org.freedesktop.DBus'",
+                                      [this](sdbus::Message& m) { onBusError(m); });
 }
 
 Service::~Service() {
     alive_.reset();
     worker_.join();
+    busErrors_.reset();
+    pendingReplies_.clear();
     // Contexts stay with the engine (their fds live on in the VMMs); only the bus side goes.
     pidWatches_.clear();
     contextObjects_.clear();
@@ -587,10 +601,18 @@ std::map<std::string, std::string> Service::KernelFeatureNotes() {
     return out;
 }
 
-std::tuple<sdbus::ObjectPath, sdbus::UnixFd, std::map<std::string, sdbus::UnixFd>,
-           std::map<std::string, sdbus::Variant>>
-Service::AllocateContext(const std::string& vm, const std::vector<std::string>& devices,
-                         const std::map<std::string, sdbus::Variant>& options) {
+void Service::AllocateContext(AllocateResult&& result, std::string vm,
+                              std::vector<std::string> devices,
+                              std::map<std::string, sdbus::Variant> options) {
+    // The reply is sent by hand rather than through `result`, to learn its cookie: a bus
+    // refuses a reply with fds to a connection without fd passing only after the fact.
+    (void)result;
+    // sdbus-c++ dispatches a method with the MethodCall it is processing.
+    const auto* current =
+        static_cast<const sdbus::MethodCall*>(getObject().getCurrentlyProcessedMessage());
+    if (current == nullptr) {
+        throwError(names::Error::InvalidArgument, "no method call");
+    }
     const auto started = std::chrono::steady_clock::now();
     core::AllocateRequest req;
     req.vm = vm;
@@ -635,32 +657,101 @@ Service::AllocateContext(const std::string& vm, const std::vector<std::string>& 
         throwFailure(outcome.failure());
     }
     const uint64_t id = outcome.value()->id;
-    // From here on the context exists in the engine: anything that fails before
-    // the reply is built takes it back, so nothing half-published stays.
+    // From here on the context exists in the engine: anything that fails before the
+    // reply is sent takes it back (through the normal release once it was announced),
+    // so nothing half-published stays; a reply the bus refuses does too (onBusError).
+    const bool hostChanged = outcome.value()->hostChanged;
+    std::set<std::string> used;
+    for (const auto& d : outcome.value()->devices) {
+        used.insert(d.plugin);
+    }
+    sdbus::MethodCall call = *current;
+    uint64_t cookie = 0;
     try {
-        auto reply = publishContext(*outcome.value(), devices, req.caller);
-        if (outcome.value()->hostChanged) {
-            rescan(); // a plugin rebound drivers: publish what the host looks like now
-        }
-        std::set<std::string> used;
-        for (const auto& d : outcome.value()->devices) {
-            used.insert(d.plugin);
-        }
-        recordAllocation(started, std::nullopt,
-                         joined(std::vector<std::string>(used.begin(), used.end())));
-        return reply;
+        auto [path, iommufd, fds, info] = publishContext(*outcome.value(), devices, req.caller);
+        sdbus::MethodReply reply = call.createReply();
+        reply << path << iommufd << fds << info;
+        reply.send();
+        (void)sd_bus_message_get_cookie(RawMessage::of(reply), &cookie);
     } catch (const std::exception& e) {
-        contextObjects_.erase(id);
-        forgetLease(id);
-        engine_.releaseUnchecked(id);
         recordAllocation(started, core::Failure{names::Error::KernelError, e.what()});
         log::error(std::string("context taken back, it could not be handed over: ") + e.what(),
                    {{"VM", vm}, {"CONTEXT", std::to_string(id)}});
+        if (contextObjects_.count(id) != 0) {
+            // InterfacesAdded went out: the normal release says that it is gone again.
+            finishRelease(id, "it could not be handed over");
+        } else {
+            forgetLease(id);
+            engine_.releaseUnchecked(id);
+        }
         if (const auto* busError = dynamic_cast<const sdbus::Error*>(&e)) {
             throw *busError;
         }
         throwError(names::Error::KernelError,
                    std::string("cannot hand over the context: ") + e.what());
+    }
+    watchDelivery(id, cookie, std::move(call));
+    if (hostChanged) {
+        rescan(); // a plugin rebound drivers: publish what the host looks like now
+    }
+    recordAllocation(started, std::nullopt,
+                     joined(std::vector<std::string>(used.begin(), used.end())));
+}
+
+void Service::watchDelivery(uint64_t id, uint64_t cookie, sdbus::MethodCall call) {
+    if (cookie == 0) {
+        return; // not sent: nothing to follow
+    }
+    pendingReplies_.insert_or_assign(cookie, PendingReply{id, std::move(call)});
+    // The bus handles svad's messages in order, and sends its answers in order: once it
+    // answers this call, it has passed the reply on, or its refusal was dispatched first.
+    std::weak_ptr<int> alive = alive_;
+    try {
+        busProxy_->callMethodAsync("GetId")
+            .onInterface("org.freedesktop.DBus")
+            .uponReplyInvoke(
+                [this, alive, cookie](const sdbus::Error* /*error*/, const std::string& /*busId*/) {
+                    if (alive.lock()) {
+                        pendingReplies_.erase(cookie);
+                    }
+                });
+    } catch (const sdbus::Error& e) {
+        // The reply went out; only the watch is lost, and the entry with it.
+        pendingReplies_.erase(cookie);
+        log::warning(std::string("cannot follow the delivery of a context's reply: ") + e.what(),
+                     {{"CONTEXT", std::to_string(id)}});
+    }
+}
+
+void Service::onBusError(sdbus::Message& message) {
+    uint64_t cookie = 0;
+    if (sd_bus_message_get_reply_cookie(RawMessage::of(message), &cookie) < 0) {
+        return;
+    }
+    auto it = pendingReplies_.find(cookie);
+    if (it == pendingReplies_.end()) {
+        return;
+    }
+    PendingReply pending = std::move(it->second);
+    pendingReplies_.erase(it);
+    const sd_bus_error* error = sd_bus_message_get_error(RawMessage::of(message));
+    const std::string name = error != nullptr && error->name != nullptr ? error->name : "";
+    const std::string why =
+        error != nullptr && error->message != nullptr ? error->message : "refused by the bus";
+    log::error("context taken back: the bus did not deliver the reply carrying its fds: " + why,
+               {{"CONTEXT", std::to_string(pending.context)}, {"ERROR", name}});
+    finishRelease(pending.context, "the reply carrying its fds could not be delivered");
+    // The caller still waits for an answer: one without fds can reach it.
+    try {
+        pending.call
+            .createErrorReply(sdbus::Error(
+                std::string(names::errorInfo(names::Error::NotSupported).dbusName),
+                "the reply carries file descriptors and the bus would not deliver it (" + why +
+                    "); connect with unix fd passing; the context was released"))
+            .send();
+    } catch (const sdbus::Error& e) {
+        log::warning(std::string("cannot answer the caller of a context taken back: ") + e.what(),
+                     {{"CONTEXT", std::to_string(pending.context)}});
     }
 }
 

@@ -77,10 +77,11 @@ private:
     std::vector<sdbus::ObjectPath>
     ListDevices(const std::map<std::string, sdbus::Variant>& filter) override;
     void Rescan(sdbus::Result<>&& result) override;
-    std::tuple<sdbus::ObjectPath, sdbus::UnixFd, std::map<std::string, sdbus::UnixFd>,
-               std::map<std::string, sdbus::Variant>>
-    AllocateContext(const std::string& vm, const std::vector<std::string>& devices,
-                    const std::map<std::string, sdbus::Variant>& options) override;
+    using AllocateResult =
+        sdbus::Result<sdbus::ObjectPath, sdbus::UnixFd, std::map<std::string, sdbus::UnixFd>,
+                      std::map<std::string, sdbus::Variant>>;
+    void AllocateContext(AllocateResult&& result, std::string vm, std::vector<std::string> devices,
+                         std::map<std::string, sdbus::Variant> options) override;
     void ReleaseContext(const sdbus::ObjectPath& context) override;
     uint32_t AllocatePasid(const sdbus::ObjectPath& context, const std::string& device,
                            const std::map<std::string, sdbus::Variant>& options) override;
@@ -140,6 +141,10 @@ private:
     // Announces and forgets a context: Released(reason), InterfacesRemoved, HeldBy.
     void finishRelease(uint64_t id, const std::string& reason);
     void announceHolders(const std::vector<std::string>& devices);
+    // Follows a sent reply that carries a context's fds until the bus has passed it on;
+    // if the bus refuses it (onBusError), the context is taken back.
+    void watchDelivery(uint64_t id, uint64_t cookie, sdbus::MethodCall call);
+    void onBusError(sdbus::Message& message);
     void announceContext(uint64_t id, const std::vector<std::string>& properties);
     // Builds the reply and publishes the context's object and lease; may throw.
     std::tuple<sdbus::ObjectPath, sdbus::UnixFd, std::map<std::string, sdbus::UnixFd>,
@@ -176,6 +181,13 @@ private:
         std::vector<gid_t> gids;
     };
     std::map<std::string, Credentials> credentials_;
+    // Replies carrying fds, by cookie, until the bus has handled them.
+    struct PendingReply {
+        uint64_t context = 0;
+        sdbus::MethodCall call; // to answer with an error when the reply is refused
+    };
+    std::map<uint64_t, PendingReply> pendingReplies_;
+    sdbus::Slot busErrors_;
 
     // Rescans: callers waiting for the scan in flight, and for the next one.
     bool scanning_ = false;

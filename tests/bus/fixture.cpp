@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <systemd/sd-bus.h>
 #include <thread>
 #include <unistd.h>
 
@@ -268,6 +271,47 @@ double metricValue(const std::string& exposition, const std::string& series) {
         }
     }
     return -1;
+}
+
+std::string allocateWithoutFdPassing(const std::string& bus, const std::string& vm,
+                                     const std::vector<std::string>& devices,
+                                     uint64_t timeoutUsec) {
+    auto check = [](int r, const char* what) {
+        if (r < 0) {
+            throw std::runtime_error(std::string(what) + ": " + std::strerror(-r));
+        }
+    };
+    sd_bus* raw = nullptr;
+    check(sd_bus_new(&raw), "sd_bus_new");
+    std::unique_ptr<sd_bus, decltype(&sd_bus_flush_close_unref)> conn(raw,
+                                                                      sd_bus_flush_close_unref);
+    check(sd_bus_set_address(conn.get(), bus.c_str()), "sd_bus_set_address");
+    check(sd_bus_set_bus_client(conn.get(), 1), "sd_bus_set_bus_client");
+    check(sd_bus_negotiate_fds(conn.get(), 0), "sd_bus_negotiate_fds");
+    check(sd_bus_start(conn.get()), "sd_bus_start");
+    sd_bus_message* m = nullptr;
+    check(sd_bus_message_new_method_call(conn.get(), &m, "org.svad.Svad1", "/org/svad/Svad1",
+                                         "org.svad.Svad1.Manager", "AllocateContext"),
+          "new method call");
+    std::unique_ptr<sd_bus_message, decltype(&sd_bus_message_unref)> call(m, sd_bus_message_unref);
+    check(sd_bus_message_append(call.get(), "s", vm.c_str()), "append vm");
+    check(sd_bus_message_open_container(call.get(), 'a', "s"), "open devices");
+    for (const auto& d : devices) {
+        check(sd_bus_message_append(call.get(), "s", d.c_str()), "append device");
+    }
+    check(sd_bus_message_close_container(call.get()), "close devices");
+    check(sd_bus_message_open_container(call.get(), 'a', "{sv}"), "open options");
+    check(sd_bus_message_close_container(call.get()), "close options");
+    sd_bus_error error = SD_BUS_ERROR_NULL;
+    sd_bus_message* reply = nullptr;
+    const int r = sd_bus_call(conn.get(), call.get(), timeoutUsec, &error, &reply);
+    sd_bus_message_unref(reply);
+    std::string name = r < 0 && error.name != nullptr ? error.name : "";
+    if (r < 0 && name.empty()) {
+        name = r == -ETIMEDOUT ? "org.freedesktop.DBus.Error.Timeout" : std::strerror(-r);
+    }
+    sd_bus_error_free(&error);
+    return name;
 }
 
 hostgen::HostSpec testHost() {

@@ -5,6 +5,7 @@
 #include "svad/hostgen/hostgen.h"
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -102,6 +103,12 @@ uint16_t freePort();
 std::string httpGet(uint16_t port, const std::string& path = "/metrics");
 // The value of a series in a Prometheus text exposition ("name{a=\"b\"}"), or -1 if absent.
 double metricValue(const std::string& exposition, const std::string& series);
+
+// AllocateContext(vm, devices, {}) from a connection of its own that did not negotiate
+// unix fd passing, waiting up to timeoutUsec: the D-Bus error name it fails with ("" if it
+// succeeds; org.freedesktop.DBus.Error.Timeout or NoReply when no answer came).
+std::string allocateWithoutFdPassing(const std::string& bus, const std::string& vm,
+                                     const std::vector<std::string>& devices, uint64_t timeoutUsec);
 
 // A small SVA host for the bus tests: one VT-d unit, a DSA with queues, a NIC
 // with VFs and a vDPA device, a non-viable two-device group, a device with a

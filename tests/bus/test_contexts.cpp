@@ -194,6 +194,40 @@ TEST(Contexts, HandoffHandsOverRealFds) {
     EXPECT_EQ(f.property(kRoot, kManager, "ContextCount").get<uint32_t>(), 0U);
 }
 
+// A client whose bus connection did not negotiate fd passing cannot receive the
+// reply (the bus refuses it): svad takes the context back at once, through the
+// normal release, and answers with an error that can reach the client.
+TEST(Contexts, AReplyThatCannotBeDeliveredTakesTheContextBack) {
+    SvadFixture f(testHost());
+    const auto vf = vfs(f);
+    ReleaseWatcher watcher(f.bus());
+
+    const auto started = std::chrono::steady_clock::now();
+    EXPECT_EQ(allocateWithoutFdPassing(f.bus(), "vm1", {vf[0]}, 10'000'000ULL),
+              "org.svad.Svad1.Error.NotSupported");
+    const auto waited = std::chrono::steady_clock::now() - started;
+    EXPECT_LT(waited, std::chrono::seconds(5)); // answered, not timed out
+
+    // The device is free again right away, and the context went the normal way.
+    const std::string vfPath = "/org/svad/Svad1/device/" + [&] {
+        std::string s = vf[0];
+        for (char& c : s) {
+            c = (c == ':' || c == '.') ? '_' : c;
+        }
+        return s;
+    }();
+    EXPECT_EQ(f.property(vfPath, kDevice, "HeldBy").get<sdbus::ObjectPath>(), "/");
+    EXPECT_EQ(f.property(kRoot, kManager, "ContextCount").get<uint32_t>(), 0U);
+    EXPECT_EQ(watcher.waitFor("/org/svad/Svad1/context/1"),
+              "the reply carrying its fds could not be delivered");
+    auto a = allocate(f, "vm2", {vf[0]});
+    EXPECT_EQ(f.property(vfPath, kDevice, "HeldBy").get<sdbus::ObjectPath>(), a.context);
+    release(f, a.context);
+    EXPECT_NE(f.svad().log().find("the bus did not deliver the reply carrying its fds"),
+              std::string::npos)
+        << f.svad().log();
+}
+
 TEST(Contexts, AttachedModeBindsAndReportsIds) {
     SvadFixture f(testHost());
     const auto vf = vfs(f);
@@ -256,6 +290,84 @@ TEST(Contexts, PasidsAreHostWideAndBounded) {
     release(f, a.context);
     EXPECT_EQ(f.property(kRoot, kManager, "PasidCount").get<uint32_t>(), 0U);
     release(f, b.context);
+}
+
+// A shared queue in three contexts lists all three, and fewer as they release.
+TEST(Contexts, SharedQueueListsEveryHolder) {
+    SvadFixture f(testHost());
+    const std::string queue = "/org/svad/Svad1/queue/wq0_2e1"; // wq0.1, shared
+    auto heldBy = [&f, &queue] {
+        return f.property(queue, "org.svad.Svad1.Queue", "HeldBy")
+            .get<std::vector<sdbus::ObjectPath>>();
+    };
+    using Paths = std::vector<sdbus::ObjectPath>;
+    EXPECT_EQ(heldBy(), Paths{});
+    auto a = allocate(f, "vm1", {"wq0.1"});
+    auto b = allocate(f, "vm2", {"wq0.1"});
+    auto c = allocate(f, "vm3", {"wq0.1"});
+    EXPECT_EQ(heldBy(), (Paths{a.context, b.context, c.context}));
+    release(f, b.context);
+    EXPECT_EQ(heldBy(), (Paths{a.context, c.context}));
+    release(f, a.context);
+    EXPECT_EQ(heldBy(), Paths{c.context});
+    release(f, c.context);
+    EXPECT_EQ(heldBy(), Paths{});
+}
+
+// Each AllocatePasid and ReleasePasid announces itself with a PropertiesChanged
+// that names Pasids as invalidated and carries no list: the same message at the
+// first PASID as at the two hundredth. The list itself is read on demand.
+TEST(Contexts, PasidChangesCostTheSameWhateverIsHeld) {
+    SvadFixture f(testHost());
+    auto a = allocate(f, "vm1", {"wq0.0"});
+    struct Change {
+        std::map<std::string, sdbus::Variant> changed;
+        std::vector<std::string> invalidated;
+    };
+    std::mutex m;
+    std::condition_variable cv;
+    std::vector<Change> changes;
+    auto conn = sdbus::createSessionBusConnectionWithAddress(f.bus());
+    auto slot = conn->addMatch(
+        "type='signal',sender='org.svad.Svad1',interface='org.freedesktop.DBus.Properties',"
+        "member='PropertiesChanged',path='" +
+            std::string(a.context) + "'",
+        [&m, &cv, &changes](sdbus::Message& msg) {
+            std::string iface;
+            Change c;
+            msg >> iface >> c.changed >> c.invalidated;
+            std::lock_guard lock(m);
+            changes.push_back(std::move(c));
+            cv.notify_all();
+        });
+    conn->enterEventLoopAsync();
+
+    constexpr size_t kPasids = 200; // within the default quota of 256
+    std::vector<uint32_t> held;
+    for (size_t i = 0; i < kPasids; ++i) {
+        held.push_back(allocatePasid(f, a.context, "wq0.0"));
+    }
+    for (size_t i = 0; i < 10; ++i) {
+        f.proxy(kRoot)
+            ->callMethod("ReleasePasid")
+            .onInterface(kManager)
+            .withArguments(a.context, held[i]);
+    }
+    {
+        std::unique_lock lock(m);
+        cv.wait_for(lock, std::chrono::seconds(10),
+                    [&changes] { return changes.size() >= kPasids + 10; });
+        ASSERT_EQ(changes.size(), kPasids + 10);
+        for (size_t i = 0; i < changes.size(); ++i) {
+            SCOPED_TRACE("change " + std::to_string(i));
+            EXPECT_TRUE(changes[i].changed.empty()) << changes[i].changed.size() << " values";
+            EXPECT_EQ(changes[i].invalidated, std::vector<std::string>{"Pasids"});
+        }
+    }
+    conn->leaveEventLoop();
+    // The list is there for whoever asks.
+    using PasidList = std::vector<sdbus::Struct<uint32_t, std::string>>;
+    EXPECT_EQ(f.property(a.context, kContext, "Pasids").get<PasidList>().size(), kPasids - 10);
 }
 
 TEST(Contexts, VirtualIdTable) {

@@ -173,6 +173,28 @@ TEST(Policy, TheShippedBusPolicyRefusesNonAdminsBeforeSvadSeesThem) {
     EXPECT_NO_THROW(f.allocate("vm-root", {"wq0.0"}));
 }
 
+// On a system-type bus under the shipped policy too, a reply the caller cannot receive
+// (no fd passing) takes the context back at once. Whether svad's error answer reaches the
+// caller is the bus policy's call; the context and the device are svad's.
+TEST(Policy, UnderTheShippedPolicyAnUndeliverableReplyStillTakesTheContextBack) {
+    if (::geteuid() != 0) {
+        GTEST_SKIP() << "the shipped policy lets root or group svad allocate";
+    }
+    TempDir conf;
+    const std::string config = writeConfig(conf.path() + "/svad.yaml", "default_policy: allow\n");
+    SvadFixture f(testHost(), {"--config", config}, {}, busConfig(conf, true));
+    const std::string error = allocateWithoutFdPassing(f.bus(), "vm1", {"wq0.0"}, 3'000'000ULL);
+    EXPECT_TRUE(error == "org.svad.Svad1.Error.NotSupported" ||
+                error == "org.freedesktop.DBus.Error.Timeout")
+        << error;
+    EXPECT_TRUE(waitUntil(
+        [&f] { return f.property(kRoot, kManager, "ContextCount").get<uint32_t>() == 0; }));
+    EXPECT_TRUE(f.property("/org/svad/Svad1/queue/wq0_2e0", "org.svad.Svad1.Queue", "HeldBy")
+                    .get<std::vector<sdbus::ObjectPath>>()
+                    .empty());
+    EXPECT_NO_THROW(f.allocate("vm2", {"wq0.0"}));
+}
+
 TEST(Policy, ReloadValidatesTheWholeFileAndKeepsTheOldOneOnError) {
     TempDir conf;
     const std::string config = writeConfig(conf.path() + "/svad.yaml", R"(default_policy: deny

@@ -483,10 +483,10 @@ TEST_F(EngineTest, FailNthAllocatePasidAttachedReleasesThePasid) {
             if (!hit) {
                 ASSERT_TRUE(out.ok()) << out.failure().message;
                 succeeded = true;
-                EXPECT_EQ(out.value(), 1u);
+                EXPECT_EQ(out.value(), PasidAllocator::kLast); // from the top of 20 bits
                 EXPECT_EQ(pasids_.inUse(), 1u);
-                EXPECT_EQ(pasids_.holder(1), "vm-1");
-                EXPECT_EQ(engine_->find(id)->pasids.count(1), 1u);
+                EXPECT_EQ(pasids_.holder(PasidAllocator::kLast), "vm-1");
+                EXPECT_EQ(engine_->find(id)->pasids.count(PasidAllocator::kLast), 1u);
                 sim_.collect();
                 EXPECT_EQ(sim_.stats().attachments, 2u); // the RID and the PASID
             } else {
@@ -644,6 +644,58 @@ TEST_F(EngineTest, HeldDeviceAndGroupMembersAreBusy) {
     EXPECT_EQ(engine_->holderOf(kPair1), both);
 }
 
+// A function handed out whole and a vDPA device or work queue on it (or on a
+// function it governs: its IOMMU group, a PF's VFs) are refused together in one
+// request exactly as they are across two contexts; functions that govern one
+// another go together only in one context.
+TEST_F(EngineTest, RelativesAreRefusedWithinARequestAsAcrossContexts) {
+    Host h = testHost();
+    h.vdpa[0].parentDevice = kVf;      // a vDPA device on the VF
+    h.queues[0].parentDevice = kPair1; // a work queue on the other function of group 3
+    engine_->setHost(h);
+
+    const std::vector<std::pair<std::string, std::string>> exclusive{
+        {kVf, kVdpa}, {kPf, kVdpa}, {kPair1, kQueue}, {kPair0, kQueue}};
+    for (const auto& [function, child] : exclusive) {
+        SCOPED_TRACE(::testing::Message() << function << " and " << child);
+        for (const auto& devices : {std::vector<std::string>{function, child},
+                                    std::vector<std::string>{child, function}}) {
+            const std::string m = allocFails(request(devices), Error::Busy);
+            EXPECT_NE(m.find(child), std::string::npos) << m;
+            EXPECT_NE(m.find("also in this request"), std::string::npos) << m;
+            expectNothingHeld("after a refused request");
+        }
+        for (const auto& [first, second] :
+             {std::pair{function, child}, std::pair{child, function}}) {
+            const uint64_t id = allocOk(request({first}));
+            const std::string m = allocFails(
+                request({second}, ContextMode::Handoff, false, user(kBob), "vm-2"), Error::Busy);
+            EXPECT_NE(m.find("held by context " + std::to_string(id)), std::string::npos) << m;
+            ASSERT_TRUE(engine_->release(id, user(kAlice)).ok());
+            expectNothingHeld("after the release");
+        }
+    }
+
+    // A PF and its VF, or both functions of a group: one context, not two.
+    for (const auto& [a, b] : {std::pair{kPf, kVf}, std::pair{kPair0, kPair1}}) {
+        SCOPED_TRACE(std::string(a) + " and " + b);
+        const uint64_t both = allocOk(request({a, b}));
+        ASSERT_TRUE(engine_->release(both, user(kAlice)).ok());
+        for (const auto& [first, second] : {std::pair{a, b}, std::pair{b, a}}) {
+            const uint64_t id = allocOk(request({first}));
+            const std::string m = allocFails(
+                request({second}, ContextMode::Handoff, false, user(kBob), "vm-2"), Error::Busy);
+            EXPECT_NE(m.find(first), std::string::npos) << m;
+            ASSERT_TRUE(engine_->release(id, user(kAlice)).ok());
+        }
+    }
+    expectNothingHeld("at the end");
+
+    // Siblings are not relatives: a VF's vDPA device and the PF's other things.
+    const uint64_t siblings = allocOk(request({kVdpa, kNicA}));
+    EXPECT_NE(siblings, 0u);
+}
+
 TEST_F(EngineTest, DevicesWithoutAUsableNodeAreNotSupported) {
     std::string m = allocFails(request({kNoCdev}), Error::NotSupported);
     EXPECT_NE(m.find("ixgbe"), std::string::npos) << m;
@@ -771,7 +823,7 @@ TEST_F(EngineTest, PasidWidthIsTheSmallerOfDeviceAndUnit) {
         EXPECT_EQ(narrow.failure().error, Error::Busy) << narrow.failure().message;
         auto wide = engine_->allocatePasid(id, kNicA, user(kAlice));
         ASSERT_TRUE(wide.ok()) << wide.failure().message;
-        EXPECT_EQ(wide.value(), uint32_t{1} << 16);
+        EXPECT_EQ(wide.value(), PasidAllocator::kLast);
         // Once one below 2^16 is free, the narrow device gets it.
         ASSERT_TRUE(pool.release(77, "filler"));
         auto got = engine_->allocatePasid(id, kNicB, user(kAlice));
@@ -789,7 +841,7 @@ TEST_F(EngineTest, TinyPasidWidthGivesExactlyThreePasids) {
         const uint64_t id = allocOk(request({kTiny, kNicA}, mode));
         ASSERT_NE(id, 0u);
         EXPECT_EQ(engine_->find(id)->device(kTiny)->pasidWidth, 2u);
-        for (uint32_t want = 1; want <= 3; ++want) {
+        for (uint32_t want = 3; want >= 1; --want) { // from the top of its range
             auto p = engine_->allocatePasid(id, kTiny, user(kAlice));
             ASSERT_TRUE(p.ok()) << p.failure().message;
             EXPECT_EQ(p.value(), want);
@@ -802,7 +854,7 @@ TEST_F(EngineTest, TinyPasidWidthGivesExactlyThreePasids) {
         // A wider device in the same context still gets one.
         auto wide = engine_->allocatePasid(id, kNicA, user(kAlice));
         ASSERT_TRUE(wide.ok());
-        EXPECT_EQ(wide.value(), 4u);
+        EXPECT_EQ(wide.value(), PasidAllocator::kLast);
         // Releasing one makes room again.
         EXPECT_TRUE(engine_->releasePasid(id, 2, user(kAlice)).ok());
         EXPECT_EQ(engine_->releasePasid(id, 2, user(kAlice)).failure().error, Error::NotFound);
@@ -827,7 +879,7 @@ TEST_F(EngineTest, VfUsesItsPfPasidCapability) {
     EXPECT_EQ(engine_->find(id)->device(kVf)->pasidWidth, 20u);
     auto p = engine_->allocatePasid(id, kVf, user(kAlice));
     ASSERT_TRUE(p.ok()) << p.failure().message;
-    EXPECT_EQ(p.value(), 1u);
+    EXPECT_EQ(p.value(), PasidAllocator::kLast);
 
     // Without a PASID capability on the PF either, the VF has none.
     Host h = testHost();
@@ -837,6 +889,7 @@ TEST_F(EngineTest, VfUsesItsPfPasidCapability) {
         }
     }
     engine_->setHost(h);
+    ASSERT_TRUE(engine_->release(id, user(kAlice)).ok()); // a PF and its VF go to one owner
     const uint64_t none = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
     EXPECT_EQ(engine_->find(none)->device(kPf)->pasidWidth, 0u);
 }
@@ -884,7 +937,7 @@ TEST_F(EngineTest, PasidQuotaPerVm) {
     const uint64_t other = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
     auto p = engine_->allocatePasid(other, kPf, user(kBob));
     ASSERT_TRUE(p.ok());
-    EXPECT_EQ(p.value(), 3u);
+    EXPECT_EQ(p.value(), PasidAllocator::kLast - 1); // kNicA took the top, kNicB 2^16 - 1
 }
 
 TEST_F(EngineTest, ReleasingAContextReturnsItsPasids) {
@@ -899,11 +952,11 @@ TEST_F(EngineTest, ReleasingAContextReturnsItsPasids) {
     EXPECT_EQ(pasids_.inUse(), 0u);
     EXPECT_EQ(pasids_.count("vm-1"), 0u);
     EXPECT_EQ(engine_->pasidCount(), 0u);
-    // The pool is whole again: the next one is the lowest.
+    // The pool is whole again: the next one is the top.
     const uint64_t next = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
     auto p = engine_->allocatePasid(next, kPf, user(kBob));
     ASSERT_TRUE(p.ok());
-    EXPECT_EQ(p.value(), 1u);
+    EXPECT_EQ(p.value(), PasidAllocator::kLast);
 }
 
 TEST_F(EngineTest, EngineDestructorReleasesEverything) {
@@ -945,9 +998,32 @@ TEST_F(EngineTest, VirtualIds) {
     // A device not in the context.
     EXPECT_EQ(engine_->setVirtualId(id, kPf, 0x20, user(kAlice)).failure().error,
               Error::InvalidArgument);
-    // Another context may use the same virtual ID.
+    // Another VM may use the same virtual ID.
     const uint64_t other = allocOk(request({kPf}, ContextMode::Handoff, false, user(kBob), "vm-2"));
     EXPECT_TRUE(engine_->setVirtualId(other, kPf, 0x11, user(kBob)).ok());
+}
+
+// "Unique in the VM": a second context of the same VM may not take an ID that
+// the first gave to one of its devices, and gets it once that context is gone.
+TEST_F(EngineTest, VirtualIdsAreUniquePerVmAcrossContexts) {
+    const uint64_t first = allocOk(request({kNicA}));
+    const uint64_t second = allocOk(request({kNicB}));
+    ASSERT_TRUE(engine_->setVirtualId(first, kNicA, 0x20, user(kAlice)).ok());
+    auto dup = engine_->setVirtualId(second, kNicB, 0x20, user(kAlice));
+    ASSERT_FALSE(dup.ok());
+    EXPECT_EQ(dup.failure().error, Error::Busy);
+    EXPECT_NE(dup.failure().message.find(kNicA), std::string::npos) << dup.failure().message;
+    EXPECT_NE(dup.failure().message.find("context " + std::to_string(first)), std::string::npos)
+        << dup.failure().message;
+    EXPECT_EQ(engine_->find(second)->virtualIds.count(kNicB), 0u);
+    // Another ID is fine, and so is this one once kNicA moved on.
+    EXPECT_TRUE(engine_->setVirtualId(second, kNicB, 0x21, user(kAlice)).ok());
+    ASSERT_TRUE(engine_->setVirtualId(first, kNicA, 0x22, user(kAlice)).ok());
+    EXPECT_TRUE(engine_->setVirtualId(second, kNicB, 0x20, user(kAlice)).ok());
+    // A released context gives its IDs back.
+    EXPECT_FALSE(engine_->setVirtualId(second, kNicB, 0x22, user(kAlice)).ok());
+    ASSERT_TRUE(engine_->release(first, user(kAlice)).ok());
+    EXPECT_TRUE(engine_->setVirtualId(second, kNicB, 0x22, user(kAlice)).ok());
 }
 
 // ---- rescans -------------------------------------------------------------------------------

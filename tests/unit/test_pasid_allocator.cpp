@@ -27,32 +27,54 @@ TEST(PasidAllocator, StartsEmpty) {
     EXPECT_EQ(a.quota("vm"), PasidAllocator::kUnlimited);
 }
 
-TEST(PasidAllocator, LowestFirstAndNeverZero) {
+TEST(PasidAllocator, HighestFirstBelowTheWidth) {
     PasidAllocator a;
-    for (uint32_t want = 1; want <= 10; ++want) {
+    for (uint32_t want = PasidAllocator::kLast; want > PasidAllocator::kLast - 10; --want) {
         PasidResult r = a.allocate(20, "vm");
         ASSERT_TRUE(r.ok());
         EXPECT_EQ(r.pasid, want);
     }
-    EXPECT_TRUE(a.release(4, "vm"));
-    EXPECT_TRUE(a.release(2, "vm"));
-    EXPECT_EQ(a.allocate(20, "vm").pasid, 2u);
-    EXPECT_EQ(a.allocate(20, "vm").pasid, 4u);
-    EXPECT_EQ(a.allocate(20, "vm").pasid, 11u);
+    EXPECT_TRUE(a.release(0xFFFFB, "vm"));
+    EXPECT_TRUE(a.release(0xFFFFD, "vm"));
+    EXPECT_EQ(a.allocate(20, "vm").pasid, 0xFFFFDu);
+    EXPECT_EQ(a.allocate(20, "vm").pasid, 0xFFFFBu);
+    EXPECT_EQ(a.allocate(20, "vm").pasid, PasidAllocator::kLast - 10);
+    // From the top of a narrower range, splitting the free interval around it.
+    EXPECT_EQ(a.allocate(4, "vm").pasid, 15u);
+    EXPECT_EQ(a.allocate(8, "vm").pasid, 255u);
+    EXPECT_EQ(a.allocate(4, "vm").pasid, 14u);
+    EXPECT_FALSE(a.holder(0));
 }
 
-TEST(PasidAllocator, WidthTwoGivesOneToThree) {
+TEST(PasidAllocator, WidthTwoGivesThreeToOne) {
     PasidAllocator a;
-    EXPECT_EQ(a.allocate(2, "a").pasid, 1u);
-    EXPECT_EQ(a.allocate(2, "b").pasid, 2u);
     EXPECT_EQ(a.allocate(2, "a").pasid, 3u);
+    EXPECT_EQ(a.allocate(2, "b").pasid, 2u);
+    EXPECT_EQ(a.allocate(2, "a").pasid, 1u);
     PasidResult r = a.allocate(2, "a");
     EXPECT_FALSE(r);
     EXPECT_EQ(r.status, PasidStatus::Exhausted);
     // A wider device still finds room above.
-    EXPECT_EQ(a.allocate(3, "a").pasid, 4u);
+    EXPECT_EQ(a.allocate(3, "a").pasid, 7u);
     EXPECT_TRUE(a.release(2, "b"));
     EXPECT_EQ(a.allocate(2, "c").pasid, 2u);
+}
+
+// Wide devices take from the top, so the low PASIDs a narrow device needs stay
+// free however many the wide ones hold.
+TEST(PasidAllocator, NarrowDeviceServedAfterWideDevicesTookMany) {
+    PasidAllocator a;
+    for (int i = 0; i < 20000; ++i) {
+        ASSERT_TRUE(a.allocate(20, "wide").ok());
+        ASSERT_TRUE(a.allocate(16, "wide").ok());
+    }
+    for (uint32_t want = 15; want >= 1; --want) {
+        PasidResult r = a.allocate(4, "narrow");
+        ASSERT_TRUE(r.ok()) << "PASID " << want << ": " << svad::core::toString(r.status);
+        EXPECT_EQ(r.pasid, want);
+    }
+    EXPECT_EQ(a.allocate(4, "narrow").status, PasidStatus::Exhausted);
+    EXPECT_EQ(a.count("narrow"), 15u);
 }
 
 TEST(PasidAllocator, WidthOneGivesOnlyOne) {
@@ -73,13 +95,13 @@ TEST(PasidAllocator, WidthZeroIsItsOwnFailure) {
 TEST(PasidAllocator, WidthAboveTwentyIsClamped) {
     PasidAllocator a;
     a.setDefaultQuota(PasidAllocator::kUnlimited);
-    EXPECT_EQ(a.allocate(32, "a").pasid, 1u);
-    EXPECT_EQ(a.allocate(255, "a").pasid, 2u);
+    EXPECT_EQ(a.allocate(32, "a").pasid, PasidAllocator::kLast);
+    EXPECT_EQ(a.allocate(255, "a").pasid, PasidAllocator::kLast - 1);
 }
 
 TEST(PasidAllocator, WholeSpaceExhaustsAtTwentyBits) {
     PasidAllocator a;
-    for (uint32_t i = 1; i <= PasidAllocator::kLast; ++i) {
+    for (uint32_t i = PasidAllocator::kLast; i >= 1; --i) {
         ASSERT_EQ(a.allocate(20, "vm").pasid, i);
     }
     EXPECT_EQ(a.allocate(20, "vm").status, PasidStatus::Exhausted);
@@ -138,17 +160,18 @@ TEST(PasidAllocator, ReleaseAllAndHeld) {
     a.allocate(20, "a");
     a.allocate(20, "b");
     a.allocate(20, "a");
-    EXPECT_EQ(a.held("a"), (std::vector<uint32_t>{1, 3}));
+    EXPECT_EQ(a.held("a"), (std::vector<uint32_t>{0xFFFFD, 0xFFFFF}));
     EXPECT_EQ(a.releaseAll("a"), 2u);
     EXPECT_EQ(a.releaseAll("a"), 0u);
     EXPECT_EQ(a.count("a"), 0u);
     EXPECT_EQ(a.inUse(), 1u);
-    EXPECT_EQ(a.holder(2), "b");
-    EXPECT_EQ(a.allocate(20, "c").pasid, 1u);
+    EXPECT_EQ(a.holder(0xFFFFE), "b");
+    EXPECT_EQ(a.allocate(20, "c").pasid, 0xFFFFFu);
 }
 
 // ~20k random operations across VMs, widths and quotas, checked step by step
-// against a reference model that scans for the lowest free PASID.
+// against a reference model that scans down for the highest free PASID
+// below the width.
 TEST(PasidAllocator, PropertyAgainstReferenceModel) {
     std::mt19937 rng(0x5ad1); // fixed seed: reproducible
     const std::vector<std::string> vms = {"vm-a", "vm-b", "vm-c", "vm-d"};
@@ -169,15 +192,12 @@ TEST(PasidAllocator, PropertyAgainstReferenceModel) {
         }
         return n;
     };
-    auto refLowestFree = [&ref]() {
-        uint32_t p = 1;
-        for (const auto& [held, h] : ref) {
-            if (held != p) {
-                break;
-            }
-            ++p;
+    auto refHighestFree = [&ref](uint32_t width) {
+        uint32_t p = (uint32_t{1} << width) - 1;
+        while (p > 0 && ref.count(p) != 0) {
+            --p;
         }
-        return p;
+        return p; // 0: none
     };
 
     size_t oks = 0, exhausted = 0, quotaHits = 0, noWidth = 0, releases = 0, refused = 0;
@@ -194,8 +214,8 @@ TEST(PasidAllocator, PropertyAgainstReferenceModel) {
             } else if (refCount(vm) >= quota[vm]) {
                 want = PasidStatus::QuotaExceeded;
             } else {
-                wantPasid = refLowestFree();
-                want = wantPasid < (uint32_t{1} << w) ? PasidStatus::Ok : PasidStatus::Exhausted;
+                wantPasid = refHighestFree(w);
+                want = wantPasid != 0 ? PasidStatus::Ok : PasidStatus::Exhausted;
             }
             ASSERT_EQ(r.status, want) << "step " << step << " width " << w << " vm " << vm;
             if (r.ok()) {
