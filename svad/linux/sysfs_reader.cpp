@@ -97,35 +97,74 @@ SysfsReader::At SysfsReader::resolve(const std::string& path, std::string& scrat
     return {cachedFd_, scratch.c_str()};
 }
 
-std::optional<std::string> SysfsReader::readText(const std::string& path) const {
-    constexpr size_t kMaxText = 64 * 1024;
+ports::Read<std::string> SysfsReader::readText(const std::string& path) const {
     auto bytes = readBinary(path, kMaxText);
     if (!bytes) {
-        return std::nullopt;
+        return {std::nullopt, std::move(bytes.note)};
     }
     std::string s(bytes->begin(), bytes->end());
     while (!s.empty() && (s.back() == '\n' || s.back() == '\0')) {
         s.pop_back();
     }
-    return s;
+    return {std::move(s), std::move(bytes.note)};
 }
 
-std::optional<std::vector<uint8_t>> SysfsReader::readBinary(const std::string& path,
-                                                            size_t maxBytes) const {
+namespace {
+
+// What a file that is no attribute is, in words; empty for a regular file.
+std::string notAFile(mode_t mode) {
+    if (S_ISREG(mode)) {
+        return {};
+    }
+    const char* what = S_ISDIR(mode)    ? "a directory"
+                       : S_ISFIFO(mode) ? "a FIFO"
+                       : S_ISCHR(mode)  ? "a character device"
+                       : S_ISBLK(mode)  ? "a block device"
+                       : S_ISSOCK(mode) ? "a socket"
+                                        : "not a file";
+    return std::string(what) + ", not a regular file: not read";
+}
+
+} // namespace
+
+ports::Read<std::vector<uint8_t>> SysfsReader::readBinary(const std::string& path,
+                                                          size_t maxBytes) const {
     std::string name;
     At at = resolve(path, name);
     if (at.dirFd < 0) {
         return std::nullopt;
     }
-    Fd fd(::openat(at.dirFd, at.name, O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    // O_NONBLOCK: a FIFO opens without a writer and a device without waiting;
+    // what was opened is then checked before anything is read from it.
+    Fd fd(::openat(at.dirFd, at.name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    struct stat st {};
     if (fd.get() < 0) {
+        // A socket cannot be opened at all: say what is there instead.
+        if (errno != ENOENT && ::fstatat(at.dirFd, at.name, &st, 0) == 0) {
+            return {std::nullopt, notAFile(st.st_mode)};
+        }
         return std::nullopt;
     }
+    if (::fstat(fd.get(), &st) != 0) {
+        return std::nullopt;
+    }
+    if (auto what = notAFile(st.st_mode); !what.empty()) {
+        return {std::nullopt, std::move(what)};
+    }
+    // One byte more than asked tells whether the file goes on.
     std::vector<uint8_t> out;
-    if (!readAll(fd.get(), out, maxBytes)) {
+    if (!readAll(fd.get(), out, maxBytes + 1)) {
         return std::nullopt;
     }
-    return out;
+    if (out.size() <= maxBytes) {
+        return out;
+    }
+    out.resize(maxBytes);
+    std::string note = "cut at " + std::to_string(maxBytes) + " bytes";
+    if (static_cast<uint64_t>(st.st_size) > maxBytes) {
+        note += " of " + std::to_string(st.st_size);
+    }
+    return {std::move(out), std::move(note)};
 }
 
 std::optional<std::vector<std::string>> SysfsReader::list(const std::string& path) const {
