@@ -4,11 +4,13 @@
 #include "fixture.h"
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <gtest/gtest.h>
 #include <map>
 #include <string>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace svad::test {
@@ -260,6 +262,72 @@ TEST(Input, AnOptionOfTheWrongTypeIsCalledAnOption) {
     });
     EXPECT_EQ(e.first, "org.svad.Svad1.Error.InvalidArgument");
     EXPECT_EQ(e.second, "option 'mode' expects type 's', got 'u'");
+}
+
+// The configuration at the path is replaced by `make` (a FIFO, a directory, a file).
+void replaceConfig(const std::string& path, const std::function<void()>& make) {
+    fs::remove_all(path);
+    make();
+}
+
+TEST(Input, AConfigurationThatIsNoFileOrNoUtf8IsRefusedAtOnceEverywhere) {
+    TempDir conf;
+    const std::string config = conf.path() + "/svad.yaml";
+    std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\ndefault_policy: allow\n";
+    SvadFixture f(testHost(), {"--config", config});
+    auto root = f.proxy(kRoot);
+    auto reload = [&root] {
+        const auto started = std::chrono::steady_clock::now();
+        auto e = errorOf([&root] { root->callMethod("Reload").onInterface(kManager); });
+        EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+        return e;
+    };
+    auto checkConfig = [&config] {
+        return runCommand({"timeout", "10", SVAD_BINARY, "--check-config", config});
+    };
+    const std::string invalid = "org.svad.Svad1.Error.InvalidArgument";
+
+    replaceConfig(config, [&config] { ASSERT_EQ(::mkfifo(config.c_str(), 0600), 0); });
+    auto e = reload();
+    EXPECT_EQ(e.first, invalid);
+    EXPECT_EQ(e.second, config + ": a FIFO, not a regular file: not a configuration file");
+    auto check = checkConfig();
+    EXPECT_EQ(check.exitCode, 2);
+    EXPECT_NE(check.errors.find("a FIFO, not a regular file"), std::string::npos) << check.errors;
+    // SIGHUP reads it too, and svad goes on answering.
+    ASSERT_EQ(f.svad().log().find("configuration not reloaded"), std::string::npos);
+    f.svad().signal(SIGHUP);
+    EXPECT_TRUE(waitUntil(
+        [&f] { return f.svad().log().find("configuration not reloaded") != std::string::npos; }));
+    ping(f);
+
+    replaceConfig(config, [&config] { fs::create_directory(config); });
+    e = reload();
+    EXPECT_EQ(e.first, invalid);
+    EXPECT_EQ(e.second, config + ": a directory, not a regular file: not a configuration file");
+    EXPECT_EQ(checkConfig().exitCode, 2);
+
+    replaceConfig(
+        config, [&config] { std::ofstream(config) << "# " << std::string(2U << 20, 'x') << "\n"; });
+    e = reload();
+    EXPECT_EQ(e.first, invalid);
+    EXPECT_NE(e.second.find("larger than 1048576 bytes"), std::string::npos) << e.second;
+    EXPECT_EQ(checkConfig().exitCode, 2);
+
+    replaceConfig(config, [&config] {
+        std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR
+                              << "\ndefault_policy: allow\nrules:\n  - name: r\xff\n";
+    });
+    e = reload();
+    EXPECT_EQ(e.first, invalid);
+    EXPECT_EQ(e.second, config + ":4:12: not valid UTF-8 (byte 0xff): keys and strings must be "
+                                 "UTF-8");
+    EXPECT_EQ(checkConfig().exitCode, 2);
+
+    // The configuration loaded at start-up is still the one in force.
+    EXPECT_EQ(f.property(kRoot, kManager, "DefaultPolicy").get<std::string>(), "allow");
+    EXPECT_NO_THROW(f.allocate("vm1", {"wq0.0"}));
+    EXPECT_TRUE(f.svad().running());
 }
 
 } // namespace
