@@ -120,7 +120,7 @@ struct ConfigLoad {
 };
 
 // The most a configuration may hold: the file and the text parsed.
-inline constexpr size_t kMaxConfigBytes = 1024 * 1024;
+inline constexpr size_t kMaxConfigBytes = size_t{1024} * 1024;
 
 // Built-in defaults; pluginDir is the compiled-in plugin directory.
 std::shared_ptr<const Config> defaultConfig(const std::string& pluginDir);

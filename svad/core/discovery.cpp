@@ -305,7 +305,8 @@ PciDevice readPciDevice(const ports::Sysfs& fs, const std::string& address) {
             if (id && *id >= 0 && *id <= UINT32_MAX) {
                 d.group = static_cast<uint32_t>(*id);
             } else {
-                w.add("iommu_group: link does not name a group: '" + echo(*g) + "'");
+                // Where it leads is not quoted: it may be a file outside the sysfs root.
+                w.add("iommu_group: the link does not lead to a group directory");
             }
         }
     }

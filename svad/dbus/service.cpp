@@ -31,7 +31,7 @@ uint64_t realtimeUsec() {
 
 // An error's text is bounded and valid UTF-8 whatever it quotes: a message
 // over the bus's limit would take svad off the bus, an invalid one is not sent.
-constexpr size_t kMaxErrorText = 16 * 1024;
+constexpr size_t kMaxErrorText = size_t{16} * 1024;
 
 [[noreturn]] void throwError(names::Error e, const std::string& message) {
     throw sdbus::Error(std::string(names::errorInfo(e).dbusName),

@@ -24,7 +24,7 @@ public:
     SysfsReader& operator=(const SysfsReader&) = delete;
 
     // Reads at most kMaxText bytes of a text attribute.
-    static constexpr size_t kMaxText = 64 * 1024;
+    static constexpr size_t kMaxText = size_t{64} * 1024;
 
     ports::Read<std::string> readText(const std::string& path) const override;
     ports::Read<std::vector<uint8_t>> readBinary(const std::string& path,

@@ -27,7 +27,6 @@ template <typename T> struct Read {
     const T& operator*() const { return *value; }
     T& operator*() { return *value; }
     const T* operator->() const { return &*value; }
-    T value_or(T fallback) const { return value ? *value : std::move(fallback); }
 };
 
 class Sysfs {

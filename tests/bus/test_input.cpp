@@ -169,7 +169,7 @@ void expectSpoiledHostReadsBack(SvadFixture& f) {
     EXPECT_EQ(stringOf(objects, "org.svad.Svad1.Unit", "Name", "dm\\xffar9", "Name"), "dm\\xffar9");
     EXPECT_TRUE(anyWarning(objects, std::string(63, 'z') + "\u2026(65 bytes)"));
     EXPECT_TRUE(anyWarning(objects, std::string(31, '1') + "\u2026(34 bytes)"));
-    EXPECT_TRUE(anyWarning(objects, "iommu_group: link does not name a group"));
+    EXPECT_TRUE(anyWarning(objects, "iommu_group: the link does not lead to a group directory"));
 
     const auto props = managerProperties(f);
     bool junk = false;

@@ -170,5 +170,39 @@ TEST(SysfsReader, AHugeAttributeIsCutWithANoteAndFewWarnings) {
     EXPECT_TRUE(anyContains(w, "more warnings not shown"));
 }
 
+TEST(SysfsReader, NothingOutsideTheRootIsReadOrQuoted) {
+    Dir dir;
+    hostgen::writeTree(host(), dir.path() + "/host");
+    const std::string sys = dir.path() + "/host/sys";
+    const std::string secret = dir.path() + "/secret-file";
+    std::ofstream(secret) << "s3cr3t-bytes\n";
+    fs::create_directory(dir.path() + "/secret-dir");
+    // An absolute link, a relative one that climbs out, and a group link outside.
+    const std::string vendor = resolved(sys, "bus/pci/devices/0000:17:00.0/vendor");
+    fs::remove(vendor);
+    fs::create_symlink(secret, vendor);
+    const std::string deviceId = resolved(sys, "bus/pci/devices/0000:5e:00.0/device");
+    fs::remove(deviceId);
+    fs::create_symlink(fs::relative(secret, fs::path(deviceId).parent_path()), deviceId);
+    const fs::path group = fs::path(resolved(sys, "bus/pci/devices/0000:5e:00.0")) / "iommu_group";
+    fs::remove(group);
+    fs::create_symlink(dir.path() + "/secret-dir", group);
+
+    const core::Host h = core::discover(linux_impl::SysfsReader(sys));
+    EXPECT_TRUE(anyContains(device(h, "0000:17:00.0").warnings,
+                            "vendor: a link leading outside the sysfs root: not read"));
+    EXPECT_TRUE(anyContains(device(h, "0000:5e:00.0").warnings,
+                            "device: a link leading outside the sysfs root: not read"));
+    std::vector<std::string> all = h.warnings;
+    for (const auto& d : h.devices) {
+        all.insert(all.end(), d.warnings.begin(), d.warnings.end());
+    }
+    for (const auto& g : h.groups) {
+        all.insert(all.end(), g.warnings.begin(), g.warnings.end());
+    }
+    EXPECT_FALSE(anyContains(all, "s3cr3t"));
+    EXPECT_FALSE(anyContains(all, "secret"));
+}
+
 } // namespace
 } // namespace svad
