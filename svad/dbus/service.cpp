@@ -458,19 +458,24 @@ std::string joinedLines(const std::vector<std::string>& items) {
     return joined(items, "\n");
 }
 
-// A caller's list of names as a log field quotes it: bounded like any echo.
+// A caller's list of names as a log field quotes it: each name echoed, and as
+// many as fit in 256 bytes, then how many there were.
 std::string echoList(const std::vector<std::string>& items) {
     constexpr size_t kMaxListEcho = 256;
     std::string out;
+    size_t shown = 0;
     for (const auto& i : items) {
-        if (out.size() > kMaxListEcho) {
+        std::string next = (out.empty() ? "" : ",") + core::echo(i);
+        if (out.size() + next.size() > kMaxListEcho) {
             break;
         }
-        out += (out.empty() ? "" : ",") + core::echo(i);
+        out += next;
+        ++shown;
     }
-    return items.size() > 1
-               ? core::cutUtf8(out, kMaxListEcho) + " (" + std::to_string(items.size()) + " names)"
-               : out;
+    if (shown < items.size()) {
+        out += ",\u2026 (" + std::to_string(items.size()) + " names)";
+    }
+    return out;
 }
 
 // The groups of a uid in the user database (primary first); just the primary

@@ -245,6 +245,17 @@ TEST(Input, AHugeCallerStringIsEchoedShortWithItsLength) {
     EXPECT_LT(key.second.size(), 512U);
     EXPECT_NE(key.second.find("(1048576 bytes)"), std::string::npos) << key.second;
 
+    // A megabyte of device names: refused, and logged as a short list.
+    const auto many = errorOf([&root] {
+        root->callMethod("AllocateContext")
+            .onInterface(kManager)
+            .withArguments(std::string("vm1"),
+                           std::vector<std::string>(2000, std::string(500, 'd')),
+                           std::map<std::string, sdbus::Variant>{});
+    });
+    EXPECT_EQ(many.first, "org.svad.Svad1.Error.NotFound");
+    EXPECT_LT(many.second.size(), 512U);
+
     ping(f);
     // The refusals were logged, but not the megabytes.
     EXPECT_LT(f.svad().log().size(), 64U * 1024U);
