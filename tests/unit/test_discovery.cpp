@@ -441,6 +441,21 @@ TEST(Discovery, TextInTheModelIsValidUtf8) {
     }
 }
 
+TEST(Discovery, ARefreshKeepsTheModelValidUtf8) {
+    FakeSysfs fs;
+    addDevice(fs, "0000:00:01.0", "vfio-pci", 1);
+    const Host before = discover(fs);
+    fs.link("bus/pci/devices/0000:00:01.0/driver", "../../../bus/pci/drivers/idxd\xff");
+    fs.file("kernel/iommu_groups/1/type", "DMA\xc3\n");
+    HostChanges changes;
+    changes.pci.insert("0000:00:01.0");
+    const Host after = refresh(fs, before, changes);
+    EXPECT_EQ(find(after, "0000:00:01.0").driver, "idxd\\xff");
+    ASSERT_EQ(after.groups.size(), 1U);
+    EXPECT_EQ(after.groups[0].typeName, "DMA\\xc3");
+    EXPECT_TRUE(validUtf8(after.groups[0].blockers.at(0))) << after.groups[0].blockers.at(0);
+}
+
 TEST(Discovery, AGroupSpelledTwiceIsOneGroup) {
     FakeSysfs fs;
     addDevice(fs, "0000:00:01.0", "vfio-pci", 30);
