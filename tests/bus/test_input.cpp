@@ -3,6 +3,7 @@
 // echoes input only in part.
 #include "fixture.h"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
@@ -198,6 +199,32 @@ TEST(Input, InvalidUtf8InSysfsBeforeARescanIsPublishedEscaped) {
     spoil(f.sysfs());
     f.proxy(kRoot)->callMethod("Rescan").onInterface(kManager);
     expectSpoiledHostReadsBack(f);
+}
+
+TEST(Input, FifosWhereAttributesBelongDoNotStopStartUpOrARescan) {
+    auto fifos = [](const std::string& sys) {
+        for (const char* attr :
+             {"bus/pci/devices/0000:17:00.0/vendor", "bus/pci/devices/0000:17:00.0/config",
+              "bus/dsa/devices/wq0.0/name"}) {
+            const fs::path p = real(sys, attr);
+            fs::remove(p);
+            ASSERT_EQ(::mkfifo(p.c_str(), 0644), 0) << p;
+        }
+    };
+    SvadFixture f(testHost(), {}, {}, {}, fifos);
+    const std::string gpu = "/org/svad/Svad1/device/0000_17_00_0";
+    auto warnings =
+        f.property(gpu, "org.svad.Svad1.Device", "Warnings").get<std::vector<std::string>>();
+    auto has = [&warnings](const std::string& needle) {
+        return std::any_of(warnings.begin(), warnings.end(), [&needle](const std::string& w) {
+            return w.find(needle) != std::string::npos;
+        });
+    };
+    EXPECT_TRUE(has("vendor: a FIFO, not a regular file")) << ::testing::PrintToString(warnings);
+    EXPECT_TRUE(has("config: a FIFO, not a regular file")) << ::testing::PrintToString(warnings);
+    f.proxy(kRoot)->callMethod("Rescan").onInterface(kManager);
+    ping(f);
+    EXPECT_TRUE(f.svad().running());
 }
 
 // The error a call gets, as name and message.
