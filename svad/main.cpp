@@ -11,6 +11,7 @@
 #include "svad/dbus/hotplug.h"
 #include "svad/dbus/service.h"
 #include "svad/dbus/service_manager.h"
+#include "svad/linux/config_file.h"
 #include "svad/linux/driver_binder_linux.h"
 #include "svad/linux/journal_sink.h"
 #include "svad/linux/kernel_linux.h"
@@ -172,7 +173,7 @@ bool isDirectory(const std::string& path) {
 }
 
 std::shared_ptr<const svad::core::Config> loadOrExit(const std::string& path) {
-    auto load = svad::core::loadConfig(path, SVAD_PLUGIN_DIR);
+    auto load = svad::linux_impl::loadConfig(path, SVAD_PLUGIN_DIR);
     if (!load.errors.empty()) {
         for (const auto& e : load.errors) {
             (void)std::fprintf(stderr, "svad: configuration: %s\n", e.c_str());
@@ -300,7 +301,7 @@ int main(int argc, char** argv) {
             std::shared_ptr<const svad::core::Config> next =
                 svad::core::defaultConfig(SVAD_PLUGIN_DIR);
             if (configPath) {
-                auto load = svad::core::loadConfig(*configPath, SVAD_PLUGIN_DIR);
+                auto load = svad::linux_impl::loadConfig(*configPath, SVAD_PLUGIN_DIR);
                 if (!load.errors.empty()) {
                     return load.errors;
                 }
@@ -441,18 +442,25 @@ int main(int argc, char** argv) {
             });
         std::function<void()> waitHup;
         waitHup = [&hupSignal, &service, &waitHup, &reload] {
-            hupSignal.async_wait(
-                [&service, &waitHup, &reload](const boost::system::error_code& ec, int) {
-                    if (ec) {
-                        return;
-                    }
-                    svad::log::notice("SIGHUP: reloading the configuration, rescanning the host");
-                    for (const auto& e : reload()) {
-                        svad::log::error("configuration not reloaded: " + e);
-                    }
-                    service->rescan();
-                    waitHup();
-                });
+            hupSignal.async_wait([&service, &waitHup, &reload](const boost::system::error_code& ec,
+                                                               int) {
+                if (ec) {
+                    return;
+                }
+                svad::log::notice("SIGHUP: reloading the configuration, rescanning the host");
+                // A file can hold any number of errors: the log names the first ones.
+                constexpr size_t kMaxLogged = 20;
+                const auto errors = reload();
+                for (size_t i = 0; i < errors.size() && i < kMaxLogged; ++i) {
+                    svad::log::error("configuration not reloaded: " + errors[i]);
+                }
+                if (errors.size() > kMaxLogged) {
+                    svad::log::error("configuration not reloaded: " +
+                                     std::to_string(errors.size() - kMaxLogged) + " more errors");
+                }
+                service->rescan();
+                waitHup();
+            });
         };
         waitHup();
 

@@ -1,15 +1,15 @@
 #include "svad/core/config.h"
 
+#include "svad/core/text.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <cstring>
 #include <fnmatch.h>
-#include <fstream>
 #include <grp.h>
 #include <limits>
 #include <set>
-#include <sstream>
+#include <string_view>
 #include <yaml-cpp/yaml.h>
 
 namespace svad::core {
@@ -42,11 +42,24 @@ public:
         auto config = std::make_shared<Config>();
         config->path = name_;
         config->pluginDir = defaultPluginDir_;
+        if (text.size() > kMaxConfigBytes) {
+            errors_.push_back(name_ + ": larger than " + std::to_string(kMaxConfigBytes) +
+                              " bytes (1 MiB), the most a configuration file may hold");
+            return finish(nullptr);
+        }
+        if (!validUtf8(text)) {
+            errors_.push_back(firstInvalidByte(text));
+            return finish(nullptr);
+        }
         YAML::Node root;
         try {
             root = YAML::Load(text);
         } catch (const YAML::Exception& e) {
             errors_.push_back(at(e.mark) + e.msg);
+            return finish(nullptr);
+        }
+        // Escapes in quoted scalars ("\0", "\uFFFF") can still make a string sd-bus refuses.
+        if (!scalarsValid(root)) {
             return finish(nullptr);
         }
         if (!root.IsDefined() || root.IsNull()) {
@@ -61,6 +74,68 @@ public:
     }
 
 private:
+    // "FILE:LINE:COL: not valid UTF-8 (byte 0xff)" for the first byte that is not.
+    std::string firstInvalidByte(const std::string& text) const {
+        size_t line = 1;
+        size_t lineStart = 0;
+        size_t good = 0; // bytes known to be valid
+        // Grow the valid prefix line by line, then byte by byte within the bad line.
+        while (good < text.size()) {
+            size_t end = text.find('\n', good);
+            end = end == std::string::npos ? text.size() : end + 1;
+            if (!validUtf8(std::string_view(text).substr(good, end - good))) {
+                break;
+            }
+            good = end;
+            ++line;
+            lineStart = good;
+        }
+        const std::string_view sv(text);
+        size_t bad = good;
+        for (;;) {
+            size_t len = 1;
+            while (len <= 4 && bad + len <= sv.size() && !validUtf8(sv.substr(bad, len))) {
+                ++len;
+            }
+            if (len > 4 || bad + len > sv.size()) {
+                break; // no character starts here
+            }
+            bad += len;
+        }
+        bad = std::min(bad, text.size() - 1);
+        static constexpr char kHex[] = "0123456789abcdef";
+        const auto u = static_cast<unsigned char>(text[bad]);
+        std::string byte = "0x";
+        byte += kHex[u >> 4];
+        byte += kHex[u & 0xf];
+        // Columns count bytes, as yaml-cpp's marks do for the other errors.
+        return name_ + ":" + std::to_string(line) + ":" + std::to_string(bad - lineStart + 1) +
+               ": not valid UTF-8 (byte " + byte + "): keys and strings must be UTF-8";
+    }
+
+    bool scalarsValid(const YAML::Node& n) {
+        if (n.IsScalar()) {
+            if (!validUtf8(n.Scalar())) {
+                error(n, "'" + cutUtf8(n.Scalar(), kEchoBytes) +
+                             "' is not valid UTF-8 (an escape makes a character a string "
+                             "cannot hold)");
+                return false;
+            }
+            return true;
+        }
+        bool ok = true;
+        if (n.IsMap()) {
+            for (const auto& kv : n) {
+                ok = scalarsValid(kv.first) && scalarsValid(kv.second) && ok;
+            }
+        } else if (n.IsSequence()) {
+            for (const auto& item : n) {
+                ok = scalarsValid(item) && ok;
+            }
+        }
+        return ok;
+    }
+
     ConfigLoad finish(std::shared_ptr<Config> config) {
         ConfigLoad out;
         out.errors = std::move(errors_);
@@ -717,23 +792,6 @@ std::shared_ptr<const Config> defaultConfig(const std::string& pluginDir) {
 ConfigLoad parseConfig(const std::string& text, const std::string& name,
                        const std::string& defaultPluginDir) {
     return Parser(name, defaultPluginDir).run(text);
-}
-
-ConfigLoad loadConfig(const std::string& path, const std::string& defaultPluginDir) {
-    std::ifstream in(path);
-    if (!in) {
-        ConfigLoad out;
-        out.errors.push_back(path + ": cannot read: " + std::strerror(errno));
-        return out;
-    }
-    std::stringstream text;
-    text << in.rdbuf();
-    if (in.bad()) {
-        ConfigLoad out;
-        out.errors.push_back(path + ": read error");
-        return out;
-    }
-    return parseConfig(text.str(), path, defaultPluginDir);
 }
 
 } // namespace svad::core

@@ -7,6 +7,7 @@
 // is immutable once loaded: a reload builds a new one and swaps it in whole.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -118,9 +119,15 @@ struct ConfigLoad {
     std::vector<std::string> errors;      // "FILE:LINE:COL: message"
 };
 
+// The most a configuration may hold: the file and the text parsed.
+inline constexpr size_t kMaxConfigBytes = size_t{1024} * 1024;
+
 // Built-in defaults; pluginDir is the compiled-in plugin directory.
 std::shared_ptr<const Config> defaultConfig(const std::string& pluginDir);
-ConfigLoad loadConfig(const std::string& path, const std::string& defaultPluginDir);
+// Validates a configuration's text (`name` is the file it came from, for the
+// errors). Every key and string must be valid UTF-8 (they appear on the bus and
+// in logs), and the text at most kMaxConfigBytes. Files are read by
+// linux_impl::loadConfig (svad/linux/config_file.h).
 ConfigLoad parseConfig(const std::string& text, const std::string& name,
                        const std::string& defaultPluginDir);
 

@@ -2,6 +2,7 @@
 
 #include "svad/core/parse.h"
 #include "svad/core/pci_caps.h"
+#include "svad/core/text.h"
 #include "svad/core/vtd.h"
 
 #include <algorithm>
@@ -18,6 +19,8 @@ namespace svad::core {
 namespace {
 
 constexpr size_t kConfigMax = 4096;
+// Warnings kept per object; a 64 KiB garbage reserved_regions would otherwise give thousands.
+constexpr size_t kMaxWarnings = 16;
 constexpr const char* kMissingMember = " is not in bus/pci/devices";
 
 // Collects the warnings of one object, prefixed with the attribute concerned.
@@ -30,34 +33,56 @@ private:
     std::vector<std::string>& out_;
 };
 
+// A text attribute as the reader gives it; what the reader says about it
+// (refused: a FIFO, a device; cut) becomes a warning naming the attribute.
+// A required attribute's absence is a warning too.
+std::optional<std::string> readAttr(const ports::Sysfs& fs, const std::string& dir,
+                                    const std::string& attr, Warnings& w, bool required = false) {
+    auto r = fs.readText(dir + "/" + attr);
+    if (!r.note.empty()) {
+        w.add(attr + ": " + r.note);
+    } else if (!r.value && required) {
+        w.add(attr + ": missing or unreadable");
+    }
+    return std::move(r.value);
+}
+
 std::optional<uint64_t> readHexAttr(const ports::Sysfs& fs, const std::string& dir,
                                     const char* attr, Warnings& w, bool required = true) {
-    auto text = fs.readText(dir + "/" + attr);
+    auto r = fs.readText(dir + "/" + attr);
+    if (!r.note.empty()) {
+        w.add(std::string(attr) + ": " + r.note);
+    }
+    auto& text = r.value;
     if (!text) {
-        if (required) {
+        if (required && r.note.empty()) {
             w.add(std::string(attr) + ": missing or unreadable");
         }
         return std::nullopt;
     }
     auto v = parseHex(*text);
     if (!v) {
-        w.add(std::string(attr) + ": not a hexadecimal number: '" + text->substr(0, 32) + "'");
+        w.add(std::string(attr) + ": not a hexadecimal number: '" + cutUtf8(*text, 32) + "'");
     }
     return v;
 }
 
 std::optional<int64_t> readDecAttr(const ports::Sysfs& fs, const std::string& dir, const char* attr,
                                    Warnings& w, bool required = true) {
-    auto text = fs.readText(dir + "/" + attr);
+    auto r = fs.readText(dir + "/" + attr);
+    if (!r.note.empty()) {
+        w.add(std::string(attr) + ": " + r.note);
+    }
+    auto& text = r.value;
     if (!text) {
-        if (required) {
+        if (required && r.note.empty()) {
             w.add(std::string(attr) + ": missing or unreadable");
         }
         return std::nullopt;
     }
     auto v = parseDec(*text);
     if (!v) {
-        w.add(std::string(attr) + ": not a decimal number: '" + text->substr(0, 32) + "'");
+        w.add(std::string(attr) + ": not a decimal number: '" + cutUtf8(*text, 32) + "'");
     }
     return v;
 }
@@ -134,7 +159,7 @@ void discoverUnits(const ports::Sysfs& fs, Host& host) {
             unit.kind = UnitKind::IntelVtd;
             auto cap = readHexAttr(fs, dir, "intel-iommu/cap", w);
             auto ecap = readHexAttr(fs, dir, "intel-iommu/ecap", w);
-            unit.version = fs.readText(dir + "/intel-iommu/version").value_or("");
+            unit.version = readAttr(fs, dir, "intel-iommu/version", w).value_or("");
             if (cap && ecap) {
                 unit.vtd = decodeVtd(*cap, *ecap);
             }
@@ -199,7 +224,7 @@ void parseReservedRegions(const std::string& text, IommuGroup& g) {
         }
         if (!a || !b || *b < *a) {
             g.warnings.push_back("reserved_regions: line " + std::to_string(line) +
-                                 " is not 'START END TYPE': '" + l.substr(0, 64) + "'");
+                                 " is not 'START END TYPE': '" + cutUtf8(l, 64) + "'");
             continue;
         }
         g.reservedRegions.push_back(ReservedRegion{*a, *b, l.substr(s2 + 1)});
@@ -210,13 +235,12 @@ IommuGroup readGroup(const ports::Sysfs& fs, uint32_t id, const std::string& nam
     IommuGroup g;
     g.id = id;
     const std::string dir = "kernel/iommu_groups/" + name;
-    if (auto t = fs.readText(dir + "/type")) {
+    Warnings w(g.warnings);
+    if (auto t = readAttr(fs, dir, "type", w, true)) {
         g.typeName = *t;
         g.type = groupTypeOf(*t);
-    } else {
-        g.warnings.push_back("type: missing or unreadable");
     }
-    if (auto rr = fs.readText(dir + "/reserved_regions")) {
+    if (auto rr = readAttr(fs, dir, "reserved_regions", w)) {
         parseReservedRegions(*rr, g);
     }
     if (auto devs = fs.list(dir + "/devices")) {
@@ -262,7 +286,7 @@ PciDevice readPciDevice(const ports::Sysfs& fs, const std::string& address) {
         d.driver = linkBase(fs, dir + "/driver");
     }
     if (has("driver_override")) {
-        if (auto ov = fs.readText(dir + "/driver_override"); ov && *ov != "(null)") {
+        if (auto ov = readAttr(fs, dir, "driver_override", w); ov && *ov != "(null)") {
             d.driverOverride = *ov;
         }
     }
@@ -281,7 +305,8 @@ PciDevice readPciDevice(const ports::Sysfs& fs, const std::string& address) {
             if (id && *id >= 0 && *id <= UINT32_MAX) {
                 d.group = static_cast<uint32_t>(*id);
             } else {
-                w.add("iommu_group: link does not name a group: '" + *g + "'");
+                // Where it leads is not quoted: it may be a file outside the sysfs root.
+                w.add("iommu_group: the link does not lead to a group directory");
             }
         }
     }
@@ -323,8 +348,13 @@ PciDevice readPciDevice(const ports::Sysfs& fs, const std::string& address) {
     }
 
     auto config = fs.readBinary(dir + "/config", kConfigMax);
+    if (!config.note.empty()) {
+        w.add("config: " + config.note);
+    }
     if (!config) {
-        w.add("config: missing or unreadable");
+        if (config.note.empty()) {
+            w.add("config: missing or unreadable");
+        }
     } else {
         d.configSize = static_cast<uint32_t>(config->size());
         if (config->size() < 256) {
@@ -441,17 +471,11 @@ void discoverQueues(const ports::Sysfs& fs, Host& host) {
         if (q.parentDevice.empty()) {
             w.add("parent accelerator not found");
         }
-        auto text = [&](const char* attr) {
-            auto t = fs.readText(dir + "/" + attr);
-            if (!t) {
-                w.add(std::string(attr) + ": missing or unreadable");
-            }
-            return t.value_or("");
-        };
+        auto text = [&](const char* attr) { return readAttr(fs, dir, attr, w, true).value_or(""); };
         q.mode = queueModeOf(text("mode"));
         q.type = queueTypeOf(text("type"));
         q.state = queueStateOf(text("state"));
-        q.wqName = fs.readText(dir + "/name").value_or("");
+        q.wqName = readAttr(fs, dir, "name", w).value_or("");
         q.size = readCount(fs, dir, "size", w);
         if (auto gid = readDecAttr(fs, dir, "group_id", w, false);
             gid && *gid >= -1 && *gid <= INT32_MAX) {
@@ -527,6 +551,13 @@ ScanPlan plan(const ports::Sysfs& fs, Host& host) {
                 host.warnings.push_back("kernel/iommu_groups/" + name + ": not a group number");
                 continue;
             }
+            // The kernel names group N "N": another spelling ("030") would be a second
+            // group 30 beside the real one, counted but not published.
+            if (std::to_string(*id) != name) {
+                host.warnings.push_back("kernel/iommu_groups/" + name + ": not how the kernel " +
+                                        "names group " + std::to_string(*id) + "; skipped");
+                continue;
+            }
             p.groups.emplace_back(static_cast<uint32_t>(*id), name);
         }
     }
@@ -558,12 +589,80 @@ void readItems(const ports::Sysfs& fs, const ScanPlan& p, Host& host, size_t beg
     }
 }
 
+// Text from sysfs is whatever root wrote there: the model holds it as valid
+// UTF-8 (invalid bytes escaped), since all of it may end up on the bus. A new
+// string in the model is added here.
+void clean(std::string& s) {
+    if (!validUtf8(s)) {
+        s = sanitizeUtf8(s);
+    }
+}
+
+// At most kMaxWarnings per object: the last one says how many more there were.
+void clean(std::vector<std::string>& list, bool warnings = false) {
+    if (warnings && list.size() > kMaxWarnings) {
+        const size_t more = list.size() - (kMaxWarnings - 1);
+        list.resize(kMaxWarnings - 1);
+        list.push_back(std::to_string(more) + " more warnings not shown");
+    }
+    for (auto& s : list) {
+        clean(s);
+    }
+}
+
+void cleanText(Host& host) {
+    for (auto& u : host.units) {
+        clean(u.name);
+        clean(u.version);
+        clean(u.devices);
+        clean(u.warnings, true);
+    }
+    for (auto& g : host.groups) {
+        clean(g.typeName);
+        for (auto& r : g.reservedRegions) {
+            clean(r.type);
+        }
+        clean(g.devices);
+        clean(g.blockers);
+        clean(g.warnings, true);
+    }
+    for (auto& d : host.devices) {
+        clean(d.address);
+        clean(d.driver);
+        clean(d.driverOverride);
+        clean(d.iommuUnit);
+        clean(d.physfn);
+        clean(d.virtfns);
+        clean(d.vfioDevice);
+        clean(d.caps.warnings, true);
+        clean(d.warnings, true);
+    }
+    for (auto& q : host.queues) {
+        clean(q.name);
+        clean(q.idxdDevice);
+        clean(q.parentDevice);
+        clean(q.wqName);
+        clean(q.charDevice);
+        clean(q.warnings, true);
+    }
+    for (auto& v : host.vdpa) {
+        clean(v.name);
+        clean(v.mgmtdev);
+        clean(v.parentDevice);
+        clean(v.driver);
+        clean(v.vhostDevice);
+        clean(v.warnings, true);
+    }
+    clean(host.warnings, true);
+}
+
 void finish(const ports::Sysfs& fs, Host& host) {
     std::sort(host.groups.begin(), host.groups.end(),
               [](const IommuGroup& a, const IommuGroup& b) { return a.id < b.id; });
     computeViability(host);
     discoverQueues(fs, host);
     discoverVdpa(fs, host);
+    cleanText(host);
 }
 
 } // namespace
@@ -679,6 +778,7 @@ Host refresh(const ports::Sysfs& fs, const Host& previous, const HostChanges& ch
     } else {
         host.vdpa = previous.vdpa;
     }
+    cleanText(host);
     return host;
 }
 

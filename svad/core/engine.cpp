@@ -1,6 +1,7 @@
 #include "svad/core/engine.h"
 
 #include "svad/core/log.h"
+#include "svad/core/text.h"
 
 #include <algorithm>
 #include <cctype>
@@ -120,7 +121,7 @@ Outcome<std::vector<Engine::Resolved>> Engine::resolve(const AllocateRequest& re
     std::set<std::string> seen;
     for (const auto& id : request.devices) {
         if (!seen.insert(id).second) {
-            return fail(names::Error::InvalidArgument, "device " + id + " is listed twice");
+            return fail(names::Error::InvalidArgument, "device " + echo(id) + " is listed twice");
         }
         Resolved r;
         r.id = id;
@@ -159,7 +160,7 @@ Outcome<std::vector<Engine::Resolved>> Engine::resolve(const AllocateRequest& re
             shared = q->mode == QueueMode::Shared;
         } else {
             return fail(names::Error::NotFound,
-                        "no PCI device, vDPA device or work queue named '" + id + "'");
+                        "no PCI device, vDPA device or work queue named '" + echo(id) + "'");
         }
         if (r.parent != nullptr) {
             r.pasidWidth = pasidWidthOf(*r.parent);
@@ -487,7 +488,7 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
 Outcome<Context*> Engine::allocate(const AllocateRequest& request, uint64_t nowUsec) {
     if (!validVmName(request.vm)) {
         return fail(names::Error::InvalidArgument,
-                    "vm name '" + request.vm +
+                    "vm name '" + echo(request.vm) +
                         "' must be 1 to 128 characters of letters, digits and - _ . : @");
     }
     if (request.devices.empty()) {
@@ -720,7 +721,7 @@ Outcome<uint32_t> Engine::allocatePasid(uint64_t id, const std::string& device,
     }
     if (dev == nullptr) {
         return fail(names::Error::InvalidArgument,
-                    device + " is not in context " + std::to_string(id));
+                    echo(device) + " is not in context " + std::to_string(id));
     }
     if (dev->pasidWidth == 0) {
         return fail(names::Error::NotSupported,
@@ -810,7 +811,7 @@ Outcome<Done> Engine::setVirtualId(uint64_t id, const std::string& device, uint6
     }
     if (ctx.device(device) == nullptr) {
         return fail(names::Error::InvalidArgument,
-                    device + " is not in context " + std::to_string(id));
+                    echo(device) + " is not in context " + std::to_string(id));
     }
     // Unique in the VM: a guest sees the devices of all its contexts side by side.
     for (const auto& [cid, c] : contexts_) {

@@ -1,7 +1,11 @@
 #include "svad/core/log.h"
 
+#include "svad/core/text.h"
+
+#include <algorithm>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 
 namespace svad::log {
 
@@ -92,11 +96,40 @@ std::string formatLine(Priority p, const std::string& message, const Fields& fie
     return line;
 }
 
-void write(Priority p, const std::string& message, const Fields& fields) {
+namespace {
+
+// A record's text is bounded and valid UTF-8 whatever a caller or a file put in
+// it: the sinks (stderr, the journal) get it that way.
+constexpr size_t kMaxMessage = 4096;
+constexpr size_t kMaxField = 1024;
+
+bool clean(const std::string& text, size_t max) {
+    return text.size() <= max && core::validUtf8(text);
+}
+
+} // namespace
+
+void write(Priority p, const std::string& rawMessage, const Fields& rawFields) {
     std::lock_guard g(lock());
     if (static_cast<int>(p) > static_cast<int>(maxPriority())) {
         return;
     }
+    const bool fieldsClean = std::all_of(rawFields.begin(), rawFields.end(), [](const auto& f) {
+        return clean(f.first, kMaxField) && clean(f.second, kMaxField);
+    });
+    std::optional<std::string> ownMessage;
+    if (!clean(rawMessage, kMaxMessage)) {
+        ownMessage = core::cutUtf8(rawMessage, kMaxMessage);
+    }
+    std::optional<Fields> ownFields;
+    if (!fieldsClean) {
+        ownFields.emplace();
+        for (const auto& [k, v] : rawFields) {
+            ownFields->emplace_back(core::cutUtf8(k, kMaxField), core::cutUtf8(v, kMaxField));
+        }
+    }
+    const std::string& message = ownMessage ? *ownMessage : rawMessage;
+    const Fields& fields = ownFields ? *ownFields : rawFields;
     if (sink()) {
         sink()(p, message, fields);
         return;

@@ -2,6 +2,7 @@
 
 #include "svad/core/parse.h"
 #include "svad/core/paths.h"
+#include "svad/core/text.h"
 
 #include <cctype>
 
@@ -259,9 +260,15 @@ const core::Context& ContextObject::ctx() const {
     return c != nullptr ? *c : gone_;
 }
 
+// A reason may quote a kernel error about a node under the dev root: bounded, valid UTF-8.
 void ContextObject::announceRelease(const std::string& reason) {
-    emitReleased(reason);
+    emitReleased(core::cutUtf8(reason, 1024));
     emitInterfacesRemovedSignal();
+}
+
+void ContextObject::announceDegraded(const std::string& reason) {
+    emitDegraded(core::cutUtf8(reason, 1024));
+    announceChanged({"State"});
 }
 
 std::vector<std::string> ContextObject::Devices() {

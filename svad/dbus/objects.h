@@ -197,10 +197,7 @@ public:
         emitPropertiesChangedSignal(Adaptor::INTERFACE_NAME, properties);
     }
     // Emits Degraded(reason) and the State change.
-    void announceDegraded(const std::string& reason) {
-        emitDegraded(reason);
-        announceChanged({"State"});
-    }
+    void announceDegraded(const std::string& reason);
 
 private:
     const core::Context& ctx() const;

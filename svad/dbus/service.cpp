@@ -2,6 +2,7 @@
 
 #include "svad/core/log.h"
 #include "svad/core/paths.h"
+#include "svad/core/text.h"
 #include "svad/metrics/metrics.h"
 #include "svad/names.h"
 #include "svad/version.h"
@@ -29,8 +30,13 @@ uint64_t realtimeUsec() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<uint64_t>(ts.tv_nsec) / 1000;
 }
 
+// An error's text is bounded and valid UTF-8 whatever it quotes: a message
+// over the bus's limit would take svad off the bus, an invalid one is not sent.
+constexpr size_t kMaxErrorText = size_t{16} * 1024;
+
 [[noreturn]] void throwError(names::Error e, const std::string& message) {
-    throw sdbus::Error(std::string(names::errorInfo(e).dbusName), message);
+    throw sdbus::Error(std::string(names::errorInfo(e).dbusName),
+                       core::cutUtf8(message, kMaxErrorText));
 }
 
 // Brings `objects` in line with `next`: removes, updates and adds, emitting
@@ -73,15 +79,27 @@ struct RawMessage : sdbus::Message {
     }
 };
 
-// A filter value of the expected D-Bus type, or InvalidArgument naming both.
+// A value of the expected D-Bus type, or InvalidArgument naming both; `what`
+// is "filter key" or "option".
 template <typename T>
-T filterValue(const std::string& key, const sdbus::Variant& v, const char* signature) {
+T typedValue(const char* what, const std::string& key, const sdbus::Variant& v,
+             const char* signature) {
     if (!v.containsValueOfType<T>()) {
-        throwError(names::Error::InvalidArgument, "filter key '" + key + "' expects type '" +
-                                                      signature + "', got '" + v.peekValueType() +
-                                                      "'");
+        throwError(names::Error::InvalidArgument, std::string(what) + " '" + core::echo(key) +
+                                                      "' expects type '" + signature + "', got '" +
+                                                      core::echo(v.peekValueType()) + "'");
     }
     return v.get<T>();
+}
+
+template <typename T>
+T filterValue(const std::string& key, const sdbus::Variant& v, const char* signature) {
+    return typedValue<T>("filter key", key, v, signature);
+}
+
+template <typename T>
+T optionValue(const std::string& key, const sdbus::Variant& v, const char* signature) {
+    return typedValue<T>("option", key, v, signature);
 }
 
 } // namespace
@@ -338,8 +356,9 @@ void Service::Rescan(sdbus::Result<>&& result) {
     auto shared = std::make_shared<sdbus::Result<>>(std::move(result));
     rescan([shared](const std::optional<std::string>& error) {
         if (error) {
-            shared->returnError(sdbus::Error(
-                std::string(names::errorInfo(names::Error::KernelError).dbusName), *error));
+            shared->returnError(
+                sdbus::Error(std::string(names::errorInfo(names::Error::KernelError).dbusName),
+                             core::cutUtf8(*error, kMaxErrorText)));
         } else {
             shared->returnResults();
         }
@@ -392,7 +411,7 @@ Service::ListDevices(const std::map<std::string, sdbus::Variant>& filter) {
             vfio = filterValue<bool>(key, value, "b");
         } else {
             throwError(names::Error::InvalidArgument,
-                       "unknown filter key '" + key +
+                       "unknown filter key '" + core::echo(key) +
                            "' (known: kind address vendor device driver pasid ats pri siov "
                            "group unit vfio)");
         }
@@ -451,6 +470,26 @@ std::string joined(const std::vector<std::string>& items, const char* sep = ",")
 
 std::string joinedLines(const std::vector<std::string>& items) {
     return joined(items, "\n");
+}
+
+// A caller's list of names as a log field quotes it: each name echoed, and as
+// many as fit in 256 bytes, then how many there were.
+std::string echoList(const std::vector<std::string>& items) {
+    constexpr size_t kMaxListEcho = 256;
+    std::string out;
+    size_t shown = 0;
+    for (const auto& i : items) {
+        std::string next = (out.empty() ? "" : ",") + core::echo(i);
+        if (out.size() + next.size() > kMaxListEcho) {
+            break;
+        }
+        out += next;
+        ++shown;
+    }
+    if (shown < items.size()) {
+        out += ",\u2026 (" + std::to_string(items.size()) + " names)";
+    }
+    return out;
 }
 
 // The groups of a uid in the user database (primary first); just the primary
@@ -545,23 +584,64 @@ void Service::Reload() {
     (void)admin("Reload");
     auto errors = options_.reload ? options_.reload() : std::vector<std::string>{"no reload"};
     if (!errors.empty()) {
+        // A file can hold any number of errors: the reply names the first ones.
+        constexpr size_t kMaxErrors = 20;
+        if (errors.size() > kMaxErrors) {
+            const size_t more = errors.size() - kMaxErrors;
+            errors.resize(kMaxErrors);
+            errors.push_back("(" + std::to_string(more) + " more errors)");
+        }
+        for (auto& e : errors) {
+            e = core::cutUtf8(e, 512);
+        }
         throwError(names::Error::InvalidArgument, joinedLines(errors));
     }
     emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME,
                                 {"ConfigFile", "AdminGroup", "DefaultPolicy"});
 }
 
+// Text that comes from files, plugins and the command line: a D-Bus string must be valid UTF-8.
 std::vector<
     sdbus::Struct<std::string, std::string, std::string, uint32_t, std::vector<std::string>>>
 Service::Plugins() {
-    return options_.plugins ? options_.plugins()
-                            : std::vector<sdbus::Struct<std::string, std::string, std::string,
-                                                        uint32_t, std::vector<std::string>>>{};
+    auto out = options_.plugins ? options_.plugins()
+                                : std::vector<sdbus::Struct<std::string, std::string, std::string,
+                                                            uint32_t, std::vector<std::string>>>{};
+    for (auto& p : out) {
+        std::get<0>(p) = core::sanitizeUtf8(std::get<0>(p));
+        std::get<1>(p) = core::sanitizeUtf8(std::get<1>(p));
+        std::get<2>(p) = core::sanitizeUtf8(std::get<2>(p));
+        for (auto& k : std::get<4>(p)) {
+            k = core::sanitizeUtf8(k);
+        }
+    }
+    return out;
 }
 
 std::vector<sdbus::Struct<std::string, std::string>> Service::PluginRefusals() {
-    return options_.pluginRefusals ? options_.pluginRefusals()
-                                   : std::vector<sdbus::Struct<std::string, std::string>>{};
+    auto out = options_.pluginRefusals ? options_.pluginRefusals()
+                                       : std::vector<sdbus::Struct<std::string, std::string>>{};
+    for (auto& r : out) {
+        std::get<0>(r) = core::sanitizeUtf8(std::get<0>(r));
+        std::get<1>(r) = core::sanitizeUtf8(std::get<1>(r));
+    }
+    return out;
+}
+
+std::string Service::ConfigFile() {
+    return core::sanitizeUtf8(engine_.config().path);
+}
+
+std::string Service::AdminGroup() {
+    return core::sanitizeUtf8(engine_.config().adminGroup);
+}
+
+std::string Service::SysfsRoot() {
+    return core::sanitizeUtf8(options_.sysfsRoot);
+}
+
+std::string Service::DevRoot() {
+    return core::sanitizeUtf8(options_.devRoot);
 }
 
 std::string Service::DefaultPolicy() {
@@ -571,7 +651,7 @@ std::string Service::DefaultPolicy() {
 uint64_t Service::contextFromPath(const std::string& path) const {
     uint64_t id = contextIdOf(path);
     if (id == 0 || engine_.find(id) == nullptr) {
-        throwError(names::Error::NotFound, "no context at " + path);
+        throwError(names::Error::NotFound, "no context at " + core::echo(path));
     }
     return id;
 }
@@ -596,7 +676,7 @@ std::map<std::string, std::string> Service::KernelFeatureNotes() {
                 key += c;
             }
         }
-        out[key] = why;
+        out[key] = core::sanitizeUtf8(why);
     }
     return out;
 }
@@ -620,34 +700,35 @@ void Service::AllocateContext(AllocateResult&& result, std::string vm,
     req.caller = admin("AllocateContext");
     for (const auto& [key, value] : options) {
         if (key == "mode") {
-            auto mode = filterValue<std::string>(key, value, "s");
+            auto mode = optionValue<std::string>(key, value, "s");
             if (mode == "handoff") {
                 req.mode = core::ContextMode::Handoff;
             } else if (mode == "attached") {
                 req.mode = core::ContextMode::Attached;
             } else {
                 throwError(names::Error::InvalidArgument,
-                           "option 'mode' must be 'handoff' or 'attached', not '" + mode + "'");
+                           "option 'mode' must be 'handoff' or 'attached', not '" +
+                               core::echo(mode) + "'");
             }
         } else if (key == "fault_queue") {
-            req.faultQueue = filterValue<bool>(key, value, "b");
+            req.faultQueue = optionValue<bool>(key, value, "b");
         } else if (key == "owner_pid") {
-            auto pid = filterValue<uint32_t>(key, value, "u");
+            auto pid = optionValue<uint32_t>(key, value, "u");
             if (pid == 0 || pid > INT32_MAX) {
                 throwError(names::Error::InvalidArgument, "option 'owner_pid' is not a pid");
             }
             req.ownerPid = static_cast<pid_t>(pid);
         } else {
-            throwError(names::Error::InvalidArgument,
-                       "unknown option '" + key + "' (known: mode fault_queue owner_pid)");
+            throwError(names::Error::InvalidArgument, "unknown option '" + core::echo(key) +
+                                                          "' (known: mode fault_queue owner_pid)");
         }
     }
 
     auto outcome = engine_.allocate(req, realtimeUsec());
     if (!outcome.ok()) {
         log::warning("allocation refused: " + outcome.failure().message,
-                     {{"VM", vm},
-                      {"DEVICE", joined(devices)},
+                     {{"VM", core::echo(vm)},
+                      {"DEVICE", echoList(devices)},
                       {"VERDICT", "DENY"},
                       {"ERROR", std::string(names::errorInfo(outcome.failure().error).dbusName)},
                       {"REASON", outcome.failure().message},
@@ -676,7 +757,7 @@ void Service::AllocateContext(AllocateResult&& result, std::string vm,
     } catch (const std::exception& e) {
         recordAllocation(started, core::Failure{names::Error::KernelError, e.what()});
         log::error(std::string("context taken back, it could not be handed over: ") + e.what(),
-                   {{"VM", vm}, {"CONTEXT", std::to_string(id)}});
+                   {{"VM", core::echo(vm)}, {"CONTEXT", std::to_string(id)}});
         if (contextObjects_.count(id) != 0) {
             // InterfacesAdded went out: the normal release says that it is gone again.
             finishRelease(id, "it could not be handed over");
@@ -955,13 +1036,14 @@ uint32_t Service::AllocatePasid(const sdbus::ObjectPath& context, const std::str
                                 const std::map<std::string, sdbus::Variant>& options) {
     const uint64_t id = contextFromPath(context);
     if (!options.empty()) {
-        throwError(names::Error::InvalidArgument,
-                   "unknown option '" + options.begin()->first + "' (none are defined yet)");
+        throwError(names::Error::InvalidArgument, "unknown option '" +
+                                                      core::echo(options.begin()->first) +
+                                                      "' (none are defined yet)");
     }
     auto outcome = engine_.allocatePasid(id, device, admin("AllocatePasid"));
     if (!outcome.ok()) {
         log::warning("PASID refused: " + outcome.failure().message,
-                     {{"CONTEXT", std::to_string(id)}, {"DEVICE", device}});
+                     {{"CONTEXT", std::to_string(id)}, {"DEVICE", core::echo(device)}});
         if (options_.metrics != nullptr && outcome.failure().error == names::Error::QuotaExceeded) {
             options_.metrics->pasidQuotaRefusal();
         }

@@ -93,8 +93,8 @@ private:
         sdbus::Struct<std::string, std::string, std::string, uint32_t, std::vector<std::string>>>
     Plugins() override;
     std::vector<sdbus::Struct<std::string, std::string>> PluginRefusals() override;
-    std::string ConfigFile() override { return engine_.config().path; }
-    std::string AdminGroup() override { return engine_.config().adminGroup; }
+    std::string ConfigFile() override;
+    std::string AdminGroup() override;
     std::string DefaultPolicy() override;
     std::map<std::string, bool> KernelFeatures() override;
     std::map<std::string, std::string> KernelFeatureNotes() override;
@@ -102,8 +102,8 @@ private:
     uint32_t PasidCount() override { return static_cast<uint32_t>(engine_.pasidCount()); }
     std::string Version() override;
     std::string Backend() override { return options_.backend; }
-    std::string SysfsRoot() override { return options_.sysfsRoot; }
-    std::string DevRoot() override { return options_.devRoot; }
+    std::string SysfsRoot() override;
+    std::string DevRoot() override;
     uint32_t DeviceCount() override { return static_cast<uint32_t>(host_.devices.size()); }
     uint32_t VdpaDeviceCount() override { return static_cast<uint32_t>(host_.vdpa.size()); }
     uint32_t GroupCount() override { return static_cast<uint32_t>(host_.groups.size()); }

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -33,6 +35,25 @@ public:
 private:
     int fd_;
 };
+
+// openat() that never leaves `dirFd`: a link leading outside it (an absolute
+// one, or one with too many "..") fails with EXDEV, so nothing outside the sysfs
+// root is read, listed or quoted. Without openat2 (before Linux 5.6, or where a
+// seccomp filter refuses it) it is plain openat().
+int openBeneath(int dirFd, const char* name, int flags) {
+    static std::atomic<bool> plainOnly{false};
+    if (!plainOnly.load(std::memory_order_relaxed)) {
+        struct open_how how {};
+        how.flags = static_cast<uint64_t>(flags);
+        how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+        const long fd = ::syscall(SYS_openat2, dirFd, name, &how, sizeof how);
+        if (fd >= 0 || (errno != ENOSYS && errno != EPERM)) {
+            return static_cast<int>(fd);
+        }
+        plainOnly.store(true, std::memory_order_relaxed);
+    }
+    return ::openat(dirFd, name, flags);
+}
 
 // Reads up to maxBytes. A read that returns less than asked ends the file:
 // sysfs serves an attribute whole in its first read, and regular files of a
@@ -89,50 +110,94 @@ SysfsReader::At SysfsReader::resolve(const std::string& path, std::string& scrat
             ::close(cachedFd_);
         }
         cachedDir_.assign(path, 0, slash);
-        cachedFd_ = rootFd_ < 0
-                        ? -1
-                        : ::openat(rootFd_, cachedDir_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        cachedFd_ = rootFd_ < 0 ? -1
+                                : openBeneath(rootFd_, cachedDir_.c_str(),
+                                              O_PATH | O_DIRECTORY | O_CLOEXEC);
         cacheValid_ = true;
     }
     return {cachedFd_, scratch.c_str()};
 }
 
-std::optional<std::string> SysfsReader::readText(const std::string& path) const {
-    constexpr size_t kMaxText = 64 * 1024;
+ports::Read<std::string> SysfsReader::readText(const std::string& path) const {
     auto bytes = readBinary(path, kMaxText);
     if (!bytes) {
-        return std::nullopt;
+        return {std::nullopt, std::move(bytes.note)};
     }
     std::string s(bytes->begin(), bytes->end());
     while (!s.empty() && (s.back() == '\n' || s.back() == '\0')) {
         s.pop_back();
     }
-    return s;
+    return {std::move(s), std::move(bytes.note)};
 }
 
-std::optional<std::vector<uint8_t>> SysfsReader::readBinary(const std::string& path,
-                                                            size_t maxBytes) const {
+namespace {
+
+// What a file that is no attribute is, in words; empty for a regular file.
+std::string notAFile(mode_t mode) {
+    if (S_ISREG(mode)) {
+        return {};
+    }
+    const char* what = S_ISDIR(mode)    ? "a directory"
+                       : S_ISFIFO(mode) ? "a FIFO"
+                       : S_ISCHR(mode)  ? "a character device"
+                       : S_ISBLK(mode)  ? "a block device"
+                       : S_ISSOCK(mode) ? "a socket"
+                                        : "not a file";
+    return std::string(what) + ", not a regular file: not read";
+}
+
+} // namespace
+
+ports::Read<std::vector<uint8_t>> SysfsReader::readBinary(const std::string& path,
+                                                          size_t maxBytes) const {
     std::string name;
     At at = resolve(path, name);
     if (at.dirFd < 0) {
         return std::nullopt;
     }
-    Fd fd(::openat(at.dirFd, at.name, O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    // O_NONBLOCK: a FIFO opens without a writer and a device without waiting;
+    // what was opened is then checked before anything is read from it.
+    Fd fd(openBeneath(at.dirFd, at.name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    struct stat st {};
+    if (fd.get() < 0 && errno == EXDEV) {
+        // Neither its bytes nor where it leads are anything to quote.
+        return {std::nullopt, "a link leading outside the sysfs root: not read"};
+    }
     if (fd.get() < 0) {
+        // A socket cannot be opened at all: say what is there instead.
+        if (errno != ENOENT && ::fstatat(at.dirFd, at.name, &st, 0) == 0) {
+            return {std::nullopt, notAFile(st.st_mode)};
+        }
         return std::nullopt;
     }
+    if (::fstat(fd.get(), &st) != 0) {
+        return std::nullopt;
+    }
+    if (auto what = notAFile(st.st_mode); !what.empty()) {
+        return {std::nullopt, std::move(what)};
+    }
+    // One byte more than asked tells whether the file goes on.
     std::vector<uint8_t> out;
-    if (!readAll(fd.get(), out, maxBytes)) {
+    if (!readAll(fd.get(), out, maxBytes + 1)) {
         return std::nullopt;
     }
-    return out;
+    if (out.size() <= maxBytes) {
+        return out;
+    }
+    out.resize(maxBytes);
+    std::string note = "cut at " + std::to_string(maxBytes) + " bytes";
+    if (static_cast<uint64_t>(st.st_size) > maxBytes) {
+        note += " of " + std::to_string(st.st_size);
+    }
+    return {std::move(out), std::move(note)};
 }
 
 std::optional<std::vector<std::string>> SysfsReader::list(const std::string& path) const {
     if (rootFd_ < 0) {
         return std::nullopt;
     }
-    Fd fd(::openat(rootFd_, path.empty() ? "." : path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    Fd fd(openBeneath(rootFd_, path.empty() ? "." : path.c_str(),
+                      O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (fd.get() < 0) {
         return std::nullopt;
     }

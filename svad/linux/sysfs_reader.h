@@ -4,6 +4,10 @@
 // Reads resolve relative to a directory handle: the root's, or the last
 // directory used, which is kept open, so that reading the attributes of one
 // device walks its path once. One reader serves one thread at a time.
+//
+// Attributes are opened O_NONBLOCK and read only when they are regular files
+// (a FIFO or a device node where an attribute belongs is refused, with a note
+// saying what it is), and never past the bytes asked for (a cut is noted).
 #pragma once
 
 #include "svad/ports/sysfs.h"
@@ -19,9 +23,12 @@ public:
     SysfsReader(const SysfsReader&) = delete;
     SysfsReader& operator=(const SysfsReader&) = delete;
 
-    std::optional<std::string> readText(const std::string& path) const override;
-    std::optional<std::vector<uint8_t>> readBinary(const std::string& path,
-                                                   size_t maxBytes) const override;
+    // Reads at most kMaxText bytes of a text attribute.
+    static constexpr size_t kMaxText = size_t{64} * 1024;
+
+    ports::Read<std::string> readText(const std::string& path) const override;
+    ports::Read<std::vector<uint8_t>> readBinary(const std::string& path,
+                                                 size_t maxBytes) const override;
     std::optional<std::vector<std::string>> list(const std::string& path) const override;
     std::optional<std::string> readLink(const std::string& path) const override;
     bool exists(const std::string& path) const override;

@@ -403,9 +403,13 @@ hostgen::HostSpec testHost() {
 }
 
 SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs,
-                         const std::string& hostRoot, const std::string& busConfig)
+                         const std::string& hostRoot, const std::string& busConfig,
+                         const std::function<void(const std::string&)>& alterTree)
     : hostRoot_(hostRoot.empty() ? dir_.path() + "/host" : hostRoot) {
     hostgen::writeTree(host, hostRoot_);
+    if (alterTree) {
+        alterTree(sysfs());
+    }
     bus_ = std::make_unique<PrivateBus>(dir_.path(), busConfig);
     std::vector<std::string> argv = {SVAD_BINARY,    "--bus", bus_->address(), "--backend", "sim",
                                      "--sysfs-root", sysfs(), "--dev-root",    devRoot()};

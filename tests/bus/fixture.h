@@ -120,8 +120,10 @@ public:
     // The host tree goes to `hostRoot` when given (an empty directory; a umockdev testbed's),
     // else into the fixture's own directory. Metrics are off unless extraArgs say otherwise.
     // With a busConfig, the private dbus-daemon runs on that configuration.
+    // `alterTree`, when given, changes the written tree (its sysfs root) before svad starts.
     explicit SvadFixture(const hostgen::HostSpec& host, std::vector<std::string> extraArgs = {},
-                         const std::string& hostRoot = {}, const std::string& busConfig = {});
+                         const std::string& hostRoot = {}, const std::string& busConfig = {},
+                         const std::function<void(const std::string&)>& alterTree = {});
     ~SvadFixture();
 
     const std::string& bus() const { return bus_->address(); }

@@ -1,4 +1,5 @@
 #include "svad/core/config.h"
+#include "svad/linux/config_file.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -7,10 +8,13 @@
 #include <gtest/gtest.h>
 #include <stdexcept>
 #include <string>
+#include <sys/stat.h>
 #include <vector>
 
 namespace svad::core {
 namespace {
+
+using linux_impl::loadConfig;
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -461,6 +465,62 @@ TEST(ConfigFiles, LoadConfigNamesTheFileInErrors) {
     l = loadConfig(missing, "/p");
     EXPECT_EQ(l.config, nullptr);
     EXPECT_THAT(l.errors, ElementsAre(missing + ": cannot read: No such file or directory"));
+}
+
+TEST(ConfigFiles, OnlyARegularFileOfBoundedSizeIsRead) {
+    TempDir dir;
+    const std::string fifo = dir.path() + "/fifo.yaml";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    // No writer: the load answers at once instead of waiting for one.
+    EXPECT_THAT(loadConfig(fifo, "/p").errors,
+                ElementsAre(fifo + ": a FIFO, not a regular file: not a configuration file"));
+    const std::string sub = dir.path() + "/conf.d";
+    std::filesystem::create_directory(sub);
+    ConfigLoad l = loadConfig(sub, "/p");
+    EXPECT_EQ(l.config, nullptr);
+    EXPECT_THAT(l.errors,
+                ElementsAre(sub + ": a directory, not a regular file: not a configuration file"));
+
+    const std::string huge =
+        dir.write("huge.yaml", "# " + std::string(kMaxConfigBytes, 'x') + "\n");
+    l = loadConfig(huge, "/p");
+    EXPECT_EQ(l.config, nullptr);
+    EXPECT_THAT(l.errors, ElementsAre(huge + ": larger than 1048576 bytes (1 MiB), the most a "
+                                             "configuration file may hold"));
+    // Just under the limit is fine.
+    const std::string big =
+        dir.write("big.yaml", "# " + std::string(kMaxConfigBytes - 4, 'x') + "\n");
+    EXPECT_THAT(loadConfig(big, "/p").errors, ElementsAre());
+}
+
+TEST(ConfigFiles, KeysAndStringsMustBeUtf8) {
+    // A raw byte: the error points at it.
+    EXPECT_THAT(errorsOf("default_policy: allow\nadmin_group: wh\xff"
+                         "eel\n"),
+                ElementsAre("t.yaml:2:16: not valid UTF-8 (byte 0xff): keys and strings must be "
+                            "UTF-8"));
+    EXPECT_THAT(errorsOf("rules:\n  - name: caf\xc3\n    action: allow\n"),
+                ElementsAre(HasSubstr("t.yaml:2:14: not valid UTF-8 (byte 0xc3)")));
+    EXPECT_THAT(errorsOf("ad\xed\xa0\x80min_group: x\n"),
+                ElementsAre(HasSubstr("t.yaml:1:3: not valid UTF-8 (byte 0xed)")));
+    // An escape in a quoted string that makes a character no D-Bus string may hold.
+    EXPECT_THAT(errorsOf("admin_group: \"wheel\\0\"\n"),
+                ElementsAre(StartsWith("t.yaml:1:14: 'wheel\\x00' is not valid UTF-8")));
+    EXPECT_THAT(errorsOf("rules:\n  - name: \"r\\uFFFF\"\n    action: allow\n"),
+                ElementsAre(StartsWith("t.yaml:2:11: 'r\\xef\\xbf\\xbf' is not valid UTF-8")));
+    // Valid multibyte text is fine.
+    EXPECT_THAT(parse("rules:\n  - name: caf\xc3\xa9\n    match: {kind: pci}\n").errors,
+                ElementsAre());
+}
+
+TEST(ConfigFiles, SameVerdictForAFileAndItsText) {
+    TempDir dir;
+    const std::string bad = dir.write("bad.yaml", "admin_group: \xff\n");
+    EXPECT_THAT(loadConfig(bad, "/p").errors,
+                ElementsAre(bad + ":1:14: not valid UTF-8 (byte 0xff): keys and strings must be "
+                                  "UTF-8"));
+    EXPECT_THAT(parseConfig(std::string(kMaxConfigBytes + 1, '#'), "t.yaml", "/p").errors,
+                ElementsAre(HasSubstr("larger than 1048576 bytes")));
 }
 
 // --- rule matching ------------------------------------------------------------

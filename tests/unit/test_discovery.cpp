@@ -2,6 +2,7 @@
 #include "svad/core/discovery.h"
 #include "svad/core/parse.h"
 #include "svad/core/paths.h"
+#include "svad/core/text.h"
 
 #include <atomic>
 #include <cstdio>
@@ -28,7 +29,7 @@ public:
     }
     void dir(const std::string& path) { addParents(path + "/."); }
 
-    std::optional<std::string> readText(const std::string& path) const override {
+    ports::Read<std::string> readText(const std::string& path) const override {
         auto it = files_.find(path);
         if (it == files_.end()) {
             return std::nullopt;
@@ -39,8 +40,8 @@ public:
         }
         return s;
     }
-    std::optional<std::vector<uint8_t>> readBinary(const std::string& path,
-                                                   size_t maxBytes) const override {
+    ports::Read<std::vector<uint8_t>> readBinary(const std::string& path,
+                                                 size_t maxBytes) const override {
         auto it = files_.find(path);
         if (it == files_.end()) {
             return std::nullopt;
@@ -339,11 +340,11 @@ TEST(Discovery, ParallelReadersFindTheSameHost) {
     // A reader that shares the fake (its reads are const and thread-safe).
     struct View final : ports::Sysfs {
         explicit View(const FakeSysfs& f) : f_(f) {}
-        std::optional<std::string> readText(const std::string& p) const override {
+        ports::Read<std::string> readText(const std::string& p) const override {
             return f_.readText(p);
         }
-        std::optional<std::vector<uint8_t>> readBinary(const std::string& p,
-                                                       size_t n) const override {
+        ports::Read<std::vector<uint8_t>> readBinary(const std::string& p,
+                                                     size_t n) const override {
             return f_.readBinary(p, n);
         }
         std::optional<std::vector<std::string>> list(const std::string& p) const override {
@@ -368,6 +369,119 @@ TEST(Discovery, ParallelReadersFindTheSameHost) {
     EXPECT_TRUE(parallel.groups == serial.groups);
     EXPECT_TRUE(parallel.warnings == serial.warnings);
     EXPECT_FALSE(find(parallel, "0000:00:05.0").warnings.empty());
+}
+
+TEST(Discovery, TextInTheModelIsValidUtf8) {
+    FakeSysfs fs;
+    addDevice(fs, "0000:00:01.0", "dr\xffiver", 1);
+    const std::string d = "bus/pci/devices/0000:00:01.0";
+    fs.file(d + "/driver_override", "over\xc3\n");
+    // A multibyte character across the 32 bytes a warning quotes.
+    fs.file(d + "/numa_node", std::string(31, '1') + "\xe2\x82\xac\n");
+    fs.file("kernel/iommu_groups/1/type", "DMA\xed\xa0\x80\n");
+    fs.file("kernel/iommu_groups/1/reserved_regions",
+            "0x1 0x2 ms\xffi\n" + std::string(63, 'z') + "\xc3\xa9\n");
+    fs.dir("kernel/iommu_groups/7\xff");
+    fs.dir("class/iommu/dm\xef\xbf\xbf"
+           "ar0");
+    fs.file("bus/dsa/devices/wq0.0/name", "app\xc0\xaf\n");
+    fs.file("bus/dsa/devices/wq0.0/mode", "dedicated\n");
+    fs.link("bus/vdpa/devices/vdpa\x80", "../../../devices/vdpasim_net/vdpa\x80");
+    const Host h = discover(fs);
+
+    const auto& dev = find(h, "0000:00:01.0");
+    EXPECT_EQ(dev.driver, "dr\\xffiver");
+    EXPECT_EQ(dev.driverOverride, "over\\xc3");
+    EXPECT_TRUE(anyContains(dev.warnings, "numa_node: not a decimal number: '" +
+                                              std::string(31, '1') + "\u2026(34 bytes)'"));
+    ASSERT_EQ(h.groups.size(), 1U);
+    EXPECT_EQ(h.groups[0].typeName, "DMA\\xed\\xa0\\x80");
+    ASSERT_EQ(h.groups[0].reservedRegions.size(), 1U);
+    EXPECT_EQ(h.groups[0].reservedRegions[0].type, "ms\\xffi");
+    EXPECT_TRUE(anyContains(h.groups[0].warnings, std::string(63, 'z') + "\u2026(65 bytes)"));
+    EXPECT_TRUE(anyContains(h.warnings, "kernel/iommu_groups/7\\xff: not a group number"));
+    ASSERT_EQ(h.units.size(), 1U);
+    EXPECT_EQ(h.units[0].name, "dm\\xef\\xbf\\xbfar0");
+    ASSERT_EQ(h.queues.size(), 1U);
+    EXPECT_EQ(h.queues[0].wqName, "app\\xc0\\xaf");
+    ASSERT_EQ(h.vdpa.size(), 1U);
+    EXPECT_EQ(h.vdpa[0].name, "vdpa\\x80");
+
+    // Every string and warning of the host, checked as sd-bus would.
+    std::vector<std::string> all = h.warnings;
+    auto add = [&all](const std::vector<std::string>& v) {
+        all.insert(all.end(), v.begin(), v.end());
+    };
+    for (const auto& u : h.units) {
+        all.push_back(u.name);
+        all.push_back(u.version);
+        add(u.warnings);
+    }
+    for (const auto& g : h.groups) {
+        all.push_back(g.typeName);
+        add(g.warnings);
+        add(g.blockers);
+    }
+    for (const auto& x : h.devices) {
+        all.push_back(x.driver);
+        all.push_back(x.driverOverride);
+        add(x.warnings);
+    }
+    for (const auto& q : h.queues) {
+        all.push_back(q.wqName);
+        add(q.warnings);
+    }
+    for (const auto& v : h.vdpa) {
+        all.push_back(v.name);
+        all.push_back(v.mgmtdev);
+        add(v.warnings);
+    }
+    for (const auto& s : all) {
+        EXPECT_TRUE(validUtf8(s)) << s;
+    }
+}
+
+TEST(Discovery, ARefreshKeepsTheModelValidUtf8) {
+    FakeSysfs fs;
+    addDevice(fs, "0000:00:01.0", "vfio-pci", 1);
+    const Host before = discover(fs);
+    fs.link("bus/pci/devices/0000:00:01.0/driver", "../../../bus/pci/drivers/idxd\xff");
+    fs.file("kernel/iommu_groups/1/type", "DMA\xc3\n");
+    HostChanges changes;
+    changes.pci.insert("0000:00:01.0");
+    const Host after = refresh(fs, before, changes);
+    EXPECT_EQ(find(after, "0000:00:01.0").driver, "idxd\\xff");
+    ASSERT_EQ(after.groups.size(), 1U);
+    EXPECT_EQ(after.groups[0].typeName, "DMA\\xc3");
+    EXPECT_TRUE(validUtf8(after.groups[0].blockers.at(0))) << after.groups[0].blockers.at(0);
+}
+
+TEST(Discovery, AGroupSpelledTwiceIsOneGroup) {
+    FakeSysfs fs;
+    addDevice(fs, "0000:00:01.0", "vfio-pci", 30);
+    fs.file("kernel/iommu_groups/030/type", "DMA\n");
+    fs.file("kernel/iommu_groups/+5/type", "DMA\n");
+    const Host h = discover(fs);
+    ASSERT_EQ(h.groups.size(), 1U);
+    EXPECT_EQ(h.groups[0].id, 30U);
+    EXPECT_EQ(h.groups[0].devices.size(), 1U);
+    EXPECT_TRUE(
+        anyContains(h.warnings, "kernel/iommu_groups/030: not how the kernel names group 30"));
+}
+
+TEST(Discovery, WarningsPerObjectAreCapped) {
+    FakeSysfs fs;
+    addDevice(fs, "0000:00:01.0", "vfio-pci", 1);
+    std::string garbage;
+    for (int i = 0; i < 5000; ++i) {
+        garbage += "junk line " + std::to_string(i) + "\n";
+    }
+    fs.file("kernel/iommu_groups/1/reserved_regions", garbage);
+    const Host h = discover(fs);
+    ASSERT_EQ(h.groups.size(), 1U);
+    const auto& w = h.groups[0].warnings;
+    EXPECT_LE(w.size(), 16U);
+    EXPECT_EQ(w.back(), "4985 more warnings not shown");
 }
 
 TEST(Discovery, EmptyHost) {
