@@ -568,12 +568,20 @@ core::Caller Service::admin(const std::string& action) {
         std::string who = config.adminGroup.empty()
                               ? std::string("root only (no admin_group is configured)")
                               : "root and members of group " + config.adminGroup;
-        log::notice("refused " + action + " to uid " + std::to_string(c.uid) + ": not an admin",
-                    {{"VERDICT", "DENY"},
-                     {"PLUGIN", "authorization"},
-                     {"REASON", "not root and not in the admin group"},
-                     {"CALLER_UID", std::to_string(c.uid)},
-                     {"CALLER_PID", std::to_string(c.pid)}});
+        // Anyone on the bus may call (the bus policy aside): the record of each
+        // refusal is rate-limited per uid, and the next one says what was held back.
+        if (auto v = refusalLog_.admit(c.uid, std::chrono::steady_clock::now()); v.log) {
+            log::Fields fields = {{"VERDICT", "DENY"},
+                                  {"PLUGIN", "authorization"},
+                                  {"REASON", "not root and not in the admin group"},
+                                  {"CALLER_UID", std::to_string(c.uid)},
+                                  {"CALLER_PID", std::to_string(c.pid)}};
+            if (v.suppressed > 0) {
+                fields.emplace_back("SUPPRESSED", std::to_string(v.suppressed));
+            }
+            log::notice("refused " + action + " to uid " + std::to_string(c.uid) + ": not an admin",
+                        fields);
+        }
         throwError(names::Error::PermissionDenied,
                    action + " is for " + who + "; uid " + std::to_string(c.uid) + " is neither");
     }

@@ -5,6 +5,7 @@
 
 #include "svad/core/engine.h"
 #include "svad/core/model.h"
+#include "svad/core/rate_limit.h"
 #include "svad/dbus/Manager_adaptor.h"
 #include "svad/dbus/bus_loop.h"
 #include "svad/dbus/objects.h"
@@ -181,6 +182,8 @@ private:
         std::vector<gid_t> gids;
     };
     std::map<std::string, Credentials> credentials_;
+    // Refusals of non-admin callers go to the log at a bounded rate, per uid.
+    core::RateLimit refusalLog_;
     // Replies carrying fds, by cookie, until the bus has handled them.
     struct PendingReply {
         uint64_t context = 0;

@@ -146,6 +146,42 @@ TEST(Policy, ANonAdminUidIsRefusedBySvadItselfAndMayStillRead) {
     EXPECT_TRUE(waitForLog(f.svad(), "CALLER_UID=65534"));
 }
 
+// On a bus that lets anyone call, a stream of refused calls costs a few log
+// records, not one each; a later record says how many were held back.
+TEST(Policy, RefusalsOfANonAdminAreRateLimitedInTheLog) {
+    if (::geteuid() != 0) {
+        GTEST_SKIP() << "running a client under a second uid needs root";
+    }
+    TempDir conf;
+    const std::string config =
+        writeConfig(conf.path() + "/svad.yaml", "default_policy: allow\nadmin_group: \"4242\"\n");
+    SvadFixture f(testHost(), {"--config", config}, {}, busConfig(conf, false));
+    OtherUid nobody(f); // makes the bus socket reachable for nobody
+    constexpr int kCalls = 200;
+    const auto start = std::chrono::steady_clock::now();
+    auto r = runCommand({"setpriv", "--reuid=65534", "--regid=65534", "--init-groups", "sh", "-c",
+                         "i=0; while [ $i -lt " + std::to_string(kCalls) +
+                             " ]; do busctl --address=" + f.bus() +
+                             " call org.svad.Svad1 /org/svad/Svad1 org.svad.Svad1.Manager Rescan "
+                             ">/dev/null 2>&1; i=$((i + 1)); done; echo done"});
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSERT_NE(r.output.find("done"), std::string::npos) << r.errors;
+    const std::string line = "refused Rescan to uid 65534";
+    ASSERT_TRUE(waitForLog(f.svad(), line));
+    // A burst of 10, then one a second.
+    const size_t logged = countIn(f.svad().log(), line);
+    EXPECT_GE(logged, 10U);
+    EXPECT_LE(static_cast<double>(logged), 10 + seconds + 1)
+        << kCalls << " calls in " << seconds << " s";
+    // A second later the next refusal goes out with the count of those held back.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    auto last = nobody.svactl({"rescan"});
+    EXPECT_NE(last.errors.find("PermissionDenied"), std::string::npos) << last.errors;
+    ASSERT_TRUE(waitForLog(f.svad(), line, logged));
+    EXPECT_NE(f.svad().log().find("SUPPRESSED="), std::string::npos) << f.svad().log();
+}
+
 TEST(Policy, TheShippedBusPolicyRefusesNonAdminsBeforeSvadSeesThem) {
     if (::geteuid() != 0) {
         GTEST_SKIP() << "running a client under a second uid needs root";
