@@ -5,6 +5,7 @@
 #include "svad/core/engine.h"
 #include "svad/sim/kernel_sim.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <dirent.h>
@@ -421,6 +422,9 @@ TEST_F(EngineTest, FailNthAllocateRollsBackEverything) {
                                  " errno " + std::to_string(err) + " N=" + std::to_string(n));
                     const size_t fdsBefore = openFdCount();
                     kernel_.clearInnerErrors();
+                    broker_.decided.clear();
+                    broker_.prepared.clear();
+                    broker_.released.clear();
                     kernel_.arm(n, err);
                     auto out = engine_->allocate(request(devices, mode, faultQueue), 1);
                     const bool hit = kernel_.hit();
@@ -448,6 +452,17 @@ TEST_F(EngineTest, FailNthAllocateRollsBackEverything) {
                             << out.failure().message;
                     }
                     EXPECT_EQ(openFdCount(), fdsBefore) << "fds leaked";
+                    // Every device was decided on before anything was prepared, and
+                    // whatever the broker prepared it was told to release.
+                    EXPECT_EQ(broker_.decided, devices);
+                    auto prepared = broker_.prepared;
+                    auto released = broker_.released;
+                    std::sort(prepared.begin(), prepared.end());
+                    std::sort(released.begin(), released.end());
+                    EXPECT_EQ(prepared, released);
+                    if (!hit) {
+                        EXPECT_EQ(broker_.prepared, devices);
+                    }
                     // The rollback's (or the release's) own kernel calls all succeed.
                     EXPECT_TRUE(kernel_.innerErrors().empty())
                         << ::testing::PrintToString(kernel_.innerErrors());
@@ -578,6 +593,22 @@ TEST_F(EngineTest, HandoffAndAttachedContexts) {
     EXPECT_EQ(ac->device(kNicB)->pasidWidth, 16u); // min(device 20, dmar1 16)
     EXPECT_EQ(ac->device(kNicA), nullptr);
     EXPECT_EQ(engine_->contexts().size(), 2u);
+}
+
+// A device the broker refuses stops the request before anything is prepared.
+TEST_F(EngineTest, ABrokerDenialPreparesNothing) {
+    broker_.deny = {kVdpa};
+    const size_t fdsBefore = openFdCount();
+    allocFails(request({kNicA, kVdpa, kQueue}), Error::PolicyDenied);
+    EXPECT_NE(std::find(broker_.decided.begin(), broker_.decided.end(), kVdpa),
+              broker_.decided.end());
+    EXPECT_TRUE(broker_.prepared.empty()) << ::testing::PrintToString(broker_.prepared);
+    EXPECT_TRUE(broker_.released.empty()) << ::testing::PrintToString(broker_.released);
+    EXPECT_EQ(openFdCount(), fdsBefore);
+    expectNothingHeld("after the denial");
+    broker_.deny.clear();
+    EXPECT_NE(allocOk(request({kNicA, kVdpa, kQueue})), 0u);
+    EXPECT_EQ(broker_.prepared, (std::vector<std::string>{kNicA, kVdpa, kQueue}));
 }
 
 TEST_F(EngineTest, ValidationFailsBeforeAnyKernelCall) {
