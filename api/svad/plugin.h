@@ -15,9 +15,28 @@
  *  - svad loads a plugin whose abi_version is between 1 and
  *    SVAD_PLUGIN_ABI_VERSION, and refuses any other.
  *
- * Threading: svad calls a plugin from its main loop thread only, one call at
- * a time. A call must not block for long (no network, no waiting on other
- * processes); a sysfs write through the host table is fine.
+ * Threading (the one statement of it; the rest of this header defers to it):
+ *  - init and fini run on svad's main thread, with no other call of the
+ *    plugin in flight (fini: once every queued release has run or been
+ *    dropped at stop).
+ *  - decide, prepare and configure run on a thread svad chooses: its main
+ *    loop or one of its workers. release runs on the host's own release
+ *    thread, one release at a time, in the order the contexts went away.
+ *  - Calls may run concurrently with each other, on different threads:
+ *    a release (which may block in restore_driver until a VMM closes its
+ *    fds) alongside a decide or a prepare for another device, and a decide
+ *    alongside a prepare. svad holds no lock of its own across a plugin
+ *    call, so a call that blocks delays no other call.
+ *  - What svad guarantees: configure never overlaps another configure; for
+ *    one device, release runs only after the prepare that opened it has
+ *    returned; a device whose release changes the host (host_changed) is
+ *    refused before decide until that release has run.
+ *  - What a plugin must do: guard the state it keeps across calls (a
+ *    mutex, atomics), and never hold its own lock across a host table call
+ *    that may block (bind_driver, restore_driver, the open_* calls). It
+ *    calls the host table only during a call, from that call's thread.
+ *  - decide should be quick (no network, no waiting on other processes);
+ *    prepare and release may take as long as the kernel does.
  *
  * Strings svad hands over are NUL-terminated and live for the duration of
  * the call. Strings a plugin hands back (name, version, kinds) must live
@@ -153,7 +172,8 @@ struct svad_host {
                        size_t previous_size, char* err, size_t err_size);
     /* since 2: clears driver_override and gives the function back to previous
      * ("" leaves it unbound, as it was). Blocks until every open fd of the
-     * function is closed, which is why svad calls release on its own thread. */
+     * function is closed, which is why release runs on the host's release
+     * thread (see Threading above). */
     int (*restore_driver)(void* handle, const char* address, const char* previous, char* err,
                           size_t err_size);
     /* since 2: the function's VFIO cdev name as sysfs shows it now. */

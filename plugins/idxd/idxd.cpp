@@ -7,6 +7,7 @@
 //   shared_limit: N    contexts one shared queue may serve at once (default 8)
 #include "plugins/common/plugin_util.h"
 
+#include <atomic>
 #include <string>
 #include <svad/plugin.h>
 
@@ -19,8 +20,9 @@ using svad::plugins::text;
 
 constexpr long kDefaultSharedLimit = 8;
 
+// configure may overlap a decide (api/svad/plugin.h).
 struct State {
-    long sharedLimit = kDefaultSharedLimit;
+    std::atomic<long> sharedLimit{kDefaultSharedLimit};
 };
 
 int decide(void* state, const svad_request* r, char* reason, size_t size) {

@@ -12,7 +12,9 @@
 //   allow_vfs: true|false   whether VFs may be handed out (default true)
 #include "plugins/common/plugin_util.h"
 
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <string>
 #include <svad/plugin.h>
 #include <utility>
@@ -25,8 +27,12 @@ using svad::plugins::say;
 using svad::plugins::text;
 using svad::plugins::truthy;
 
+// Calls may overlap (api/svad/plugin.h): release runs on svad's release
+// thread while decide and prepare go on elsewhere. The mutex guards `rebound`
+// only and is never held across a host call (restore_driver can block).
 struct State {
-    bool allowVfs = true;
+    std::atomic<bool> allowVfs{true};
+    std::mutex mutex;
     // device -> the functions prepare rebound for it, with their old drivers, in order
     std::map<std::string, std::vector<std::pair<std::string, std::string>>> rebound;
 };
@@ -157,6 +163,7 @@ int prepare(void* state, const svad_host* host, const svad_request* r, svad_prep
         }
         out->fd = fd;
         out->host_changed = done.empty() ? 0 : 1;
+        std::lock_guard lock(s->mutex);
         s->rebound[id] = std::move(done);
         return 0;
     }
@@ -180,12 +187,17 @@ int prepare(void* state, const svad_host* host, const svad_request* r, svad_prep
 
 void release(void* state, const svad_host* host, const svad_request* r) {
     auto* s = static_cast<State*>(state);
-    auto it = s->rebound.find(text(r->device->id));
-    if (it == s->rebound.end()) {
-        return;
+    std::vector<std::pair<std::string, std::string>> done;
+    {
+        std::lock_guard lock(s->mutex);
+        auto it = s->rebound.find(text(r->device->id));
+        if (it == s->rebound.end()) {
+            return;
+        }
+        done = std::move(it->second);
+        s->rebound.erase(it);
     }
-    (void)undo(host, it->second);
-    s->rebound.erase(it);
+    (void)undo(host, done);
 }
 
 int configure(void* state, const svad_option* options, size_t count, char* err, size_t size) {

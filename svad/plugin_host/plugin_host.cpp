@@ -163,6 +163,10 @@ private:
     svad_request req_{};
 };
 
+// The fds the host table opened during the prepare running on this thread:
+// prepares may run on several threads at once.
+thread_local std::vector<int>* tHandedOut = nullptr;
+
 PluginHost* hostOf(void* handle) {
     return static_cast<PluginHost*>(handle);
 }
@@ -174,8 +178,9 @@ int openResult(void* handle, ports::Result<ports::UniqueFd> r, char* err, size_t
         putText(err, errSize, r.error().message);
         return -(r.error().err != 0 ? r.error().err : EIO);
     }
+    (void)handle;
     int fd = r.value().release();
-    hostOf(handle)->handedOut(fd);
+    PluginHost::handedOut(fd);
     return fd;
 }
 
@@ -373,8 +378,8 @@ void PluginHost::setOnReleased(std::function<void()> f) {
 }
 
 void PluginHost::handedOut(int fd) {
-    if (handedOut_ != nullptr) {
-        handedOut_->push_back(fd);
+    if (tHandedOut != nullptr) {
+        tHandedOut->push_back(fd);
     }
 }
 
@@ -405,16 +410,15 @@ void PluginHost::releaseLoop() {
             job = std::move(releases_.front());
             releases_.pop_front();
         }
-        {
-            std::lock_guard call(callMutex_);
-            if (Loaded* l = find(job.plugin); l != nullptr && l->table.release != nullptr) {
-                CQuery c(job.query);
-                try {
-                    l->table.release(l->table.state, host_.get(), c.request());
-                } catch (...) {
-                    log::error("plugin " + job.plugin + " threw from release",
-                               {{"PLUGIN", job.plugin}, {"DEVICE", job.query.deviceId}});
-                }
+        // No lock here: a release may block (restore_driver) for as long as a
+        // VMM keeps its fds, and decide and prepare go on meanwhile.
+        if (Loaded* l = find(job.plugin); l != nullptr && l->table.release != nullptr) {
+            CQuery c(job.query);
+            try {
+                l->table.release(l->table.state, host_.get(), c.request());
+            } catch (...) {
+                log::error("plugin " + job.plugin + " threw from release",
+                           {{"PLUGIN", job.plugin}, {"DEVICE", job.query.deviceId}});
             }
         }
         std::function<void()> done;
@@ -621,7 +625,7 @@ std::vector<PluginInfo> PluginHost::plugins() const {
 
 std::vector<std::string> PluginHost::configure(const core::Config& config,
                                                const core::Config* previous) {
-    std::lock_guard call(callMutex_);
+    std::lock_guard sequence(configureMutex_);
     auto apply = [this](const core::Config& c) {
         std::vector<std::string> errors;
         for (auto& l : loaded_) {
@@ -682,7 +686,6 @@ core::PolicyDecision PluginHost::decide(const core::PolicyQuery& query) {
             return d;
         }
     }
-    std::lock_guard call(callMutex_);
     CQuery c(query);
     const auto bit = static_cast<uint32_t>(query.kind);
     std::string firstAllow;
@@ -740,7 +743,6 @@ core::PolicyDecision PluginHost::decide(const core::PolicyQuery& query) {
 
 core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugin,
                                                         const core::PolicyQuery& query) {
-    std::lock_guard call(callMutex_);
     Loaded* l = find(plugin);
     if (l == nullptr) {
         return core::Failure{names::Error::NotSupported, "plugin " + plugin + " is not loaded"};
@@ -753,7 +755,7 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
     // The fds the host table opens for the plugin during this call: it may hand
     // back one of them, and the others are closed.
     std::vector<int> opened;
-    handedOut_ = &opened;
+    tHandedOut = &opened;
     int rc = -EIO;
     try {
         rc = l->table.prepare(l->table.state, host_.get(), c.request(), &out, err, sizeof err);
@@ -761,7 +763,7 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
         putText(err, sizeof err, "threw an exception");
         rc = -EIO;
     }
-    handedOut_ = nullptr;
+    tHandedOut = nullptr;
     ports::UniqueFd fd;
     for (int o : opened) {
         if (rc == 0 && o == out.fd && !fd.valid()) {

@@ -8,12 +8,16 @@
 // function out, or whose init fails. Each refusal is logged with its reason
 // and listed; svad goes on with the plugins that loaded.
 //
-// Calls: decide, prepare and configure run on the caller's thread (svad's
-// loop); release runs on the host's own release thread, because giving a
-// device back to its driver can block until every open fd of it is closed (a
-// VMM may still hold its copies). One mutex keeps the plugins to one call at a
-// time. A device whose release is still running is refused by decide ("being
-// given back"), so no request races its restore.
+// Calls follow the threading contract of api/svad/plugin.h: decide, prepare
+// and configure run on the caller's thread (svad's loop or a worker); release
+// runs on the host's own release thread, because giving a device back to its
+// driver can block until every open fd of it is closed (a VMM may still hold
+// its copies). No lock of the host is held across a plugin call: the host's
+// own locks guard only its release queue and the configure sequence, so a
+// release that blocks delays no decide or prepare. Loading happens before the
+// first call, so the table of loaded plugins is read without a lock. A device
+// whose release changes the host is refused by decide ("being given back")
+// until that release has run, so no request races its restore.
 //
 // Every plugin call is an exception barrier: a plugin that throws is a DENY or
 // a failed prepare, never a crash. prepare must hand back an fd it opened
@@ -91,8 +95,8 @@ public:
     // The C table handed to plugins (public for the trampolines only).
     ports::Kernel& kernel() { return kernel_; }
     ports::DriverBinder& binder() { return binder_; }
-    // An fd the host table opened for the plugin during the current prepare.
-    void handedOut(int fd);
+    // An fd the host table opened for the plugin during a prepare on this thread.
+    static void handedOut(int fd);
 
 private:
     struct Loaded;
@@ -108,9 +112,8 @@ private:
     std::vector<Refusal> refusals_;
     // Checked plugin files stay open, so that each is loaded through its own fd.
     std::vector<int> keptFds_;
-    std::vector<int>* handedOut_ = nullptr; // during prepare
 
-    std::mutex callMutex_; // one plugin call at a time
+    std::mutex configureMutex_; // one configure sequence at a time
     std::mutex queueMutex_;
     std::condition_variable queueCv_;
     struct PendingRelease {

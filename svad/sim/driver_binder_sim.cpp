@@ -3,12 +3,15 @@
 #include "svad/core/parse.h"
 #include "svad/linux/driver_binder_linux.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sys/stat.h>
 #include <system_error>
+#include <thread>
 #include <unistd.h>
 
 namespace svad::sim {
@@ -31,7 +34,18 @@ ports::Status writeFile(const std::string& path, const std::string& text) {
     return ports::okStatus();
 }
 
+constexpr unsigned long kMaxDelayMs = 60000;
+
 } // namespace
+
+void DriverBinderSim::delay(const char* name) const {
+    std::ifstream in(sysfs_ + "/.sim/" + name);
+    unsigned long ms = 0;
+    if (!(in >> ms) || ms == 0) {
+        return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(ms, kMaxDelayMs)));
+}
 
 DriverBinderSim::DriverBinderSim(std::string sysfsRoot, std::string devRoot, KernelSim& kernel,
                                  std::function<uint8_t(const std::string&)> pasidLog2)
@@ -58,6 +72,7 @@ ports::Result<std::string> DriverBinderSim::bind(const std::string& address,
     if (!core::isPciAddress(address) || !linux_impl::validDriverName(driver)) {
         return error(EINVAL, "bind '" + address + "' to '" + driver + "'");
     }
+    delay("bind_delay_ms");
     const std::string dev = sysfs_ + "/bus/pci/devices/" + address;
     if (::access(dev.c_str(), F_OK) != 0) {
         return error(ENODEV, "bind " + address);
@@ -97,6 +112,7 @@ ports::Status DriverBinderSim::restore(const std::string& address, const std::st
         (!previous.empty() && !linux_impl::validDriverName(previous))) {
         return error(EINVAL, "restore '" + address + "' to '" + previous + "'");
     }
+    delay("restore_delay_ms");
     const std::string dev = sysfs_ + "/bus/pci/devices/" + address;
     if (auto r = writeFile(dev + "/driver_override", "(null)\n"); !r) {
         return r;

@@ -2,6 +2,15 @@
 // and /dev when a function is rebound (the driver link, driver_override,
 // vfio-dev/vfioN and /dev/vfio/devices/vfioN), and the sim kernel told of the
 // new cdev, so that a rescan afterwards sees what a real host would show.
+//
+// Delays, for tests of what svad does while a rebind is slow (a real restore
+// waits until the VMM closes its fds; a real bind can reset the function):
+// when the sim host tree has the file
+//   <sysfs root>/.sim/bind_delay_ms     bind blocks that many milliseconds first
+//   <sysfs root>/.sim/restore_delay_ms  restore blocks that many milliseconds first
+// holding a decimal number (up to 60000), the call sleeps that long before it
+// does anything. The files are read at each call, so a test can set, change or
+// remove them while svad runs. Discovery never reads them; a real host has none.
 #pragma once
 
 #include "svad/ports/driver_binder.h"
@@ -23,6 +32,8 @@ public:
 
 private:
     ports::Status setDriver(const std::string& address, const std::string& driver);
+    // Sleeps for what <sysfs root>/.sim/<name> asks, if anything.
+    void delay(const char* name) const;
     std::string sysfs_;
     std::string dev_;
     KernelSim& kernel_;

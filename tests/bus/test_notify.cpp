@@ -16,54 +16,6 @@
 namespace svad::test {
 namespace {
 
-// A datagram socket standing in for the service manager's notify socket.
-class NotifySocket {
-public:
-    explicit NotifySocket(const std::string& path) : path_(path) {
-        fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_un sa {};
-        sa.sun_family = AF_UNIX;
-        (void)std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
-        if (fd_ < 0 || ::bind(fd_, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) != 0) {
-            throw std::runtime_error("cannot bind " + path);
-        }
-    }
-    ~NotifySocket() {
-        ::close(fd_);
-        ::unlink(path_.c_str());
-    }
-    NotifySocket(const NotifySocket&) = delete;
-    NotifySocket& operator=(const NotifySocket&) = delete;
-
-    // The next datagram, or "" after timeoutMs.
-    std::string next(int timeoutMs) {
-        struct pollfd p {
-            fd_, POLLIN, 0
-        };
-        if (::poll(&p, 1, timeoutMs) <= 0) {
-            return "";
-        }
-        char buf[4096];
-        ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-        return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
-    }
-    // Reads datagrams until one contains `what`; returns it, or "" after timeoutMs.
-    std::string waitFor(const std::string& what, int timeoutMs) {
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-        while (std::chrono::steady_clock::now() < deadline) {
-            std::string m = next(50);
-            if (m.find(what) != std::string::npos) {
-                return m;
-            }
-        }
-        return "";
-    }
-
-private:
-    std::string path_;
-    int fd_ = -1;
-};
-
 TEST(ServiceManager, ReadyStatusWatchdogStopping) {
     TempDir dir;
     NotifySocket sock(dir.path() + "/notify");

@@ -4,6 +4,7 @@
 // stray_fd = a device id for which prepare hands back fd 0 and leaks what it
 // opened, throw_in = decide|prepare (a C++ exception out of that call).
 // prepare opens queues and vDPA devices through the host like a real plugin.
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -19,7 +20,7 @@ struct State {
     std::string failPrepare;
     std::string strayFd;
     std::string throwIn;
-    int released = 0;
+    std::atomic<int> released{0}; // release runs on svad's release thread
 };
 
 int decide(void* state, const svad_request* r, char* reason, size_t size) {
@@ -91,8 +92,11 @@ int configure(void* state, const svad_option* o, size_t n, char* err, size_t siz
         }
     }
     auto* s = static_cast<State*>(state);
-    next.released = s->released;
-    *s = next;
+    s->deny = next.deny;
+    s->allowOthers = next.allowOthers;
+    s->failPrepare = next.failPrepare;
+    s->strayFd = next.strayFd;
+    s->throwIn = next.throwIn;
     return 0;
 }
 
