@@ -3,6 +3,7 @@
 #include "svad/core/config.h"
 #include "svad/core/discovery.h"
 #include "svad/core/engine.h"
+#include "svad/core/listen_address.h"
 #include "svad/core/log.h"
 #include "svad/core/parse.h"
 #include "svad/core/pasid_allocator.h"
@@ -71,7 +72,8 @@ void printHelp() {
                 "  --config FILE                 configuration file (default: %s if it\n"
                 "                                exists, else built-in defaults: deny all)\n"
                 "  --check-config FILE           validate a configuration file and exit\n"
-                "  --metrics-address ADDR|off    serve Prometheus metrics on HOST:PORT\n"
+                "  --metrics-address ADDR|off    serve Prometheus metrics on IPV4:PORT or\n"
+                "                                [IPV6]:PORT\n"
                 "                                (default: metrics.address, else 127.0.0.1:9464)\n"
                 "  --log-target auto|journal|stderr  where logs go (default: auto, the\n"
                 "                                journal when stderr is journald's stream)\n"
@@ -135,7 +137,7 @@ Options parseArgs(int argc, char** argv) {
         } else if (arg == "--metrics-address") {
             o.metricsAddress = next();
             if (*o.metricsAddress != "off") {
-                if (auto err = svad::metrics::checkAddress(*o.metricsAddress)) {
+                if (auto err = svad::core::checkListenAddress(*o.metricsAddress)) {
                     usageError("--metrics-address: " + *err);
                 }
             }

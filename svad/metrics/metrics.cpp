@@ -1,5 +1,6 @@
 #include "svad/metrics/metrics.h"
 
+#include "svad/core/listen_address.h"
 #include "svad/core/parse.h"
 
 #include <algorithm>
@@ -33,39 +34,6 @@ const char* modeLabel(core::ContextMode m) {
 }
 
 } // namespace
-
-std::optional<std::string> checkAddress(const std::string& address) {
-    std::string host;
-    std::string port;
-    if (!address.empty() && address.front() == '[') {
-        auto close = address.find(']');
-        if (close == std::string::npos || close + 1 >= address.size() ||
-            address[close + 1] != ':') {
-            return "metrics address '" + address + "' is not [IPV6]:PORT";
-        }
-        host = address.substr(1, close - 1);
-        port = address.substr(close + 2);
-    } else {
-        auto colon = address.rfind(':');
-        if (colon == std::string::npos) {
-            return "metrics address '" + address + "' has no port (HOST:PORT, or 'off')";
-        }
-        host = address.substr(0, colon);
-        port = address.substr(colon + 1);
-        if (host.find(':') != std::string::npos) {
-            return "metrics address '" + address + "': write an IPv6 host in brackets";
-        }
-    }
-    if (host.empty()) {
-        return "metrics address '" + address + "' has no host";
-    }
-    auto p = core::parseDec(port);
-    if (!p || *p < 0 || *p > 65535 || port.empty() ||
-        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        return "metrics address '" + address + "': port '" + port + "' is not 0-65535";
-    }
-    return std::nullopt;
-}
 
 Metrics::Metrics(const std::string& version, const std::string& backend)
     : registry_(std::make_shared<prometheus::Registry>()) {
@@ -150,8 +118,13 @@ Metrics::Metrics(const std::string& version, const std::string& backend)
 Metrics::~Metrics() = default;
 
 void Metrics::serve(const std::string& address) {
-    if (auto err = checkAddress(address)) {
-        throw MetricsError(*err);
+    std::string err;
+    auto parsed = core::parseListenAddress(address, &err);
+    if (!parsed) {
+        throw MetricsError(err);
+    }
+    if (parsed->off) {
+        return;
     }
     try {
         exposer_ = std::make_unique<prometheus::Exposer>(address, 2);

@@ -32,9 +32,6 @@ struct MetricsError : std::runtime_error {
 // The default of --metrics-address; "off" turns the endpoint off.
 inline constexpr const char* kDefaultAddress = "127.0.0.1:9464";
 
-// Checks "HOST:PORT" or "[V6]:PORT" (port 0 picks a free one); the error says what is wrong.
-std::optional<std::string> checkAddress(const std::string& address);
-
 class Metrics {
 public:
     Metrics(const std::string& version, const std::string& backend);
@@ -42,7 +39,8 @@ public:
     Metrics(const Metrics&) = delete;
     Metrics& operator=(const Metrics&) = delete;
 
-    // Serves GET /metrics on `address`; throws MetricsError (bad address, port taken).
+    // Serves GET /metrics on `address` (as core::parseListenAddress reads it; "off"
+    // serves nothing); throws MetricsError (bad address, port taken).
     void serve(const std::string& address);
     // The ports the endpoint listens on (one once serve() succeeded).
     std::vector<uint16_t> ports() const;
