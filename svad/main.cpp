@@ -3,7 +3,6 @@
 #include "svad/core/config.h"
 #include "svad/core/discovery.h"
 #include "svad/core/engine.h"
-#include "svad/core/listen_address.h"
 #include "svad/core/log.h"
 #include "svad/core/parse.h"
 #include "svad/core/pasid_allocator.h"
@@ -137,7 +136,7 @@ Options parseArgs(int argc, char** argv) {
         } else if (arg == "--metrics-address") {
             o.metricsAddress = next();
             if (*o.metricsAddress != "off") {
-                if (auto err = svad::core::checkListenAddress(*o.metricsAddress)) {
+                if (auto err = svad::metrics::unservable(*o.metricsAddress)) {
                     usageError("--metrics-address: " + *err);
                 }
             }
@@ -197,6 +196,12 @@ int main(int argc, char** argv) {
     }
     if (opts.checkConfig) {
         auto config = loadOrExit(*opts.checkConfig);
+        // What the configuration check passes, svad can serve (the start asks the same).
+        if (auto err = svad::metrics::unservable(config->metricsAddress)) {
+            (void)std::fprintf(stderr, "svad: configuration: %s: metrics.address: %s\n",
+                               opts.checkConfig->c_str(), err->c_str());
+            return kExitUsage;
+        }
         // The plugins' sections too: each plugin is loaded as svad would load it and
         // asked whether it takes its settings (it touches no device for that).
         svad::sim::KernelSim noKernel{svad::sim::SimConfig{}};

@@ -2,8 +2,12 @@
 
 #include "svad/core/listen_address.h"
 #include "svad/core/parse.h"
+#include "svad/core/text.h"
 
 #include <algorithm>
+#ifdef SVAD_HAVE_CIVETWEB
+#include <civetweb.h>
+#endif
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
@@ -34,6 +38,28 @@ const char* modeLabel(core::ContextMode m) {
 }
 
 } // namespace
+
+bool httpServerHasIpv6() {
+#ifdef SVAD_HAVE_CIVETWEB
+    constexpr unsigned kIpv6Feature = 8; // civetweb.h: mg_check_feature
+    return mg_check_feature(kIpv6Feature) != 0;
+#else
+    return true;
+#endif
+}
+
+std::optional<std::string> unservable(const std::string& address) {
+    std::string err;
+    auto a = core::parseListenAddress(address, &err);
+    if (!a) {
+        return err;
+    }
+    if (a->ipv6 && !httpServerHasIpv6()) {
+        return "'" + core::echo(address) +
+               "': this build's HTTP server (civetweb) has no IPv6 support; use an IPv4 address";
+    }
+    return std::nullopt;
+}
 
 Metrics::Metrics(const std::string& version, const std::string& backend)
     : registry_(std::make_shared<prometheus::Registry>()) {
@@ -118,12 +144,10 @@ Metrics::Metrics(const std::string& version, const std::string& backend)
 Metrics::~Metrics() = default;
 
 void Metrics::serve(const std::string& address) {
-    std::string err;
-    auto parsed = core::parseListenAddress(address, &err);
-    if (!parsed) {
-        throw MetricsError(err);
+    if (auto err = unservable(address)) {
+        throw MetricsError(*err);
     }
-    if (parsed->off) {
+    if (address == core::kListenOff) {
         return;
     }
     try {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -31,6 +32,15 @@ struct MetricsError : std::runtime_error {
 
 // The default of --metrics-address; "off" turns the endpoint off.
 inline constexpr const char* kDefaultAddress = "127.0.0.1:9464";
+
+// Whether the HTTP server (civetweb) of this build can listen on IPv6.
+bool httpServerHasIpv6();
+
+// What keeps `address` from being served by this build, or nothing: first the
+// one listen-address check (core::parseListenAddress), then what the HTTP
+// server lacks (IPv6, when civetweb was built without it). --check-config,
+// --metrics-address and serve() all ask this.
+std::optional<std::string> unservable(const std::string& address);
 
 class Metrics {
 public:
