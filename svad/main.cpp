@@ -71,7 +71,8 @@ void printHelp() {
                 "  --config FILE                 configuration file (default: %s if it\n"
                 "                                exists, else built-in defaults: deny all)\n"
                 "  --check-config FILE           validate a configuration file and exit\n"
-                "  --metrics-address ADDR|off    serve Prometheus metrics on HOST:PORT\n"
+                "  --metrics-address ADDR|off    serve Prometheus metrics on IPV4:PORT or\n"
+                "                                [IPV6]:PORT\n"
                 "                                (default: metrics.address, else 127.0.0.1:9464)\n"
                 "  --log-target auto|journal|stderr  where logs go (default: auto, the\n"
                 "                                journal when stderr is journald's stream)\n"
@@ -135,7 +136,7 @@ Options parseArgs(int argc, char** argv) {
         } else if (arg == "--metrics-address") {
             o.metricsAddress = next();
             if (*o.metricsAddress != "off") {
-                if (auto err = svad::metrics::checkAddress(*o.metricsAddress)) {
+                if (auto err = svad::metrics::unservable(*o.metricsAddress)) {
                     usageError("--metrics-address: " + *err);
                 }
             }
@@ -195,6 +196,12 @@ int main(int argc, char** argv) {
     }
     if (opts.checkConfig) {
         auto config = loadOrExit(*opts.checkConfig);
+        // What the configuration check passes, svad can serve (the start asks the same).
+        if (auto err = svad::metrics::unservable(config->metricsAddress)) {
+            (void)std::fprintf(stderr, "svad: configuration: %s: metrics.address: %s\n",
+                               opts.checkConfig->c_str(), err->c_str());
+            return kExitUsage;
+        }
         // The plugins' sections too: each plugin is loaded as svad would load it and
         // asked whether it takes its settings (it touches no device for that).
         svad::sim::KernelSim noKernel{svad::sim::SimConfig{}};

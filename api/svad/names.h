@@ -61,11 +61,32 @@ constexpr const ErrorInfo& errorInfo(Error e) {
     return kErrors[0];
 }
 
-// The error a kernel errno maps to; KernelError for anything not in the table.
+// Every errno svad gives a name of its own, and that name. The canonical errno
+// of each error (kErrors) is here too; ENOTTY and ENOSYS (the kernel or the
+// plugin lacks the call) are NotSupported. Anything else is KernelError.
+struct ErrnoMapping {
+    int errnoValue;
+    Error error;
+};
+
+inline constexpr ErrnoMapping kErrnoErrors[] = {
+    {EINVAL, Error::InvalidArgument},
+    {ENOENT, Error::NotFound},
+    {EBUSY, Error::Busy},
+    {EPERM, Error::PermissionDenied},
+    {EACCES, Error::PolicyDenied},
+    {EDQUOT, Error::QuotaExceeded},
+    {EOPNOTSUPP, Error::NotSupported},
+    {ENOTTY, Error::NotSupported},
+    {ENOSYS, Error::NotSupported},
+    {EIO, Error::KernelError},
+};
+
+// The error an errno (from the kernel or a plugin) maps to: the one table above.
 constexpr Error errorFromErrno(int err) {
-    for (const auto& i : kErrors) {
-        if (i.errnoValue == err) {
-            return i.error;
+    for (const auto& m : kErrnoErrors) {
+        if (m.errnoValue == err) {
+            return m.error;
         }
     }
     return Error::KernelError;

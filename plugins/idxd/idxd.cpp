@@ -5,7 +5,7 @@
 //
 // Settings (plugins.idxd in svad.yaml):
 //   shared_limit: N    contexts one shared queue may serve at once (default 8)
-#include "plugins/common/plugin_util.h"
+#include "plugin_util.h"
 
 #include <atomic>
 #include <string>

@@ -1,7 +1,7 @@
 // svad's vDPA plugin: vDPA devices bound to vhost_vdpa. It opens
 // /dev/vhost-vdpa-N through the host and reports the device's virtqueue
 // groups and address spaces.
-#include "plugins/common/plugin_util.h"
+#include "plugin_util.h"
 
 #include <svad/plugin.h>
 

@@ -10,7 +10,7 @@
 //
 // Settings (plugins.vfio in svad.yaml):
 //   allow_vfs: true|false   whether VFs may be handed out (default true)
-#include "plugins/common/plugin_util.h"
+#include "plugin_util.h"
 
 #include <atomic>
 #include <map>

@@ -1,5 +1,6 @@
 #include "svad/core/config.h"
 
+#include "svad/core/listen_address.h"
 #include "svad/core/text.h"
 
 #include <algorithm>
@@ -389,13 +390,8 @@ private:
             if (!s) {
                 return;
             }
-            auto colon = s->rfind(':');
-            bool portOk = colon != std::string::npos && colon + 1 < s->size() &&
-                          std::all_of(s->begin() + static_cast<long>(colon) + 1, s->end(),
-                                      [](char ch) { return ch >= '0' && ch <= '9'; }) &&
-                          s->size() - colon - 1 <= 5 && std::stoul(s->substr(colon + 1)) <= 65535;
-            if (*s != "off" && (!portOk || colon == 0)) {
-                error(a, "metrics.address: expected HOST:PORT (such as 127.0.0.1:9464) or off");
+            if (auto err = checkListenAddress(*s)) {
+                error(a, "metrics.address: " + *err);
                 return;
             }
             c.metricsAddress = *s;

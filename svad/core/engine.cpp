@@ -22,11 +22,7 @@ Failure fail(names::Error e, std::string message) {
 // A kernel error as the caller sees it: the errno picks the name, the
 // message says which call failed on what.
 Failure kernelFailure(const ports::KernelError& e) {
-    names::Error name = names::errorFromErrno(e.err);
-    if (e.err == ENOTTY || e.err == ENOSYS) {
-        name = names::Error::NotSupported;
-    }
-    return Failure{name, e.message};
+    return Failure{names::errorFromErrno(e.err), e.message};
 }
 
 bool validVmName(const std::string& vm) {

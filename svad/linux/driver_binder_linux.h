@@ -18,13 +18,4 @@ private:
     std::string root_;
 };
 
-// Shared by both binders: a name sysfs may carry (no '/', not '.' or '..').
-bool validDriverName(const std::string& name);
-// Writes `value` to an existing sysfs attribute in one write(2).
-ports::Status writeAttribute(const std::string& path, const std::string& value);
-// The basename of the driver link of a PCI function; empty when unbound.
-std::string currentDriver(const std::string& deviceDir);
-// The first entry of deviceDir/vfio-dev, or an error naming the address.
-ports::Result<std::string> readVfioNode(const std::string& deviceDir, const std::string& address);
-
 } // namespace svad::linux_impl

@@ -1,8 +1,13 @@
 #include "svad/metrics/metrics.h"
 
+#include "svad/core/listen_address.h"
 #include "svad/core/parse.h"
+#include "svad/core/text.h"
 
 #include <algorithm>
+#ifdef SVAD_HAVE_CIVETWEB
+#include <civetweb.h>
+#endif
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
@@ -34,35 +39,24 @@ const char* modeLabel(core::ContextMode m) {
 
 } // namespace
 
-std::optional<std::string> checkAddress(const std::string& address) {
-    std::string host;
-    std::string port;
-    if (!address.empty() && address.front() == '[') {
-        auto close = address.find(']');
-        if (close == std::string::npos || close + 1 >= address.size() ||
-            address[close + 1] != ':') {
-            return "metrics address '" + address + "' is not [IPV6]:PORT";
-        }
-        host = address.substr(1, close - 1);
-        port = address.substr(close + 2);
-    } else {
-        auto colon = address.rfind(':');
-        if (colon == std::string::npos) {
-            return "metrics address '" + address + "' has no port (HOST:PORT, or 'off')";
-        }
-        host = address.substr(0, colon);
-        port = address.substr(colon + 1);
-        if (host.find(':') != std::string::npos) {
-            return "metrics address '" + address + "': write an IPv6 host in brackets";
-        }
+bool httpServerHasIpv6() {
+#ifdef SVAD_HAVE_CIVETWEB
+    constexpr unsigned kIpv6Feature = 8; // civetweb.h: mg_check_feature
+    return mg_check_feature(kIpv6Feature) != 0;
+#else
+    return true;
+#endif
+}
+
+std::optional<std::string> unservable(const std::string& address) {
+    std::string err;
+    auto a = core::parseListenAddress(address, &err);
+    if (!a) {
+        return err;
     }
-    if (host.empty()) {
-        return "metrics address '" + address + "' has no host";
-    }
-    auto p = core::parseDec(port);
-    if (!p || *p < 0 || *p > 65535 || port.empty() ||
-        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        return "metrics address '" + address + "': port '" + port + "' is not 0-65535";
+    if (a->ipv6 && !httpServerHasIpv6()) {
+        return "'" + core::echo(address) +
+               "': this build's HTTP server (civetweb) has no IPv6 support; use an IPv4 address";
     }
     return std::nullopt;
 }
@@ -150,8 +144,11 @@ Metrics::Metrics(const std::string& version, const std::string& backend)
 Metrics::~Metrics() = default;
 
 void Metrics::serve(const std::string& address) {
-    if (auto err = checkAddress(address)) {
+    if (auto err = unservable(address)) {
         throw MetricsError(*err);
+    }
+    if (address == core::kListenOff) {
+        return;
     }
     try {
         exposer_ = std::make_unique<prometheus::Exposer>(address, 2);

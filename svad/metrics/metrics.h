@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -32,8 +33,14 @@ struct MetricsError : std::runtime_error {
 // The default of --metrics-address; "off" turns the endpoint off.
 inline constexpr const char* kDefaultAddress = "127.0.0.1:9464";
 
-// Checks "HOST:PORT" or "[V6]:PORT" (port 0 picks a free one); the error says what is wrong.
-std::optional<std::string> checkAddress(const std::string& address);
+// Whether the HTTP server (civetweb) of this build can listen on IPv6.
+bool httpServerHasIpv6();
+
+// What keeps `address` from being served by this build, or nothing: first the
+// one listen-address check (core::parseListenAddress), then what the HTTP
+// server lacks (IPv6, when civetweb was built without it). --check-config,
+// --metrics-address and serve() all ask this.
+std::optional<std::string> unservable(const std::string& address);
 
 class Metrics {
 public:
@@ -42,7 +49,8 @@ public:
     Metrics(const Metrics&) = delete;
     Metrics& operator=(const Metrics&) = delete;
 
-    // Serves GET /metrics on `address`; throws MetricsError (bad address, port taken).
+    // Serves GET /metrics on `address` (as core::parseListenAddress reads it; "off"
+    // serves nothing); throws MetricsError (bad address, port taken).
     void serve(const std::string& address);
     // The ports the endpoint listens on (one once serve() succeeded).
     std::vector<uint16_t> ports() const;

@@ -1,7 +1,7 @@
 #include "svad/sim/driver_binder_sim.h"
 
 #include "svad/core/parse.h"
-#include "svad/linux/driver_binder_linux.h"
+#include "svad/ports/sysfs_pci.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -69,7 +69,7 @@ ports::Status DriverBinderSim::setDriver(const std::string& address, const std::
 
 ports::Result<std::string> DriverBinderSim::bind(const std::string& address,
                                                  const std::string& driver) {
-    if (!core::isPciAddress(address) || !linux_impl::validDriverName(driver)) {
+    if (!core::isPciAddress(address) || !sysfs_pci::validDriverName(driver)) {
         return error(EINVAL, "bind '" + address + "' to '" + driver + "'");
     }
     delay("bind_delay_ms");
@@ -77,7 +77,7 @@ ports::Result<std::string> DriverBinderSim::bind(const std::string& address,
     if (::access(dev.c_str(), F_OK) != 0) {
         return error(ENODEV, "bind " + address);
     }
-    std::string previous = linux_impl::currentDriver(dev);
+    std::string previous = sysfs_pci::currentDriver(dev);
     if (previous == driver) {
         return previous;
     }
@@ -109,7 +109,7 @@ ports::Result<std::string> DriverBinderSim::bind(const std::string& address,
 
 ports::Status DriverBinderSim::restore(const std::string& address, const std::string& previous) {
     if (!core::isPciAddress(address) ||
-        (!previous.empty() && !linux_impl::validDriverName(previous))) {
+        (!previous.empty() && !sysfs_pci::validDriverName(previous))) {
         return error(EINVAL, "restore '" + address + "' to '" + previous + "'");
     }
     delay("restore_delay_ms");
@@ -117,8 +117,8 @@ ports::Status DriverBinderSim::restore(const std::string& address, const std::st
     if (auto r = writeFile(dev + "/driver_override", "(null)\n"); !r) {
         return r;
     }
-    if (linux_impl::currentDriver(dev) == "vfio-pci" && previous != "vfio-pci") {
-        if (auto node = linux_impl::readVfioNode(dev, address)) {
+    if (sysfs_pci::currentDriver(dev) == "vfio-pci" && previous != "vfio-pci") {
+        if (auto node = sysfs_pci::readVfioNode(dev, address)) {
             std::error_code ec;
             fs::remove(dev_ + "/vfio/devices/" + node.value(), ec);
         }
@@ -132,7 +132,7 @@ ports::Result<std::string> DriverBinderSim::vfioNode(const std::string& address)
     if (!core::isPciAddress(address)) {
         return error(EINVAL, "'" + address + "' is not a PCI address");
     }
-    return linux_impl::readVfioNode(sysfs_ + "/bus/pci/devices/" + address, address);
+    return sysfs_pci::readVfioNode(sysfs_ + "/bus/pci/devices/" + address, address);
 }
 
 } // namespace svad::sim

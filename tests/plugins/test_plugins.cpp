@@ -2,7 +2,7 @@
 // bus: configuration rules, the plugin host, the engine and the sim kernel
 // over a generated host tree.
 #include "plugin_fixture.h"
-#include "svad/linux/driver_binder_linux.h"
+#include "svad/ports/sysfs_pci.h"
 
 #include <chrono>
 #include <filesystem>
@@ -31,7 +31,7 @@ protected:
         return out.ok() ? out.value() : nullptr;
     }
     std::string driverOf(const std::string& address) const {
-        return linux_impl::currentDriver(sys() + "/bus/pci/devices/" + address);
+        return sysfs_pci::currentDriver(sys() + "/bus/pci/devices/" + address);
     }
 };
 

@@ -224,19 +224,6 @@ TEST(Journal, Targets) {
     EXPECT_FALSE(linux_impl::useJournal(linux_impl::LogTarget::Auto));
 }
 
-TEST(MetricsAddress, Checked) {
-    for (const std::string good : {"127.0.0.1:9464", "0.0.0.0:0", "localhost:80", "[::1]:9464"}) {
-        EXPECT_FALSE(metrics::checkAddress(good)) << good;
-    }
-    for (const std::string bad :
-         {"", "9464", "127.0.0.1", "127.0.0.1:", ":9464", "127.0.0.1:65536", "127.0.0.1:-1",
-          "127.0.0.1:9x", "::1:9464", "[::1]9464", "[::1]:"}) {
-        auto err = metrics::checkAddress(bad);
-        ASSERT_TRUE(err) << bad;
-        EXPECT_NE(err->find("metrics address"), std::string::npos) << *err;
-    }
-}
-
 std::string exposition(const metrics::Metrics& m) {
     return prometheus::TextSerializer().Serialize(m.registry()->Collect());
 }
