@@ -35,7 +35,11 @@ BusLoop::BusLoop(boost::asio::io_context& io, sdbus::IConnection& connection)
     : io_(io), connection_(connection), descriptor_(io, dupBusFd(connection)), timer_(io) {}
 
 BusLoop::~BusLoop() {
-    stop();
+    try {
+        stop();
+    } catch (const std::exception&) {
+        // Cancelling waits on the way out: nothing is left to tell.
+    }
 }
 
 void BusLoop::start() {
@@ -75,7 +79,8 @@ void BusLoop::ping(std::function<void(bool answered)> done) {
         }
         self_->callMethodAsync("Ping")
             .onInterface("org.freedesktop.DBus.Peer")
-            .uponReplyInvoke([done](const sdbus::Error* error) { done(error == nullptr); });
+            .uponReplyInvoke(
+                [done = std::move(done)](const sdbus::Error* error) { done(error == nullptr); });
     } catch (const sdbus::Error& e) {
         lost(e.getMessage());
         return;

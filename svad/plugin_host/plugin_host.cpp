@@ -773,11 +773,7 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
         }
     }
     if (rc != 0) {
-        int e = rc < 0 ? -rc : EIO;
-        names::Error name = names::errorFromErrno(e);
-        if (e == ENOTTY || e == ENOSYS) {
-            name = names::Error::NotSupported;
-        }
+        const names::Error name = names::errorFromErrno(rc < 0 ? -rc : EIO);
         return core::Failure{name, "plugin " + plugin + " could not prepare " + query.deviceId +
                                        ": " + takeText(err, sizeof err)};
     }
