@@ -28,6 +28,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -303,32 +304,49 @@ int main(int argc, char** argv) {
         svad::core::Engine engine(*kernel, pasids, plugins);
         engine.setConfig(config);
         // A reload validates the whole new file and the plugins' settings first;
-        // any error leaves the running configuration as it is.
-        auto reload = [&engine, &plugins, configPath]() -> std::vector<std::string> {
-            std::shared_ptr<const svad::core::Config> next =
-                svad::core::defaultConfig(SVAD_PLUGIN_DIR);
-            if (configPath) {
-                auto load = svad::linux_impl::loadConfig(*configPath, SVAD_PLUGIN_DIR);
-                if (!load.errors.empty()) {
-                    return load.errors;
+        // any error leaves the running configuration as it is. Reading and checking
+        // run on a thread of their own, one reload at a time, so that a slow file or
+        // plugin never holds up the loop; only installing the result runs on the loop.
+        std::shared_ptr<const svad::core::Config> configured = config; // reload thread only
+        boost::asio::thread_pool reloadThread(1);
+        auto reload = [&io, &engine, &plugins, &reloadThread, &configured,
+                       configPath](svad::dbus::ServiceOptions::ReloadDone done) {
+            boost::asio::post(reloadThread, [&io, &engine, &plugins, &configured, configPath,
+                                             done = std::move(done)]() {
+                std::vector<std::string> errors;
+                std::shared_ptr<const svad::core::Config> next =
+                    svad::core::defaultConfig(SVAD_PLUGIN_DIR);
+                if (configPath) {
+                    auto load = svad::linux_impl::loadConfig(*configPath, SVAD_PLUGIN_DIR);
+                    errors = std::move(load.errors);
+                    next = load.config;
                 }
-                next = load.config;
-            }
-            const auto& old = engine.config();
-            if (auto errors = plugins.configure(*next, &old); !errors.empty()) {
-                return errors;
-            }
-            if (next->pluginDir != old.pluginDir || next->backend != old.backend ||
-                next->sysfsRoot != old.sysfsRoot || next->devRoot != old.devRoot ||
-                next->metricsAddress != old.metricsAddress) {
-                svad::log::notice("configuration: plugin_dir, backend, roots and metrics take "
-                                  "effect at the next start");
-            }
-            engine.setConfig(next);
-            svad::log::notice("configuration reloaded",
-                              {{"CONFIG", configPath.value_or("(defaults)")},
-                               {"RULES", std::to_string(next->rules.size())}});
-            return {};
+                if (errors.empty()) {
+                    errors = plugins.configure(*next, configured.get());
+                }
+                if (errors.empty()) {
+                    configured = next;
+                } else {
+                    next.reset();
+                }
+                boost::asio::post(
+                    io, [&engine, configPath, next, errors = std::move(errors), done]() mutable {
+                        if (next) {
+                            const auto& old = engine.config();
+                            if (next->pluginDir != old.pluginDir || next->backend != old.backend ||
+                                next->sysfsRoot != old.sysfsRoot || next->devRoot != old.devRoot ||
+                                next->metricsAddress != old.metricsAddress) {
+                                svad::log::notice("configuration: plugin_dir, backend, roots and "
+                                                  "metrics take effect at the next start");
+                            }
+                            engine.setConfig(next);
+                            svad::log::notice("configuration reloaded",
+                                              {{"CONFIG", configPath.value_or("(defaults)")},
+                                               {"RULES", std::to_string(next->rules.size())}});
+                        }
+                        done(std::move(errors));
+                    });
+            });
         };
         std::unique_ptr<svad::metrics::Metrics> metrics;
         const std::string metricsAddress = opts.metricsAddress.value_or(config->metricsAddress);
@@ -449,25 +467,27 @@ int main(int argc, char** argv) {
             });
         std::function<void()> waitHup;
         waitHup = [&hupSignal, &service, &waitHup, &reload] {
-            hupSignal.async_wait([&service, &waitHup, &reload](const boost::system::error_code& ec,
-                                                               int) {
-                if (ec) {
-                    return;
-                }
-                svad::log::notice("SIGHUP: reloading the configuration, rescanning the host");
-                // A file can hold any number of errors: the log names the first ones.
-                constexpr size_t kMaxLogged = 20;
-                const auto errors = reload();
-                for (size_t i = 0; i < errors.size() && i < kMaxLogged; ++i) {
-                    svad::log::error("configuration not reloaded: " + errors[i]);
-                }
-                if (errors.size() > kMaxLogged) {
-                    svad::log::error("configuration not reloaded: " +
-                                     std::to_string(errors.size() - kMaxLogged) + " more errors");
-                }
-                service->rescan();
-                waitHup();
-            });
+            hupSignal.async_wait(
+                [&service, &waitHup, &reload](const boost::system::error_code& ec, int) {
+                    if (ec) {
+                        return;
+                    }
+                    svad::log::notice("SIGHUP: reloading the configuration, rescanning the host");
+                    reload([&service](std::vector<std::string> errors) {
+                        // A file can hold any number of errors: the log names the first ones.
+                        constexpr size_t kMaxLogged = 20;
+                        for (size_t i = 0; i < errors.size() && i < kMaxLogged; ++i) {
+                            svad::log::error("configuration not reloaded: " + errors[i]);
+                        }
+                        if (errors.size() > kMaxLogged) {
+                            svad::log::error("configuration not reloaded: " +
+                                             std::to_string(errors.size() - kMaxLogged) +
+                                             " more errors");
+                        }
+                        service->rescan();
+                    });
+                    waitHup();
+                });
         };
         waitHup();
 

@@ -588,24 +588,38 @@ core::Caller Service::admin(const std::string& action) {
     return c;
 }
 
-void Service::Reload() {
+void Service::Reload(sdbus::Result<>&& result) {
     (void)admin("Reload");
-    auto errors = options_.reload ? options_.reload() : std::vector<std::string>{"no reload"};
-    if (!errors.empty()) {
-        // A file can hold any number of errors: the reply names the first ones.
-        constexpr size_t kMaxErrors = 20;
-        if (errors.size() > kMaxErrors) {
-            const size_t more = errors.size() - kMaxErrors;
-            errors.resize(kMaxErrors);
-            errors.push_back("(" + std::to_string(more) + " more errors)");
-        }
-        for (auto& e : errors) {
-            e = core::cutUtf8(e, 512);
-        }
-        throwError(names::Error::InvalidArgument, joinedLines(errors));
+    auto shared = std::make_shared<sdbus::Result<>>(std::move(result));
+    if (!options_.reload) {
+        throwError(names::Error::NotSupported, "this svad cannot reload");
     }
-    emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME,
-                                {"ConfigFile", "AdminGroup", "DefaultPolicy"});
+    std::weak_ptr<int> alive = alive_;
+    options_.reload([this, alive, shared](std::vector<std::string> errors) {
+        if (!alive.lock()) {
+            return;
+        }
+        if (!errors.empty()) {
+            // A file can hold any number of errors: the reply names the first ones.
+            constexpr size_t kMaxErrors = 20;
+            if (errors.size() > kMaxErrors) {
+                const size_t more = errors.size() - kMaxErrors;
+                errors.resize(kMaxErrors);
+                errors.push_back("(" + std::to_string(more) + " more errors)");
+            }
+            for (auto& e : errors) {
+                e = core::cutUtf8(e, 512);
+            }
+            shared->returnError(
+                sdbus::Error(std::string(names::errorInfo(names::Error::InvalidArgument).dbusName),
+                             core::cutUtf8(joinedLines(errors), kMaxErrorText)));
+        } else {
+            emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME,
+                                        {"ConfigFile", "AdminGroup", "DefaultPolicy"});
+            shared->returnResults();
+        }
+        loop_.kick();
+    });
 }
 
 // Text that comes from files, plugins and the command line: a D-Bus string must be valid UTF-8.

@@ -33,8 +33,10 @@ struct ServiceOptions {
     std::string devRoot;
     // Called on the loop thread with every newly scanned host (the sim kernel follows it).
     std::function<void(const core::Host&)> onHostChanged;
-    // Reloads the configuration; returns the errors (empty: the new one is in force).
-    std::function<std::vector<std::string>()> reload;
+    // Reloads the configuration, reading and checking the file off the loop: calls
+    // `done` on the loop thread with the errors (empty: the new one is in force).
+    using ReloadDone = std::function<void(std::vector<std::string> errors)>;
+    std::function<void(ReloadDone done)> reload;
     // The loaded plugins and the refused files, for the Plugins properties.
     std::function<std::vector<
         sdbus::Struct<std::string, std::string, std::string, uint32_t, std::vector<std::string>>>()>
@@ -89,7 +91,7 @@ private:
     void ReleasePasid(const sdbus::ObjectPath& context, const uint32_t& pasid) override;
     void SetVirtualId(const sdbus::ObjectPath& context, const std::string& device,
                       const uint64_t& virtId) override;
-    void Reload() override;
+    void Reload(sdbus::Result<>&& result) override;
     std::vector<
         sdbus::Struct<std::string, std::string, std::string, uint32_t, std::vector<std::string>>>
     Plugins() override;

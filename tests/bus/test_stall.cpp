@@ -5,6 +5,7 @@
 // printed ("[ measured ]") and recorded as test properties.
 #include "fixture.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -132,6 +133,58 @@ rules:
     EXPECT_TRUE(waitUntil([&f] { return driverOf(*f, "0000:5e:00.0") == "nvme"; }, 10000));
     report("restore_finished_after", msSince(released));
     EXPECT_GE(msSince(released), kBlockMs);
+}
+
+// Reading and checking a configuration runs off the loop: while a reload's
+// plugin takes 3 s to take its settings, svad answers everyone else at once,
+// and the reload itself answers when it is done, with the new file in force.
+TEST(NoStall, ASlowReloadStallsNoOtherCaller) {
+    TempDir dir;
+    const std::string plugins = dir.path() + "/plugins";
+    std::filesystem::create_directories(plugins);
+    std::filesystem::copy_file(std::string(SVAD_TEST_PLUGIN_DIR) + "/tester.so",
+                               plugins + "/tester.so");
+    const std::string config = dir.path() + "/svad.yaml";
+    auto write = [&](const std::string& policy) {
+        std::ofstream(config) << "plugin_dir: " << plugins << "\n"
+                              << "default_policy: " << policy << "\n"
+                              << "plugins:\n  tester: {configure_delay_ms: 3000}\n";
+    };
+    write("allow");
+    SvadFixture f(testHost(), {"--config", config});
+    write("deny");
+
+    auto connection = sdbus::createSessionBusConnectionWithAddress(f.bus());
+    auto proxy = sdbus::createProxy(*connection, "org.svad.Svad1", "/org/svad/Svad1");
+    std::atomic<bool> answered{false};
+    std::string error;
+    const auto start = Clock::now();
+    proxy->callMethodAsync("Reload")
+        .onInterface("org.svad.Svad1.Manager")
+        .uponReplyInvoke([&answered, &error](const sdbus::Error* e) {
+            error = e == nullptr ? "" : e->getName();
+            answered = true;
+        });
+    connection->enterEventLoopAsync();
+    // The reload is under way (its request went out first on this connection).
+    auto t = Clock::now();
+    proxy->callMethod("Ping").onInterface("org.freedesktop.DBus.Peer");
+    EXPECT_LT(report("ping_during_reload", msSince(t)), kPromptMs);
+    t = Clock::now();
+    EXPECT_EQ(
+        f.property("/org/svad/Svad1", "org.svad.Svad1.Manager", "DefaultPolicy").get<std::string>(),
+        "allow");
+    EXPECT_LT(report("get_during_reload", msSince(t)), kPromptMs);
+    EXPECT_FALSE(answered.load()) << "the reload did not wait for its plugin";
+
+    ASSERT_TRUE(waitUntil([&answered] { return answered.load(); }, 10000));
+    report("reload", msSince(start));
+    EXPECT_GE(msSince(start), 2900);
+    EXPECT_EQ(error, "");
+    EXPECT_EQ(
+        f.property("/org/svad/Svad1", "org.svad.Svad1.Manager", "DefaultPolicy").get<std::string>(),
+        "deny");
+    connection->leaveEventLoop();
 }
 
 } // namespace

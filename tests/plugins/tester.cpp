@@ -2,15 +2,19 @@
 // Settings (configure): deny = a device id it denies, others = allow|ignore
 // (what it says of the rest), fail_prepare = a device id whose prepare fails,
 // stray_fd = a device id for which prepare hands back fd 0 and leaks what it
-// opened, throw_in = decide|prepare (a C++ exception out of that call).
+// opened, throw_in = decide|prepare (a C++ exception out of that call),
+// configure_delay_ms = how long each later configure takes (a slow plugin).
 // prepare opens queues and vDPA devices through the host like a real plugin.
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <svad/plugin.h>
+#include <thread>
 
 namespace {
 
@@ -21,6 +25,7 @@ struct State {
     std::string strayFd;
     std::string throwIn;
     std::atomic<int> released{0}; // release runs on svad's release thread
+    int configureDelayMs = 0;
 };
 
 int decide(void* state, const svad_request* r, char* reason, size_t size) {
@@ -68,6 +73,10 @@ void release(void* state, const svad_host*, const svad_request*) {
 }
 
 int configure(void* state, const svad_option* o, size_t n, char* err, size_t size) {
+    auto* s = static_cast<State*>(state);
+    if (s->configureDelayMs > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(s->configureDelayMs));
+    }
     State next;
     for (size_t i = 0; i < n; ++i) {
         std::string k = o[i].key;
@@ -86,17 +95,19 @@ int configure(void* state, const svad_option* o, size_t n, char* err, size_t siz
             next.strayFd = v;
         } else if (k == "throw_in") {
             next.throwIn = v;
+        } else if (k == "configure_delay_ms") {
+            next.configureDelayMs = std::atoi(v.c_str());
         } else {
             (void)std::snprintf(err, size, "unknown setting '%s'", k.c_str());
             return -EINVAL;
         }
     }
-    auto* s = static_cast<State*>(state);
     s->deny = next.deny;
     s->allowOthers = next.allowOthers;
     s->failPrepare = next.failPrepare;
     s->strayFd = next.strayFd;
     s->throwIn = next.throwIn;
+    s->configureDelayMs = next.configureDelayMs;
     return 0;
 }
 
