@@ -1,6 +1,7 @@
 #include "svad/core/engine.h"
 
 #include "svad/core/log.h"
+#include "svad/core/pasid_width.h"
 #include "svad/core/text.h"
 
 #include <algorithm>
@@ -93,23 +94,7 @@ const PciDevice* Engine::pciDevice(const std::string& address) const {
 }
 
 uint32_t Engine::pasidWidthOf(const PciDevice& dev) const {
-    const PciDevice* owner = &dev;
-    // VFs share their PF's PASID capability.
-    if (!dev.caps.pasid.present && !dev.physfn.empty()) {
-        if (const PciDevice* pf = pciDevice(dev.physfn)) {
-            owner = pf;
-        }
-    }
-    if (!owner->caps.pasid.present) {
-        return 0;
-    }
-    uint32_t width = owner->caps.pasid.maxWidth;
-    for (const auto& u : host_.units) {
-        if (u.name == dev.iommuUnit && u.vtd) {
-            width = u.vtd->pasid ? std::min(width, u.vtd->pasidWidth) : 0;
-        }
-    }
-    return width;
+    return pasidWidth(dev, dev.physfn.empty() ? nullptr : pciDevice(dev.physfn), host_.units);
 }
 
 Outcome<std::vector<Engine::Resolved>> Engine::resolve(const AllocateRequest& request) {

@@ -1,5 +1,7 @@
 #include "svad/sim/kernel_sim.h"
 
+#include "svad/core/pasid_width.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -64,22 +66,13 @@ bool SimFeatures::set(std::string_view name, bool on) {
 namespace {
 
 uint8_t pasidLog2Of(const core::Host& host, const core::PciDevice* dev) {
-    // A VF shares its PF's PASID capability.
-    const core::PasidCap* pasid = &dev->caps.pasid;
-    if (!pasid->present && !dev->physfn.empty()) {
-        for (const auto& pf : host.devices) {
-            if (pf.address == dev->physfn) {
-                pasid = &pf.caps.pasid;
-            }
+    const core::PciDevice* pf = nullptr;
+    for (const auto& d : host.devices) {
+        if (!dev->physfn.empty() && d.address == dev->physfn) {
+            pf = &d;
         }
     }
-    uint32_t width = pasid->present ? pasid->maxWidth : 0;
-    for (const auto& u : host.units) {
-        if (u.name == dev->iommuUnit && u.vtd) {
-            width = std::min(width, u.vtd->pasidWidth);
-        }
-    }
-    return static_cast<uint8_t>(std::min<uint32_t>(width, 20));
+    return static_cast<uint8_t>(core::pasidWidth(*dev, pf, host.units));
 }
 
 } // namespace
