@@ -4,6 +4,7 @@
 #include "svad/names.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -318,6 +319,9 @@ int hostVfioNode(void* handle, const char* address, char* node, size_t nodeSize,
 
 struct PluginHost::Loaded {
     void* handle = nullptr;
+    // The checked file, open while the plugin is loaded: its /proc/self/fd/N name
+    // stays unique, so the dynamic linker never takes it for another plugin.
+    int fd = -1;
     svad_plugin table{};
     PluginInfo info;
 
@@ -335,6 +339,9 @@ struct PluginHost::Loaded {
         }
         if (handle != nullptr) {
             ::dlclose(handle);
+        }
+        if (fd >= 0) {
+            ::close(fd);
         }
     }
 };
@@ -366,9 +373,6 @@ PluginHost::~PluginHost() {
     // Unload in reverse order of loading.
     while (!loaded_.empty()) {
         loaded_.pop_back();
-    }
-    for (int fd : keptFds_) {
-        ::close(fd);
     }
 }
 
@@ -532,22 +536,35 @@ std::optional<std::string> PluginHost::loadFile(const std::string& path) {
         ::close(fd);
         return refused(*why);
     }
-    // The directory is checked too (nobody but root may swap the file in it), and the
-    // file loaded must be the one checked: same device and inode.
-    void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    // The file loaded is the one checked: dlopen goes through the fd the checks
+    // ran on (/proc/self/fd/N names that very inode), so nothing swapped in under
+    // the same name meanwhile can be loaded instead. The dynamic linker knows a
+    // library by the name it was opened under, and one it cannot unload (C++
+    // unique symbols) stays known after dlclose: each load takes an fd number
+    // never used for a plugin before, so no name is ever taken for another.
+    static std::atomic<int> nextFd{100};
+    const int unique = ::fcntl(fd, F_DUPFD_CLOEXEC, nextFd.load());
     ::close(fd);
-    struct stat again {};
-    if (handle != nullptr && (::stat(path.c_str(), &again) != 0 || again.st_dev != st.st_dev ||
-                              again.st_ino != st.st_ino)) {
-        ::dlclose(handle);
-        return refused("changed while it was being loaded");
+    if (unique < 0) {
+        return refused(std::string("cannot be loaded: no fd for it: ") + std::strerror(errno));
     }
+    nextFd = unique + 1;
+    fd = unique;
+    const std::string viaFd = "/proc/self/fd/" + std::to_string(fd);
+    struct stat proc {};
+    if (::stat(viaFd.c_str(), &proc) != 0 || proc.st_ino != st.st_ino || proc.st_dev != st.st_dev) {
+        ::close(fd);
+        return refused("cannot be loaded through its fd (is /proc mounted?)");
+    }
+    void* handle = ::dlopen(viaFd.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (handle == nullptr) {
+        ::close(fd);
         const char* e = ::dlerror();
         return refused(std::string("cannot be loaded: ") + (e != nullptr ? e : "dlopen failed"));
     }
     auto loaded = std::make_unique<Loaded>();
     loaded->handle = handle;
+    loaded->fd = fd;
     loaded->info.path = path;
     auto init = reinterpret_cast<svad_plugin_init_fn>(::dlsym(handle, SVAD_PLUGIN_INIT_SYMBOL));
     if (init == nullptr) {

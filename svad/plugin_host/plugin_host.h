@@ -110,8 +110,6 @@ private:
     std::unique_ptr<svad_host> host_;
     std::vector<std::unique_ptr<Loaded>> loaded_;
     std::vector<Refusal> refusals_;
-    // Checked plugin files stay open, so that each is loaded through its own fd.
-    std::vector<int> keptFds_;
 
     std::mutex configureMutex_; // one configure sequence at a time
     std::mutex queueMutex_;

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <link.h>
 #include <sys/stat.h>
 
 namespace svad::test {
@@ -40,6 +41,27 @@ TEST_F(PluginPath, OwnPluginsLoadInTheOrderOfTheirFileNames) {
         EXPECT_EQ(p.version, "1.0") << p.name;
         EXPECT_EQ(p.kinds.size(), 1U) << p.name;
     }
+}
+
+// A plugin is loaded through the fd its checks ran on, never again by name:
+// the dynamic linker knows each of svad's plugins as /proc/self/fd/N.
+TEST_F(PluginPath, PluginsAreLoadedThroughTheFdTheyWereCheckedOn) {
+    loadOwnPlugins();
+    ASSERT_EQ(plugins_->plugins().size(), 3U);
+    std::vector<std::string> names;
+    (void)::dl_iterate_phdr(
+        [](struct dl_phdr_info* info, size_t, void* data) {
+            static_cast<std::vector<std::string>*>(data)->emplace_back(
+                info->dlpi_name != nullptr ? info->dlpi_name : "");
+            return 0;
+        },
+        &names);
+    size_t viaFd = 0;
+    for (const auto& n : names) {
+        viaFd += n.rfind("/proc/self/fd/", 0) == 0 ? 1 : 0;
+        EXPECT_EQ(n.find(SVAD_PLUGIN_BUILD_DIR), std::string::npos) << "loaded by name: " << n;
+    }
+    EXPECT_GE(viaFd, 3U) << ::testing::PrintToString(names);
 }
 
 TEST_F(PluginPath, APluginBuiltAgainstTheOldestHeaderStillLoadsAndWorks) {

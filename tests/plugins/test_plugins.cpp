@@ -237,13 +237,14 @@ rules:
 
 TEST_F(OwnPlugins, AFailedPrepareLeavesNothingBehind) {
     // Only the tester: it prepares vdpa0 and wq0.0, then fails on wq0.1.
-    const size_t fds = openFds();
     auto cfg = core::parseConfig(
         "default_policy: allow\nplugins:\n  tester:\n    fail_prepare: wq0.1\n", "t.yaml", "/");
     ASSERT_TRUE(cfg.errors.empty());
     plugin_host::PluginHost testerOnly(*sim_, *binder_);
     ASSERT_EQ(testerOnly.loadFile(std::string(SVAD_TEST_PLUGIN_DIR) + "/tester.so"), std::nullopt);
     ASSERT_TRUE(testerOnly.configure(*cfg.config).empty());
+    // (A loaded plugin keeps the fd it was loaded through.)
+    const size_t fds = openFds();
     core::Engine engine(*sim_, pasids_, testerOnly);
     engine.setHost(host_);
     engine.setConfig(cfg.config);
