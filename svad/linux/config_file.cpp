@@ -1,5 +1,7 @@
 #include "svad/linux/config_file.h"
 
+#include "svad/ports/kernel.h"
+
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -9,22 +11,6 @@
 namespace svad::linux_impl {
 
 namespace {
-
-class Fd {
-public:
-    explicit Fd(int fd) : fd_(fd) {}
-    ~Fd() {
-        if (fd_ >= 0) {
-            ::close(fd_);
-        }
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    int get() const { return fd_; }
-
-private:
-    int fd_;
-};
 
 core::ConfigLoad failed(std::string error) {
     core::ConfigLoad out;
@@ -50,7 +36,7 @@ std::string tooLarge(const std::string& path) {
 
 core::ConfigLoad loadConfig(const std::string& path, const std::string& defaultPluginDir) {
     // O_NONBLOCK: a FIFO opens at once instead of waiting for a writer.
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    ports::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
     if (fd.get() < 0) {
         const int err = errno;
         struct stat st {};

@@ -1,5 +1,7 @@
 #include "svad/linux/sysfs_reader.h"
 
+#include "svad/ports/kernel.h"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -13,28 +15,6 @@
 namespace svad::linux_impl {
 
 namespace {
-
-// Owns a file descriptor for the duration of one read.
-class Fd {
-public:
-    explicit Fd(int fd) : fd_(fd) {}
-    ~Fd() {
-        if (fd_ >= 0) {
-            ::close(fd_);
-        }
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    int get() const { return fd_; }
-    int release() {
-        int fd = fd_;
-        fd_ = -1;
-        return fd;
-    }
-
-private:
-    int fd_;
-};
 
 // openat() that never leaves `dirFd`: a link leading outside it (an absolute
 // one, or one with too many "..") fails with EXDEV, so nothing outside the sysfs
@@ -157,7 +137,8 @@ ports::Read<std::vector<uint8_t>> SysfsReader::readBinary(const std::string& pat
     }
     // O_NONBLOCK: a FIFO opens without a writer and a device without waiting;
     // what was opened is then checked before anything is read from it.
-    Fd fd(openBeneath(at.dirFd, at.name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    ports::UniqueFd fd(
+        openBeneath(at.dirFd, at.name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
     struct stat st {};
     if (fd.get() < 0 && errno == EXDEV) {
         // Neither its bytes nor where it leads are anything to quote.
@@ -196,8 +177,8 @@ std::optional<std::vector<std::string>> SysfsReader::list(const std::string& pat
     if (rootFd_ < 0) {
         return std::nullopt;
     }
-    Fd fd(openBeneath(rootFd_, path.empty() ? "." : path.c_str(),
-                      O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ports::UniqueFd fd(openBeneath(rootFd_, path.empty() ? "." : path.c_str(),
+                                   O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (fd.get() < 0) {
         return std::nullopt;
     }

@@ -446,6 +446,23 @@ SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string>
     throw std::runtime_error("svad did not take its name: " + svad_->log());
 }
 
+std::unique_ptr<SvadFixture> underWatchdog(const NotifySocket& sock,
+                                           std::vector<std::string> extraArgs) {
+    ::setenv("NOTIFY_SOCKET", sock.path().c_str(), 1);
+    ::setenv("WATCHDOG_USEC", "200000", 1);
+    std::unique_ptr<SvadFixture> f;
+    try {
+        f = std::make_unique<SvadFixture>(testHost(), std::move(extraArgs));
+    } catch (...) {
+        ::unsetenv("NOTIFY_SOCKET");
+        ::unsetenv("WATCHDOG_USEC");
+        throw;
+    }
+    ::unsetenv("NOTIFY_SOCKET");
+    ::unsetenv("WATCHDOG_USEC");
+    return f;
+}
+
 SvadFixture::~SvadFixture() {
     client_.reset();
     if (svad_->running()) {

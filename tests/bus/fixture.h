@@ -164,6 +164,8 @@ public:
         return "";
     }
 
+    const std::string& path() const { return path_; }
+
 private:
     std::string path_;
     int fd_ = -1;
@@ -202,5 +204,10 @@ private:
     std::unique_ptr<Process> svad_;
     std::unique_ptr<sdbus::IConnection> client_;
 };
+
+// svad on testHost() as a service manager with a watchdog would start it:
+// NOTIFY_SOCKET is `sock`, WATCHDOG_USEC 200 ms.
+std::unique_ptr<SvadFixture> underWatchdog(const NotifySocket& sock,
+                                           std::vector<std::string> extraArgs = {});
 
 } // namespace svad::test

@@ -19,11 +19,7 @@ namespace {
 TEST(ServiceManager, ReadyStatusWatchdogStopping) {
     TempDir dir;
     NotifySocket sock(dir.path() + "/notify");
-    ::setenv("NOTIFY_SOCKET", (dir.path() + "/notify").c_str(), 1);
-    ::setenv("WATCHDOG_USEC", "200000", 1);
-    auto fixture = std::make_unique<SvadFixture>(testHost());
-    ::unsetenv("NOTIFY_SOCKET");
-    ::unsetenv("WATCHDOG_USEC");
+    auto fixture = underWatchdog(sock);
 
     // The test's dbus-daemon inherits NOTIFY_SOCKET too and says a bare READY=1.
     const std::string ready = sock.waitFor("READY=1\nSTATUS=", 5000);
@@ -69,11 +65,7 @@ int countPings(NotifySocket& sock, int ms) {
 TEST(ServiceManager, WatchdogPingsOnlyWhileTheBusAnswers) {
     TempDir dir;
     NotifySocket sock(dir.path() + "/notify");
-    ::setenv("NOTIFY_SOCKET", (dir.path() + "/notify").c_str(), 1);
-    ::setenv("WATCHDOG_USEC", "200000", 1);
-    auto fixture = std::make_unique<SvadFixture>(testHost());
-    ::unsetenv("NOTIFY_SOCKET");
-    ::unsetenv("WATCHDOG_USEC");
+    auto fixture = underWatchdog(sock);
     ASSERT_FALSE(sock.waitFor("READY=1\nSTATUS=", 5000).empty());
     EXPECT_GE(countPings(sock, 550), 3);
 

@@ -54,12 +54,7 @@ rules:
     match: {device: "0000:5e:00.0"}
     limits: {auto_bind: true}
 )";
-    ::setenv("NOTIFY_SOCKET", (dir.path() + "/notify").c_str(), 1);
-    ::setenv("WATCHDOG_USEC", "200000", 1);
-    auto f =
-        std::make_unique<SvadFixture>(testHost(), std::vector<std::string>{"--config", config});
-    ::unsetenv("NOTIFY_SOCKET");
-    ::unsetenv("WATCHDOG_USEC");
+    auto f = underWatchdog(sock, {"--config", config});
     ASSERT_FALSE(sock.waitFor("READY=1\nSTATUS=", 5000).empty());
 
     // A context whose function auto_bind took from its driver: its release gives it back.
