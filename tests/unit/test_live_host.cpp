@@ -1,6 +1,7 @@
 // The live-host pieces that need no bus: the partial re-read after hotplug
 // events, the mapping of events to changes, the journal's fields and the
 // metrics address check.
+#include "scratch_dir.h"
 #include "svad/core/discovery.h"
 #include "svad/core/hotplug.h"
 #include "svad/hostgen/hostgen.h"
@@ -18,26 +19,10 @@
 namespace svad {
 namespace {
 
-class Dir {
+// A scratch directory of this file's tests.
+class Dir : public test::ScratchDir {
 public:
-    Dir() {
-        std::string tmpl =
-            (std::filesystem::temp_directory_path() / "svad-live-test.XXXXXX").string();
-        if (::mkdtemp(tmpl.data()) == nullptr) {
-            throw std::runtime_error("mkdtemp failed");
-        }
-        path_ = tmpl;
-    }
-    ~Dir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path_, ec);
-    }
-    Dir(const Dir&) = delete;
-    Dir& operator=(const Dir&) = delete;
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
+    Dir() : ScratchDir("svad-live-test") {}
 };
 
 hostgen::HostSpec host() {

@@ -1,5 +1,6 @@
 // The linux sysfs reader on generated trees holding what no sysfs attribute
 // is: FIFOs, sockets, huge files. Discovery must finish and say what it found.
+#include "scratch_dir.h"
 #include "svad/core/discovery.h"
 #include "svad/hostgen/hostgen.h"
 #include "svad/linux/sysfs_reader.h"
@@ -22,25 +23,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class Dir {
+// A scratch directory of this file's tests.
+class Dir : public test::ScratchDir {
 public:
-    Dir() {
-        std::string tmpl = (fs::temp_directory_path() / "svad-reader-test.XXXXXX").string();
-        if (::mkdtemp(tmpl.data()) == nullptr) {
-            throw std::runtime_error("mkdtemp failed");
-        }
-        path_ = tmpl;
-    }
-    ~Dir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    Dir(const Dir&) = delete;
-    Dir& operator=(const Dir&) = delete;
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
+    Dir() : ScratchDir("svad-reader-test") {}
 };
 
 hostgen::HostSpec host() {
