@@ -1,10 +1,12 @@
 // svactl's context commands: alloc, exec, release, contexts, pasid.
 #include "svad/cli/client.h"
+#include "svad/cli/progress.h"
 #include "svad/cli/render.h"
 #include "svad/core/parse.h"
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -34,7 +37,12 @@ struct AllocArgs {
     std::string mode;                 // empty: svad's default (handoff)
     bool faultQueue = false;
     std::optional<uint32_t> ownerPid;
+    // --wait: how long to keep asking while a device is held elsewhere (Busy).
+    std::chrono::milliseconds wait{0};
 };
+
+// The longest --wait svactl takes: a day.
+constexpr int64_t kMaxWaitSeconds = 86400;
 
 // "--vm NAME" or "--vm=NAME": the value, or nullopt when `a` is not `option`.
 std::optional<std::string> optionValue(const std::vector<std::string>& args, size_t& i,
@@ -81,6 +89,13 @@ AllocArgs parseAllocArgs(const Options& o, bool exec) {
                 fail(kExitUsage, "--owner-pid needs a process ID, not '" + *v + "'");
             }
             a.ownerPid = static_cast<uint32_t>(*pid);
+        } else if (auto v = optionValue(o.args, i, "--wait")) {
+            auto secs = core::parseDec(*v);
+            if (!secs || *secs < 0 || *secs > kMaxWaitSeconds) {
+                fail(kExitUsage, "--wait needs seconds from 0 to " +
+                                     std::to_string(kMaxWaitSeconds) + ", not '" + *v + "'");
+            }
+            a.wait = std::chrono::seconds(*secs);
         } else if (arg == "--fault-queue") {
             a.faultQueue = true;
         } else if (arg.size() > 1 && arg[0] == '-') {
@@ -117,11 +132,25 @@ Allocation allocate(ManagerProxy& manager, const Options& o, const AllocArgs& a)
         options["owner_pid"] = sdbus::Variant(*a.ownerPid);
     }
     Allocation r;
-    try {
-        std::tie(r.context, r.iommufd, r.deviceFds, r.info) =
-            manager.AllocateContext(a.vm, a.devices, options);
-    } catch (const sdbus::Error& e) {
-        failCall(o, "cannot allocate a context for vm '" + a.vm + "'", e);
+    // A device held by another context (Busy) is asked for again every kRetry
+    // until --wait runs out; any other error ends it at once.
+    constexpr std::chrono::milliseconds kRetry(250);
+    const auto deadline = std::chrono::steady_clock::now() + a.wait;
+    Progress progress("allocating a context for vm '" + a.vm + "'",
+                      Progress::terminal() && !o.json);
+    for (;;) {
+        try {
+            std::tie(r.context, r.iommufd, r.deviceFds, r.info) =
+                manager.AllocateContext(a.vm, a.devices, options);
+            break;
+        } catch (const sdbus::Error& e) {
+            const bool busy = e.getName() == names::errorInfo(names::Error::Busy).dbusName;
+            if (!busy || std::chrono::steady_clock::now() + kRetry > deadline) {
+                failCall(o, "cannot allocate a context for vm '" + a.vm + "'", e);
+            }
+            progress.set("waiting: " + e.getMessage());
+            std::this_thread::sleep_for(kRetry);
+        }
     }
     auto fq = r.info.find("fault_queue_fd");
     if (fq != r.info.end() && fq->second.containsValueOfType<sdbus::UnixFd>()) {
@@ -499,7 +528,7 @@ bool isContextCommand(const std::string& cmd) {
 
 bool contextOptionTakesValue(const std::string& option) {
     return option == "--vm" || option == "--device" || option == "--mode" ||
-           option == "--owner-pid";
+           option == "--owner-pid" || option == "--wait";
 }
 
 int runContextCommand(const Options& o) {

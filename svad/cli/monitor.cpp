@@ -38,15 +38,16 @@ std::string joinedNames(const std::vector<std::string>& names, bool json) {
     return json ? "[" + out + "]" : out;
 }
 
-std::string renderChanged(const std::map<std::string, sdbus::Variant>& changed,
+std::string renderChanged(const std::string& iface,
+                          const std::map<std::string, sdbus::Variant>& changed,
                           const std::vector<std::string>& invalidated, bool json) {
     std::string out;
     for (const auto& [name, value] : changed) {
         if (json) {
-            out +=
-                (out.empty() ? "" : ",") + jsonString(name) + ":" + renderValue(name, value, true);
+            out += (out.empty() ? "" : ",") + jsonString(name) + ":" +
+                   renderValue(name, value, true, iface);
         } else {
-            out += (out.empty() ? "" : " ") + name + "=" + renderValue(name, value, false);
+            out += (out.empty() ? "" : " ") + name + "=" + renderValue(name, value, false, iface);
         }
     }
     for (const auto& name : invalidated) {
@@ -116,8 +117,8 @@ void onSignal(sdbus::Message& msg, bool json) {
         msg >> iface >> changed >> invalidated;
         emitLine(json, "change", path,
                  {{"interface", jsonString(iface)},
-                  {"properties", renderChanged(changed, invalidated, true)}},
-                 iface + " " + renderChanged(changed, invalidated, false));
+                  {"properties", renderChanged(iface, changed, invalidated, true)}},
+                 iface + " " + renderChanged(iface, changed, invalidated, false));
     } else if (member == "Released" || member == "Degraded") {
         std::string reason;
         msg >> reason;

@@ -1,11 +1,13 @@
 #include "svad/cli/render.h"
 
+#include "svad/core/parse.h"
 #include "svad/names.h"
 
 #include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <unistd.h>
@@ -51,43 +53,164 @@ std::string hex(uint64_t v, int width) {
     return buf;
 }
 
-// Short form of an object path: its last component with PCI addresses restored.
-std::string shortPath(const std::string& p) {
-    if (p == "/") {
+const std::string kContextPrefix = std::string(names::kRootPath) + "/context/";
+
+// The enumerations of svad's interfaces, as the interface XML documents them.
+struct EnumNames {
+    std::string_view iface;
+    std::string_view property;
+    std::vector<std::string_view> names; // by value
+};
+const std::vector<EnumNames>& enumTable() {
+    static const std::vector<EnumNames> table = {
+        {names::kDeviceInterface, "Kind", {"unknown", "PCI function", "vDPA device"}},
+        {names::kDeviceInterface, "HeaderType", {"endpoint", "PCI bridge", "CardBus bridge"}},
+        {names::kUnitInterface, "Kind", {"unknown", "Intel VT-d", "AMD-Vi", "Arm SMMUv3", "other"}},
+        {names::kGroupInterface,
+         "Type",
+         {"unknown", "DMA", "DMA-FQ", "identity", "blocked", "unmanaged"}},
+        {names::kQueueInterface, "Mode", {"unknown", "dedicated", "shared"}},
+        {names::kQueueInterface, "Type", {"unknown", "none", "kernel", "user"}},
+        {names::kQueueInterface, "State", {"unknown", "disabled", "enabled", "locked"}},
+        {names::kContextInterface, "Mode", {"unknown", "handoff", "attached"}},
+        {names::kContextInterface, "State", {"unknown", "active", "degraded"}},
+    };
+    return table;
+}
+
+const EnumNames* enumOf(const std::string& iface, const std::string& name) {
+    for (const auto& e : enumTable()) {
+        if (e.iface == iface && e.property == name) {
+            return &e;
+        }
+    }
+    return nullptr;
+}
+
+// Properties that are CLOCK_REALTIME microseconds.
+bool isTime(const std::string& name) {
+    return name == "CreatedTime" || name == "LastScanTime";
+}
+
+} // namespace
+
+std::string enumName(const std::string& iface, const std::string& name, uint64_t value) {
+    const EnumNames* e = enumOf(iface, name);
+    if (e != nullptr && value < e->names.size()) {
+        return std::string(e->names[value]);
+    }
+    return "unknown (" + std::to_string(value) + ")";
+}
+
+std::string objectLabel(const std::string& path) {
+    if (path == "/" || path.empty()) {
         return "-";
     }
-    auto pos = p.rfind('/');
-    std::string last = p.substr(pos + 1);
-    if (p.rfind(std::string(names::kDevicePrefix), 0) == 0 && last.size() == 12) {
-        last[4] = ':';
-        last[7] = ':';
-        last[10] = '.';
+    if (path.rfind(kContextPrefix, 0) == 0) {
+        return "context " + path.substr(kContextPrefix.size());
     }
-    return last;
+    for (std::string_view prefix : {names::kDevicePrefix, names::kVdpaPrefix, names::kQueuePrefix,
+                                    names::kUnitPrefix, names::kGroupPrefix}) {
+        if (path.size() > prefix.size() && path.rfind(prefix, 0) == 0 &&
+            path.find('/', prefix.size()) == std::string::npos) {
+            return core::labelName(std::string_view(path).substr(prefix.size()));
+        }
+    }
+    return path;
+}
+
+std::string timeText(uint64_t usec, uint64_t nowUsec) {
+    if (usec == 0) {
+        return "never";
+    }
+    const auto secs = static_cast<time_t>(usec / 1000000);
+    struct tm tm {};
+    char buf[64];
+    if (::localtime_r(&secs, &tm) == nullptr ||
+        std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", &tm) == 0) {
+        return std::to_string(usec) + " us";
+    }
+    std::string out = buf;
+    if (nowUsec >= usec) {
+        const uint64_t ago = (nowUsec - usec) / 1000000;
+        if (ago < 120) {
+            out += " (" + std::to_string(ago) + " s ago)";
+        } else if (ago < uint64_t{2} * 3600) {
+            out += " (" + std::to_string(ago / 60) + " min ago)";
+        } else if (ago < uint64_t{2} * 86400) {
+            out += " (" + std::to_string(ago / 3600) + " h ago)";
+        } else {
+            out += " (" + std::to_string(ago / 86400) + " days ago)";
+        }
+    }
+    return out;
+}
+
+namespace {
+
+std::string orDash(const std::string& s) {
+    return s.empty() ? "-" : s;
+}
+
+uint64_t nowUsec() {
+    struct timespec ts {};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000U + static_cast<uint64_t>(ts.tv_nsec) / 1000U;
 }
 
 template <typename T>
 std::string joinList(const std::vector<T>& items, bool json,
                      const std::function<std::string(const T&)>& one) {
-    std::string out = json ? "[" : "";
-    for (size_t i = 0; i < items.size(); ++i) {
-        if (i > 0) {
-            out += json ? "," : " ";
+    if (json) {
+        std::string out = "[";
+        for (size_t i = 0; i < items.size(); ++i) {
+            out += (i > 0 ? "," : "") + one(items[i]);
         }
-        out += one(items[i]);
+        return out + "]";
     }
-    return json ? out + "]" : out;
+    // For a person: "-" for none; items apart by spaces, or by "; " when an item
+    // has spaces of its own (warnings, blockers).
+    if (items.empty()) {
+        return "-";
+    }
+    std::vector<std::string> texts;
+    bool spaces = false;
+    for (const auto& item : items) {
+        texts.push_back(one(item));
+        spaces = spaces || texts.back().find(' ') != std::string::npos;
+    }
+    std::string out;
+    for (size_t i = 0; i < texts.size(); ++i) {
+        out += (i > 0 ? (spaces ? "; " : " ") : "") + texts[i];
+    }
+    return out;
 }
 
-// A property value as text (json=false) or as a JSON value (json=true).
-std::string valueText(const std::string& name, const sdbus::Variant& v, bool json) {
+// A property value of interface `iface` as text for a person (json=false) or as an
+// exact JSON value (json=true).
+std::string valueText(const std::string& iface, const std::string& name, const sdbus::Variant& v,
+                      bool json) {
     const std::string sig = v.peekValueType();
     auto q = [json](const std::string& s) { return json ? jsonString(s) : s; };
+    if (!json && sig == "u" && enumOf(iface, name) != nullptr) {
+        return enumName(iface, name, v.get<uint32_t>());
+    }
+    if (!json && sig == "y" && enumOf(iface, name) != nullptr) {
+        return enumName(iface, name, v.get<uint8_t>());
+    }
+    if (!json && sig == "t" && isTime(name)) {
+        return timeText(v.get<uint64_t>(), nowUsec());
+    }
+    if (!json && sig == "i" && (name == "NumaNode" || name == "GroupId") &&
+        v.get<int32_t>() == -1) {
+        return "-";
+    }
     if (sig == "s") {
-        return q(v.get<std::string>());
+        const auto text = v.get<std::string>();
+        return json ? jsonString(text) : orDash(text);
     }
     if (sig == "o") {
-        return q(v.get<sdbus::ObjectPath>());
+        return json ? q(v.get<sdbus::ObjectPath>()) : objectLabel(v.get<sdbus::ObjectPath>());
     }
     if (sig == "b") {
         return v.get<bool>() ? (json ? "true" : "yes") : (json ? "false" : "no");
@@ -117,7 +240,7 @@ std::string valueText(const std::string& name, const sdbus::Variant& v, bool jso
     if (sig == "ao") {
         return joinList<sdbus::ObjectPath>(
             v.get<std::vector<sdbus::ObjectPath>>(), json,
-            [&q, json](const sdbus::ObjectPath& p) { return json ? q(p) : shortPath(p); });
+            [&q, json](const sdbus::ObjectPath& p) { return json ? q(p) : objectLabel(p); });
     }
     if (sig == "a(qqy)") {
         using S = sdbus::Struct<uint16_t, uint16_t, uint8_t>;
@@ -179,6 +302,9 @@ std::string valueText(const std::string& name, const sdbus::Variant& v, bool jso
                 items.emplace_back(k, std::to_string(x));
             }
         }
+        if (!json && items.empty()) {
+            return "-";
+        }
         std::string out = json ? "{" : "";
         for (size_t i = 0; i < items.size(); ++i) {
             if (json) {
@@ -222,21 +348,64 @@ std::string valueText(const std::string& name, const sdbus::Variant& v, bool jso
             return hex(std::get<0>(s), 1) + "-" + hex(std::get<1>(s), 1);
         });
     }
+    if (sig == "a(sssuas)") {
+        // Plugins: (name, version, file, ABI, kinds)
+        using S = sdbus::Struct<std::string, std::string, std::string, uint32_t,
+                                std::vector<std::string>>;
+        const auto plugins = v.get<std::vector<S>>();
+        if (!json) {
+            return plugins.empty()
+                       ? std::string("none: svad allows nothing")
+                       : joinList<S>(plugins, false, [](const S& p) {
+                             std::string kinds;
+                             for (const auto& k : std::get<4>(p)) {
+                                 kinds += (kinds.empty() ? "" : ",") + k;
+                             }
+                             return std::get<0>(p) +
+                                    (std::get<1>(p).empty() ? "" : " " + std::get<1>(p)) + " (" +
+                                    kinds + ")";
+                         });
+        }
+        return joinList<S>(plugins, true, [](const S& p) {
+            std::string kinds;
+            for (const auto& k : std::get<4>(p)) {
+                kinds += (kinds.empty() ? "" : ",") + jsonString(k);
+            }
+            return "{\"name\":" + jsonString(std::get<0>(p)) +
+                   ",\"version\":" + jsonString(std::get<1>(p)) +
+                   ",\"file\":" + jsonString(std::get<2>(p)) +
+                   ",\"abi\":" + std::to_string(std::get<3>(p)) + ",\"kinds\":[" + kinds + "]}";
+        });
+    }
+    if (sig == "a(ss)") {
+        // PluginRefusals: (file, reason)
+        using S = sdbus::Struct<std::string, std::string>;
+        const auto refused = v.get<std::vector<S>>();
+        if (!json && refused.empty()) {
+            return "none";
+        }
+        std::string out = json ? "[" : "";
+        for (size_t i = 0; i < refused.size(); ++i) {
+            const auto& r = refused[i];
+            out += json
+                       ? std::string(i > 0 ? "," : "") + "{\"file\":" + jsonString(std::get<0>(r)) +
+                             ",\"reason\":" + jsonString(std::get<1>(r)) + "}"
+                       : std::string(i > 0 ? "; " : "") + std::get<0>(r) + ": " + std::get<1>(r);
+        }
+        return json ? out + "]" : out;
+    }
     return json ? "null" : "<" + sig + ">";
 }
 
-std::string prop(const Properties& p, const std::string& name) {
+// One property of interface `iface` as a person reads it; "?" when it is missing.
+std::string prop(const Properties& p, const std::string& name, const std::string& iface = {}) {
     auto it = p.find(name);
-    return it == p.end() ? std::string("?") : valueText(name, it->second, false);
+    return it == p.end() ? std::string("?") : valueText(iface, name, it->second, false);
 }
 
 bool flag(const Properties& p, const std::string& name) {
     auto it = p.find(name);
     return it != p.end() && it->second.containsValueOfType<bool>() && it->second.get<bool>();
-}
-
-std::string orDash(const std::string& s) {
-    return s.empty() ? "-" : s;
 }
 
 } // namespace
@@ -265,8 +434,9 @@ std::string renderTable(const std::vector<std::vector<std::string>>& rows) {
     return out;
 }
 
-std::string renderValue(const std::string& name, const sdbus::Variant& v, bool json) {
-    return valueText(name, v, json);
+std::string renderValue(const std::string& name, const sdbus::Variant& v, bool json,
+                        const std::string& iface) {
+    return valueText(iface, name, v, json);
 }
 
 std::string fdTarget(int fd) {
@@ -279,7 +449,8 @@ std::string fdTarget(int fd) {
     return std::string(buf, static_cast<size_t>(n));
 }
 
-std::string renderProperties(const Properties& props, bool json, const std::string& path) {
+std::string renderProperties(const Properties& props, bool json, const std::string& path,
+                             const std::string& iface) {
     std::string out;
     if (json) {
         out = "{";
@@ -289,7 +460,7 @@ std::string renderProperties(const Properties& props, bool json, const std::stri
             first = false;
         }
         for (const auto& [k, v] : props) {
-            out += (first ? "" : ",") + jsonString(k) + ":" + valueText(k, v, true);
+            out += (first ? "" : ",") + jsonString(k) + ":" + valueText(iface, k, v, true);
             first = false;
         }
         return out + "}\n";
@@ -303,7 +474,8 @@ std::string renderProperties(const Properties& props, bool json, const std::stri
         out += "ObjectPath:" + std::string(width - 10 + 1, ' ') + path + "\n";
     }
     for (const auto& [k, v] : props) {
-        out += k + ":" + std::string(width - k.size() + 1, ' ') + valueText(k, v, false) + "\n";
+        out +=
+            k + ":" + std::string(width - k.size() + 1, ' ') + valueText(iface, k, v, false) + "\n";
     }
     return out;
 }
@@ -373,7 +545,7 @@ std::string renderListing(const std::string& what, const Objects& objects, bool 
             rows.push_back({prop(*p, "Address"),
                             prop(*p, "VendorId").substr(2) + ":" + prop(*p, "DeviceId").substr(2),
                             prop(*p, "ClassCode").substr(2), orDash(prop(*p, "Driver")),
-                            shortPath(prop(*p, "Group")), shortPath(prop(*p, "Unit")), pasid,
+                            prop(*p, "Group"), prop(*p, "Unit"), pasid,
                             flag(*p, "Ats") ? "yes" : "-", flag(*p, "Pri") ? "yes" : "-",
                             flag(*p, "Siov") ? "yes" : "-", orDash(prop(*p, "VfioDevice")),
                             warns == 0 ? "-" : std::to_string(warns)});
@@ -382,7 +554,7 @@ std::string renderListing(const std::string& what, const Objects& objects, bool 
         rows.push_back({"NAME", "MGMTDEV", "DRIVER", "PARENT", "VHOST"});
         for (const auto& [path, p] : selected) {
             rows.push_back({prop(*p, "Address"), orDash(prop(*p, "VdpaManagementDevice")),
-                            orDash(prop(*p, "Driver")), shortPath(prop(*p, "ParentDevice")),
+                            orDash(prop(*p, "Driver")), prop(*p, "ParentDevice"),
                             orDash(prop(*p, "VhostDevice"))});
         }
     } else if (what == "groups") {
@@ -395,43 +567,30 @@ std::string renderListing(const std::string& what, const Objects& objects, bool 
     } else if (what == "units") {
         rows.push_back(
             {"UNIT", "KIND", "SCALABLE", "PASID", "NESTING", "PRS", "FIRST-LEVEL", "DEVICES"});
-        static const char* kKinds[] = {"unknown", "vt-d", "amd-vi", "smmu-v3", "other"};
         for (const auto& [path, p] : selected) {
-            auto k = p->find("Kind");
-            uint32_t kind = k == p->end() ? 0 : k->second.get<uint32_t>();
             auto devs = p->find("Devices");
             size_t ndev =
                 devs == p->end() ? 0 : devs->second.get<std::vector<sdbus::ObjectPath>>().size();
-            rows.push_back({prop(*p, "Name"), kind < 5 ? kKinds[kind] : "unknown",
-                            flag(*p, "ScalableMode") ? "yes" : "no",
-                            flag(*p, "Pasid") ? prop(*p, "PasidWidth") + "b" : "-",
-                            flag(*p, "Nesting") ? "yes" : "no",
-                            flag(*p, "PageRequest") ? "yes" : "no",
-                            flag(*p, "FirstLevel") ? "yes" : "no", std::to_string(ndev)});
+            rows.push_back(
+                {prop(*p, "Name"), prop(*p, "Kind", iface), flag(*p, "ScalableMode") ? "yes" : "no",
+                 flag(*p, "Pasid") ? prop(*p, "PasidWidth") + "b" : "-",
+                 flag(*p, "Nesting") ? "yes" : "no", flag(*p, "PageRequest") ? "yes" : "no",
+                 flag(*p, "FirstLevel") ? "yes" : "no", std::to_string(ndev)});
         }
     } else {
         rows.push_back({"QUEUE", "DEVICE", "IDXD", "MODE", "TYPE", "STATE", "SIZE", "CHARDEV"});
-        static const char* kModes[] = {"unknown", "dedicated", "shared"};
-        static const char* kTypes[] = {"unknown", "none", "kernel", "user"};
-        static const char* kStates[] = {"unknown", "disabled", "enabled", "locked"};
-        auto e = [](const Properties* p, const char* n, const char* const* names, uint32_t max) {
-            auto it = p->find(n);
-            uint32_t v = it == p->end() ? 0 : it->second.get<uint32_t>();
-            return std::string(v <= max ? names[v] : "unknown");
-        };
         for (const auto& [path, p] : selected) {
-            rows.push_back({prop(*p, "Name"), shortPath(prop(*p, "Device")),
-                            orDash(prop(*p, "IdxdDevice")), e(p, "Mode", kModes, 2),
-                            e(p, "Type", kTypes, 3), e(p, "State", kStates, 3), prop(*p, "Size"),
-                            orDash(prop(*p, "CharDevice"))});
+            rows.push_back({prop(*p, "Name"), prop(*p, "Device"), prop(*p, "IdxdDevice"),
+                            prop(*p, "Mode", iface), prop(*p, "Type", iface),
+                            prop(*p, "State", iface), prop(*p, "Size"), prop(*p, "CharDevice")});
         }
     }
     return renderTable(rows);
 }
 
 std::string renderContexts(const Objects& objects, bool json) {
-    const std::string prefix = std::string(names::kRootPath) + "/context/";
-    const std::string iface = "org.svad.Svad1.Context";
+    const std::string& prefix = kContextPrefix;
+    const std::string iface(names::kContextInterface);
     std::vector<std::pair<std::string, const Properties*>> selected;
     for (const auto& [path, ifaces] : objects) {
         auto it = ifaces.find(iface);
@@ -459,13 +618,6 @@ std::string renderContexts(const Objects& objects, bool json) {
     if (selected.empty()) {
         return "no contexts\n";
     }
-    static const char* kModes[] = {"unknown", "handoff", "attached"};
-    static const char* kStates[] = {"unknown", "active", "degraded"};
-    auto e = [](const Properties* p, const char* n, const char* const* names, uint32_t max) {
-        auto it = p->find(n);
-        uint32_t v = it == p->end() ? 0 : it->second.get<uint32_t>();
-        return std::string(v <= max ? names[v] : "unknown");
-    };
     auto commas = [](std::string s) {
         std::replace(s.begin(), s.end(), ' ', ',');
         return orDash(s);
@@ -474,8 +626,8 @@ std::string renderContexts(const Objects& objects, bool json) {
     rows.push_back({"CONTEXT", "VM", "OWNER(uid/pid)", "MODE", "STATE", "DEVICES", "PASIDS"});
     for (const auto& [path, p] : selected) {
         rows.push_back({path.substr(prefix.size()), orDash(prop(*p, "Vm")),
-                        prop(*p, "OwnerUid") + "/" + prop(*p, "OwnerPid"), e(p, "Mode", kModes, 2),
-                        e(p, "State", kStates, 2), commas(prop(*p, "Devices")),
+                        prop(*p, "OwnerUid") + "/" + prop(*p, "OwnerPid"), prop(*p, "Mode", iface),
+                        prop(*p, "State", iface), commas(prop(*p, "Devices")),
                         commas(prop(*p, "Pasids"))});
     }
     return renderTable(rows);

@@ -1,6 +1,7 @@
 // svactl's output: tables for people, JSON for programs.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
@@ -11,8 +12,11 @@ namespace svad::cli {
 using Properties = std::map<std::string, sdbus::Variant>;
 using Objects = std::map<sdbus::ObjectPath, std::map<std::string, Properties>>;
 
-// One object's properties, "Name: value" lines or one JSON object.
-std::string renderProperties(const Properties& props, bool json, const std::string& path = {});
+// One object's properties of interface `iface`: "Name: value" lines for a person
+// (enumerations by name, times as dates, objects by their names, "-" for none), or
+// one JSON object with the exact values.
+std::string renderProperties(const Properties& props, bool json, const std::string& path = {},
+                             const std::string& iface = {});
 // devices | vdpa | groups | units | queues
 std::string renderListing(const std::string& what, const Objects& objects, bool json,
                           bool pasidOnly);
@@ -27,8 +31,19 @@ renderPlugins(const std::vector<sdbus::Struct<std::string, std::string, std::str
                                               std::vector<std::string>>>& plugins,
               const std::vector<sdbus::Struct<std::string, std::string>>& refused, bool json);
 
-// One value as text or as JSON (any type svad uses, "<sig>"/null for others).
-std::string renderValue(const std::string& name, const sdbus::Variant& v, bool json);
+// One value as text or as JSON (any type svad uses, "<sig>"/null for others); with
+// the interface, its enumerations read as names.
+std::string renderValue(const std::string& name, const sdbus::Variant& v, bool json,
+                        const std::string& iface = {});
+// The name of value `value` of enumeration property `iface`.`name`
+// ("org.svad.Svad1.Queue", "Mode", 2 -> "shared"), or "unknown (N)".
+std::string enumName(const std::string& iface, const std::string& name, uint64_t value);
+// What a person calls the object at `path`: "0000:6a:01.0", "wq0.0", "dmar0", "12",
+// "context 3"; "-" for "/" (no object); any other path as it is.
+std::string objectLabel(const std::string& path);
+// CLOCK_REALTIME microseconds as a local date and how long ago that was
+// ("2026-11-30 08:40:12 UTC (3 s ago)"); 0 is "never".
+std::string timeText(uint64_t usec, uint64_t nowUsec);
 std::string jsonString(const std::string& s);
 // Columns padded to the widest cell, two spaces apart; the first row is the header.
 std::string renderTable(const std::vector<std::vector<std::string>>& rows);

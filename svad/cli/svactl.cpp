@@ -1,5 +1,6 @@
 // svactl: the command-line client of svad, over the generated proxies.
 #include "svad/cli/client.h"
+#include "svad/cli/progress.h"
 #include "svad/cli/render.h"
 #include "svad/core/parse.h"
 #include "svad/core/paths.h"
@@ -38,7 +39,8 @@ void printHelp() {
         "  queues          SIOV (idxd) work queues\n"
         "  show ID         everything about one object: a PCI address (0000:6a:01.0\n"
         "                  or 6a:01.0), a vDPA device, a queue (wq0.0), a unit\n"
-        "                  (dmar0), a group number or an object path\n"
+        "                  (dmar0), a group number, a context (context/N) or an\n"
+        "                  object path\n"
         "  rescan          re-read the host and wait until svad has published it\n"
         "  plugins         the policy plugins svad loaded, in the order it asks them,\n"
         "                  and the files it refused with the reason\n"
@@ -48,14 +50,17 @@ void printHelp() {
         "                  until interrupted; --json: one JSON object a line\n\n"
         "Contexts (what a VM holds: an iommufd and its devices' fds):\n"
         "  alloc --vm NAME [--mode handoff|attached] [--fault-queue] [--owner-pid PID]\n"
-        "        DEVICE...\n"
+        "        [--wait SECONDS] DEVICE...\n"
         "                  allocate a context and show the fds received and the info;\n"
         "                  DEVICE: a PCI address, a vDPA device or a work queue.\n"
         "                  The lease follows its owner: svactl itself unless --owner-pid\n"
         "                  names a longer-lived process (root only), so svad releases\n"
         "                  the context (\"owner process exited\") as soon as svactl exits.\n"
-        "                  To hand the fds to a program, use exec.\n"
-        "  exec --vm NAME [--device DEVICE]... [--mode M] [--fault-queue] -- COMMAND [ARG...]\n"
+        "                  To hand the fds to a program, use exec. --wait SECONDS: while\n"
+        "                  a device is held by another context, keep asking that long\n"
+        "                  (alloc and exec; on a terminal, progress is shown on stderr).\n"
+        "  exec --vm NAME [--device DEVICE]... [--mode M] [--fault-queue] [--wait SECONDS]\n"
+        "       -- COMMAND [ARG...]\n"
         "                  allocate a context, then run COMMAND in svactl's place with the\n"
         "                  fds inherited; the lease follows COMMAND (same process). In\n"
         "                  COMMAND and ARGs, {iommufd}, {fd:DEVICE} and {fault_queue}\n"
@@ -146,6 +151,13 @@ std::optional<std::string> findObject(const Objects& objects, const std::string&
     if (auto n = svad::core::parseDec(id); n && *n >= 0 && *n <= UINT32_MAX) {
         candidates.push_back(svad::core::groupPath(static_cast<uint32_t>(*n)));
     }
+    // "context/3": what svactl shows as "context 3".
+    if (id.rfind("context/", 0) == 0) {
+        auto n = svad::core::parseDec(std::string_view(id).substr(8));
+        if (n && *n >= 0) {
+            candidates.push_back(std::string(svad::names::kRootPath) + "/" + id);
+        }
+    }
     for (const auto& c : candidates) {
         if (objects.count(sdbus::ObjectPath(c)) != 0) {
             return c;
@@ -189,7 +201,11 @@ int run(const Options& o) {
     ManagerProxy manager(*connection);
 
     if (cmd == "rescan") {
-        manager.Rescan();
+        {
+            svad::cli::Progress progress("rescanning the host",
+                                         svad::cli::Progress::terminal() && !o.json);
+            manager.Rescan();
+        }
         if (!o.json) {
             std::printf("rescanned: %u devices, %u groups, %u units, %u queues\n",
                         manager.DeviceCount(), manager.GroupCount(), manager.UnitCount(),
@@ -200,7 +216,11 @@ int run(const Options& o) {
         return 0;
     }
     if (cmd == "reload") {
-        manager.Reload();
+        {
+            svad::cli::Progress progress("reloading the configuration",
+                                         svad::cli::Progress::terminal() && !o.json);
+            manager.Reload();
+        }
         std::printf(o.json ? "{\"reloaded\":true,\"config\":%s}\n" : "reloaded %s\n",
                     o.json ? svad::cli::jsonString(manager.ConfigFile()).c_str()
                            : (manager.ConfigFile().empty() ? std::string("(built-in defaults)")
@@ -216,7 +236,10 @@ int run(const Options& o) {
     }
     if (cmd == "status") {
         auto props = manager.GetAll(std::string(svad::names::kManagerInterface));
-        (void)std::fputs(svad::cli::renderProperties(props, o.json).c_str(), stdout);
+        (void)std::fputs(svad::cli::renderProperties(props, o.json, {},
+                                                     std::string(svad::names::kManagerInterface))
+                             .c_str(),
+                         stdout);
         return 0;
     }
 
@@ -230,7 +253,8 @@ int run(const Options& o) {
         const auto& ifaces = objects.at(sdbus::ObjectPath(*path));
         for (const auto& [iface, props] : ifaces) {
             if (iface.rfind("org.svad.Svad1.", 0) == 0) {
-                (void)std::fputs(svad::cli::renderProperties(props, o.json, *path).c_str(), stdout);
+                (void)std::fputs(svad::cli::renderProperties(props, o.json, *path, iface).c_str(),
+                                 stdout);
             }
         }
         return 0;

@@ -104,4 +104,39 @@ std::string pathLabel(std::string_view name) {
     return out;
 }
 
+std::string labelName(std::string_view label) {
+    // A PCI address's label: DDDD_BB_DD_F. No escaped label has this shape, since
+    // an escape is always '_' and two hex digits and this one ends in "_F".
+    if (label.size() == 12 && label[4] == '_' && label[7] == '_' && label[10] == '_') {
+        std::string a(label);
+        a[4] = ':';
+        a[7] = ':';
+        a[10] = '.';
+        if (isPciAddress(a)) {
+            return a;
+        }
+    }
+    if (label == "_") {
+        return {}; // the label of an empty name
+    }
+    std::string out;
+    out.reserve(label.size());
+    for (size_t i = 0; i < label.size(); ++i) {
+        const char c = label[i];
+        if (c != '_') {
+            out.push_back(c);
+            continue;
+        }
+        auto code = i + 2 < label.size() && isHexDigits(label.substr(i + 1, 2), 2)
+                        ? parseHex(label.substr(i + 1, 2))
+                        : std::nullopt;
+        if (!code) {
+            return std::string(label);
+        }
+        out.push_back(static_cast<char>(*code));
+        i += 2;
+    }
+    return out;
+}
+
 } // namespace svad::core

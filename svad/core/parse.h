@@ -20,5 +20,9 @@ std::string baseName(std::string_view path);
 // D-Bus object path label: [A-Za-z0-9_] kept, anything else becomes _xx (hex).
 // PCI addresses read naturally: 0000:6a:01.0 -> 0000_6a_01_0.
 std::string pathLabel(std::string_view name);
+// The name a label was made from (pathLabel's inverse): "wq0_2e0" -> "wq0.0",
+// "0000_6a_01_0" -> "0000:6a:01.0". A label pathLabel cannot have made is
+// returned as it is.
+std::string labelName(std::string_view label);
 
 } // namespace svad::core

@@ -355,8 +355,61 @@ TEST(Bus, SvactlListsAndShows) {
     }
     auto units = f.svactl({"units"});
     EXPECT_NE(units.output.find("dmar0"), std::string::npos);
+    EXPECT_NE(units.output.find("Intel VT-d"), std::string::npos) << units.output;
     auto rescan = f.svactl({"rescan"});
     EXPECT_EQ(rescan.exitCode, 0) << rescan.errors;
+}
+
+// What a person sees: names for enumerations, dates for times, names for objects
+// ("-" for none), and the plugins by name; --json keeps the exact values.
+TEST(Bus, SvactlRendersPropertiesForAPerson) {
+    SvadFixture f(testHost());
+    // "Name:   value" of a `show` or `status` output.
+    auto field = [](const std::string& out, const std::string& name) {
+        auto at = out.find("\n" + name + ":");
+        if (at == std::string::npos) {
+            return std::string("<missing>");
+        }
+        auto start = out.find_first_not_of(' ', at + name.size() + 2);
+        return out.substr(start, out.find('\n', start) - start);
+    };
+    auto status = f.svactl({"status"});
+    ASSERT_EQ(status.exitCode, 0) << status.errors;
+    EXPECT_EQ(field(status.output, "PluginRefusals"), "none") << status.output;
+    EXPECT_EQ(status.output.find("<a("), std::string::npos) << status.output;
+    const std::string plugins = field(status.output, "Plugins");
+    EXPECT_NE(plugins.find("vfio"), std::string::npos) << plugins;
+    EXPECT_NE(plugins.find("idxd"), std::string::npos) << plugins;
+    const std::string scan = field(status.output, "LastScanTime");
+    EXPECT_EQ(scan.size() > 20 && scan[4] == '-' && scan[13] == ':', true) << scan;
+    EXPECT_NE(scan.find(" s ago)"), std::string::npos) << scan;
+
+    auto dsa = f.svactl({"show", "6a:01.0"});
+    ASSERT_EQ(dsa.exitCode, 0) << dsa.errors;
+    EXPECT_EQ(field(dsa.output, "Kind"), "PCI function") << dsa.output;
+    EXPECT_EQ(field(dsa.output, "HeldBy"), "-") << dsa.output;
+    EXPECT_EQ(field(dsa.output, "ParentDevice"), "-") << dsa.output;
+    EXPECT_EQ(field(dsa.output, "Queues").find("wq0.0 wq0.1"), 0U) << dsa.output;
+    EXPECT_EQ(field(dsa.output, "HeaderType"), "endpoint") << dsa.output;
+    auto vf = f.svactl({"show", "0000:3b:10.0"});
+    EXPECT_EQ(field(vf.output, "PhysicalFunction"), "0000:3b:00.0") << vf.output;
+    auto queue = f.svactl({"show", "wq0.1"});
+    EXPECT_EQ(field(queue.output, "Mode"), "shared") << queue.output;
+    EXPECT_EQ(field(queue.output, "Device"), "0000:6a:01.0") << queue.output;
+    EXPECT_EQ(field(queue.output, "HeldBy"), "-") << queue.output;
+    auto unit = f.svactl({"show", "dmar0"});
+    EXPECT_EQ(field(unit.output, "Kind"), "Intel VT-d") << unit.output;
+
+    // --json: the values as svad sends them.
+    auto json = f.svactl({"--json", "show", "6a:01.0"});
+    EXPECT_NE(json.output.find("\"Kind\":1"), std::string::npos) << json.output;
+    EXPECT_NE(json.output.find("\"HeldBy\":\"/\""), std::string::npos) << json.output;
+    EXPECT_NE(json.output.find("/org/svad/Svad1/queue/wq0_2e0"), std::string::npos) << json.output;
+    auto statusJson = f.svactl({"--json", "status"});
+    EXPECT_NE(statusJson.output.find("\"Plugins\":[{\"name\":"), std::string::npos)
+        << statusJson.output;
+    EXPECT_NE(statusJson.output.find("\"PluginRefusals\":[]"), std::string::npos)
+        << statusJson.output;
 }
 
 TEST(Bus, SvactlErrorsAreOneLineAndNonZero) {

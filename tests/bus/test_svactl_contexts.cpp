@@ -269,6 +269,58 @@ TEST(SvactlContexts, AHeldDeviceIsBusyForAnotherVm) {
     EXPECT_TRUE(waitNoContexts(f));
 }
 
+// --wait: a device held by another context is asked for again until it is free.
+// The holder's command releases after a second; the waiting alloc then gets it.
+TEST(SvactlContexts, AllocWaitsForAHeldDevice) {
+    SvadFixture f(testHost());
+    const std::string svactl = svactlCommand(f);
+    auto r =
+        f.svactl({"exec", "--vm", "a", "--device", kVf0, "--", "sh", "-c",
+                  "(sleep 1; " + svactl + " release {context} >/dev/null) & " + svactl +
+                      " --json alloc --wait 10 --vm b " + kVf0 + "; echo \"status $?\"; wait"});
+    ASSERT_EQ(r.exitCode, 0) << r.errors;
+    EXPECT_NE(r.output.find("status 0"), std::string::npos) << r.output << r.errors;
+    EXPECT_NE(r.output.find("\"context\":"), std::string::npos) << r.output;
+    // No terminal: no progress lines.
+    EXPECT_TRUE(r.errors.empty()) << r.errors;
+
+    // A wait that runs out is the Busy error, as without --wait.
+    r = f.svactl({"exec", "--vm", "a", "--device", kVf0, "--", "sh", "-c",
+                  svactl + " alloc --wait 1 --vm b " + kVf0 + "; echo \"status $?\""});
+    ASSERT_EQ(r.exitCode, 0) << r.errors;
+    EXPECT_NE(r.output.find("status 1"), std::string::npos) << r.output;
+    EXPECT_NE(r.errors.find("Busy"), std::string::npos) << r.errors;
+    EXPECT_EQ(lines(r.errors), 1U) << r.errors;
+
+    // Any other error ends the wait at once.
+    const auto start = std::chrono::steady_clock::now();
+    r = f.svactl({"alloc", "--wait", "30", "--vm", "t", "0000:ff:00.0"});
+    EXPECT_EQ(r.exitCode, 1);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+    for (const char* bad : {"-1", "x", "86401"}) {
+        r = f.svactl({"alloc", "--wait", bad, "--vm", "t", kVf0});
+        EXPECT_EQ(r.exitCode, 2) << bad;
+        EXPECT_NE(r.errors.find("--wait"), std::string::npos) << r.errors;
+    }
+    EXPECT_TRUE(waitNoContexts(f));
+}
+
+// On a terminal (script(1) gives svactl a pseudo-terminal), the wait shows what it
+// waits for, then clears the line.
+TEST(SvactlContexts, AWaitShowsProgressOnATerminal) {
+    SvadFixture f(testHost());
+    const std::string svactl = svactlCommand(f);
+    auto r = f.svactl(
+        {"exec", "--vm", "a", "--device", kVf0, "--", "sh", "-c",
+         "(sleep 1; " + svactl + " release {context} >/dev/null) & script -q -e -c \"" + svactl +
+             " alloc --wait 10 --vm b " + kVf0 + "\" /dev/null; echo \"status $?\"; wait"});
+    ASSERT_EQ(r.exitCode, 0) << r.errors;
+    EXPECT_NE(r.output.find("status 0"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("waiting: " + std::string(kVf0)), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("\r\033[K"), std::string::npos) << "the line is cleared";
+    EXPECT_NE(r.output.find("context  /org/svad/Svad1/context/"), std::string::npos) << r.output;
+}
+
 // A failure: the exit status, one line on stderr naming `what`, nothing on stdout.
 void expectFailure(const RunResult& r, int code, const std::string& what) {
     EXPECT_EQ(r.exitCode, code) << r.output << r.errors;

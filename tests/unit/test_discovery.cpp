@@ -162,6 +162,17 @@ TEST(Parse, PciAddressesAndPaths) {
     EXPECT_EQ(baseName("../../bus/pci/drivers/vfio-pci"), "vfio-pci");
 }
 
+TEST(Discovery, LabelsReadBackAsTheirNames) {
+    for (const char* name : {"0000:6a:01.0", "ffff:ff:1f.7", "wq0.1", "my-vdpa", "dmar0", "a_b",
+                             "_", "x y\tz", "0000_6a_01_0", "", "\xc3\xa9t\xc3\xa9"}) {
+        EXPECT_EQ(labelName(pathLabel(name)), name) << pathLabel(name);
+    }
+    // What pathLabel cannot have made comes back unchanged.
+    EXPECT_EQ(labelName("wq_2"), "wq_2");
+    EXPECT_EQ(labelName("wq_zz1"), "wq_zz1");
+    EXPECT_EQ(labelName("0000_6a_20_0"), "0000_6a_20_0") << "device 0x20 is no PCI address";
+}
+
 TEST(Discovery, ReadsADevice) {
     FakeSysfs fs;
     addDevice(fs, "0000:6a:01.0", "idxd", 5);
