@@ -33,6 +33,9 @@ enum class Error {
     QuotaExceeded,
     NotSupported,
     KernelError,
+    // A reply would be larger than a bus message may be (GetManagedObjects of a
+    // very large host): read the tree in pages with ListObjects instead.
+    TooLarge,
 };
 
 struct ErrorInfo {
@@ -50,6 +53,7 @@ inline constexpr ErrorInfo kErrors[] = {
     {Error::QuotaExceeded, EDQUOT, "org.svad.Svad1.Error.QuotaExceeded"},
     {Error::NotSupported, EOPNOTSUPP, "org.svad.Svad1.Error.NotSupported"},
     {Error::KernelError, EIO, "org.svad.Svad1.Error.KernelError"},
+    {Error::TooLarge, EMSGSIZE, "org.svad.Svad1.Error.TooLarge"},
 };
 
 constexpr const ErrorInfo& errorInfo(Error e) {
@@ -80,6 +84,7 @@ inline constexpr ErrnoMapping kErrnoErrors[] = {
     {ENOTTY, Error::NotSupported},
     {ENOSYS, Error::NotSupported},
     {EIO, Error::KernelError},
+    {EMSGSIZE, Error::TooLarge},
 };
 
 // The error an errno (from the kernel or a plugin) maps to: the one table above.

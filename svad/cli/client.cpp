@@ -1,5 +1,6 @@
 #include "svad/cli/client.h"
 
+#include "svad/cli/progress.h"
 #include "svad/core/parse.h"
 #include "svad/dbus/connect.h"
 
@@ -60,6 +61,30 @@ std::unique_ptr<sdbus::IConnection> connectBus(const std::string& bus) {
     } catch (const sdbus::Error& e) {
         fail(kExitFailure, "cannot connect to " + busLabel(bus) + ": " + e.getMessage());
     }
+}
+
+Objects listObjects(ManagerProxy& manager, const std::string& prefix, bool progress, size_t max) {
+    Objects out;
+    Progress shown("reading svad's objects", progress);
+    std::string start = prefix;
+    for (;;) {
+        auto [page, next] = manager.ListObjects(start, 0);
+        if (page.empty()) {
+            break;
+        }
+        for (auto& [path, ifaces] : page) {
+            if (path.rfind(prefix, 0) != 0 || out.size() >= max) {
+                return out; // sorted: past the prefix
+            }
+            out.emplace(path, std::move(ifaces));
+        }
+        shown.set("reading svad's objects: " + std::to_string(out.size()));
+        if (next.empty() || next.rfind(prefix, 0) != 0) {
+            break;
+        }
+        start = next;
+    }
+    return out;
 }
 
 std::string normalizeAddress(const std::string& id) {

@@ -6,6 +6,7 @@
 #include "svad/dbus/Manager_proxy.h"
 #include "svad/names.h"
 
+#include <cstdint>
 #include <memory>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
@@ -50,6 +51,11 @@ private:
 // "the system bus", "unix:path=/run/x"
 std::string busLabel(const std::string& bus);
 std::unique_ptr<sdbus::IConnection> connectBus(const std::string& bus);
+// The objects whose path starts with `prefix` (at most `max`), read page by page
+// with ListObjects, so that any host fits in bus messages; `progress` shows the
+// count on a terminal.
+Objects listObjects(ManagerProxy& manager, const std::string& prefix, bool progress,
+                    size_t max = SIZE_MAX);
 // A PCI address as typed (6a:01.0) completed to 0000:6a:01.0; anything else unchanged.
 std::string normalizeAddress(const std::string& id);
 

@@ -285,7 +285,7 @@ int runContexts(const Options& o) {
     ManagerProxy manager(*connection);
     Objects objects;
     try {
-        objects = manager.GetManagedObjects();
+        objects = listObjects(manager, kContextPrefix, false);
     } catch (const sdbus::Error& e) {
         failCall(o, "cannot list the contexts", e);
     }

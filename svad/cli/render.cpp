@@ -480,25 +480,34 @@ std::string renderProperties(const Properties& props, bool json, const std::stri
     return out;
 }
 
+std::string listingPrefix(const std::string& what) {
+    if (what == "devices") {
+        return std::string(names::kDevicePrefix);
+    }
+    if (what == "vdpa") {
+        return std::string(names::kVdpaPrefix);
+    }
+    if (what == "groups") {
+        return std::string(names::kGroupPrefix);
+    }
+    if (what == "units") {
+        return std::string(names::kUnitPrefix);
+    }
+    return std::string(names::kQueuePrefix);
+}
+
 std::string renderListing(const std::string& what, const Objects& objects, bool json,
                           bool pasidOnly) {
+    const std::string prefix = listingPrefix(what);
     std::string iface;
-    std::string prefix;
-    if (what == "devices") {
-        iface = names::kDeviceInterface;
-        prefix = names::kDevicePrefix;
-    } else if (what == "vdpa") {
-        iface = names::kDeviceInterface;
-        prefix = names::kVdpaPrefix;
-    } else if (what == "groups") {
+    if (what == "groups") {
         iface = names::kGroupInterface;
-        prefix = names::kGroupPrefix;
     } else if (what == "units") {
         iface = names::kUnitInterface;
-        prefix = names::kUnitPrefix;
-    } else {
+    } else if (what == "queues") {
         iface = names::kQueueInterface;
-        prefix = names::kQueuePrefix;
+    } else {
+        iface = names::kDeviceInterface;
     }
 
     std::vector<std::pair<std::string, const Properties*>> selected;

@@ -17,6 +17,8 @@ using Objects = std::map<sdbus::ObjectPath, std::map<std::string, Properties>>;
 // one JSON object with the exact values.
 std::string renderProperties(const Properties& props, bool json, const std::string& path = {},
                              const std::string& iface = {});
+// The object path prefix of a listing: devices | vdpa | groups | units | queues.
+std::string listingPrefix(const std::string& what);
 // devices | vdpa | groups | units | queues
 std::string renderListing(const std::string& what, const Objects& objects, bool json,
                           bool pasidOnly);

@@ -140,27 +140,32 @@ Options parseArgs(int argc, char** argv) {
     return o;
 }
 
-std::optional<std::string> findObject(const Objects& objects, const std::string& rawId) {
+// The object an ID names, with its interfaces, read by its path alone.
+std::optional<std::pair<std::string, Objects::mapped_type>>
+findObject(svad::cli::ManagerProxy& manager, const std::string& rawId) {
     const std::string id = normalizeAddress(rawId);
+    std::vector<std::string> candidates;
     if (id.rfind(std::string(svad::names::kRootPath) + "/", 0) == 0) {
-        return objects.count(sdbus::ObjectPath(id)) != 0 ? std::optional<std::string>(id)
-                                                         : std::nullopt;
-    }
-    std::vector<std::string> candidates = {svad::core::devicePath(id), svad::core::vdpaPath(id),
-                                           svad::core::queuePath(id), svad::core::unitPath(id)};
-    if (auto n = svad::core::parseDec(id); n && *n >= 0 && *n <= UINT32_MAX) {
-        candidates.push_back(svad::core::groupPath(static_cast<uint32_t>(*n)));
-    }
-    // "context/3": what svactl shows as "context 3".
-    if (id.rfind("context/", 0) == 0) {
-        auto n = svad::core::parseDec(std::string_view(id).substr(8));
-        if (n && *n >= 0) {
-            candidates.push_back(std::string(svad::names::kRootPath) + "/" + id);
+        candidates.push_back(id);
+    } else {
+        candidates = {svad::core::devicePath(id), svad::core::vdpaPath(id),
+                      svad::core::queuePath(id), svad::core::unitPath(id)};
+        if (auto n = svad::core::parseDec(id); n && *n >= 0 && *n <= UINT32_MAX) {
+            candidates.push_back(svad::core::groupPath(static_cast<uint32_t>(*n)));
+        }
+        // "context/3": what svactl shows as "context 3".
+        if (id.rfind("context/", 0) == 0) {
+            auto n = svad::core::parseDec(std::string_view(id).substr(8));
+            if (n && *n >= 0) {
+                candidates.push_back(std::string(svad::names::kRootPath) + "/" + id);
+            }
         }
     }
     for (const auto& c : candidates) {
-        if (objects.count(sdbus::ObjectPath(c)) != 0) {
-            return c;
+        // The first object at or after the path is the object itself, if it exists.
+        auto found = svad::cli::listObjects(manager, c, false, 1);
+        if (!found.empty() && found.begin()->first == c) {
+            return std::make_pair(c, std::move(found.begin()->second));
         }
     }
     return std::nullopt;
@@ -243,22 +248,23 @@ int run(const Options& o) {
         return 0;
     }
 
-    Objects objects = manager.GetManagedObjects();
     if (cmd == "show") {
-        auto path = findObject(objects, o.args[1]);
-        if (!path) {
+        auto found = findObject(manager, o.args[1]);
+        if (!found) {
             fail(kExitFailure,
                  "no device, vDPA device, queue, unit, group or object named '" + o.args[1] + "'");
         }
-        const auto& ifaces = objects.at(sdbus::ObjectPath(*path));
+        const auto& [path, ifaces] = *found;
         for (const auto& [iface, props] : ifaces) {
             if (iface.rfind("org.svad.Svad1.", 0) == 0) {
-                (void)std::fputs(svad::cli::renderProperties(props, o.json, *path, iface).c_str(),
+                (void)std::fputs(svad::cli::renderProperties(props, o.json, path, iface).c_str(),
                                  stdout);
             }
         }
         return 0;
     }
+    const Objects objects = svad::cli::listObjects(manager, svad::cli::listingPrefix(cmd),
+                                                   svad::cli::Progress::terminal() && !o.json);
     (void)std::fputs(svad::cli::renderListing(cmd, objects, o.json, pasidOnly).c_str(), stdout);
     return 0;
 }

@@ -9,13 +9,18 @@
 #include "svad/dbus/Group_adaptor.h"
 #include "svad/dbus/Queue_adaptor.h"
 #include "svad/dbus/Unit_adaptor.h"
+#include "svad/dbus/object_listing.h"
 
+#include <map>
 #include <memory>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
 #include <vector>
 
 namespace svad::dbus {
+
+// An object's properties of its one svad interface, as GetAll gives them.
+using PropertyMap = std::map<std::string, sdbus::Variant>;
 
 // What a PCI function's object shows besides the function itself.
 struct DeviceLinks {
@@ -38,6 +43,63 @@ class DeviceObject final
                                       sdbus::ManagedObject_adaptor, sdbus::Properties_adaptor> {
 public:
     using Adaptor = org::svad::Svad1::Device_adaptor;
+    // Every property of the interface, as GetAll gives them (ListObjects), and at
+    // least the bytes they take in a message: both from visitProperties.
+    PropertyMap properties() {
+        VariantCollector c;
+        visitProperties(c);
+        return std::move(c.properties);
+    }
+    size_t wireBytes() {
+        WireSizeCounter c;
+        visitProperties(c);
+        return c.bytes;
+    }
+    // Calls v(name, value) for each property of the interface, in the XML's order.
+    template <typename V> void visitProperties(V& v) {
+        v("Address", Address());
+        v("Kind", Kind());
+        v("VendorId", VendorId());
+        v("DeviceId", DeviceId());
+        v("SubsystemVendorId", SubsystemVendorId());
+        v("SubsystemDeviceId", SubsystemDeviceId());
+        v("ClassCode", ClassCode());
+        v("Revision", Revision());
+        v("Driver", Driver());
+        v("DriverOverride", DriverOverride());
+        v("NumaNode", NumaNode());
+        v("Group", Group());
+        v("Unit", Unit());
+        v("PhysicalFunction", PhysicalFunction());
+        v("VirtualFunctions", VirtualFunctions());
+        v("SriovTotalVfs", SriovTotalVfs());
+        v("SriovNumVfs", SriovNumVfs());
+        v("VfioDevice", VfioDevice());
+        v("VfioCdev", VfioCdev());
+        v("HeaderType", HeaderType());
+        v("ConfigSize", ConfigSize());
+        v("Pasid", Pasid());
+        v("PasidExec", PasidExec());
+        v("PasidPriv", PasidPriv());
+        v("PasidMaxWidth", PasidMaxWidth());
+        v("Ats", Ats());
+        v("AtsInvalidateQueueDepth", AtsInvalidateQueueDepth());
+        v("Pri", Pri());
+        v("PriOutstandingCapacity", PriOutstandingCapacity());
+        v("Acs", Acs());
+        v("AcsCapability", AcsCapability());
+        v("Sriov", Sriov());
+        v("Siov", Siov());
+        v("Dvsecs", Dvsecs());
+        v("ExtendedCapabilities", ExtendedCapabilities());
+        v("Queues", Queues());
+        v("VdpaManagementDevice", VdpaManagementDevice());
+        v("ParentDevice", ParentDevice());
+        v("VhostDevice", VhostDevice());
+        v("VdpaDevices", VdpaDevices());
+        v("HeldBy", HeldBy());
+        v("Warnings", Warnings());
+    }
     DeviceObject(sdbus::IConnection& connection, std::string path, DeviceData data);
     ~DeviceObject();
     void update(DeviceData data);
@@ -95,6 +157,29 @@ class GroupObject final
                                       sdbus::Properties_adaptor> {
 public:
     using Adaptor = org::svad::Svad1::Group_adaptor;
+    // Every property of the interface, as GetAll gives them (ListObjects), and at
+    // least the bytes they take in a message: both from visitProperties.
+    PropertyMap properties() {
+        VariantCollector c;
+        visitProperties(c);
+        return std::move(c.properties);
+    }
+    size_t wireBytes() {
+        WireSizeCounter c;
+        visitProperties(c);
+        return c.bytes;
+    }
+    // Calls v(name, value) for each property of the interface, in the XML's order.
+    template <typename V> void visitProperties(V& v) {
+        v("Id", Id());
+        v("Type", Type());
+        v("TypeName", TypeName());
+        v("ReservedRegions", ReservedRegions());
+        v("Devices", Devices());
+        v("Viable", Viable());
+        v("Blockers", Blockers());
+        v("Warnings", Warnings());
+    }
     GroupObject(sdbus::IConnection& connection, std::string path, core::IommuGroup data);
     ~GroupObject();
     void update(core::IommuGroup data);
@@ -118,6 +203,37 @@ class UnitObject final
                                       sdbus::Properties_adaptor> {
 public:
     using Adaptor = org::svad::Svad1::Unit_adaptor;
+    // Every property of the interface, as GetAll gives them (ListObjects), and at
+    // least the bytes they take in a message: both from visitProperties.
+    PropertyMap properties() {
+        VariantCollector c;
+        visitProperties(c);
+        return std::move(c.properties);
+    }
+    size_t wireBytes() {
+        WireSizeCounter c;
+        visitProperties(c);
+        return c.bytes;
+    }
+    // Calls v(name, value) for each property of the interface, in the XML's order.
+    template <typename V> void visitProperties(V& v) {
+        v("Name", Name());
+        v("Kind", Kind());
+        v("Version", Version());
+        v("Cap", Cap());
+        v("Ecap", Ecap());
+        v("ScalableMode", ScalableMode());
+        v("Pasid", Pasid());
+        v("PasidWidth", PasidWidth());
+        v("Nesting", Nesting());
+        v("PageRequest", PageRequest());
+        v("FirstLevel", FirstLevel());
+        v("SecondLevel", SecondLevel());
+        v("DeviceTlb", DeviceTlb());
+        v("MaxAddressWidth", MaxAddressWidth());
+        v("Devices", Devices());
+        v("Warnings", Warnings());
+    }
     UnitObject(sdbus::IConnection& connection, std::string path, core::IommuUnit data);
     ~UnitObject();
     void update(core::IommuUnit data);
@@ -157,6 +273,35 @@ class QueueObject final
                                       sdbus::Properties_adaptor> {
 public:
     using Adaptor = org::svad::Svad1::Queue_adaptor;
+    // Every property of the interface, as GetAll gives them (ListObjects), and at
+    // least the bytes they take in a message: both from visitProperties.
+    PropertyMap properties() {
+        VariantCollector c;
+        visitProperties(c);
+        return std::move(c.properties);
+    }
+    size_t wireBytes() {
+        WireSizeCounter c;
+        visitProperties(c);
+        return c.bytes;
+    }
+    // Calls v(name, value) for each property of the interface, in the XML's order.
+    template <typename V> void visitProperties(V& v) {
+        v("Name", Name());
+        v("Device", Device());
+        v("IdxdDevice", IdxdDevice());
+        v("Mode", Mode());
+        v("Type", Type());
+        v("State", State());
+        v("Size", Size());
+        v("GroupId", GroupId());
+        v("Priority", Priority());
+        v("Threshold", Threshold());
+        v("WqName", WqName());
+        v("CharDevice", CharDevice());
+        v("HeldBy", HeldBy());
+        v("Warnings", Warnings());
+    }
     QueueObject(sdbus::IConnection& connection, std::string path, QueueData data);
     ~QueueObject();
     void update(QueueData data);
@@ -187,6 +332,34 @@ class ContextObject final
                                       sdbus::ManagedObject_adaptor, sdbus::Properties_adaptor> {
 public:
     using Adaptor = org::svad::Svad1::Context_adaptor;
+    // Every property of the interface, as GetAll gives them (ListObjects), and at
+    // least the bytes they take in a message: both from visitProperties.
+    PropertyMap properties() {
+        VariantCollector c;
+        visitProperties(c);
+        return std::move(c.properties);
+    }
+    size_t wireBytes() {
+        WireSizeCounter c;
+        visitProperties(c);
+        return c.bytes;
+    }
+    // Calls v(name, value) for each property of the interface, in the XML's order.
+    template <typename V> void visitProperties(V& v) {
+        v("Vm", Vm());
+        v("OwnerUid", OwnerUid());
+        v("OwnerPid", OwnerPid());
+        v("OwnerBusName", OwnerBusName());
+        v("Devices", Devices());
+        v("DeviceObjects", DeviceObjects());
+        v("Pasids", Pasids());
+        v("VirtualIds", VirtualIds());
+        v("IoasId", IoasId());
+        v("FaultQueueId", FaultQueueId());
+        v("Mode", Mode());
+        v("State", State());
+        v("CreatedTime", CreatedTime());
+    }
     ContextObject(sdbus::IConnection& connection, std::string path, const core::Engine& engine,
                   uint64_t id);
     ~ContextObject();

@@ -129,9 +129,17 @@ Service::Service(boost::asio::io_context& io, sdbus::IConnection& connection, Bu
     // without fd passing) with an error to svad; onBusError picks out svad's replies.
     busErrors_ = connection_.addMatch("type='error',sender='org.freedesktop.DBus'",
                                       [this](sdbus::Message& m) { onBusError(m); });
+    // The sd-bus connection under sdbus-c++, from a message made on it.
+    auto probe = getObject().createSignal(std::string(names::kManagerInterface), "Probe");
+    sd_bus* bus = sd_bus_message_get_bus(RawMessage::of(probe));
+    if (bus == nullptr ||
+        sd_bus_add_filter(bus, &treeFilter_, &Service::objectManagerFilter, this) < 0) {
+        throw std::runtime_error("cannot install the GetManagedObjects size check on the bus");
+    }
 }
 
 Service::~Service() {
+    treeFilter_ = sd_bus_slot_unref(treeFilter_);
     alive_.reset();
     worker_.join();
     busErrors_.reset();
@@ -363,6 +371,90 @@ void Service::Rescan(sdbus::Result<>&& result) {
             shared->returnResults();
         }
     });
+}
+
+std::vector<ListedObject> Service::listedObjects(const std::string& start, uint32_t limit) {
+    std::vector<ListedObject> out;
+    auto take = [&](auto& objects, const std::string& iface) {
+        uint32_t n = 0;
+        for (auto it = objects.lower_bound(start); it != objects.end(); ++it) {
+            if (limit != 0 && n++ >= limit) {
+                break;
+            }
+            auto* object = it->second.get();
+            out.push_back({it->first, iface, [object] { return object->properties(); },
+                           [object] { return object->wireBytes(); }});
+        }
+    };
+    take(units_, std::string(names::kUnitInterface));
+    take(groups_, std::string(names::kGroupInterface));
+    take(devices_, std::string(names::kDeviceInterface));
+    take(queues_, std::string(names::kQueueInterface));
+    // Contexts are kept by number; their paths sort as text.
+    for (const auto& [id, object] : contextObjects_) {
+        std::string path = contextPath(id);
+        if (path >= start) {
+            auto* o = object.get();
+            out.push_back({std::move(path), std::string(names::kContextInterface),
+                           [o] { return o->properties(); }, [o] { return o->wireBytes(); }});
+        }
+    }
+    std::sort(out.begin(), out.end(),
+              [](const ListedObject& a, const ListedObject& b) { return a.path < b.path; });
+    return out;
+}
+
+std::tuple<ObjectTree, std::string> Service::ListObjects(const std::string& start,
+                                                         const uint32_t& limit) {
+    const uint32_t pageLimit = limit == 0 || limit > kMaxPageObjects ? kMaxPageObjects : limit;
+    // One more of each kind than a page holds: the object after the page is then
+    // among them, whichever kind it is.
+    Page page = pageOf(listedObjects(start, pageLimit + 1), start, pageLimit);
+    return {std::move(page.objects), std::move(page.next)};
+}
+
+int Service::objectManagerFilter(sd_bus_message* m, void* userdata, sd_bus_error* /*unused*/) {
+    if (sd_bus_message_is_method_call(m, "org.freedesktop.DBus.ObjectManager",
+                                      "GetManagedObjects") <= 0) {
+        return 0;
+    }
+    auto* self = static_cast<Service*>(userdata);
+    const char* at = sd_bus_message_get_path(m);
+    const std::string under = at == nullptr ? std::string() : std::string(at) + "/";
+    size_t bytes = 0;
+    size_t objects = 0;
+    for (const auto& o : self->listedObjects(under, 0)) {
+        if (o.path.rfind(under, 0) != 0) {
+            break; // sorted: past the subtree
+        }
+        ++objects;
+        bytes += objectWireBytes(o.path, o.iface, o.wireBytes());
+        if (bytes > kMaxReplyBytes) {
+            break;
+        }
+    }
+    if (bytes <= kMaxReplyBytes) {
+        return 0; // sd-bus answers
+    }
+    const std::string message = "the object tree is too large for one reply (more than " +
+                                std::to_string(kMaxReplyBytes >> 20) + " MiB after " +
+                                std::to_string(objects) + " objects; a bus message may carry " +
+                                std::to_string(kBusMessageLimit >> 20) +
+                                " MiB): read it in pages with org.svad.Svad1.Manager.ListObjects";
+    // Anyone may call it: one key for all callers bounds what they can log.
+    constexpr uint64_t kTreeKey = UINT64_MAX;
+    if (auto v = self->refusalLog_.admit(kTreeKey, std::chrono::steady_clock::now()); v.log) {
+        const char* sender = sd_bus_message_get_sender(m);
+        log::Fields fields = {{"CALLER", sender == nullptr ? "?" : sender}};
+        if (v.suppressed > 0) {
+            fields.emplace_back("SUPPRESSED", std::to_string(v.suppressed));
+        }
+        log::warning("GetManagedObjects refused: " + message, fields);
+    }
+    const sd_bus_error error = SD_BUS_ERROR_MAKE_CONST(
+        names::errorInfo(names::Error::TooLarge).dbusName.data(), message.c_str());
+    (void)sd_bus_reply_method_error(m, &error);
+    return 1;
 }
 
 std::vector<sdbus::ObjectPath>

@@ -8,6 +8,7 @@
 #include "svad/core/rate_limit.h"
 #include "svad/dbus/Manager_adaptor.h"
 #include "svad/dbus/bus_loop.h"
+#include "svad/dbus/object_listing.h"
 #include "svad/dbus/objects.h"
 
 #include <boost/asio/io_context.hpp>
@@ -19,6 +20,7 @@
 #include <memory>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
+#include <systemd/sd-bus.h>
 #include <vector>
 
 namespace svad::metrics {
@@ -79,6 +81,8 @@ public:
 private:
     std::vector<sdbus::ObjectPath>
     ListDevices(const std::map<std::string, sdbus::Variant>& filter) override;
+    std::tuple<ObjectTree, std::string> ListObjects(const std::string& start,
+                                                    const uint32_t& limit) override;
     void Rescan(sdbus::Result<>&& result) override;
     using AllocateResult =
         sdbus::Result<sdbus::ObjectPath, sdbus::UnixFd, std::map<std::string, sdbus::UnixFd>,
@@ -117,6 +121,13 @@ private:
     std::vector<std::string> Warnings() override { return host_.warnings; }
     uint64_t LastScanTime() override { return lastScanUsec_; }
     uint32_t ScanCount() override { return scanCount_; }
+
+    // The published objects at or after `start` in path order, at most `limit` of
+    // each kind (for ListObjects), or all of them (limit 0).
+    std::vector<ListedObject> listedObjects(const std::string& start, uint32_t limit);
+    // GetManagedObjects is answered by sd-bus; this filter answers it first with
+    // TooLarge when its reply could pass what a bus message may carry.
+    static int objectManagerFilter(sd_bus_message* m, void* userdata, sd_bus_error* error);
 
     void apply(core::Host host, bool emit);
     void startScan();
@@ -193,6 +204,7 @@ private:
     };
     std::map<uint64_t, PendingReply> pendingReplies_;
     sdbus::Slot busErrors_;
+    sd_bus_slot* treeFilter_ = nullptr;
 
     // Rescans: callers waiting for the scan in flight, and for the next one.
     bool scanning_ = false;

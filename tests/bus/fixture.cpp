@@ -27,8 +27,10 @@ namespace svad::test {
 
 namespace fs = std::filesystem;
 
-TempDir::TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "svad-bus-test.XXXXXX").string();
+TempDir::TempDir() : TempDir(fs::temp_directory_path().string()) {}
+
+TempDir::TempDir(const std::string& base) {
+    std::string tmpl = (fs::path(base) / "svad-bus-test.XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) {
         throw std::runtime_error("mkdtemp failed");
     }
@@ -429,7 +431,11 @@ SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string>
     client_ = sdbus::createSessionBusConnectionWithAddress(bus_->address());
     // Ready when the name has an owner.
     auto dbus = sdbus::createProxy(*client_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
-    for (int i = 0; i < 1000; ++i) {
+    // 10 s, and more for a large host: start-up reads every function.
+    const auto functions = hostgen::statsOf(hostgen::expandHost(host)).functions;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10) +
+                          std::chrono::milliseconds(5 * functions);
+    while (std::chrono::steady_clock::now() < deadline) {
         bool has = false;
         dbus->callMethod("NameHasOwner")
             .onInterface("org.freedesktop.DBus")

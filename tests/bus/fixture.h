@@ -26,6 +26,8 @@ namespace svad::test {
 class TempDir {
 public:
     TempDir();
+    // Under `base` instead of the temporary directory.
+    explicit TempDir(const std::string& base);
     ~TempDir();
     TempDir(const TempDir&) = delete;
     TempDir& operator=(const TempDir&) = delete;

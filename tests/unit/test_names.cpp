@@ -23,7 +23,7 @@ TEST(ErrorTable, EveryErrorHasOneRowAndAnUnsharedName) {
         // An error's own errno maps back to it.
         EXPECT_EQ(errorFromErrno(row.errnoValue), row.error) << row.dbusName;
     }
-    EXPECT_EQ(errors.size(), static_cast<size_t>(Error::KernelError) + 1);
+    EXPECT_EQ(errors.size(), static_cast<size_t>(Error::TooLarge) + 1);
 }
 
 TEST(ErrorTable, ErrnoRowsAreUnique) {

@@ -1,0 +1,99 @@
+// The object tree in pieces that fit in a bus message: the size a
+// GetManagedObjects-shaped reply could reach, and the pages of ListObjects.
+// dbus-daemon drops a connection that sends a message over its
+// max_message_size (32 MiB by default on the system bus); svad never sends one.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <sdbus-c++/sdbus-c++.h>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+namespace svad::dbus {
+
+// dbus-daemon's built-in and system-bus max_message_size.
+inline constexpr size_t kBusMessageLimit = size_t{32} << 20;
+// What svad allows itself for one reply: room under the limit for the header
+// and for a bus configured a little tighter.
+inline constexpr size_t kMaxReplyBytes = size_t{24} << 20;
+// ListObjects pages.
+inline constexpr uint32_t kMaxPageObjects = 1024;
+inline constexpr size_t kMaxPageBytes = size_t{4} << 20;
+
+// At least the bytes a value takes in a message, alignment included (each item
+// counted with the 8 bytes of padding it may need at most).
+namespace wire {
+inline constexpr size_t kAlign = 8;
+inline size_t bytes(const std::string& s) {
+    return kAlign + 4 + s.size() + 1;
+}
+inline size_t bytes(const sdbus::ObjectPath& p) {
+    return bytes(static_cast<const std::string&>(p));
+}
+template <typename T> std::enable_if_t<std::is_arithmetic_v<T>, size_t> bytes(const T& /*value*/) {
+    return kAlign + sizeof(T);
+}
+template <typename T> size_t bytes(const std::vector<T>& items);
+template <typename... Ts> size_t bytes(const sdbus::Struct<Ts...>& s) {
+    return kAlign + std::apply([](const auto&... x) { return (size_t{0} + ... + bytes(x)); },
+                               static_cast<const std::tuple<Ts...>&>(s));
+}
+template <typename T> size_t bytes(const std::vector<T>& items) {
+    size_t n = kAlign + 4;
+    for (const auto& item : items) {
+        n += bytes(item);
+    }
+    return n;
+}
+} // namespace wire
+
+// Visitors of an object's properties (visitProperties in objects.h).
+// The properties as variants, as GetAll gives them.
+struct VariantCollector {
+    std::map<std::string, sdbus::Variant> properties;
+    template <typename T> void operator()(const char* name, T value) {
+        properties.emplace(name, sdbus::Variant(std::move(value)));
+    }
+};
+// At least the bytes of the properties in an a{sv}: per entry, the name and the
+// variant (its signature and its value).
+struct WireSizeCounter {
+    size_t bytes = wire::kAlign + 4;
+    template <typename T> void operator()(const char* name, const T& value) {
+        bytes += wire::kAlign + wire::bytes(std::string(name)) + 1 +
+                 sdbus::signature_of<T>::str().size() + 1 + wire::bytes(value);
+    }
+};
+
+// At least the bytes of one object's entry in a GetManagedObjects reply: its path,
+// its interface with properties of `propertyBytes`, and the standard interfaces
+// sd-bus lists with it.
+size_t objectWireBytes(const std::string& path, const std::string& iface, size_t propertyBytes);
+
+// One listed object: its path, its interface, and how to read its properties.
+struct ListedObject {
+    std::string path;
+    std::string iface;
+    std::function<std::map<std::string, sdbus::Variant>()> properties;
+    std::function<size_t()> wireBytes; // of the properties (WireSizeCounter)
+};
+
+using ObjectTree =
+    std::map<sdbus::ObjectPath, std::map<std::string, std::map<std::string, sdbus::Variant>>>;
+
+struct Page {
+    ObjectTree objects;
+    std::string next; // "" at the end
+};
+
+// The page of `objects` (sorted by path) at or after `start`: at most `limit`
+// objects (0 or over kMaxPageObjects: kMaxPageObjects) and at most
+// kMaxPageBytes, but always at least one object when there is one.
+Page pageOf(const std::vector<ListedObject>& objects, const std::string& start, uint32_t limit);
+
+} // namespace svad::dbus
