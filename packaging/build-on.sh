@@ -108,12 +108,19 @@ mkdir -p "$root" "$logs"
 
 mounted=()
 cleanup() {
-  local i
+  local i m busy=0
   for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
     umount -R "${mounted[i]}" 2>/dev/null || umount -l "${mounted[i]}" 2>/dev/null || true
   done
-  if [ "$keep" -eq 0 ]; then
-    rm -rf "$work"
+  # Never remove a root that still has the host's /dev, /sys or /proc in it.
+  for m in "${mounted[@]}"; do
+    if mountpoint -q "$m"; then
+      echo "build-on: $m is still mounted" >&2
+      busy=1
+    fi
+  done
+  if [ "$keep" -eq 0 ] && [ "$busy" -eq 0 ]; then
+    rm -rf --one-file-system "$work"
   else
     echo "build-on: the root and the logs stay in $work"
   fi
