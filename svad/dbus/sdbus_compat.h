@@ -25,6 +25,9 @@
 //   is a std::chrono value and there is an event fd to poll as well: PollData,
 //   pollData(), processPending();
 // - requestName()/releaseName() take a ServiceName: requestName(), releaseName().
+// Neither version tells a message's cookies nor (2.x) turns the current
+// message into a MethodCall; rawMessage() reaches the sd-bus message under a
+// Message for that, the same way on both.
 // SVAD_SDBUS_CPP_MAJOR comes from CMake (the pkg-config version it found).
 #pragma once
 
