@@ -54,7 +54,7 @@ public:
                 std::this_thread::sleep_for(std::chrono::milliseconds(10));
             }
         }
-        root_ = sdbus::createProxy(*connection_, kService, kRoot);
+        root_ = svad::dbus::compat::makeProxy(*connection_, kService, kRoot);
     }
 
     void ping() { root_->callMethod("Ping").onInterface("org.freedesktop.DBus.Peer"); }
@@ -84,8 +84,8 @@ public:
     }
 
     bool nameOwned() {
-        auto dbus =
-            sdbus::createProxy(*connection_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+        auto dbus = svad::dbus::compat::makeProxy(*connection_, "org.freedesktop.DBus",
+                                                  "/org/freedesktop/DBus");
         bool has = false;
         dbus->callMethod("NameHasOwner")
             .onInterface("org.freedesktop.DBus")

@@ -115,7 +115,8 @@ int main(int argc, char** argv) {
 
     svad::test::PrivateBus bus(dir.path());
     auto client = sdbus::createSessionBusConnectionWithAddress(bus.address());
-    auto dbus = sdbus::createProxy(*client, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+    auto dbus =
+        svad::dbus::compat::makeProxy(*client, "org.freedesktop.DBus", "/org/freedesktop/DBus");
     std::vector<double> svad;
     std::vector<double> managed;
     long rssKb = 0;
@@ -137,7 +138,7 @@ int main(int argc, char** argv) {
         rssKb = statusKb(p.pid(), "VmRSS");
         hwmKb = statusKb(p.pid(), "VmHWM");
 
-        auto root = sdbus::createProxy(*client, "org.svad.Svad1", "/org/svad/Svad1");
+        auto root = svad::dbus::compat::makeProxy(*client, "org.svad.Svad1", "/org/svad/Svad1");
         std::map<sdbus::ObjectPath, std::map<std::string, std::map<std::string, sdbus::Variant>>>
             all;
         auto m = Clock::now();

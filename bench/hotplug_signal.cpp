@@ -42,8 +42,8 @@ class DriverWatch {
 public:
     explicit DriverWatch(const std::string& bus)
         : connection_(sdbus::createSessionBusConnectionWithAddress(bus)),
-          proxy_(sdbus::createProxy(*connection_, "org.svad.Svad1",
-                                    std::string(kRoot) + "/device/0000_5e_00_0")) {
+          proxy_(svad::dbus::compat::makeProxy(*connection_, "org.svad.Svad1",
+                                               std::string(kRoot) + "/device/0000_5e_00_0")) {
         proxy_->uponSignal("PropertiesChanged")
             .onInterface("org.freedesktop.DBus.Properties")
             .call([this](const std::string& iface,
@@ -58,7 +58,7 @@ public:
                 seen_ = Clock::now();
                 cv_.notify_all();
             });
-        proxy_->finishRegistration();
+        svad::dbus::compat::finishRegistration(*proxy_);
         connection_->enterEventLoopAsync();
     }
     ~DriverWatch() { connection_->leaveEventLoop(); }
@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
     svad::test::SvadFixture f(svad::test::testHost(), {"--hotplug-settle", std::to_string(settle)},
                               testbed.root());
     DriverWatch watch(f.bus());
-    auto root = sdbus::createProxy(f.client(), "org.svad.Svad1", kRoot);
+    auto root = svad::dbus::compat::makeProxy(f.client(), "org.svad.Svad1", kRoot);
     const std::string devpath = svad::test::pciDevpath(kNvme);
 
     std::vector<double> hotplug;

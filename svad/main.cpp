@@ -9,6 +9,7 @@
 #include "svad/dbus/bus_loop.h"
 #include "svad/dbus/connect.h"
 #include "svad/dbus/hotplug.h"
+#include "svad/dbus/sdbus_compat.h"
 #include "svad/dbus/service.h"
 #include "svad/dbus/service_manager.h"
 #include "svad/linux/config_file.h"
@@ -429,7 +430,7 @@ int main(int argc, char** argv) {
             svad::log::warning(std::string("hotplug disabled: ") + e.what());
         }
         try {
-            connection->requestName(std::string(svad::names::kService));
+            svad::dbus::compat::requestName(*connection, std::string(svad::names::kService));
         } catch (const sdbus::Error& e) {
             (void)std::fprintf(stderr, "svad: cannot own %s on %s (is another svad running?): %s\n",
                                std::string(svad::names::kService).c_str(), opts.bus.c_str(),
@@ -497,7 +498,7 @@ int main(int argc, char** argv) {
             return exitCode;
         }
 
-        connection->releaseName(std::string(svad::names::kService));
+        svad::dbus::compat::releaseName(*connection, std::string(svad::names::kService));
         plugins.setOnReleased({});
         hotplug.reset();
         service.reset();

@@ -4,6 +4,7 @@
 
 #include "svad/cli/render.h"
 #include "svad/dbus/Manager_proxy.h"
+#include "svad/dbus/sdbus_compat.h"
 #include "svad/names.h"
 
 #include <cstdint>
@@ -31,17 +32,29 @@ class ManagerProxy final
                                     sdbus::Properties_proxy> {
 public:
     explicit ManagerProxy(sdbus::IConnection& connection)
-        : ProxyInterfaces(connection, std::string(names::kService), std::string(names::kRootPath)) {
+        : ProxyInterfaces(connection, dbus::compat::ServiceName(std::string(names::kService)),
+                          sdbus::ObjectPath(std::string(names::kRootPath))) {
         registerProxy();
     }
     ~ManagerProxy() { unregisterProxy(); }
 
+    // ObjectManager's and Properties' calls, keyed by plain strings (they hide
+    // the sdbus-c++ proxies' own, whose keys are strong types on sdbus-c++ 2).
+    Objects GetManagedObjects() { // NOLINT(readability-identifier-naming)
+        return dbus::compat::managedObjects(getProxy());
+    }
+    Properties GetAll(const std::string& interface) { // NOLINT(readability-identifier-naming)
+        return dbus::compat::allProperties(getProxy(), interface);
+    }
+
 private:
     void onInterfacesAdded(const sdbus::ObjectPath&,
-                           const std::map<std::string, Properties>&) override {}
-    void onInterfacesRemoved(const sdbus::ObjectPath&, const std::vector<std::string>&) override {}
-    void onPropertiesChanged(const std::string&, const Properties&,
-                             const std::vector<std::string>&) override {}
+                           const dbus::compat::InterfacesAndProperties&) override {}
+    void onInterfacesRemoved(const sdbus::ObjectPath&,
+                             const dbus::compat::InterfaceNames&) override {}
+    void onPropertiesChanged(const dbus::compat::InterfaceName&,
+                             const dbus::compat::PropertyValues&,
+                             const dbus::compat::PropertyNames&) override {}
 };
 
 // Prints "svactl: MESSAGE" (one line) on stderr and exits with `code`.

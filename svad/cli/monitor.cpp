@@ -3,6 +3,7 @@
 // contexts), properties changed, contexts released or degraded.
 #include "svad/cli/client.h"
 #include "svad/cli/render.h"
+#include "svad/dbus/sdbus_compat.h"
 #include "svad/names.h"
 
 #include <chrono>
@@ -84,7 +85,7 @@ void emitLine(bool json, const std::string& event, const std::string& path,
 }
 
 void onSignal(sdbus::Message& msg, bool json) {
-    const std::string member = msg.getMemberName();
+    const std::string member = dbus::compat::memberOf(msg);
     const std::string path = msg.getPath();
     if (member == "InterfacesAdded") {
         sdbus::ObjectPath object;
@@ -140,16 +141,17 @@ int runMonitor(const Options& o) {
     const bool json = o.json;
     const std::string service(names::kService);
     // Everything svad emits; and svad itself coming and going.
-    auto slot =
-        connection->addMatch("type='signal',sender='" + service + "'", [json](sdbus::Message& msg) {
+    auto slot = dbus::compat::addMatch(
+        *connection, "type='signal',sender='" + service + "'", [json](sdbus::Message& msg) {
             try {
                 onSignal(msg, json);
             } catch (const sdbus::Error& e) {
                 (void)std::fprintf(stderr, "svactl: unreadable %s signal: %s\n",
-                                   msg.getMemberName().c_str(), e.getMessage().c_str());
+                                   dbus::compat::memberOf(msg).c_str(), e.getMessage().c_str());
             }
         });
-    auto owner = connection->addMatch(
+    auto owner = dbus::compat::addMatch(
+        *connection,
         "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='" + service +
             "'",
         [json](sdbus::Message& msg) {

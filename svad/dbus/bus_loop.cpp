@@ -1,5 +1,7 @@
 #include "svad/dbus/bus_loop.h"
 
+#include "svad/dbus/sdbus_compat.h"
+
 #include <boost/asio/post.hpp>
 #include <chrono>
 #include <fcntl.h>
@@ -13,12 +15,12 @@ namespace svad::dbus {
 
 namespace {
 
-int dupBusFd(sdbus::IConnection& connection) {
-    int fd = ::fcntl(connection.getEventLoopPollData().fd, F_DUPFD_CLOEXEC, 3);
-    if (fd < 0) {
+int dupFd(int fd) {
+    int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (copy < 0) {
         throw std::system_error(errno, std::generic_category(), "cannot duplicate the bus fd");
     }
-    return fd;
+    return copy;
 }
 
 uint64_t monotonicNowUsec() {
@@ -29,10 +31,17 @@ uint64_t monotonicNowUsec() {
 
 } // namespace
 
-// The descriptor owns a duplicate of the bus fd, so that closing it never
-// closes sd-bus's own; epoll reports readiness of the shared file either way.
+// The descriptors own duplicates of the bus fd and the event fd, so that closing
+// them never closes sdbus-c++'s own; epoll reports readiness of the shared file
+// either way.
 BusLoop::BusLoop(boost::asio::io_context& io, sdbus::IConnection& connection)
-    : io_(io), connection_(connection), descriptor_(io, dupBusFd(connection)), timer_(io) {}
+    : io_(io), connection_(connection), descriptor_(io, dupFd(compat::pollData(connection).fd)),
+      timer_(io) {
+    const int eventFd = compat::pollData(connection).eventFd;
+    if (eventFd >= 0) {
+        eventFd_.emplace(io, dupFd(eventFd));
+    }
+}
 
 BusLoop::~BusLoop() {
     try {
@@ -52,6 +61,9 @@ void BusLoop::stop() {
     ++generation_;
     boost::system::error_code ec;
     descriptor_.cancel(ec);
+    if (eventFd_) {
+        eventFd_->cancel(ec);
+    }
     timer_.cancel();
 }
 
@@ -75,12 +87,11 @@ void BusLoop::setOnLost(std::function<void(const std::string& why)> onLost) {
 void BusLoop::ping(std::function<void(bool answered)> done) {
     try {
         if (!self_) {
-            self_ = sdbus::createProxy(connection_, connection_.getUniqueName(), "/");
+            self_ = compat::makeProxy(connection_, connection_.getUniqueName(), "/");
         }
         self_->callMethodAsync("Ping")
             .onInterface("org.freedesktop.DBus.Peer")
-            .uponReplyInvoke(
-                [done = std::move(done)](const sdbus::Error* error) { done(error == nullptr); });
+            .uponReplyInvoke([done = std::move(done)](compat::AsyncError error) { done(!error); });
     } catch (const sdbus::Error& e) {
         lost(e.getMessage());
         return;
@@ -104,7 +115,7 @@ void BusLoop::dispatch() {
     constexpr int kBatch = 64;
     try {
         for (int i = 0; i < kBatch; ++i) {
-            if (!connection_.processPendingRequest()) {
+            if (!compat::processPending(connection_)) {
                 arm();
                 return;
             }
@@ -121,9 +132,9 @@ void BusLoop::arm() {
     if (stopped_) {
         return;
     }
-    sdbus::IConnection::PollData poll{};
+    compat::PollData poll;
     try {
-        poll = connection_.getEventLoopPollData();
+        poll = compat::pollData(connection_);
     } catch (const sdbus::Error& e) {
         lost(e.getMessage());
         return;
@@ -131,6 +142,9 @@ void BusLoop::arm() {
     const uint64_t gen = ++generation_;
     boost::system::error_code ec;
     descriptor_.cancel(ec);
+    if (eventFd_) {
+        eventFd_->cancel(ec);
+    }
     timer_.cancel();
 
     auto onReady = [this, gen](const boost::system::error_code& error) {
@@ -144,9 +158,12 @@ void BusLoop::arm() {
     if ((poll.events & POLLOUT) != 0) {
         descriptor_.async_wait(boost::asio::posix::stream_descriptor::wait_write, onReady);
     }
-    if (poll.timeout_usec != UINT64_MAX) {
+    if (eventFd_) {
+        eventFd_->async_wait(boost::asio::posix::stream_descriptor::wait_read, onReady);
+    }
+    if (poll.timeoutUsec != UINT64_MAX) {
         const uint64_t now = monotonicNowUsec();
-        const uint64_t wait = poll.timeout_usec > now ? poll.timeout_usec - now : 0;
+        const uint64_t wait = poll.timeoutUsec > now ? poll.timeoutUsec - now : 0;
         timer_.expires_after(std::chrono::microseconds(wait));
         timer_.async_wait(onReady);
     }

@@ -1,5 +1,6 @@
 // Drives an sdbus-c++ connection from a Boost.Asio io_context: the bus fd
-// and sd-bus's timeout become an Asio descriptor wait and a timer, and every
+// (and sdbus-c++'s event fd, where it has one) and sd-bus's timeout become
+// Asio descriptor waits and a timer, and every
 // sdbus-c++ call happens on the io_context's thread.
 #pragma once
 
@@ -9,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <sdbus-c++/IConnection.h>
 #include <sdbus-c++/IProxy.h>
 #include <string>
@@ -45,6 +47,8 @@ private:
     boost::asio::io_context& io_;
     sdbus::IConnection& connection_;
     boost::asio::posix::stream_descriptor descriptor_;
+    // sdbus-c++ 2.x's event fd (wakes the loop for queued messages); none on 1.x.
+    std::optional<boost::asio::posix::stream_descriptor> eventFd_;
     boost::asio::steady_timer timer_;
     uint64_t generation_ = 0;
     bool kicked_ = false;

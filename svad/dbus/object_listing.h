@@ -61,12 +61,12 @@ struct VariantCollector {
     }
 };
 // At least the bytes of the properties in an a{sv}: per entry, the name and the
-// variant (its signature and its value).
+// variant (its signature, counted as the longest a property has, and its value).
 struct WireSizeCounter {
+    static constexpr size_t kSignature = 1 + 16 + 1; // length, up to 16 characters, NUL
     size_t bytes = wire::kAlign + 4;
     template <typename T> void operator()(const char* name, const T& value) {
-        bytes += wire::kAlign + wire::bytes(std::string(name)) + 1 +
-                 sdbus::signature_of<T>::str().size() + 1 + wire::bytes(value);
+        bytes += wire::kAlign + wire::bytes(std::string(name)) + kSignature + wire::bytes(value);
     }
 };
 

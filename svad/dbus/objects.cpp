@@ -38,7 +38,7 @@ std::string underRoot(const std::string& root, const std::string& rel) {
 // ---- Device -------------------------------------------------------------------
 
 DeviceObject::DeviceObject(sdbus::IConnection& connection, std::string path, DeviceData data)
-    : AdaptorInterfaces(connection, std::move(path)), data_(std::move(data)) {
+    : AdaptorInterfaces(connection, sdbus::ObjectPath(std::move(path))), data_(std::move(data)) {
     registerAdaptor();
 }
 
@@ -146,7 +146,7 @@ std::vector<std::string> DeviceObject::Warnings() {
 // ---- Group --------------------------------------------------------------------
 
 GroupObject::GroupObject(sdbus::IConnection& connection, std::string path, core::IommuGroup data)
-    : AdaptorInterfaces(connection, std::move(path)), data_(std::move(data)) {
+    : AdaptorInterfaces(connection, sdbus::ObjectPath(std::move(path))), data_(std::move(data)) {
     registerAdaptor();
 }
 
@@ -173,7 +173,7 @@ std::vector<sdbus::ObjectPath> GroupObject::Devices() {
 // ---- Unit ---------------------------------------------------------------------
 
 UnitObject::UnitObject(sdbus::IConnection& connection, std::string path, core::IommuUnit data)
-    : AdaptorInterfaces(connection, std::move(path)), data_(std::move(data)) {
+    : AdaptorInterfaces(connection, sdbus::ObjectPath(std::move(path))), data_(std::move(data)) {
     registerAdaptor();
 }
 
@@ -197,7 +197,7 @@ std::vector<sdbus::ObjectPath> UnitObject::Devices() {
 // ---- Queue --------------------------------------------------------------------
 
 QueueObject::QueueObject(sdbus::IConnection& connection, std::string path, QueueData data)
-    : AdaptorInterfaces(connection, std::move(path)), data_(std::move(data)) {
+    : AdaptorInterfaces(connection, sdbus::ObjectPath(std::move(path))), data_(std::move(data)) {
     registerAdaptor();
 }
 
@@ -247,7 +247,7 @@ uint64_t contextIdOf(const std::string& path) {
 
 ContextObject::ContextObject(sdbus::IConnection& connection, std::string path,
                              const core::Engine& engine, uint64_t id)
-    : AdaptorInterfaces(connection, std::move(path)), engine_(engine), id_(id) {
+    : AdaptorInterfaces(connection, sdbus::ObjectPath(std::move(path))), engine_(engine), id_(id) {
     registerAdaptor();
 }
 

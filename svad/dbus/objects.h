@@ -10,6 +10,7 @@
 #include "svad/dbus/Queue_adaptor.h"
 #include "svad/dbus/Unit_adaptor.h"
 #include "svad/dbus/object_listing.h"
+#include "svad/dbus/sdbus_compat.h"
 
 #include <map>
 #include <memory>
@@ -367,7 +368,7 @@ public:
     // Emits Released(reason), then InterfacesRemoved; the object goes with the caller's reset.
     void announceRelease(const std::string& reason);
     void announceChanged(const std::vector<std::string>& properties) {
-        emitPropertiesChangedSignal(Adaptor::INTERFACE_NAME, properties);
+        emitPropertiesChangedSignal(Adaptor::INTERFACE_NAME, compat::propertyNames(properties));
     }
     // Emits Degraded(reason) and the State change.
     void announceDegraded(const std::string& reason);

@@ -3,6 +3,7 @@
 #include "svad/core/log.h"
 #include "svad/core/paths.h"
 #include "svad/core/text.h"
+#include "svad/dbus/sdbus_compat.h"
 #include "svad/metrics/metrics.h"
 #include "svad/names.h"
 #include "svad/version.h"
@@ -35,8 +36,8 @@ uint64_t realtimeUsec() {
 constexpr size_t kMaxErrorText = size_t{16} * 1024;
 
 [[noreturn]] void throwError(names::Error e, const std::string& message) {
-    throw sdbus::Error(std::string(names::errorInfo(e).dbusName),
-                       core::cutUtf8(message, kMaxErrorText));
+    throw compat::makeError(std::string(names::errorInfo(e).dbusName),
+                            core::cutUtf8(message, kMaxErrorText));
 }
 
 // Brings `objects` in line with `next`: removes, updates and adds, emitting
@@ -72,13 +73,6 @@ void syncObjects(sdbus::IConnection& connection,
     }
 }
 
-// sdbus-c++ 1.2 does not tell a message's cookies; its sd-bus message does.
-struct RawMessage : sdbus::Message {
-    static sd_bus_message* of(const sdbus::Message& m) {
-        return static_cast<sd_bus_message*>(m.*(&RawMessage::msg_));
-    }
-};
-
 // A value of the expected D-Bus type, or InvalidArgument naming both; `what`
 // is "filter key" or "option".
 template <typename T>
@@ -107,31 +101,29 @@ T optionValue(const std::string& key, const sdbus::Variant& v, const char* signa
 Service::Service(boost::asio::io_context& io, sdbus::IConnection& connection, BusLoop& loop,
                  ServiceOptions options, ScanFunction scan, core::Engine& engine,
                  ports::KernelFeatures features)
-    : AdaptorInterfaces(connection, std::string(names::kRootPath)), io_(io),
+    : AdaptorInterfaces(connection, sdbus::ObjectPath(std::string(names::kRootPath))), io_(io),
       connection_(connection), loop_(loop), options_(std::move(options)), scan_(std::move(scan)),
       engine_(engine), features_(std::move(features)) {
     registerAdaptor();
     // Owners without a pidfd are followed by their bus name.
-    busProxy_ = sdbus::createProxy(connection_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
-    busProxy_->registerSignalHandler("org.freedesktop.DBus", "NameOwnerChanged",
-                                     [this](sdbus::Signal& signal) {
-                                         std::string name;
-                                         std::string oldOwner;
-                                         std::string newOwner;
-                                         signal >> name >> oldOwner >> newOwner;
-                                         if (newOwner.empty()) {
-                                             credentials_.erase(name);
-                                             onNameLost(name);
-                                         }
-                                     });
-    busProxy_->finishRegistration();
+    busProxy_ = compat::makeProxy(connection_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+    compat::onSignal(*busProxy_, "org.freedesktop.DBus", "NameOwnerChanged",
+                     [this](sdbus::Signal& signal) {
+                         std::string name;
+                         std::string oldOwner;
+                         std::string newOwner;
+                         signal >> name >> oldOwner >> newOwner;
+                         if (newOwner.empty()) {
+                             credentials_.erase(name);
+                             onNameLost(name);
+                         }
+                     });
+    compat::finishRegistration(*busProxy_);
     // The bus answers a message it refuses to pass on (a reply with fds to a connection
     // without fd passing) with an error to svad; onBusError picks out svad's replies.
-    busErrors_ = connection_.addMatch("type='error',sender='org.freedesktop.DBus'",
-                                      [this](sdbus::Message& m) { onBusError(m); });
-    // The sd-bus connection under sdbus-c++, from a message made on it.
-    auto probe = getObject().createSignal(std::string(names::kManagerInterface), "Probe");
-    sd_bus* bus = sd_bus_message_get_bus(RawMessage::of(probe));
+    busErrors_ = compat::addMatch(connection_, "type='error',sender='org.freedesktop.DBus'",
+                                  [this](sdbus::Message& m) { onBusError(m); });
+    sd_bus* bus = compat::rawBus(getObject(), std::string(names::kManagerInterface));
     if (bus == nullptr ||
         sd_bus_add_filter(bus, &treeFilter_, &Service::objectManagerFilter, this) < 0) {
         throw std::runtime_error("cannot install the GetManagedObjects size check on the bus");
@@ -269,10 +261,11 @@ void Service::apply(core::Host host, bool emit) {
     lastScanUsec_ = realtimeUsec();
     ++scanCount_;
     if (emit) {
-        emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME,
-                                    {"DeviceCount", "VdpaDeviceCount", "GroupCount", "UnitCount",
-                                     "QueueCount", "PasidDeviceCount", "WarningCount", "Warnings",
-                                     "LastScanTime", "ScanCount"});
+        emitPropertiesChangedSignal(
+            Manager_adaptor::INTERFACE_NAME,
+            compat::propertyNames({"DeviceCount", "VdpaDeviceCount", "GroupCount", "UnitCount",
+                                   "QueueCount", "PasidDeviceCount", "WarningCount", "Warnings",
+                                   "LastScanTime", "ScanCount"}));
     }
     observe();
     log::info("host scanned", {{"DEVICES", std::to_string(host_.devices.size())},
@@ -354,8 +347,9 @@ void Service::reprobe() {
             now += (now.empty() ? "" : " ") + name + "=" + (present ? "yes" : "no");
         }
         log::notice("kernel features changed: " + now);
-        emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME,
-                                    {"KernelFeatures", "KernelFeatureNotes"});
+        emitPropertiesChangedSignal(
+            Manager_adaptor::INTERFACE_NAME,
+            compat::propertyNames({"KernelFeatures", "KernelFeatureNotes"}));
     }
 }
 
@@ -365,8 +359,8 @@ void Service::Rescan(sdbus::Result<>&& result) {
     rescan([shared](const std::optional<std::string>& error) {
         if (error) {
             shared->returnError(
-                sdbus::Error(std::string(names::errorInfo(names::Error::KernelError).dbusName),
-                             core::cutUtf8(*error, kMaxErrorText)));
+                compat::makeError(std::string(names::errorInfo(names::Error::KernelError).dbusName),
+                                  core::cutUtf8(*error, kMaxErrorText)));
         } else {
             shared->returnResults();
         }
@@ -610,11 +604,11 @@ std::vector<gid_t> groupsOfUser(uid_t uid) {
 
 core::Caller Service::caller() {
     core::Caller c;
-    const sdbus::Message* m = getObject().getCurrentlyProcessedMessage();
-    if (m == nullptr) {
+    std::optional<std::string> sender = compat::currentSender(getObject());
+    if (!sender) {
         throwError(names::Error::PermissionDenied, "no caller");
     }
-    c.busName = m->getSender();
+    c.busName = *sender;
     // Credentials come from the bus daemon (GetConnectionCredentials), never from what
     // the caller sends nor from /proc, where a recycled pid could answer for another.
     auto it = credentials_.find(c.busName);
@@ -702,12 +696,13 @@ void Service::Reload(sdbus::Result<>&& result) {
             for (auto& e : errors) {
                 e = core::cutUtf8(e, 512);
             }
-            shared->returnError(
-                sdbus::Error(std::string(names::errorInfo(names::Error::InvalidArgument).dbusName),
-                             core::cutUtf8(joinedLines(errors), kMaxErrorText)));
+            shared->returnError(compat::makeError(
+                std::string(names::errorInfo(names::Error::InvalidArgument).dbusName),
+                core::cutUtf8(joinedLines(errors), kMaxErrorText)));
         } else {
-            emitPropertiesChangedSignal(Manager_adaptor::INTERFACE_NAME,
-                                        {"ConfigFile", "AdminGroup", "DefaultPolicy"});
+            emitPropertiesChangedSignal(
+                Manager_adaptor::INTERFACE_NAME,
+                compat::propertyNames({"ConfigFile", "AdminGroup", "DefaultPolicy"}));
             shared->returnResults();
         }
         loop_.kick();
@@ -801,10 +796,8 @@ void Service::AllocateContext(AllocateResult&& result, std::string vm,
     // The reply is sent by hand rather than through `result`, to learn its cookie: a bus
     // refuses a reply with fds to a connection without fd passing only after the fact.
     (void)result;
-    // sdbus-c++ dispatches a method with the MethodCall it is processing.
-    const auto* current =
-        static_cast<const sdbus::MethodCall*>(getObject().getCurrentlyProcessedMessage());
-    if (current == nullptr) {
+    std::optional<sdbus::MethodCall> current = compat::currentCall(getObject());
+    if (!current) {
         throwError(names::Error::InvalidArgument, "no method call");
     }
     const auto started = std::chrono::steady_clock::now();
@@ -860,14 +853,14 @@ void Service::AllocateContext(AllocateResult&& result, std::string vm,
     for (const auto& d : outcome.value()->devices) {
         used.insert(d.plugin);
     }
-    sdbus::MethodCall call = *current;
+    sdbus::MethodCall call = std::move(*current);
     uint64_t cookie = 0;
     try {
         auto [path, iommufd, fds, info] = publishContext(*outcome.value(), devices, req.caller);
         sdbus::MethodReply reply = call.createReply();
         reply << path << iommufd << fds << info;
         reply.send();
-        (void)sd_bus_message_get_cookie(RawMessage::of(reply), &cookie);
+        (void)sd_bus_message_get_cookie(compat::rawMessage(reply), &cookie);
     } catch (const std::exception& e) {
         recordAllocation(started, core::Failure{names::Error::KernelError, e.what()});
         log::error(std::string("context taken back, it could not be handed over: ") + e.what(),
@@ -905,7 +898,7 @@ void Service::watchDelivery(uint64_t id, uint64_t cookie, sdbus::MethodCall call
         busProxy_->callMethodAsync("GetId")
             .onInterface("org.freedesktop.DBus")
             .uponReplyInvoke(
-                [this, alive, cookie](const sdbus::Error* /*error*/, const std::string& /*busId*/) {
+                [this, alive, cookie](compat::AsyncError /*error*/, const std::string& /*busId*/) {
                     if (alive.lock()) {
                         pendingReplies_.erase(cookie);
                     }
@@ -920,7 +913,7 @@ void Service::watchDelivery(uint64_t id, uint64_t cookie, sdbus::MethodCall call
 
 void Service::onBusError(sdbus::Message& message) {
     uint64_t cookie = 0;
-    if (sd_bus_message_get_reply_cookie(RawMessage::of(message), &cookie) < 0) {
+    if (sd_bus_message_get_reply_cookie(compat::rawMessage(message), &cookie) < 0) {
         return;
     }
     auto it = pendingReplies_.find(cookie);
@@ -929,7 +922,7 @@ void Service::onBusError(sdbus::Message& message) {
     }
     PendingReply pending = std::move(it->second);
     pendingReplies_.erase(it);
-    const sd_bus_error* error = sd_bus_message_get_error(RawMessage::of(message));
+    const sd_bus_error* error = sd_bus_message_get_error(compat::rawMessage(message));
     const std::string name = error != nullptr && error->name != nullptr ? error->name : "";
     const std::string why =
         error != nullptr && error->message != nullptr ? error->message : "refused by the bus";
@@ -939,7 +932,7 @@ void Service::onBusError(sdbus::Message& message) {
     // The caller still waits for an answer: one without fds can reach it.
     try {
         pending.call
-            .createErrorReply(sdbus::Error(
+            .createErrorReply(compat::makeError(
                 std::string(names::errorInfo(names::Error::NotSupported).dbusName),
                 "the reply carries file descriptors and the bus would not deliver it (" + why +
                     "); connect with unix fd passing; the context was released"))
@@ -1037,13 +1030,13 @@ void Service::announceHolders(const std::vector<std::string>& devices) {
     for (const auto& id : devices) {
         if (auto it = devices_.find(core::devicePath(id)); it != devices_.end()) {
             it->second->emitPropertiesChangedSignal(DeviceObject::Adaptor::INTERFACE_NAME,
-                                                    {"HeldBy"});
+                                                    compat::propertyNames({"HeldBy"}));
         } else if (auto v = devices_.find(core::vdpaPath(id)); v != devices_.end()) {
             v->second->emitPropertiesChangedSignal(DeviceObject::Adaptor::INTERFACE_NAME,
-                                                   {"HeldBy"});
+                                                   compat::propertyNames({"HeldBy"}));
         } else if (auto q = queues_.find(core::queuePath(id)); q != queues_.end()) {
             q->second->emitPropertiesChangedSignal(QueueObject::Adaptor::INTERFACE_NAME,
-                                                   {"HeldBy"});
+                                                   compat::propertyNames({"HeldBy"}));
         }
     }
 }

@@ -430,7 +430,8 @@ SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string>
     svad_ = std::make_unique<Process>(argv, dir_.path() + "/svad.log");
     client_ = sdbus::createSessionBusConnectionWithAddress(bus_->address());
     // Ready when the name has an owner.
-    auto dbus = sdbus::createProxy(*client_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+    auto dbus =
+        svad::dbus::compat::makeProxy(*client_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
     // 10 s, and more for a large host: start-up reads every function.
     const auto functions = hostgen::statsOf(hostgen::expandHost(host)).functions;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10) +
@@ -554,7 +555,7 @@ void parseIntOptions(int argc, char** argv, std::initializer_list<IntOption> opt
 }
 
 std::unique_ptr<sdbus::IProxy> SvadFixture::proxy(const std::string& path) {
-    return sdbus::createProxy(*client_, "org.svad.Svad1", path);
+    return svad::dbus::compat::makeProxy(*client_, "org.svad.Svad1", path);
 }
 
 sdbus::Variant SvadFixture::property(const std::string& path, const std::string& iface,

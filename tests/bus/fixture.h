@@ -2,6 +2,7 @@
 // real svad binary, driven the way a client drives them.
 #pragma once
 
+#include "svad/dbus/sdbus_compat.h"
 #include "svad/hostgen/hostgen.h"
 
 #include <chrono>

@@ -237,7 +237,9 @@ TEST(Bus, BadSysfsInputBecomesWarningsNotCrashes) {
 // Watches the ObjectManager signals of svad from a client connection.
 class Watcher final : public sdbus::ProxyInterfaces<sdbus::ObjectManager_proxy> {
 public:
-    Watcher(sdbus::IConnection& c) : ProxyInterfaces(c, "org.svad.Svad1", kRoot) {
+    Watcher(sdbus::IConnection& c)
+        : ProxyInterfaces(c, svad::dbus::compat::ServiceName("org.svad.Svad1"),
+                          sdbus::ObjectPath(kRoot)) {
         registerProxy();
     }
     ~Watcher() { unregisterProxy(); }
@@ -253,14 +255,14 @@ public:
     }
 
 private:
-    void onInterfacesAdded(
-        const sdbus::ObjectPath& p,
-        const std::map<std::string, std::map<std::string, sdbus::Variant>>&) override {
+    void onInterfacesAdded(const sdbus::ObjectPath& p,
+                           const svad::dbus::compat::InterfacesAndProperties&) override {
         std::lock_guard lock(m_);
         added_.insert(p);
         cv_.notify_all();
     }
-    void onInterfacesRemoved(const sdbus::ObjectPath& p, const std::vector<std::string>&) override {
+    void onInterfacesRemoved(const sdbus::ObjectPath& p,
+                             const svad::dbus::compat::InterfaceNames&) override {
         std::lock_guard lock(m_);
         removed_.insert(p);
         cv_.notify_all();

@@ -106,8 +106,9 @@ class ReleaseWatcher {
 public:
     explicit ReleaseWatcher(const std::string& bus)
         : conn_(sdbus::createSessionBusConnectionWithAddress(bus)) {
-        proxy_ = sdbus::createProxy(*conn_, "org.svad.Svad1", kRoot);
-        slot_ = conn_->addMatch(
+        proxy_ = svad::dbus::compat::makeProxy(*conn_, "org.svad.Svad1", kRoot);
+        slot_ = svad::dbus::compat::addMatch(
+            *conn_,
             "type='signal',sender='org.svad.Svad1',interface='org.svad.Svad1.Context',"
             "member='Released'",
             [this](sdbus::Message& msg) {
@@ -328,7 +329,8 @@ TEST(Contexts, PasidChangesCostTheSameWhateverIsHeld) {
     std::condition_variable cv;
     std::vector<Change> changes;
     auto conn = sdbus::createSessionBusConnectionWithAddress(f.bus());
-    auto slot = conn->addMatch(
+    auto slot = svad::dbus::compat::addMatch(
+        *conn,
         "type='signal',sender='org.svad.Svad1',interface='org.freedesktop.DBus.Properties',"
         "member='PropertiesChanged',path='" +
             std::string(a.context) + "'",

@@ -88,13 +88,13 @@ TEST(Monitor, TakesNoArguments) {
 TEST(Stop, PendingRescanIsAnswered) {
     SvadFixture f(hostgen::synthesize(1024));
     auto connection = sdbus::createSessionBusConnectionWithAddress(f.bus());
-    auto proxy = sdbus::createProxy(*connection, "org.svad.Svad1", kRoot);
+    auto proxy = svad::dbus::compat::makeProxy(*connection, "org.svad.Svad1", kRoot);
     std::optional<std::string> answer;
     std::mutex m;
     proxy->callMethodAsync("Rescan").onInterface(kManager).uponReplyInvoke(
-        [&answer, &m](const sdbus::Error* e) {
+        [&answer, &m](svad::dbus::compat::AsyncError e) {
             std::lock_guard g(m);
-            answer = e == nullptr ? "ok" : e->getName() + ": " + e->getMessage();
+            answer = !e ? std::string("ok") : e->getName() + ": " + e->getMessage();
         });
     connection->enterEventLoopAsync();
     proxy->callMethod("Ping").onInterface("org.freedesktop.DBus.Peer");

@@ -150,14 +150,14 @@ TEST(NoStall, ASlowReloadStallsNoOtherCaller) {
     write("deny");
 
     auto connection = sdbus::createSessionBusConnectionWithAddress(f.bus());
-    auto proxy = sdbus::createProxy(*connection, "org.svad.Svad1", "/org/svad/Svad1");
+    auto proxy = svad::dbus::compat::makeProxy(*connection, "org.svad.Svad1", "/org/svad/Svad1");
     std::atomic<bool> answered{false};
     std::string error;
     const auto start = Clock::now();
     proxy->callMethodAsync("Reload")
         .onInterface("org.svad.Svad1.Manager")
-        .uponReplyInvoke([&answered, &error](const sdbus::Error* e) {
-            error = e == nullptr ? "" : e->getName();
+        .uponReplyInvoke([&answered, &error](svad::dbus::compat::AsyncError e) {
+            error = !e ? std::string() : std::string(e->getName());
             answered = true;
         });
     connection->enterEventLoopAsync();

@@ -58,7 +58,8 @@ class ReleasedWatcher {
 public:
     explicit ReleasedWatcher(const std::string& bus)
         : connection_(sdbus::createSessionBusConnectionWithAddress(bus)) {
-        slot_ = connection_->addMatch(
+        slot_ = svad::dbus::compat::addMatch(
+            *connection_,
             "type='signal',sender='org.svad.Svad1',interface='org.svad.Svad1.Context',"
             "member='Released'",
             [this](sdbus::Message& msg) {
