@@ -70,6 +70,19 @@ struct WireSizeCounter {
     }
 };
 
+// Every property of an object (one with visitProperties), as GetAll gives them,
+// and at least the bytes they take in a message.
+template <typename Object> std::map<std::string, sdbus::Variant> propertiesOf(Object& object) {
+    VariantCollector c;
+    object.visitProperties(c);
+    return std::move(c.properties);
+}
+template <typename Object> size_t wireBytesOf(Object& object) {
+    WireSizeCounter c;
+    object.visitProperties(c);
+    return c.bytes;
+}
+
 // At least the bytes of one object's entry in a GetManagedObjects reply: its path,
 // its interface with properties of `propertyBytes`, and the standard interfaces
 // sd-bus lists with it.

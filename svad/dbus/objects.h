@@ -20,9 +20,6 @@
 
 namespace svad::dbus {
 
-// An object's properties of its one svad interface, as GetAll gives them.
-using PropertyMap = std::map<std::string, sdbus::Variant>;
-
 // What a PCI function's object shows besides the function itself.
 struct DeviceLinks {
     std::vector<std::string> queues; // work queue names
@@ -44,18 +41,6 @@ class DeviceObject final
                                       sdbus::ManagedObject_adaptor, sdbus::Properties_adaptor> {
 public:
     using Adaptor = org::svad::Svad1::Device_adaptor;
-    // Every property of the interface, as GetAll gives them (ListObjects), and at
-    // least the bytes they take in a message: both from visitProperties.
-    PropertyMap properties() {
-        VariantCollector c;
-        visitProperties(c);
-        return std::move(c.properties);
-    }
-    size_t wireBytes() {
-        WireSizeCounter c;
-        visitProperties(c);
-        return c.bytes;
-    }
     // Calls v(name, value) for each property of the interface, in the XML's order.
     template <typename V> void visitProperties(V& v) {
         v("Address", Address());
@@ -158,18 +143,6 @@ class GroupObject final
                                       sdbus::Properties_adaptor> {
 public:
     using Adaptor = org::svad::Svad1::Group_adaptor;
-    // Every property of the interface, as GetAll gives them (ListObjects), and at
-    // least the bytes they take in a message: both from visitProperties.
-    PropertyMap properties() {
-        VariantCollector c;
-        visitProperties(c);
-        return std::move(c.properties);
-    }
-    size_t wireBytes() {
-        WireSizeCounter c;
-        visitProperties(c);
-        return c.bytes;
-    }
     // Calls v(name, value) for each property of the interface, in the XML's order.
     template <typename V> void visitProperties(V& v) {
         v("Id", Id());
@@ -204,18 +177,6 @@ class UnitObject final
                                       sdbus::Properties_adaptor> {
 public:
     using Adaptor = org::svad::Svad1::Unit_adaptor;
-    // Every property of the interface, as GetAll gives them (ListObjects), and at
-    // least the bytes they take in a message: both from visitProperties.
-    PropertyMap properties() {
-        VariantCollector c;
-        visitProperties(c);
-        return std::move(c.properties);
-    }
-    size_t wireBytes() {
-        WireSizeCounter c;
-        visitProperties(c);
-        return c.bytes;
-    }
     // Calls v(name, value) for each property of the interface, in the XML's order.
     template <typename V> void visitProperties(V& v) {
         v("Name", Name());
@@ -274,18 +235,6 @@ class QueueObject final
                                       sdbus::Properties_adaptor> {
 public:
     using Adaptor = org::svad::Svad1::Queue_adaptor;
-    // Every property of the interface, as GetAll gives them (ListObjects), and at
-    // least the bytes they take in a message: both from visitProperties.
-    PropertyMap properties() {
-        VariantCollector c;
-        visitProperties(c);
-        return std::move(c.properties);
-    }
-    size_t wireBytes() {
-        WireSizeCounter c;
-        visitProperties(c);
-        return c.bytes;
-    }
     // Calls v(name, value) for each property of the interface, in the XML's order.
     template <typename V> void visitProperties(V& v) {
         v("Name", Name());
@@ -333,18 +282,6 @@ class ContextObject final
                                       sdbus::ManagedObject_adaptor, sdbus::Properties_adaptor> {
 public:
     using Adaptor = org::svad::Svad1::Context_adaptor;
-    // Every property of the interface, as GetAll gives them (ListObjects), and at
-    // least the bytes they take in a message: both from visitProperties.
-    PropertyMap properties() {
-        VariantCollector c;
-        visitProperties(c);
-        return std::move(c.properties);
-    }
-    size_t wireBytes() {
-        WireSizeCounter c;
-        visitProperties(c);
-        return c.bytes;
-    }
     // Calls v(name, value) for each property of the interface, in the XML's order.
     template <typename V> void visitProperties(V& v) {
         v("Vm", Vm());

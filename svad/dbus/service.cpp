@@ -376,8 +376,8 @@ std::vector<ListedObject> Service::listedObjects(const std::string& start, uint3
                 break;
             }
             auto* object = it->second.get();
-            out.push_back({it->first, iface, [object] { return object->properties(); },
-                           [object] { return object->wireBytes(); }});
+            out.push_back({it->first, iface, [object] { return propertiesOf(*object); },
+                           [object] { return wireBytesOf(*object); }});
         }
     };
     take(units_, std::string(names::kUnitInterface));
@@ -390,7 +390,7 @@ std::vector<ListedObject> Service::listedObjects(const std::string& start, uint3
         if (path >= start) {
             auto* o = object.get();
             out.push_back({std::move(path), std::string(names::kContextInterface),
-                           [o] { return o->properties(); }, [o] { return o->wireBytes(); }});
+                           [o] { return propertiesOf(*o); }, [o] { return wireBytesOf(*o); }});
         }
     }
     std::sort(out.begin(), out.end(),

@@ -453,6 +453,30 @@ SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string>
     throw std::runtime_error("svad did not take its name: " + svad_->log());
 }
 
+std::string systemBusConfig(const TempDir& dir, bool svadPolicy) {
+    const std::string path = dir.path() + "/bus.conf";
+    std::ofstream out(path);
+    out << "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n"
+           " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
+           "<busconfig>\n"
+           "  <type>system</type>\n"
+           "  <listen>unix:tmpdir=/tmp</listen>\n"
+           "  <auth>EXTERNAL</auth>\n"
+           "  <policy context=\"default\">\n"
+           "    <allow user=\"*\"/>\n"
+           "    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
+           "    <allow eavesdrop=\"true\"/>\n";
+    if (!svadPolicy) {
+        out << "    <allow own=\"*\"/>\n";
+    }
+    out << "  </policy>\n";
+    if (svadPolicy) {
+        out << "  <include>" << SVAD_SOURCE_DIR << "/dbus/org.svad.Svad1.conf</include>\n";
+    }
+    out << "</busconfig>\n";
+    return path;
+}
+
 std::unique_ptr<SvadFixture> underWatchdog(const NotifySocket& sock,
                                            std::vector<std::string> extraArgs) {
     ::setenv("NOTIFY_SOCKET", sock.path().c_str(), 1);

@@ -124,6 +124,11 @@ std::string allocateWithoutFdPassing(const std::string& bus, const std::string& 
 // truncated config space.
 hostgen::HostSpec testHost();
 
+// A system-type dbus-daemon configuration in `dir` (dbus-daemon's built-in limits:
+// 32 MiB messages) that every local user may join; with `svadPolicy`, under svad's
+// shipped system-bus policy (dbus/org.svad.Svad1.conf), else anyone may own names.
+std::string systemBusConfig(const TempDir& dir, bool svadPolicy);
+
 // A datagram socket standing in for the service manager's notify socket.
 class NotifySocket {
 public:

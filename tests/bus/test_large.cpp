@@ -22,27 +22,6 @@ constexpr const char* kManager = "org.svad.Svad1.Manager";
 using Tree =
     std::map<sdbus::ObjectPath, std::map<std::string, std::map<std::string, sdbus::Variant>>>;
 
-// A bus of type system with no max_message_size of its own: dbus-daemon's
-// built-in limits, as Debian's system.conf keeps them. Anyone may own names.
-std::string systemBusConfig(const TempDir& dir) {
-    const std::string path = dir.path() + "/system-bus.conf";
-    std::ofstream out(path);
-    out << "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n"
-           " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
-           "<busconfig>\n"
-           "  <type>system</type>\n"
-           "  <listen>unix:tmpdir=/tmp</listen>\n"
-           "  <auth>EXTERNAL</auth>\n"
-           "  <policy context=\"default\">\n"
-           "    <allow user=\"*\"/>\n"
-           "    <allow own=\"*\"/>\n"
-           "    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
-           "    <allow eavesdrop=\"true\"/>\n"
-           "  </policy>\n"
-           "</busconfig>\n";
-    return path;
-}
-
 // Every page of ListObjects from `start`, with `limit` objects a page.
 Tree readPages(SvadFixture& f, uint32_t limit, size_t* pages = nullptr) {
     auto manager = f.proxy(kRoot);
@@ -170,7 +149,7 @@ TEST(Listing, ALargeHostFitsOnASystemBus) {
     TempDir conf;
     TempDir tree(scratchBase());
     const uint32_t functions = 16384;
-    SvadFixture f(hostgen::synthesize(functions), {}, tree.path(), systemBusConfig(conf));
+    SvadFixture f(hostgen::synthesize(functions), {}, tree.path(), systemBusConfig(conf, false));
     const uint32_t devices = f.property(kRoot, kManager, "DeviceCount").get<uint32_t>();
     ASSERT_GE(devices, functions);
 

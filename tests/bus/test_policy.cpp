@@ -86,32 +86,6 @@ private:
     std::string svactl_;
 };
 
-// A bus every local user may join; with `svadPolicy`, under svad's shipped
-// system-bus policy (dbus/org.svad.Svad1.conf) as a system bus would be.
-std::string busConfig(const TempDir& dir, bool svadPolicy) {
-    const std::string path = dir.path() + "/bus.conf";
-    std::ofstream out(path);
-    out << "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n"
-           " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
-           "<busconfig>\n"
-           "  <type>system</type>\n"
-           "  <listen>unix:tmpdir=/tmp</listen>\n"
-           "  <auth>EXTERNAL</auth>\n"
-           "  <policy context=\"default\">\n"
-           "    <allow user=\"*\"/>\n"
-           "    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
-           "    <allow eavesdrop=\"true\"/>\n";
-    if (!svadPolicy) {
-        out << "    <allow own=\"*\"/>\n";
-    }
-    out << "  </policy>\n";
-    if (svadPolicy) {
-        out << "  <include>" << SVAD_SOURCE_DIR << "/dbus/org.svad.Svad1.conf</include>\n";
-    }
-    out << "</busconfig>\n";
-    return path;
-}
-
 TEST(Policy, ANonAdminUidIsRefusedBySvadItselfAndMayStillRead) {
     if (::geteuid() != 0) {
         GTEST_SKIP() << "running a client under a second uid needs root";
@@ -119,7 +93,7 @@ TEST(Policy, ANonAdminUidIsRefusedBySvadItselfAndMayStillRead) {
     TempDir conf;
     const std::string config =
         writeConfig(conf.path() + "/svad.yaml", "default_policy: allow\nadmin_group: \"4242\"\n");
-    SvadFixture f(testHost(), {"--config", config}, {}, busConfig(conf, false));
+    SvadFixture f(testHost(), {"--config", config}, {}, systemBusConfig(conf, false));
     OtherUid nobody(f);
 
     auto list = nobody.svactl({"devices"});
@@ -155,7 +129,7 @@ TEST(Policy, RefusalsOfANonAdminAreRateLimitedInTheLog) {
     TempDir conf;
     const std::string config =
         writeConfig(conf.path() + "/svad.yaml", "default_policy: allow\nadmin_group: \"4242\"\n");
-    SvadFixture f(testHost(), {"--config", config}, {}, busConfig(conf, false));
+    SvadFixture f(testHost(), {"--config", config}, {}, systemBusConfig(conf, false));
     OtherUid nobody(f); // makes the bus socket reachable for nobody
     constexpr int kCalls = 200;
     const auto start = std::chrono::steady_clock::now();
@@ -189,7 +163,7 @@ TEST(Policy, TheShippedBusPolicyRefusesNonAdminsBeforeSvadSeesThem) {
     TempDir conf;
     const std::string config =
         writeConfig(conf.path() + "/svad.yaml", "default_policy: allow\nadmin_group: \"65534\"\n");
-    SvadFixture f(testHost(), {"--config", config}, {}, busConfig(conf, true));
+    SvadFixture f(testHost(), {"--config", config}, {}, systemBusConfig(conf, true));
     OtherUid nobody(f);
 
     auto list = nobody.svactl({"devices"});
@@ -218,7 +192,7 @@ TEST(Policy, UnderTheShippedPolicyAnUndeliverableReplyStillTakesTheContextBack) 
     }
     TempDir conf;
     const std::string config = writeConfig(conf.path() + "/svad.yaml", "default_policy: allow\n");
-    SvadFixture f(testHost(), {"--config", config}, {}, busConfig(conf, true));
+    SvadFixture f(testHost(), {"--config", config}, {}, systemBusConfig(conf, true));
     const std::string error = allocateWithoutFdPassing(f.bus(), "vm1", {"wq0.0"}, 3'000'000ULL);
     EXPECT_TRUE(error == "org.svad.Svad1.Error.NotSupported" ||
                 error == "org.freedesktop.DBus.Error.Timeout")
