@@ -28,6 +28,9 @@ std::string oneLine(std::string s) {
 
 void fail(int code, const std::string& message) {
     (void)std::fflush(stdout);
+    if (Progress::terminal()) {
+        (void)std::fputs("\r\033[K", stderr); // a progress line drawn there goes
+    }
     (void)std::fprintf(stderr, "svactl: %s\n", oneLine(message).c_str());
     std::exit(code);
 }
