@@ -113,7 +113,9 @@ TEST(Listing, PagesHoldWhatGetManagedObjectsHolds) {
             for (const auto& [name, value] : props) {
                 auto p = got->second.find(name);
                 ASSERT_NE(p, got->second.end()) << path << " " << name;
-                EXPECT_EQ(p->second.peekValueType(), value.peekValueType()) << path << " " << name;
+                EXPECT_EQ(std::string(p->second.peekValueType()),
+                          std::string(value.peekValueType()))
+                    << path << " " << name;
                 ++properties;
             }
         }
