@@ -1,55 +1,37 @@
 #include "svad/core/engine.h"
 
 #include "svad/core/log.h"
-#include "svad/core/pasid_width.h"
 #include "svad/core/text.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <set>
-#include <span>
 
 namespace svad::core {
 
 namespace {
 
-constexpr size_t kMaxVmName = 128;
-
 Failure fail(names::Error e, std::string message) {
-    return Failure{e, std::move(message)};
+    return Failure{e, std::move(message), {}};
 }
 
 // A kernel error as the caller sees it: the errno picks the name, the
 // message says which call failed on what.
 Failure kernelFailure(const ports::KernelError& e) {
-    return Failure{names::errorFromErrno(e.err), e.message};
-}
-
-bool validVmName(const std::string& vm) {
-    if (vm.empty() || vm.size() > kMaxVmName) {
-        return false;
-    }
-    return std::all_of(vm.begin(), vm.end(), [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' ||
-               c == '.' || c == ':' || c == '@';
-    });
+    return Failure{names::errorFromErrno(e.err), e.message, {}};
 }
 
 } // namespace
 
-struct Engine::Resolved {
-    std::string id;
-    HeldKind kind = HeldKind::Vfio;
-    uint32_t pasidWidth = 0;
-    const PciDevice* pci = nullptr;
-    const VdpaDevice* vdpa = nullptr;
-    const SiovQueue* queue = nullptr;
-    const IommuGroup* group = nullptr;
-    const PciDevice* parent = nullptr;
-    DeviceFacts facts;
-    const Rule* rule = nullptr; // null: the default policy allowed it
-    std::string plugin;         // the plugin that allowed it
+// An admitted request: its devices are reserved under `reservation`, and it
+// keeps the host and the configuration it was admitted on.
+struct Engine::Ticket {
+    AllocateRequest request;
+    uint64_t nowUsec = 0;
+    uint64_t reservation = 0;
+    std::shared_ptr<const Host> host;
+    std::shared_ptr<const Config> config;
+    std::vector<Resolved> resolved;
 };
 
 const ContextDevice* Context::device(const std::string& id) const {
@@ -62,9 +44,11 @@ const ContextDevice* Context::device(const std::string& id) const {
 }
 
 Engine::Engine(ports::Kernel& kernel, PasidAllocator& pasids, DeviceBroker& broker)
-    : kernel_(kernel), pasids_(pasids), broker_(broker), config_(defaultConfig("")) {}
+    : kernel_(kernel), pasids_(pasids), broker_(broker), config_(defaultConfig("")),
+      host_(std::make_shared<const Host>()) {}
 
 Engine::~Engine() {
+    alive_.reset();
     // svad is stopping, not the VMs: make no kernel call (a detach or destroy
     // would pull the devices from under a running VM sharing these open files);
     // svad's copies of the fds close, the VMMs' keep the objects alive.
@@ -75,8 +59,16 @@ Engine::~Engine() {
     }
 }
 
+void Engine::addObserver(ContextObserver* observer) {
+    observers_.push_back(observer);
+}
+
+void Engine::removeObserver(ContextObserver* observer) {
+    std::erase(observers_, observer);
+}
+
 void Engine::setHost(Host host) {
-    host_ = std::move(host);
+    host_ = std::make_shared<const Host>(std::move(host));
 }
 
 void Engine::setConfig(std::shared_ptr<const Config> config) {
@@ -84,443 +76,140 @@ void Engine::setConfig(std::shared_ptr<const Config> config) {
     pasids_.setDefaultQuota(config_->defaultPasidQuota);
 }
 
-const PciDevice* Engine::pciDevice(const std::string& address) const {
-    for (const auto& d : host_.devices) {
-        if (d.address == address) {
-            return &d;
+std::vector<Holder> Engine::holders(const std::string& device) const {
+    std::vector<Holder> out;
+    if (auto h = held_.find(device); h != held_.end()) {
+        for (uint64_t id : h->second) {
+            out.push_back(Holder{id, contexts_.at(id)->vm, Holder::Stage::Held});
         }
     }
-    return nullptr;
-}
-
-uint32_t Engine::pasidWidthOf(const PciDevice& dev) const {
-    return pasidWidth(dev, dev.physfn.empty() ? nullptr : pciDevice(dev.physfn), host_.units);
-}
-
-Outcome<std::vector<Engine::Resolved>> Engine::resolve(const AllocateRequest& request) {
-    std::vector<Resolved> out;
-    std::set<std::string> seen;
-    for (const auto& id : request.devices) {
-        if (!seen.insert(id).second) {
-            return fail(names::Error::InvalidArgument, "device " + echo(id) + " is listed twice");
+    if (auto r = reserved_.find(device); r != reserved_.end()) {
+        for (uint64_t key : r->second) {
+            const Reservation& res = reservations_.at(key);
+            out.push_back(
+                Holder{res.context, res.vm,
+                       res.context == 0 ? Holder::Stage::Arriving : Holder::Stage::Leaving});
         }
-        Resolved r;
-        r.id = id;
-        r.facts.id = id;
-        bool shared = false;
-        if (const PciDevice* dev = pciDevice(id)) {
-            r.kind = HeldKind::Vfio;
-            r.pci = dev;
-            r.pasidWidth = pasidWidthOf(*dev);
-            r.facts.kind = DeviceKind::Pci;
-            r.facts.vendor = dev->vendor;
-            r.facts.device = dev->device;
-            r.facts.classCode = dev->classCode;
-            r.facts.group = dev->group;
-            if (dev->group) {
-                for (const auto& g : host_.groups) {
-                    if (g.id == *dev->group) {
-                        r.group = &g;
-                    }
-                }
-            }
-        } else if (auto v = std::find_if(host_.vdpa.begin(), host_.vdpa.end(),
-                                         [&id](const VdpaDevice& x) { return x.name == id; });
-                   v != host_.vdpa.end()) {
-            r.kind = HeldKind::Vdpa;
-            r.vdpa = &*v;
-            r.parent = pciDevice(v->parentDevice);
-            r.facts.kind = DeviceKind::Vdpa;
-        } else if (auto q = std::find_if(host_.queues.begin(), host_.queues.end(),
-                                         [&id](const SiovQueue& x) { return x.name == id; });
-                   q != host_.queues.end()) {
-            r.kind = HeldKind::Queue;
-            r.queue = &*q;
-            r.parent = pciDevice(q->parentDevice);
-            r.facts.kind = DeviceKind::Queue;
-            shared = q->mode == QueueMode::Shared;
-        } else {
-            return fail(names::Error::NotFound,
-                        "no PCI device, vDPA device or work queue named '" + echo(id) + "'");
-        }
-        if (r.parent != nullptr) {
-            r.pasidWidth = pasidWidthOf(*r.parent);
-            r.facts.vendor = r.parent->vendor;
-            r.facts.device = r.parent->device;
-            r.facts.classCode = r.parent->classCode;
-            r.facts.group = r.parent->group;
-        }
-        // A shared queue may be in several contexts: its plugin keeps the count.
-        if (auto holder = holderOf(id); holder != 0 && !shared) {
-            return fail(names::Error::Busy, id + " is held by context " + std::to_string(holder) +
-                                                " (vm " + contexts_.at(holder)->vm + ")");
-        }
-        out.push_back(std::move(r));
     }
     return out;
 }
 
-// A device as the relatives rule sees it: a PCI function handed out whole, or
-// a vDPA device or work queue living on a parent function.
-struct Engine::Claim {
-    std::string id;
-    HeldKind kind = HeldKind::Vfio;
-    const PciDevice* pci = nullptr;    // handed out whole
-    const PciDevice* parent = nullptr; // the function a vDPA device or queue lives on
-    uint64_t holder = 0;               // 0: the request being judged
-    std::string vm;
-};
-
-const IommuGroup* Engine::groupOf(const PciDevice& dev) const {
-    if (!dev.group) {
-        return nullptr;
+uint32_t Engine::contextsThroughRule(const std::string& vm, const std::string& rule) const {
+    uint32_t n = 0;
+    for (const auto& [id, ctx] : contexts_) {
+        n +=
+            ctx->vm == vm && std::any_of(ctx->devices.begin(), ctx->devices.end(),
+                                         [&rule](const ContextDevice& d) { return d.rule == rule; })
+                ? 1
+                : 0;
     }
-    for (const auto& g : host_.groups) {
-        if (g.id == *dev.group) {
-            return &g;
-        }
+    for (const auto& [key, res] : reservations_) {
+        n += res.context == 0 && res.vm == vm &&
+                     std::any_of(res.devices.begin(), res.devices.end(),
+                                 [&rule](const auto& d) { return d.second == rule; })
+                 ? 1
+                 : 0;
     }
-    return nullptr;
+    return n;
 }
 
-bool Engine::governs(const PciDevice& whole, const std::string& function) const {
-    if (function == whole.address ||
-        std::find(whole.virtfns.begin(), whole.virtfns.end(), function) != whole.virtfns.end()) {
-        return true;
+uint64_t Engine::reserve(Reservation r) {
+    const uint64_t key = nextReservation_++;
+    for (const auto& [device, rule] : r.devices) {
+        reserved_[device].push_back(key);
     }
-    const IommuGroup* g = groupOf(whole);
-    return g != nullptr &&
-           std::find(g->devices.begin(), g->devices.end(), function) != g->devices.end();
+    reservations_.emplace(key, std::move(r));
+    return key;
 }
 
-std::optional<std::string> Engine::clash(const Claim& mine, const Claim& other) const {
-    if (mine.id == other.id) {
-        return std::nullopt; // the same device: resolve() decides (a shared queue may be held
-                             // again)
+void Engine::unreserve(uint64_t key) {
+    auto it = reservations_.find(key);
+    if (it == reservations_.end()) {
+        return;
     }
-    const std::string where =
-        other.holder == 0
-            ? std::string("also in this request")
-            : "held by context " + std::to_string(other.holder) + " (vm " + other.vm + ")";
-    auto what = [](const Claim& c) {
-        return std::string(c.kind == HeldKind::Vdpa ? "vDPA device " : "work queue ") + c.id;
-    };
-    auto relation = [this](const PciDevice& a, const PciDevice& b) {
-        if (a.physfn == b.address) {
-            return "is a VF of " + b.address;
-        }
-        if (b.physfn == a.address) {
-            return "is the PF of " + b.address;
-        }
-        return "shares IOMMU group " + (a.group ? std::to_string(*a.group) : std::string("?")) +
-               " with " + b.address;
-    };
-    if (mine.pci != nullptr && other.pci != nullptr) {
-        // One owner may hold a whole group, or a PF and its VFs, together.
-        if (other.holder != 0 && (governs(*mine.pci, other.id) || governs(*other.pci, mine.id))) {
-            return mine.id + " " + relation(*mine.pci, *other.pci) + ", " + where;
-        }
-        return std::nullopt;
-    }
-    if (mine.pci != nullptr && other.parent != nullptr &&
-        governs(*mine.pci, other.parent->address)) {
-        return mine.id + " cannot be handed out whole: " + other.parent->address + " has a " +
-               what(other) + ", " + where;
-    }
-    if (other.pci != nullptr && mine.parent != nullptr &&
-        governs(*other.pci, mine.parent->address)) {
-        return mine.id + " belongs to " + mine.parent->address + ", and " + other.id +
-               (other.id == mine.parent->address ? "" : ", which governs it,") +
-               " is handed out whole, " + where;
-    }
-    return std::nullopt;
-}
-
-Outcome<Done> Engine::checkRelatives(const Resolved& r, std::span<const Resolved> earlier) const {
-    auto claimOf = [](const Resolved& x) { return Claim{x.id, x.kind, x.pci, x.parent, 0, ""}; };
-    const Claim mine = claimOf(r);
-    // Within the request.
-    for (const auto& e : earlier) {
-        if (auto why = clash(mine, claimOf(e))) {
-            return fail(names::Error::Busy, *why);
-        }
-    }
-    // Against every context: only a relative can clash, so only relatives are looked up
-    // (a request costs the same with ten contexts as with thousands).
-    for (const auto& id : relativesOf(mine)) {
-        auto held = held_.find(id);
-        if (held == held_.end() || held->second.empty()) {
-            continue;
-        }
-        const uint64_t holder = held->second.front();
-        Claim other{id, HeldKind::Vfio, nullptr, nullptr, holder, contexts_.at(holder)->vm};
-        if (const PciDevice* dev = pciDevice(id)) {
-            other.pci = dev;
-        } else if (auto v = std::find_if(host_.vdpa.begin(), host_.vdpa.end(),
-                                         [&id](const VdpaDevice& x) { return x.name == id; });
-                   v != host_.vdpa.end()) {
-            other.kind = HeldKind::Vdpa;
-            other.parent = pciDevice(v->parentDevice);
-        } else if (auto q = std::find_if(host_.queues.begin(), host_.queues.end(),
-                                         [&id](const SiovQueue& x) { return x.name == id; });
-                   q != host_.queues.end()) {
-            other.kind = HeldKind::Queue;
-            other.parent = pciDevice(q->parentDevice);
-        } else {
-            continue; // gone from the host (a degraded context): nothing left to clash with
-        }
-        if (auto why = clash(mine, other)) {
-            return fail(names::Error::Busy, *why);
-        }
-    }
-    return Done{};
-}
-
-std::set<std::string> Engine::relativesOf(const Claim& c) const {
-    // Every function of the family of the device's own function (its IOMMU group, its PF
-    // or VFs), and every vDPA device and work queue on one of them: a superset of what
-    // clash() can find against c.
-    std::set<std::string> ids;
-    auto addFamily = [this, &ids](const PciDevice& f) {
-        ids.insert(f.address);
-        ids.insert(f.virtfns.begin(), f.virtfns.end());
-        if (!f.physfn.empty()) {
-            ids.insert(f.physfn);
-        }
-        if (const IommuGroup* g = groupOf(f)) {
-            ids.insert(g->devices.begin(), g->devices.end());
-        }
-    };
-    if (c.pci != nullptr) {
-        addFamily(*c.pci);
-    }
-    if (c.parent != nullptr) {
-        addFamily(*c.parent);
-    }
-    std::vector<std::string> children;
-    for (const auto& q : host_.queues) {
-        if (ids.count(q.parentDevice) != 0) {
-            children.push_back(q.name);
-        }
-    }
-    for (const auto& v : host_.vdpa) {
-        if (ids.count(v.parentDevice) != 0) {
-            children.push_back(v.name);
-        }
-    }
-    ids.insert(children.begin(), children.end());
-    ids.erase(c.id);
-    return ids;
-}
-
-PolicyQuery Engine::query(const AllocateRequest& request, const Resolved& r) const {
-    PolicyQuery q;
-    q.vm = request.vm;
-    q.uid = request.caller.uid;
-    q.pid = request.caller.pid;
-    q.mode = request.mode == ContextMode::Attached ? RequestMode::Attached : RequestMode::Handoff;
-    q.deviceId = r.id;
-    q.kind = r.facts.kind;
-    q.pci = r.pci;
-    q.vdpa = r.vdpa;
-    q.queue = r.queue;
-    q.group = r.group;
-    q.parent = r.parent;
-    q.pasidWidth = r.pasidWidth;
-    q.holders = static_cast<uint32_t>(holdersOf(r.id).size());
-    if (r.rule != nullptr) {
-        q.rule = r.rule->name;
-        q.options = r.rule->pluginOptions();
-    }
-    return q;
-}
-
-void Engine::audit(const AllocateRequest& request, const std::string& device,
-                   const std::string& plugin, const std::string& verdict, const std::string& reason,
-                   const std::string& rule) const {
-    log::Fields fields{{"VM", request.vm},
-                       {"DEVICE", device},
-                       {"PLUGIN", plugin},
-                       {"VERDICT", verdict},
-                       {"REASON", reason},
-                       {"CALLER_UID", std::to_string(request.caller.uid)},
-                       {"CALLER_PID", std::to_string(request.caller.pid)}};
-    if (!rule.empty()) {
-        fields.emplace_back("RULE", rule);
-    }
-    log::write(verdict == "DENY" ? log::Priority::Notice : log::Priority::Info,
-               "policy " + verdict + " " + device + " for vm " + request.vm + " by " + plugin +
-                   ": " + reason,
-               fields);
-}
-
-Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved>& resolved) {
-    Requester requester{request.vm, request.caller.uid, request.caller.gids};
-    for (size_t i = 0; i < resolved.size(); ++i) {
-        Resolved& r = resolved[i];
-        // The administrator's rules first.
-        RuleDecision rd = config_->decide(r.facts, requester);
-        const std::string ruleName = rd.rule != nullptr ? rd.rule->name : "";
-        if (!rd.allowed) {
-            audit(request, r.id, "config", "DENY", rd.reason, ruleName);
-            return Failure{names::Error::PolicyDenied, r.id + ": " + rd.reason, "config"};
-        }
-        r.rule = rd.rule;
-        if (r.rule != nullptr) {
-            const RuleLimits& lim = r.rule->limits;
-            if ((lim.mode == ModeLimit::Handoff && request.mode != ContextMode::Handoff) ||
-                (lim.mode == ModeLimit::Attached && request.mode != ContextMode::Attached)) {
-                std::string why = "rule '" + r.rule->name + "' allows only " +
-                                  (lim.mode == ModeLimit::Handoff ? "handoff" : "attached") +
-                                  " mode";
-                audit(request, r.id, "config", "DENY", why, ruleName);
-                return Failure{names::Error::PolicyDenied, r.id + ": " + why, "config"};
-            }
-            if (lim.maxContexts) {
-                uint32_t n = 0;
-                for (const auto& [id, ctx] : contexts_) {
-                    bool viaRule = ctx->vm == request.vm &&
-                                   std::any_of(ctx->devices.begin(), ctx->devices.end(),
-                                               [&ruleName](const ContextDevice& d) {
-                                                   return d.rule == ruleName;
-                                               });
-                    n += viaRule ? 1 : 0;
-                }
-                if (n >= *lim.maxContexts) {
-                    std::string why = "vm " + request.vm + " holds " + std::to_string(n) +
-                                      " contexts through rule '" + ruleName + "' (max_contexts " +
-                                      std::to_string(*lim.maxContexts) + ")";
-                    audit(request, r.id, "config", "DENY", why, ruleName);
-                    return Failure{names::Error::QuotaExceeded, r.id + ": " + why, "config"};
-                }
+    for (const auto& [device, rule] : it->second.devices) {
+        auto r = reserved_.find(device);
+        if (r != reserved_.end()) {
+            std::erase(r->second, key);
+            if (r->second.empty()) {
+                reserved_.erase(r);
             }
         }
-        // What the kernel needs before a device can be opened at all.
-        const bool autoBind = r.rule != nullptr && r.rule->limits.autoBind;
-        if (r.pci != nullptr) {
-            if (r.pci->vfioDevice.empty() && !autoBind) {
-                return fail(names::Error::NotSupported,
-                            r.id + " has no VFIO device cdev (driver: " +
-                                (r.pci->driver.empty() ? "none" : r.pci->driver) +
-                                "): bind it to vfio-pci first, or allow auto_bind in its rule");
-            }
-            if (r.group != nullptr && !r.group->viable && autoBind) {
-                // auto_bind takes the blocking members from their drivers: each
-                // must be one the rules give this requester too.
-                for (const auto& b : r.group->blockers) {
-                    const std::string member = b.substr(0, b.find(' '));
-                    const PciDevice* m = pciDevice(member);
-                    if (m == nullptr) {
-                        continue;
-                    }
-                    DeviceFacts mf{member,    DeviceKind::Pci, m->vendor,
-                                   m->device, m->classCode,    m->group};
-                    RuleDecision md = config_->decide(mf, requester);
-                    if (!md.allowed) {
-                        std::string why = "auto_bind would take " + member + " (" + b +
-                                          ") from its driver, and " + md.reason;
-                        audit(request, r.id, "config", "DENY", why, ruleName);
-                        return Failure{names::Error::PolicyDenied, r.id + ": " + why, "config"};
-                    }
-                }
-            }
-            if (r.group != nullptr) {
-                if (!r.group->viable && !autoBind) {
-                    std::string why;
-                    for (const auto& b : r.group->blockers) {
-                        why += (why.empty() ? "" : ", ") + b;
-                    }
-                    return fail(names::Error::Busy, "IOMMU group " + std::to_string(r.group->id) +
-                                                        " of " + r.id + " is not viable: " + why);
-                }
-            }
-        } else if (r.vdpa != nullptr && r.vdpa->vhostDevice.empty()) {
-            return fail(names::Error::NotSupported,
-                        r.id + " has no vhost-vdpa device (driver: " +
-                            (r.vdpa->driver.empty() ? "none" : r.vdpa->driver) +
-                            "): bind it to vhost_vdpa first");
-        } else if (r.queue != nullptr &&
-                   (r.queue->type != QueueType::User || r.queue->state != QueueState::Enabled ||
-                    r.queue->charDevice.empty())) {
-            return fail(names::Error::NotSupported, r.id + " is not an enabled user work queue");
-        }
+    }
+    reservations_.erase(it);
+}
 
-        if (auto related = checkRelatives(r, std::span<const Resolved>(resolved.data(), i));
-            !related.ok()) {
-            return related;
-        }
-        // Then the plugins: the first DENY wins, nobody allowing is a deny.
-        PolicyDecision pd = broker_.decide(query(request, r));
+Outcome<std::unique_ptr<Engine::Ticket>> Engine::admit(const AllocateRequest& request,
+                                                       uint64_t nowUsec) {
+    auto admitted = core::admit(request, *host_, *config_, *this);
+    if (!admitted.ok()) {
+        return admitted.failure();
+    }
+    auto t = std::make_unique<Ticket>();
+    t->request = request;
+    t->nowUsec = nowUsec;
+    t->host = host_;
+    t->config = config_;
+    t->resolved = std::move(admitted.value());
+    Reservation r{request.vm, 0, {}};
+    for (const auto& d : t->resolved) {
+        r.devices.emplace_back(d.id, d.rule != nullptr ? d.rule->name : "");
+    }
+    t->reservation = reserve(std::move(r));
+    return t;
+}
+
+Outcome<std::unique_ptr<Context>> Engine::build(Ticket& t) const {
+    const AllocateRequest& request = t.request;
+    // The plugins: for each device the first DENY wins, nobody allowing is a deny.
+    for (auto& r : t.resolved) {
+        const std::string rule = r.rule != nullptr ? r.rule->name : "";
+        PolicyDecision pd = broker_.decide(policyQuery(request, r));
         for (const auto& v : pd.verdicts) {
-            audit(request, r.id, v.plugin, toString(v.verdict), v.reason, ruleName);
+            auditVerdict(request, r.id, v.plugin, toString(v.verdict), v.reason, rule);
         }
         if (!pd.allowed) {
             if (pd.verdicts.empty() || pd.plugin.empty()) {
-                audit(request, r.id, "svad", "DENY", pd.reason, ruleName);
+                auditVerdict(request, r.id, "svad", "DENY", pd.reason, rule);
             }
             return Failure{names::Error::PolicyDenied, r.id + ": " + pd.reason,
                            pd.plugin.empty() ? "none" : pd.plugin};
         }
         r.plugin = pd.plugin;
     }
-    return Done{};
-}
 
-Outcome<Context*> Engine::allocate(const AllocateRequest& request, uint64_t nowUsec) {
-    if (!validVmName(request.vm)) {
-        return fail(names::Error::InvalidArgument,
-                    "vm name '" + echo(request.vm) +
-                        "' must be 1 to 128 characters of letters, digits and - _ . : @");
-    }
-    if (request.devices.empty()) {
-        return fail(names::Error::InvalidArgument, "no devices given");
-    }
-    if (request.ownerPid && request.caller.uid != 0) {
-        return fail(names::Error::PermissionDenied, "only root may name another owner_pid");
-    }
-    if (request.mode != ContextMode::Handoff && request.mode != ContextMode::Attached) {
-        return fail(names::Error::InvalidArgument, "mode must be handoff or attached");
-    }
-    auto resolved = resolve(request);
-    if (!resolved.ok()) {
-        return resolved.failure();
-    }
-    if (auto judged = judge(request, resolved.value()); !judged.ok()) {
-        return judged.failure();
-    }
-
-    // Phase one: every kernel object, owned by ctx; teardown undoes a partial one.
+    // Every kernel object, owned by ctx; teardown undoes a partial one.
     auto ctx = std::make_unique<Context>();
     ctx->vm = request.vm;
     ctx->ownerUid = request.caller.uid;
     ctx->ownerPid = request.ownerPid.value_or(request.caller.pid);
     ctx->ownerBusName = request.caller.busName;
     ctx->mode = request.mode;
-    ctx->createdUsec = nowUsec;
+    ctx->createdUsec = t.nowUsec;
 
-    auto failWith = [this, &ctx](const ports::KernelError& e) -> Outcome<Context*> {
+    auto failWith = [this, &ctx](const Failure& f) -> Outcome<std::unique_ptr<Context>> {
         teardown(*ctx);
-        return kernelFailure(e);
+        return f;
     };
 
     auto iommufd = kernel_.openIommufd();
     if (!iommufd) {
-        return failWith(iommufd.error());
+        return failWith(kernelFailure(iommufd.error()));
     }
     ctx->iommufd = std::move(iommufd.value());
     if (request.mode == ContextMode::Attached) {
         auto ioas = kernel_.ioasAlloc(ctx->iommufd.get());
         if (!ioas) {
-            return failWith(ioas.error());
+            return failWith(kernelFailure(ioas.error()));
         }
         ctx->ioasId = ioas.value();
         auto ranges = kernel_.ioasIovaRanges(ctx->iommufd.get(), ctx->ioasId);
         if (!ranges) {
-            return failWith(ranges.error());
+            return failWith(kernelFailure(ranges.error()));
         }
         ctx->iovaRanges = ranges.value();
     }
-    for (const auto& r : resolved.value()) {
+    for (const auto& r : t.resolved) {
         ContextDevice dev;
         dev.id = r.id;
         dev.kind = r.kind;
@@ -528,12 +217,11 @@ Outcome<Context*> Engine::allocate(const AllocateRequest& request, uint64_t nowU
         dev.plugin = r.plugin;
         dev.rule = r.rule != nullptr ? r.rule->name : "";
         // The plugin opens and prepares the device through the kernel port.
-        PolicyQuery q = query(request, r);
+        PolicyQuery q = policyQuery(request, r);
         dev.options = q.options;
         auto prepared = broker_.prepare(r.plugin, q);
         if (!prepared.ok()) {
-            teardown(*ctx);
-            return prepared.failure();
+            return failWith(prepared.failure());
         }
         dev.fd = std::move(prepared.value().fd);
         dev.vdpaGroups = prepared.value().vdpaGroups;
@@ -543,13 +231,13 @@ Outcome<Context*> Engine::allocate(const AllocateRequest& request, uint64_t nowU
             auto devId = kernel_.vfioBind(dev.fd.get(), ctx->iommufd.get());
             if (!devId) {
                 ctx->devices.push_back(std::move(dev));
-                return failWith(devId.error());
+                return failWith(kernelFailure(devId.error()));
             }
             dev.devId = devId.value();
             auto attached = kernel_.vfioAttach(dev.fd.get(), ctx->ioasId, std::nullopt);
             if (!attached) {
                 ctx->devices.push_back(std::move(dev));
-                return failWith(attached.error());
+                return failWith(kernelFailure(attached.error()));
             }
             dev.attached = true;
         }
@@ -558,23 +246,80 @@ Outcome<Context*> Engine::allocate(const AllocateRequest& request, uint64_t nowU
     if (request.faultQueue) {
         auto fq = kernel_.faultQueueAlloc(ctx->iommufd.get());
         if (!fq) {
-            return failWith(fq.error());
+            return failWith(kernelFailure(fq.error()));
         }
         ctx->faultQueueId = fq->id;
         ctx->faultQueueFd = std::move(fq->fd);
     }
+    return ctx;
+}
 
-    // Phase two: publish.
+Outcome<Context*> Engine::commit(Ticket& t, Outcome<std::unique_ptr<Context>> built) {
+    unreserve(t.reservation);
+    if (!built.ok()) {
+        return built.failure();
+    }
+    std::unique_ptr<Context> ctx = std::move(built.value());
     ctx->id = nextId_++;
     for (const auto& d : ctx->devices) {
         held_[d.id].push_back(ctx->id);
     }
+    // The host may have changed while it was built: a device gone already degrades it.
+    const std::string gone = degradedReason(*ctx, presentIds());
+    ctx->state = gone.empty() ? ContextState::Active : ContextState::Degraded;
     Context* raw = ctx.get();
     contexts_.emplace(raw->id, std::move(ctx));
+    for (auto* o : std::vector<ContextObserver*>(observers_)) {
+        o->contextCreated(*raw);
+    }
+    if (!gone.empty()) {
+        for (auto* o : std::vector<ContextObserver*>(observers_)) {
+            o->contextStateChanged(*raw, gone);
+        }
+    }
     return raw;
 }
 
-void Engine::teardown(Context& ctx) {
+Outcome<Context*> Engine::allocate(const AllocateRequest& request, uint64_t nowUsec) {
+    auto ticket = admit(request, nowUsec);
+    if (!ticket.ok()) {
+        return ticket.failure();
+    }
+    Ticket& t = *ticket.value();
+    return commit(t, build(t));
+}
+
+void Engine::allocate(AllocateRequest request, uint64_t nowUsec, AllocateDone done) {
+    auto ticket = admit(request, nowUsec);
+    if (!ticket.ok()) {
+        done(ticket.failure());
+        return;
+    }
+    auto t = std::shared_ptr<Ticket>(std::move(ticket.value()));
+    auto built = std::make_shared<std::optional<Outcome<std::unique_ptr<Context>>>>();
+    std::weak_ptr<int> alive = alive_;
+    offload_->run([this, t, built] { built->emplace(build(*t)); },
+                  [this, alive, t, built, done = std::move(done)] {
+                      if (!alive.lock()) {
+                          return;
+                      }
+                      if (!built->has_value()) {
+                          // The build stopped on something it did not expect (the offload
+                          // said so in the log); nothing of it is left.
+                          built->emplace(Failure{names::Error::KernelError,
+                                                 "the allocation stopped on an internal error",
+                                                 {}});
+                      }
+                      auto stored = commit(*t, std::move(built->value()));
+                      if (!stored.ok()) {
+                          done(stored.failure());
+                      } else {
+                          done(static_cast<const Context*>(stored.value()));
+                      }
+                  });
+}
+
+void Engine::teardown(Context& ctx) const {
     // PASIDs first (detached from their devices), then devices, fault queue, IOAS.
     for (const auto& [pasid, device] : ctx.pasids) {
         for (auto& d : ctx.devices) {
@@ -582,9 +327,7 @@ void Engine::teardown(Context& ctx) {
                 (void)kernel_.vfioDetach(d.fd.get(), pasid);
             }
         }
-        pasids_.release(pasid, ctx.vm);
     }
-    ctx.pasids.clear();
     for (auto& d : ctx.devices) {
         if (d.attached) {
             auto r = kernel_.vfioDetach(d.fd.get(), std::nullopt);
@@ -631,6 +374,121 @@ void Engine::teardown(Context& ctx) {
     }
 }
 
+void Engine::returnPasids(Context& ctx) {
+    for (const auto& [pasid, device] : ctx.pasids) {
+        pasids_.release(pasid, ctx.vm);
+    }
+    ctx.pasids.clear();
+}
+
+std::unique_ptr<Context> Engine::retire(uint64_t id, const std::string& reason, uint64_t& key) {
+    auto it = contexts_.find(id);
+    if (it == contexts_.end()) {
+        return nullptr;
+    }
+    std::unique_ptr<Context> ctx = std::move(it->second);
+    contexts_.erase(it);
+    Reservation r{ctx->vm, id, {}};
+    for (const auto& d : ctx->devices) {
+        r.devices.emplace_back(d.id, d.rule);
+        auto h = held_.find(d.id);
+        if (h != held_.end()) {
+            std::erase(h->second, id);
+            if (h->second.empty()) {
+                held_.erase(h);
+            }
+        }
+    }
+    key = reserve(std::move(r));
+    for (auto* o : std::vector<ContextObserver*>(observers_)) {
+        o->contextReleased(*ctx, reason);
+    }
+    return ctx;
+}
+
+void Engine::releaseUnchecked(uint64_t id, const std::string& reason) {
+    uint64_t key = 0;
+    std::unique_ptr<Context> ctx = retire(id, reason, key);
+    if (!ctx) {
+        return;
+    }
+    teardown(*ctx);
+    returnPasids(*ctx);
+    unreserve(key);
+}
+
+void Engine::releaseAsync(uint64_t id, const std::string& reason, std::function<void()> done) {
+    uint64_t key = 0;
+    std::shared_ptr<Context> ctx = retire(id, reason, key);
+    if (!ctx) {
+        if (done) {
+            done();
+        }
+        return;
+    }
+    std::weak_ptr<int> alive = alive_;
+    offload_->run([this, ctx] { teardown(*ctx); },
+                  [this, alive, ctx, key, done = std::move(done)] {
+                      if (!alive.lock()) {
+                          return;
+                      }
+                      returnPasids(*ctx);
+                      unreserve(key);
+                      if (done) {
+                          done();
+                      }
+                  });
+}
+
+Outcome<Done> Engine::release(uint64_t id, const Caller& caller) {
+    if (auto access = checkAccess(id, caller); !access.ok()) {
+        return access;
+    }
+    releaseUnchecked(id);
+    return Done{};
+}
+
+std::set<std::string> Engine::presentIds() const {
+    std::set<std::string> present;
+    for (const auto& d : host_->devices) {
+        present.insert(d.address);
+    }
+    for (const auto& v : host_->vdpa) {
+        present.insert(v.name);
+    }
+    for (const auto& q : host_->queues) {
+        present.insert(q.name);
+    }
+    return present;
+}
+
+std::string Engine::degradedReason(const Context& ctx, const std::set<std::string>& present) {
+    std::string gone;
+    for (const auto& d : ctx.devices) {
+        if (present.count(d.id) == 0) {
+            gone += (gone.empty() ? "" : ",") + d.id;
+        }
+    }
+    return gone.empty() ? std::string() : "device " + gone + " removed from the host";
+}
+
+std::vector<uint64_t> Engine::markDegraded() {
+    std::vector<uint64_t> changed;
+    const std::set<std::string> present = presentIds();
+    for (auto& [id, ctx] : contexts_) {
+        const std::string reason = degradedReason(*ctx, present);
+        ContextState next = reason.empty() ? ContextState::Active : ContextState::Degraded;
+        if (next != ctx->state) {
+            ctx->state = next;
+            changed.push_back(id);
+            for (auto* o : std::vector<ContextObserver*>(observers_)) {
+                o->contextStateChanged(*ctx, reason);
+            }
+        }
+    }
+    return changed;
+}
+
 const Context* Engine::find(uint64_t id) const {
     auto it = contexts_.find(id);
     return it == contexts_.end() ? nullptr : it->second.get();
@@ -661,27 +519,6 @@ Outcome<Done> Engine::checkAccess(uint64_t id, const Caller& caller) const {
         return fail(names::Error::NotFound, "no context " + std::to_string(id));
     }
     return checkOwner(*it->second, caller);
-}
-
-Outcome<Done> Engine::release(uint64_t id, const Caller& caller) {
-    if (auto access = checkAccess(id, caller); !access.ok()) {
-        return access;
-    }
-    releaseUnchecked(id);
-    return Done{};
-}
-
-void Engine::releaseUnchecked(uint64_t id) {
-    auto it = contexts_.find(id);
-    if (it == contexts_.end()) {
-        return;
-    }
-    teardown(*it->second);
-    for (auto h = held_.begin(); h != held_.end();) {
-        std::erase(h->second, id);
-        h = h->second.empty() ? held_.erase(h) : std::next(h);
-    }
-    contexts_.erase(it);
 }
 
 Outcome<uint32_t> Engine::allocatePasid(uint64_t id, const std::string& device,
@@ -809,31 +646,6 @@ Outcome<Done> Engine::setVirtualId(uint64_t id, const std::string& device, uint6
     }
     ctx.virtualIds[device] = virtId;
     return Done{};
-}
-
-std::vector<uint64_t> Engine::markDegraded() {
-    std::set<std::string> present;
-    for (const auto& d : host_.devices) {
-        present.insert(d.address);
-    }
-    for (const auto& v : host_.vdpa) {
-        present.insert(v.name);
-    }
-    for (const auto& q : host_.queues) {
-        present.insert(q.name);
-    }
-    std::vector<uint64_t> changed;
-    for (auto& [id, ctx] : contexts_) {
-        bool gone =
-            std::any_of(ctx->devices.begin(), ctx->devices.end(),
-                        [&present](const ContextDevice& d) { return present.count(d.id) == 0; });
-        ContextState next = gone ? ContextState::Degraded : ContextState::Active;
-        if (next != ctx->state) {
-            ctx->state = next;
-            changed.push_back(id);
-        }
-    }
-    return changed;
 }
 
 size_t Engine::pasidCount() const {

@@ -1,15 +1,24 @@
 // The context engine: what svad hands out, to whom, and how it is taken
-// back. No D-Bus here: the adaptors decode a call into a request with the
-// caller's credentials, call the engine, and map its Outcome to a reply.
+// back. It is the one owner of contexts and their lifetime: the D-Bus side,
+// the lease watcher and the metrics observe it (ContextObserver). No D-Bus
+// here: the adaptors decode a call into a request with the caller's
+// credentials, call the engine, and map its Outcome to a reply.
 //
-// Every device of a request passes the configuration's rules and then the
-// policy plugins (DeviceBroker) before anything is opened: no fd leaves
-// svad without a plugin's ALLOW. Each verdict is written as an audit record.
-//
-// Every allocation is two-phase: all kernel calls happen first, each undone
-// on failure by the guard that owns it; only a complete context is stored.
+// An allocation runs in three steps:
+//  1. admit (the calling thread, svad's loop): the admission table
+//     (admission.h) runs, and the devices are reserved, so that no other
+//     request takes them or a relative while this one is under way;
+//  2. build (the Offload: a worker): the plugins decide (no fd leaves svad
+//     without a plugin's ALLOW; each verdict is an audit record) and prepare,
+//     the kernel objects are made; each undone on failure by its owner;
+//  3. commit (back on the loop): the reservation becomes the context, the
+//     observers hear of it, and the caller's `done` runs.
+// A release is the reverse: the context leaves at once (the observers hear
+// of it), its devices stay reserved while its kernel objects are torn down
+// on the Offload, and its PASIDs go back to the pool after that.
 #pragma once
 
+#include "svad/core/admission.h"
 #include "svad/core/config.h"
 #include "svad/core/model.h"
 #include "svad/core/outcome.h"
@@ -19,37 +28,18 @@
 #include "svad/ports/kernel.h"
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
-#include <span>
 #include <string>
 #include <sys/types.h>
-#include <variant>
 #include <vector>
 
 namespace svad::core {
 
-enum class ContextMode : uint32_t { Unknown = 0, Handoff = 1, Attached = 2 };
 enum class ContextState : uint32_t { Unknown = 0, Active = 1, Degraded = 2 };
-enum class HeldKind : uint32_t { Vfio = 1, Vdpa = 2, Queue = 3 };
-
-struct Caller {
-    uid_t uid = 0;
-    pid_t pid = 0;
-    std::string busName;
-    std::vector<gid_t> gids; // primary and supplementary, from the bus or the user database
-};
-
-struct AllocateRequest {
-    std::string vm;
-    std::vector<std::string> devices;
-    ContextMode mode = ContextMode::Handoff;
-    bool faultQueue = false;
-    std::optional<pid_t> ownerPid; // root only
-    Caller caller;
-};
 
 struct ContextDevice {
     std::string id; // as requested: PCI address, vDPA name, queue name
@@ -87,27 +77,75 @@ struct Context {
     const ContextDevice* device(const std::string& id) const;
 };
 
-class Engine {
+// Where the engine runs its slow parts (plugin decisions, driver rebinds,
+// device opens and closes): `work` on another thread, then `then` back on the
+// thread that owns the engine. `then` may be dropped when svad stops.
+class Offload {
+public:
+    virtual ~Offload() = default;
+    virtual void run(std::function<void()> work, std::function<void()> then) = 0;
+};
+
+// Runs both at once on the calling thread: tests, and an engine without a loop.
+class InlineOffload final : public Offload {
+public:
+    void run(std::function<void()> work, std::function<void()> then) override {
+        work();
+        then();
+    }
+};
+
+// Hears of every context's life, on the engine's thread.
+class ContextObserver {
+public:
+    virtual ~ContextObserver() = default;
+    // A context was stored; its fds are ready to hand over.
+    virtual void contextCreated(const Context& ctx) = 0;
+    // Its state changed: Degraded (reason: which devices left the host) or Active again.
+    virtual void contextStateChanged(const Context& ctx, const std::string& reason) = 0;
+    // It is gone from the engine (find() no longer knows it); its devices are free
+    // once its teardown has run.
+    virtual void contextReleased(const Context& ctx, const std::string& reason) = 0;
+};
+
+class Engine final : private Claims {
 public:
     Engine(ports::Kernel& kernel, PasidAllocator& pasids, DeviceBroker& broker);
-    ~Engine();
+    ~Engine() override;
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
 
+    // Where build and teardown run; null (the default) runs them inline.
+    void setOffload(Offload* offload) { offload_ = offload != nullptr ? offload : &inline_; }
+    void addObserver(ContextObserver* observer);
+    void removeObserver(ContextObserver* observer);
+
     // The host the next requests resolve devices against.
     void setHost(Host host);
-    const Host& host() const { return host_; }
+    const Host& host() const { return *host_; }
     // The rules the next requests are judged by; contexts already made stay.
     void setConfig(std::shared_ptr<const Config> config);
     const Config& config() const { return *config_; }
 
+    // Admits on the calling thread, builds on the Offload, and calls `done` on the
+    // engine's thread with the stored context (valid until it is released) or why not.
+    using AllocateDone = std::function<void(Outcome<const Context*>)>;
+    void allocate(AllocateRequest request, uint64_t nowUsec, AllocateDone done);
+    // All three steps on the calling thread.
     Outcome<Context*> allocate(const AllocateRequest& request, uint64_t nowUsec);
+
     // Whether the caller may act on a context: it exists, and the caller owns it or is root.
     Outcome<Done> checkAccess(uint64_t id, const Caller& caller) const;
-    // Releases a context (the caller must own it, or be root).
+    Outcome<Done> checkOwner(const Context& ctx, const Caller& caller) const;
+    // Releases a context (the caller must own it, or be root), all on the calling thread.
     Outcome<Done> release(uint64_t id, const Caller& caller);
-    // Releases without an ownership check: the owner went away.
-    void releaseUnchecked(uint64_t id);
+    // Releases without an ownership check (the owner went away, svad took it back),
+    // all on the calling thread.
+    void releaseUnchecked(uint64_t id, const std::string& reason = "released by the owner");
+    // Releases through the Offload: the observers hear of it now, `done` runs once
+    // the teardown is over. No-op (done runs) for an unknown id.
+    void releaseAsync(uint64_t id, const std::string& reason, std::function<void()> done = {});
+
     Outcome<uint32_t> allocatePasid(uint64_t id, const std::string& device, const Caller& caller);
     Outcome<Done> releasePasid(uint64_t id, uint32_t pasid, const Caller& caller);
     Outcome<Done> setVirtualId(uint64_t id, const std::string& device, uint64_t virtId,
@@ -119,47 +157,55 @@ public:
     // (the first, for a shared queue).
     uint64_t holderOf(const std::string& device) const;
     std::vector<uint64_t> holdersOf(const std::string& device) const;
-    // Contexts whose devices are no longer on the host (after a rescan): marked degraded.
+    // Marks contexts whose devices are no longer on the host degraded (and those
+    // whose devices are back active), telling the observers; returns their ids.
     std::vector<uint64_t> markDegraded();
     size_t pasidCount() const;
+    // Allocations under way and releases still tearing down.
+    size_t inFlight() const { return reservations_.size(); }
 
 private:
-    struct Resolved;
-    Outcome<Done> checkOwner(const Context& ctx, const Caller& caller) const;
-    Outcome<std::vector<Resolved>> resolve(const AllocateRequest& request);
-    Outcome<Done> judge(const AllocateRequest& request, std::vector<Resolved>& resolved);
-    PolicyQuery query(const AllocateRequest& request, const Resolved& r) const;
-    // One rule for relatives, applied alike to the devices held by other
-    // contexts and to those earlier in the same request (`earlier`):
-    //  - a PCI function handed out whole takes with it every function it
-    //    governs (the members of its IOMMU group; for a PF, its VFs), so no
-    //    vDPA device or work queue on any of them may be handed out beside it,
-    //    neither in another context nor in the same one;
-    //  - functions that govern one another (one IOMMU group, PF and VF) may
-    //    be held together only by one context.
-    // A shared queue in several contexts and sibling queues or vDPA devices
-    // are not relatives.
-    struct Claim;
-    Outcome<Done> checkRelatives(const Resolved& r, std::span<const Resolved> earlier) const;
-    std::optional<std::string> clash(const Claim& mine, const Claim& other) const;
-    bool governs(const PciDevice& whole, const std::string& function) const;
-    std::set<std::string> relativesOf(const Claim& c) const;
-    const IommuGroup* groupOf(const PciDevice& dev) const;
-    void audit(const AllocateRequest& request, const std::string& device, const std::string& plugin,
-               const std::string& verdict, const std::string& reason,
-               const std::string& rule) const;
-    void teardown(Context& ctx);
-    uint32_t pasidWidthOf(const PciDevice& dev) const;
-    const PciDevice* pciDevice(const std::string& address) const;
+    struct Ticket;
+    struct Reservation {
+        std::string vm;
+        uint64_t context = 0; // the context being released; 0: an allocation
+        std::vector<std::pair<std::string, std::string>> devices; // device, rule
+    };
+    // Claims, for the admission checks.
+    std::vector<Holder> holders(const std::string& device) const override;
+    uint32_t contextsThroughRule(const std::string& vm, const std::string& rule) const override;
+
+    Outcome<std::unique_ptr<Ticket>> admit(const AllocateRequest& request, uint64_t nowUsec);
+    // Runs on the Offload: reads only the ticket, and calls the kernel and the broker.
+    Outcome<std::unique_ptr<Context>> build(Ticket& ticket) const;
+    Outcome<Context*> commit(Ticket& ticket, Outcome<std::unique_ptr<Context>> built);
+    uint64_t reserve(Reservation r);
+    void unreserve(uint64_t key);
+    // Takes a context out (the observers hear of it) and reserves its devices.
+    std::unique_ptr<Context> retire(uint64_t id, const std::string& reason, uint64_t& key);
+    // Kernel objects and plugins' undo; runs on the Offload.
+    void teardown(Context& ctx) const;
+    // The context's PASIDs back to the pool; on the engine's thread.
+    void returnPasids(Context& ctx);
+    std::set<std::string> presentIds() const;
+    static std::string degradedReason(const Context& ctx, const std::set<std::string>& present);
 
     ports::Kernel& kernel_;
     PasidAllocator& pasids_;
     DeviceBroker& broker_;
+    InlineOffload inline_;
+    Offload* offload_ = &inline_;
+    std::vector<ContextObserver*> observers_;
     std::shared_ptr<const Config> config_;
-    Host host_;
+    std::shared_ptr<const Host> host_;
     uint64_t nextId_ = 1;
     std::map<uint64_t, std::unique_ptr<Context>> contexts_;
     std::map<std::string, std::vector<uint64_t>> held_; // device id -> contexts
+    uint64_t nextReservation_ = 1;
+    std::map<uint64_t, Reservation> reservations_;
+    std::map<std::string, std::vector<uint64_t>> reserved_; // device id -> reservations
+    // Expires with the engine: a build or teardown finishing late finds it gone.
+    std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };
 
 } // namespace svad::core

@@ -1,0 +1,538 @@
+#include "svad/dbus/context_methods.h"
+
+#include "svad/core/log.h"
+#include "svad/core/text.h"
+#include "svad/dbus/errors.h"
+#include "svad/dbus/sdbus_compat.h"
+#include "svad/names.h"
+
+#include <cerrno>
+#include <set>
+#include <system_error>
+#include <systemd/sd-bus.h>
+#include <time.h>
+
+namespace svad::dbus {
+
+namespace {
+
+uint64_t realtimeUsec() {
+    struct timespec ts {};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+std::string joined(const std::vector<std::string>& items, const char* sep = ",") {
+    std::string out;
+    for (const auto& i : items) {
+        out += (out.empty() ? "" : sep) + i;
+    }
+    return out;
+}
+
+// A caller's list of names as a log field quotes it: each name echoed, and as
+// many as fit in 256 bytes, then how many there were.
+std::string echoList(const std::vector<std::string>& items) {
+    constexpr size_t kMaxListEcho = 256;
+    std::string out;
+    size_t shown = 0;
+    for (const auto& i : items) {
+        std::string next = (out.empty() ? "" : ",") + core::echo(i);
+        if (out.size() + next.size() > kMaxListEcho) {
+            break;
+        }
+        out += next;
+        ++shown;
+    }
+    if (shown < items.size()) {
+        out += ",\u2026 (" + std::to_string(items.size()) + " names)";
+    }
+    return out;
+}
+
+template <typename T>
+T optionValue(const std::string& key, const sdbus::Variant& v, const char* signature) {
+    return typedValue<T>("option", key, v, signature);
+}
+
+// Decodes AllocateContext's options into the request; throws the bus error.
+void decodeOptions(const std::map<std::string, sdbus::Variant>& options,
+                   core::AllocateRequest& req) {
+    for (const auto& [key, value] : options) {
+        if (key == "mode") {
+            const auto mode = optionValue<std::string>(key, value, "s");
+            req.mode = core::contextModeFromName(mode);
+            if (req.mode == core::ContextMode::Unknown) {
+                // Named here, where the caller's words are at hand; the engine's mode
+                // check stays the one rule for a request built any other way.
+                throwError(names::Error::InvalidArgument,
+                           "option 'mode' must be 'handoff' or 'attached', not '" +
+                               core::echo(mode) + "'");
+            }
+        } else if (key == "fault_queue") {
+            req.faultQueue = optionValue<bool>(key, value, "b");
+        } else if (key == "owner_pid") {
+            auto pid = optionValue<uint32_t>(key, value, "u");
+            if (pid == 0 || pid > INT32_MAX) {
+                throwError(names::Error::InvalidArgument, "option 'owner_pid' is not a pid");
+            }
+            req.ownerPid = static_cast<pid_t>(pid);
+        } else {
+            throwError(names::Error::InvalidArgument, "unknown option '" + core::echo(key) +
+                                                          "' (known: mode fault_queue owner_pid)");
+        }
+    }
+}
+
+void replyError(sdbus::MethodCall& call, const sdbus::Error& error) {
+    try {
+        call.createErrorReply(error).send();
+    } catch (const sdbus::Error& e) {
+        log::warning(std::string("cannot send an error reply: ") + e.what());
+    }
+}
+
+} // namespace
+
+ContextMethods::ContextMethods(sdbus::IConnection& connection, sdbus::IProxy& bus,
+                               core::Engine& engine, CallerIdentity& identity, HostPublisher& host,
+                               ServiceMetrics& metrics, Hooks hooks)
+    : connection_(connection), bus_(bus), engine_(engine), identity_(identity), host_(host),
+      metrics_(metrics), hooks_(std::move(hooks)) {
+    engine_.addObserver(this);
+    // The bus answers a message it refuses to pass on (a reply with fds to a connection
+    // without fd passing) with an error to svad; onBusError picks out svad's replies.
+    busErrors_ = compat::addMatch(connection_, "type='error',sender='org.freedesktop.DBus'",
+                                  [this](sdbus::Message& m) { onBusError(m); });
+}
+
+ContextMethods::~ContextMethods() {
+    alive_.reset();
+    engine_.removeObserver(this);
+    busErrors_.reset();
+    pendingReplies_.clear();
+    // Contexts stay with the engine (their fds live on in the VMMs); only the bus side goes.
+    objects_.clear();
+}
+
+core::Outcome<uint64_t> ContextMethods::contextAt(const std::string& path) const {
+    uint64_t id = contextIdOf(path);
+    if (id == 0 || engine_.find(id) == nullptr) {
+        return core::Failure{names::Error::NotFound, "no context at " + core::echo(path), {}};
+    }
+    return id;
+}
+
+void ContextMethods::asAdmin(const std::string& action, const std::string& sender,
+                             std::function<void(const core::Failure&)> fail,
+                             std::function<void(const core::Caller&)> then) {
+    std::weak_ptr<int> alive = alive_;
+    identity_.admin(
+        action, sender, [this]() -> const core::Config& { return engine_.config(); },
+        [alive, fail = std::move(fail), then = std::move(then),
+         kick = hooks_.kick](core::Outcome<core::Caller> who) mutable {
+            if (!alive.lock()) {
+                return;
+            }
+            if (!who.ok()) {
+                fail(who.failure());
+            } else {
+                then(who.value());
+            }
+            if (kick) {
+                kick();
+            }
+        });
+}
+
+void ContextMethods::allocate(sdbus::MethodCall call, const std::string& sender, std::string vm,
+                              std::vector<std::string> devices,
+                              std::map<std::string, sdbus::Variant> options) {
+    const auto started = std::chrono::steady_clock::now();
+    auto held = std::make_shared<sdbus::MethodCall>(std::move(call));
+    std::weak_ptr<int> alive = alive_;
+    asAdmin(
+        "AllocateContext", sender,
+        [held](const core::Failure& f) { replyError(*held, busError(f)); },
+        [this, alive, held, started, vm = std::move(vm), devices = std::move(devices),
+         options = std::move(options)](const core::Caller& caller) {
+            core::AllocateRequest req;
+            req.vm = vm;
+            req.devices = devices;
+            req.caller = caller;
+            try {
+                decodeOptions(options, req);
+            } catch (const sdbus::Error& e) {
+                replyError(*held, e);
+                return;
+            }
+            engine_.allocate(
+                std::move(req), realtimeUsec(),
+                [this, alive, held, started, vm, devices,
+                 caller](core::Outcome<const core::Context*> outcome) {
+                    if (!alive.lock()) {
+                        return;
+                    }
+                    if (outcome.ok()) {
+                        handOver(std::move(*held), *outcome.value(), started, caller);
+                    } else {
+                        const core::Failure& f = outcome.failure();
+                        log::warning("allocation refused: " + f.message,
+                                     {{"VM", core::echo(vm)},
+                                      {"DEVICE", echoList(devices)},
+                                      {"VERDICT", "DENY"},
+                                      {"ERROR", std::string(names::errorInfo(f.error).dbusName)},
+                                      {"REASON", f.message},
+                                      {"CALLER_UID", std::to_string(caller.uid)},
+                                      {"CALLER_PID", std::to_string(caller.pid)}});
+                        metrics_.allocation(started, f);
+                        replyError(*held, busError(f));
+                    }
+                    if (hooks_.kick) {
+                        hooks_.kick();
+                    }
+                });
+        });
+}
+
+void ContextMethods::handOver(sdbus::MethodCall call, const core::Context& ctx,
+                              std::chrono::steady_clock::time_point started,
+                              const core::Caller& caller) {
+    const uint64_t id = ctx.id;
+    const bool hostChanged = ctx.hostChanged;
+    std::set<std::string> used;
+    std::vector<std::string> devices;
+    std::vector<std::string> plugins;
+    for (const auto& d : ctx.devices) {
+        used.insert(d.plugin);
+        devices.push_back(d.id);
+        plugins.push_back(d.plugin);
+    }
+    uint64_t cookie = 0;
+    try {
+        // Duplicates for the reply: svad keeps its own copies.
+        auto dupFd = [](int fd) {
+            sdbus::UnixFd copy(fd);
+            if (copy.get() < 0) {
+                throw std::system_error(errno, std::generic_category(), "dup");
+            }
+            return copy;
+        };
+        sdbus::UnixFd iommufd = dupFd(ctx.iommufd.get());
+        std::map<std::string, sdbus::UnixFd> fds;
+        std::map<std::string, uint32_t> devIds;
+        std::map<std::string, uint32_t> vdpaGroups;
+        std::map<std::string, uint32_t> vdpaSpaces;
+        std::map<std::string, uint32_t> pasidWidths;
+        std::map<std::string, std::string> pluginOf;
+        for (const auto& d : ctx.devices) {
+            fds.emplace(d.id, dupFd(d.fd.get()));
+            pasidWidths[d.id] = d.pasidWidth;
+            pluginOf[d.id] = d.plugin;
+            if (d.kind == core::HeldKind::Vfio && ctx.mode == core::ContextMode::Attached) {
+                devIds[d.id] = d.devId;
+            }
+            if (d.kind == core::HeldKind::Vdpa) {
+                vdpaGroups[d.id] = d.vdpaGroups;
+                vdpaSpaces[d.id] = d.vdpaAddressSpaces;
+            }
+        }
+        std::map<std::string, sdbus::Variant> info;
+        info["mode"] = sdbus::Variant(std::string(core::contextModeName(ctx.mode)));
+        info["pasid_widths"] = sdbus::Variant(pasidWidths);
+        info["plugins"] = sdbus::Variant(pluginOf);
+        if (ctx.mode == core::ContextMode::Attached) {
+            info["ioas_id"] = sdbus::Variant(ctx.ioasId);
+            info["dev_ids"] = sdbus::Variant(devIds);
+            std::vector<sdbus::Struct<uint64_t, uint64_t>> ranges;
+            for (const auto& r : ctx.iovaRanges) {
+                ranges.emplace_back(r.start, r.last);
+            }
+            info["iova_ranges"] = sdbus::Variant(ranges);
+        }
+        if (!vdpaGroups.empty()) {
+            info["vdpa_groups"] = sdbus::Variant(vdpaGroups);
+            info["vdpa_address_spaces"] = sdbus::Variant(vdpaSpaces);
+        }
+        if (ctx.faultQueueFd.valid()) {
+            info["fault_queue_id"] = sdbus::Variant(ctx.faultQueueId);
+            info["fault_queue_fd"] = sdbus::Variant(dupFd(ctx.faultQueueFd.get()));
+        }
+        sdbus::MethodReply reply = call.createReply();
+        reply << sdbus::ObjectPath(contextPath(id)) << iommufd << fds << info;
+        reply.send();
+        (void)sd_bus_message_get_cookie(compat::rawMessage(reply), &cookie);
+    } catch (const std::exception& e) {
+        // The context exists in the engine: one release takes it back, and the
+        // InterfacesAdded that went out gets its InterfacesRemoved.
+        metrics_.allocation(started, core::Failure{names::Error::KernelError, e.what(), {}});
+        log::error(std::string("context taken back, it could not be handed over: ") + e.what(),
+                   {{"VM", ctx.vm}, {"CONTEXT", std::to_string(id)}});
+        engine_.releaseAsync(id, "it could not be handed over", hooks_.kick);
+        if (const auto* busErr = dynamic_cast<const sdbus::Error*>(&e)) {
+            replyError(call, *busErr);
+        } else {
+            replyError(call, busError(names::Error::KernelError,
+                                      std::string("cannot hand over the context: ") + e.what()));
+        }
+        return;
+    }
+    log::notice("context allocated", {{"VM", ctx.vm},
+                                      {"CONTEXT", std::to_string(id)},
+                                      {"DEVICE", joined(devices)},
+                                      {"PLUGIN", joined(plugins)},
+                                      {"MODE", core::contextModeName(ctx.mode)},
+                                      {"VERDICT", "ALLOW"},
+                                      {"CALLER_UID", std::to_string(caller.uid)},
+                                      {"CALLER_PID", std::to_string(caller.pid)}});
+    watchDelivery(id, cookie, std::move(call));
+    if (hostChanged && hooks_.rescan) {
+        hooks_.rescan(); // a plugin rebound drivers: publish what the host looks like now
+    }
+    metrics_.allocation(started, std::nullopt,
+                        joined(std::vector<std::string>(used.begin(), used.end())));
+}
+
+void ContextMethods::watchDelivery(uint64_t id, uint64_t cookie, sdbus::MethodCall call) {
+    if (cookie == 0) {
+        return; // not sent: nothing to follow
+    }
+    pendingReplies_.insert_or_assign(cookie, PendingReply{id, std::move(call)});
+    // The bus handles svad's messages in order, and sends its answers in order: once it
+    // answers this call, it has passed the reply on, or its refusal was dispatched first.
+    std::weak_ptr<int> alive = alive_;
+    try {
+        bus_.callMethodAsync("GetId")
+            .onInterface("org.freedesktop.DBus")
+            .uponReplyInvoke(
+                [this, alive, cookie](compat::AsyncError /*error*/, const std::string& /*busId*/) {
+                    if (alive.lock()) {
+                        pendingReplies_.erase(cookie);
+                    }
+                });
+    } catch (const sdbus::Error& e) {
+        // The reply went out; only the watch is lost, and the entry with it.
+        pendingReplies_.erase(cookie);
+        log::warning(std::string("cannot follow the delivery of a context's reply: ") + e.what(),
+                     {{"CONTEXT", std::to_string(id)}});
+    }
+}
+
+void ContextMethods::onBusError(sdbus::Message& message) {
+    uint64_t cookie = 0;
+    if (sd_bus_message_get_reply_cookie(compat::rawMessage(message), &cookie) < 0) {
+        return;
+    }
+    auto it = pendingReplies_.find(cookie);
+    if (it == pendingReplies_.end()) {
+        return;
+    }
+    PendingReply pending = std::move(it->second);
+    pendingReplies_.erase(it);
+    const sd_bus_error* error = sd_bus_message_get_error(compat::rawMessage(message));
+    const std::string name = error != nullptr && error->name != nullptr ? error->name : "";
+    const std::string why =
+        error != nullptr && error->message != nullptr ? error->message : "refused by the bus";
+    log::error("context taken back: the bus did not deliver the reply carrying its fds: " + why,
+               {{"CONTEXT", std::to_string(pending.context)}, {"ERROR", name}});
+    engine_.releaseAsync(pending.context, "the reply carrying its fds could not be delivered",
+                         hooks_.kick);
+    // The caller still waits for an answer: one without fds can reach it.
+    replyError(pending.call,
+               busError(names::Error::NotSupported,
+                        "the reply carries file descriptors and the bus would not deliver it (" +
+                            why + "); connect with unix fd passing; the context was released"));
+}
+
+void ContextMethods::release(std::shared_ptr<sdbus::Result<>> result, const std::string& sender,
+                             const std::string& context) {
+    asAdmin(
+        "ReleaseContext", sender,
+        [result](const core::Failure& f) { result->returnError(busError(f)); },
+        [this, result, context](const core::Caller& caller) {
+            auto id = contextAt(context);
+            if (!id.ok()) {
+                result->returnError(busError(id.failure()));
+                return;
+            }
+            if (auto access = engine_.checkAccess(id.value(), caller); !access.ok()) {
+                result->returnError(busError(access.failure()));
+                return;
+            }
+            // Answered once the context's kernel objects are gone: the caller may
+            // take its devices again at once.
+            engine_.releaseAsync(id.value(), "released by the owner", [result, kick = hooks_.kick] {
+                result->returnResults();
+                if (kick) {
+                    kick();
+                }
+            });
+        });
+}
+
+void ContextMethods::allocatePasid(std::shared_ptr<sdbus::Result<uint32_t>> result,
+                                   const std::string& sender, const std::string& context,
+                                   std::string device,
+                                   std::map<std::string, sdbus::Variant> options) {
+    if (!options.empty()) {
+        throwError(names::Error::InvalidArgument, "unknown option '" +
+                                                      core::echo(options.begin()->first) +
+                                                      "' (none are defined yet)");
+    }
+    asAdmin(
+        "AllocatePasid", sender,
+        [result](const core::Failure& f) { result->returnError(busError(f)); },
+        [this, result, context, device](const core::Caller& caller) {
+            auto id = contextAt(context);
+            if (!id.ok()) {
+                result->returnError(busError(id.failure()));
+                return;
+            }
+            auto outcome = engine_.allocatePasid(id.value(), device, caller);
+            if (!outcome.ok()) {
+                log::warning(
+                    "PASID refused: " + outcome.failure().message,
+                    {{"CONTEXT", std::to_string(id.value())}, {"DEVICE", core::echo(device)}});
+                if (outcome.failure().error == names::Error::QuotaExceeded) {
+                    metrics_.pasidQuotaRefusal();
+                }
+                result->returnError(busError(outcome.failure()));
+                return;
+            }
+            const uint32_t pasid = outcome.value();
+            if (auto it = objects_.find(id.value()); it != objects_.end()) {
+                it->second->announceChanged({"Pasids"});
+            }
+            metrics_.observe();
+            log::info("PASID allocated", {{"CONTEXT", std::to_string(id.value())},
+                                          {"DEVICE", device},
+                                          {"PASID", std::to_string(pasid)}});
+            result->returnResults(pasid);
+        });
+}
+
+void ContextMethods::releasePasid(std::shared_ptr<sdbus::Result<>> result,
+                                  const std::string& sender, const std::string& context,
+                                  uint32_t pasid) {
+    asAdmin(
+        "ReleasePasid", sender,
+        [result](const core::Failure& f) { result->returnError(busError(f)); },
+        [this, result, context, pasid](const core::Caller& caller) {
+            auto id = contextAt(context);
+            if (!id.ok()) {
+                result->returnError(busError(id.failure()));
+                return;
+            }
+            auto outcome = engine_.releasePasid(id.value(), pasid, caller);
+            if (!outcome.ok()) {
+                result->returnError(busError(outcome.failure()));
+                return;
+            }
+            if (auto it = objects_.find(id.value()); it != objects_.end()) {
+                it->second->announceChanged({"Pasids"});
+            }
+            metrics_.observe();
+            log::info("PASID released",
+                      {{"CONTEXT", std::to_string(id.value())}, {"PASID", std::to_string(pasid)}});
+            result->returnResults();
+        });
+}
+
+void ContextMethods::setVirtualId(std::shared_ptr<sdbus::Result<>> result,
+                                  const std::string& sender, const std::string& context,
+                                  std::string device, uint64_t virtId) {
+    asAdmin(
+        "SetVirtualId", sender,
+        [result](const core::Failure& f) { result->returnError(busError(f)); },
+        [this, result, context, device, virtId](const core::Caller& caller) {
+            auto id = contextAt(context);
+            if (!id.ok()) {
+                result->returnError(busError(id.failure()));
+                return;
+            }
+            auto outcome = engine_.setVirtualId(id.value(), device, virtId, caller);
+            if (!outcome.ok()) {
+                result->returnError(busError(outcome.failure()));
+                return;
+            }
+            if (auto it = objects_.find(id.value()); it != objects_.end()) {
+                it->second->announceChanged({"VirtualIds"});
+            }
+            result->returnResults();
+        });
+}
+
+void ContextMethods::list(const std::string& start, std::vector<ListedObject>& out) const {
+    // Contexts are kept by number; their paths sort as text.
+    for (const auto& [id, object] : objects_) {
+        std::string path = contextPath(id);
+        if (path >= start) {
+            auto* o = object.get();
+            out.push_back({std::move(path), std::string(names::kContextInterface),
+                           [o] { return propertiesOf(*o); }, [o] { return wireBytesOf(*o); }});
+        }
+    }
+}
+
+void ContextMethods::contextCreated(const core::Context& ctx) {
+    auto object =
+        std::make_unique<ContextObject>(connection_, contextPath(ctx.id), engine_, ctx.id);
+    object->emitInterfacesAddedSignal();
+    objects_.emplace(ctx.id, std::move(object));
+    std::vector<std::string> devices;
+    for (const auto& d : ctx.devices) {
+        devices.push_back(d.id);
+    }
+    host_.announceHolders(devices);
+}
+
+void ContextMethods::contextStateChanged(const core::Context& ctx, const std::string& reason) {
+    auto object = objects_.find(ctx.id);
+    if (ctx.state != core::ContextState::Degraded) {
+        if (object != objects_.end()) {
+            object->second->announceChanged({"State"});
+        }
+        log::notice("the devices of the context are back: context active",
+                    {{"VM", ctx.vm}, {"CONTEXT", std::to_string(ctx.id)}});
+        return;
+    }
+    if (object != objects_.end()) {
+        object->second->announceDegraded(reason);
+    }
+    std::set<std::string> present;
+    for (const auto& d : engine_.host().devices) {
+        present.insert(d.address);
+    }
+    for (const auto& v : engine_.host().vdpa) {
+        present.insert(v.name);
+    }
+    for (const auto& q : engine_.host().queues) {
+        present.insert(q.name);
+    }
+    std::string gone;
+    for (const auto& d : ctx.devices) {
+        if (present.count(d.id) == 0) {
+            gone += (gone.empty() ? "" : ",") + d.id;
+        }
+    }
+    log::warning("context degraded: " + reason,
+                 {{"VM", ctx.vm}, {"CONTEXT", std::to_string(ctx.id)}, {"DEVICE", gone}});
+}
+
+void ContextMethods::contextReleased(const core::Context& ctx, const std::string& reason) {
+    std::vector<std::string> devices;
+    for (const auto& d : ctx.devices) {
+        devices.push_back(d.id);
+    }
+    if (auto it = objects_.find(ctx.id); it != objects_.end()) {
+        it->second->announceRelease(reason);
+        objects_.erase(it);
+    }
+    host_.announceHolders(devices);
+    log::notice("context released: " + reason, {{"VM", ctx.vm},
+                                                {"CONTEXT", std::to_string(ctx.id)},
+                                                {"DEVICE", joined(devices)},
+                                                {"REASON", reason}});
+}
+
+} // namespace svad::dbus

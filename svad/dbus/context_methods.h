@@ -1,0 +1,97 @@
+// The Manager's context methods (AllocateContext, ReleaseContext, the PASID
+// and virtual ID calls) and the context objects on the bus. Every method is
+// asynchronous: the caller's identity, the plugins and the kernel work happen
+// off the loop, and the answer goes out when they are done.
+//
+// The context objects follow the engine (this is a ContextObserver): one
+// appears with InterfacesAdded when the engine stores a context, and goes
+// with Released and InterfacesRemoved when the engine lets it go, whoever
+// ended it (its owner, its lease, a reply the bus would not deliver).
+#pragma once
+
+#include "svad/core/engine.h"
+#include "svad/dbus/caller_identity.h"
+#include "svad/dbus/host_publisher.h"
+#include "svad/dbus/object_listing.h"
+#include "svad/dbus/objects.h"
+#include "svad/dbus/service_metrics.h"
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <sdbus-c++/sdbus-c++.h>
+#include <string>
+#include <vector>
+
+namespace svad::dbus {
+
+class ContextMethods final : public core::ContextObserver {
+public:
+    struct Hooks {
+        // A plugin rebound drivers while preparing: publish the host as it is now.
+        std::function<void()> rescan;
+        // Something was answered late, from a callback: svad's loop flushes the bus.
+        std::function<void()> kick;
+    };
+    ContextMethods(sdbus::IConnection& connection, sdbus::IProxy& bus, core::Engine& engine,
+                   CallerIdentity& identity, HostPublisher& host, ServiceMetrics& metrics,
+                   Hooks hooks);
+    ~ContextMethods() override;
+    ContextMethods(const ContextMethods&) = delete;
+    ContextMethods& operator=(const ContextMethods&) = delete;
+
+    // `call` is the method call being handled: the reply goes out by hand, to learn
+    // its cookie (the bus refuses a reply with fds to a client without fd passing
+    // only after the fact).
+    void allocate(sdbus::MethodCall call, const std::string& sender, std::string vm,
+                  std::vector<std::string> devices, std::map<std::string, sdbus::Variant> options);
+    void release(std::shared_ptr<sdbus::Result<>> result, const std::string& sender,
+                 const std::string& context);
+    void allocatePasid(std::shared_ptr<sdbus::Result<uint32_t>> result, const std::string& sender,
+                       const std::string& context, std::string device,
+                       std::map<std::string, sdbus::Variant> options);
+    void releasePasid(std::shared_ptr<sdbus::Result<>> result, const std::string& sender,
+                      const std::string& context, uint32_t pasid);
+    void setVirtualId(std::shared_ptr<sdbus::Result<>> result, const std::string& sender,
+                      const std::string& context, std::string device, uint64_t virtId);
+
+    // The context objects at or after `start`, appended to `out`.
+    void list(const std::string& start, std::vector<ListedObject>& out) const;
+
+    void contextCreated(const core::Context& ctx) override;
+    void contextStateChanged(const core::Context& ctx, const std::string& reason) override;
+    void contextReleased(const core::Context& ctx, const std::string& reason) override;
+
+private:
+    // The context at `path`, or NotFound.
+    core::Outcome<uint64_t> contextAt(const std::string& path) const;
+    // Runs `then` with the admin behind `sender`; a refusal goes to `fail`.
+    void asAdmin(const std::string& action, const std::string& sender,
+                 std::function<void(const core::Failure&)> fail,
+                 std::function<void(const core::Caller&)> then);
+    void handOver(sdbus::MethodCall call, const core::Context& ctx,
+                  std::chrono::steady_clock::time_point started, const core::Caller& caller);
+    // Follows a sent reply that carries a context's fds until the bus has passed it on;
+    // if the bus refuses it (onBusError), the context is taken back.
+    void watchDelivery(uint64_t id, uint64_t cookie, sdbus::MethodCall call);
+    void onBusError(sdbus::Message& message);
+
+    sdbus::IConnection& connection_;
+    sdbus::IProxy& bus_;
+    core::Engine& engine_;
+    CallerIdentity& identity_;
+    HostPublisher& host_;
+    ServiceMetrics& metrics_;
+    Hooks hooks_;
+    std::map<uint64_t, std::unique_ptr<ContextObject>> objects_;
+    // Replies carrying fds, by cookie, until the bus has handled them.
+    struct PendingReply {
+        uint64_t context = 0;
+        sdbus::MethodCall call; // to answer with an error when the reply is refused
+    };
+    std::map<uint64_t, PendingReply> pendingReplies_;
+    sdbus::Slot busErrors_;
+    std::shared_ptr<int> alive_ = std::make_shared<int>(0);
+};
+
+} // namespace svad::dbus

@@ -1,0 +1,98 @@
+#include "svad/dbus/leases.h"
+
+#include "svad/core/log.h"
+
+#include <algorithm>
+#include <boost/asio/post.hpp>
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace svad::dbus {
+
+Leases::Leases(boost::asio::io_context& io, core::Engine& engine, std::function<void()> released)
+    : io_(io), engine_(engine), released_(std::move(released)) {
+    engine_.addObserver(this);
+}
+
+Leases::~Leases() {
+    alive_.reset();
+    engine_.removeObserver(this);
+    pidWatches_.clear();
+}
+
+size_t Leases::nameWatched() const {
+    size_t n = 0;
+    for (const auto& [name, ids] : nameWatches_) {
+        n += ids.size();
+    }
+    return n;
+}
+
+void Leases::end(uint64_t id, const std::string& reason) {
+    engine_.releaseAsync(id, reason, released_);
+}
+
+void Leases::contextCreated(const core::Context& ctx) {
+    const uint64_t id = ctx.id;
+    errno = 0;
+    int pidfd =
+        ctx.ownerPid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, ctx.ownerPid, 0)) : -1;
+    if (pidfd >= 0) {
+        ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+        std::unique_ptr<boost::asio::posix::stream_descriptor> watch;
+        try {
+            watch = std::make_unique<boost::asio::posix::stream_descriptor>(io_, pidfd);
+        } catch (const std::exception& e) {
+            ::close(pidfd);
+            log::warning(std::string("cannot watch the owner's pidfd, following its bus name: ") +
+                             e.what(),
+                         {{"CONTEXT", std::to_string(id)}});
+            nameWatches_[ctx.ownerBusName].push_back(id);
+            return;
+        }
+        std::weak_ptr<int> alive = alive_;
+        watch->async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                          [this, alive, id](const boost::system::error_code& ec) {
+                              if (ec || !alive.lock()) {
+                                  return;
+                              }
+                              end(id, "owner process exited");
+                          });
+        pidWatches_.emplace(id, std::move(watch));
+        return;
+    }
+    if (errno == ESRCH) {
+        // The owner is already gone: the lease ends as soon as it began.
+        std::weak_ptr<int> alive = alive_;
+        boost::asio::post(io_, [this, alive, id] {
+            if (alive.lock()) {
+                end(id, "owner process exited");
+            }
+        });
+        return;
+    }
+    nameWatches_[ctx.ownerBusName].push_back(id);
+}
+
+void Leases::contextReleased(const core::Context& ctx, const std::string& /*reason*/) {
+    pidWatches_.erase(ctx.id);
+    for (auto it = nameWatches_.begin(); it != nameWatches_.end();) {
+        std::erase(it->second, ctx.id);
+        it = it->second.empty() ? nameWatches_.erase(it) : std::next(it);
+    }
+}
+
+void Leases::nameLost(const std::string& name) {
+    auto it = nameWatches_.find(name);
+    if (it == nameWatches_.end()) {
+        return;
+    }
+    auto ids = it->second;
+    for (uint64_t id : ids) {
+        end(id, "owner left the bus");
+    }
+}
+
+} // namespace svad::dbus
