@@ -44,7 +44,12 @@ void DriverBinderSim::delay(const char* name) const {
     if (!(in >> ms) || ms == 0) {
         return;
     }
+    // While it blocks, <name>.active says so (a test waits for it to know the call is under way).
+    const std::string active = sysfs_ + "/.sim/" + name + ".active";
+    std::ofstream(active) << "1\n";
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(ms, kMaxDelayMs)));
+    std::error_code ec;
+    fs::remove(active, ec);
 }
 
 DriverBinderSim::DriverBinderSim(std::string sysfsRoot, std::string devRoot, KernelSim& kernel,

@@ -8,6 +8,7 @@
 // when the sim host tree has the file
 //   <sysfs root>/.sim/bind_delay_ms     bind blocks that many milliseconds first
 //   <sysfs root>/.sim/restore_delay_ms  restore blocks that many milliseconds first
+// and, while one of them blocks, <sysfs root>/.sim/<that name>.active exists.
 // holding a decimal number (up to 60000), the call sleeps that long before it
 // does anything. The files are read at each call, so a test can set, change or
 // remove them while svad runs. Discovery never reads them; a real host has none.

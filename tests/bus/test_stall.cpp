@@ -13,7 +13,10 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <iostream>
+#include <map>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace svad::test {
 namespace {
@@ -128,6 +131,131 @@ rules:
     EXPECT_TRUE(waitUntil([&f] { return driverOf(*f, "0000:5e:00.0") == "nvme"; }, 10000));
     report("restore_finished_after", msSince(released));
     EXPECT_GE(msSince(released), kBlockMs);
+}
+
+// An allocation's slow parts run off the loop: while its plugin's driver
+// rebind is stuck for 5 s (the sim's binder told to block in bind, as a real
+// unbind can wait on a driver), svad answers every other caller promptly,
+// allocates another device, and its watchdog pings keep coming. The stuck
+// allocation's devices stay reserved: asking for one of them again is Busy
+// at once, not a second rebind.
+TEST(NoStall, ABlockedRebindStallsNoOtherCaller) {
+    TempDir dir;
+    NotifySocket sock(dir.path() + "/notify");
+    const std::string config = dir.path() + "/svad.yaml";
+    std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\n"
+                          << R"(default_policy: allow
+rules:
+  - name: nvme-to-vm
+    match: {device: "0000:5e:00.0"}
+    limits: {auto_bind: true}
+)";
+    auto f = underWatchdog(sock, {"--config", config});
+    ASSERT_FALSE(sock.waitFor("READY=1\nSTATUS=", 5000).empty());
+    ASSERT_EQ(driverOf(*f, "0000:5e:00.0"), "nvme");
+    std::filesystem::create_directories(f->sysfs() + "/.sim");
+    std::ofstream(f->sysfs() + "/.sim/bind_delay_ms") << kBlockMs << "\n";
+
+    // The allocation that rebinds, on a connection of its own.
+    auto connection = sdbus::createSessionBusConnectionWithAddress(f->bus());
+    auto proxy = svad::dbus::compat::makeProxy(*connection, "org.svad.Svad1", "/org/svad/Svad1");
+    std::atomic<bool> answered{false};
+    std::string firstError;
+    const auto started = Clock::now();
+    proxy->callMethodAsync("AllocateContext")
+        .onInterface("org.svad.Svad1.Manager")
+        .withArguments(std::string("vm-1"), std::vector<std::string>{"0000:5e:00.0"},
+                       std::map<std::string, sdbus::Variant>{})
+        .uponReplyInvoke([&answered, &firstError](svad::dbus::compat::AsyncError e,
+                                                  const sdbus::ObjectPath& /*path*/,
+                                                  const sdbus::UnixFd& /*iommufd*/,
+                                                  const std::map<std::string, sdbus::UnixFd>&,
+                                                  const std::map<std::string, sdbus::Variant>&) {
+            firstError = !e ? std::string() : std::string(e->getName());
+            answered = true;
+        });
+    connection->enterEventLoopAsync();
+    // Under way once the sim's binder is blocked in the bind.
+    ASSERT_TRUE(waitUntil(
+        [&f] { return std::filesystem::exists(f->sysfs() + "/.sim/bind_delay_ms.active"); }, 3000))
+        << "the rebind never started";
+    // Only this first bind blocks (the plugin binds the group's other members after it).
+    std::filesystem::remove(f->sysfs() + "/.sim/bind_delay_ms");
+
+    int pings = 0;
+    std::thread watchdog([&sock, &pings] {
+        const auto until = Clock::now() + std::chrono::milliseconds(1500);
+        while (Clock::now() < until) {
+            pings += sock.next(20).find("WATCHDOG=1") != std::string::npos ? 1 : 0;
+        }
+    });
+
+    auto t = Clock::now();
+    f->proxy("/org/svad/Svad1")->callMethod("Ping").onInterface("org.freedesktop.DBus.Peer");
+    const double ping = report("peer_ping_during_blocked_rebind", msSince(t));
+
+    t = Clock::now();
+    const auto count =
+        f->property("/org/svad/Svad1", "org.svad.Svad1.Manager", "ContextCount").get<uint32_t>();
+    const double get = report("property_get_during_blocked_rebind", msSince(t));
+    EXPECT_EQ(count, 0U) << "the blocked allocation was stored before its rebind ended";
+
+    t = Clock::now();
+    std::string error;
+    try {
+        (void)f->allocate("vm-2", {"wq0.0"});
+    } catch (const sdbus::Error& e) {
+        error = e.getName() + ": " + e.getMessage();
+    }
+    const double alloc = report("allocate_other_device_during_blocked_rebind", msSince(t));
+    EXPECT_TRUE(error.empty()) << error;
+
+    // The same device again: refused at once, while the first one still holds it.
+    t = Clock::now();
+    std::string busy;
+    try {
+        (void)f->allocate("vm-3", {"0000:5e:00.0"});
+    } catch (const sdbus::Error& e) {
+        busy = e.getName() + ": " + e.getMessage();
+    }
+    const double again = report("allocate_same_device_during_blocked_rebind", msSince(t));
+    EXPECT_NE(busy.find("org.svad.Svad1.Error.Busy"), std::string::npos) << busy;
+    EXPECT_NE(busy.find("being handed to vm vm-1"), std::string::npos) << busy;
+    watchdog.join();
+    // svad's notifications go on: keep reading them (a full socket would block its sends).
+    std::atomic<bool> draining{true};
+    std::thread drain([&sock, &draining] {
+        while (draining) {
+            (void)sock.next(20);
+        }
+    });
+    std::cout << "[ measured ] watchdog pings in 1.5 s during the rebind: " << pings << std::endl;
+    ::testing::Test::RecordProperty("watchdog_pings_during_rebind_in_1500ms",
+                                    std::to_string(pings));
+
+    EXPECT_FALSE(answered.load()) << "the allocation did not wait for its rebind";
+    EXPECT_LT(msSince(started), kBlockMs) << "the measurements outlasted the block";
+    EXPECT_LT(ping, kPromptMs);
+    EXPECT_LT(get, kPromptMs);
+    EXPECT_LT(alloc, kPromptMs);
+    EXPECT_LT(again, kPromptMs);
+    EXPECT_GE(pings, 8);
+
+    // The blocked allocation still completes, with its device on vfio-pci.
+    const bool completed = waitUntil([&answered] { return answered.load(); }, 15000);
+    EXPECT_TRUE(completed) << f->svad().log();
+    if (completed) {
+        report("blocked_allocation_answered_after", msSince(started));
+        EXPECT_EQ(firstError, "") << f->svad().log();
+        EXPECT_GE(msSince(started), kBlockMs);
+        EXPECT_EQ(driverOf(*f, "0000:5e:00.0"), "vfio-pci");
+        EXPECT_EQ(f->property("/org/svad/Svad1", "org.svad.Svad1.Manager", "ContextCount")
+                      .get<uint32_t>(),
+                  2U);
+    }
+    connection->leaveEventLoop();
+    draining = false;
+    drain.join();
 }
 
 // Reading and checking a configuration runs off the loop: while a reload's

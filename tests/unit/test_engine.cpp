@@ -1097,3 +1097,128 @@ TEST_F(EngineTest, MarkDegradedFollowsTheHost) {
 
 } // namespace
 } // namespace svad::core
+
+// ---- one owner: observers, reservations, the admission table -------------------
+
+namespace svad::core {
+namespace {
+
+// Records what the engine tells its observers.
+struct Recorder final : ContextObserver {
+    std::vector<std::string> events;
+    void contextCreated(const Context& ctx) override {
+        events.push_back("created " + std::to_string(ctx.id));
+    }
+    void contextStateChanged(const Context& ctx, const std::string& reason) override {
+        events.push_back("state " + std::to_string(ctx.id) + " " + reason);
+    }
+    void contextReleased(const Context& ctx, const std::string& reason) override {
+        events.push_back("released " + std::to_string(ctx.id) + " " + reason);
+    }
+};
+
+// Holds the work it is given until the test lets it run: an allocation or a
+// release stays "in flight", as on svad's workers.
+struct HeldOffload final : Offload {
+    std::vector<std::pair<std::function<void()>, std::function<void()>>> queued;
+    void run(std::function<void()> work, std::function<void()> then) override {
+        queued.emplace_back(std::move(work), std::move(then));
+    }
+    void finishAll() {
+        auto all = std::move(queued);
+        queued.clear();
+        for (auto& [work, then] : all) {
+            work();
+            then();
+        }
+    }
+};
+
+TEST_F(EngineTest, EveryCreatedContextIsReleasedOnceAndObserversHearOfBoth) {
+    Recorder rec;
+    engine_->addObserver(&rec);
+    const uint64_t a = allocOk(request({kNicA}));
+    const uint64_t b = allocOk(request({kQueue}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    EXPECT_TRUE(engine_->release(a, user(kAlice)).ok());
+    engine_->releaseUnchecked(b, "owner process exited");
+    engine_->releaseUnchecked(b, "again"); // gone already: nothing more is said
+    EXPECT_EQ(rec.events, (std::vector<std::string>{
+                              "created " + std::to_string(a), "created " + std::to_string(b),
+                              "released " + std::to_string(a) + " released by the owner",
+                              "released " + std::to_string(b) + " owner process exited"}));
+    // A refused request is never announced.
+    broker_.deny = {kNicB};
+    allocFails(request({kNicB}), Error::PolicyDenied);
+    EXPECT_EQ(rec.events.size(), 4u);
+    engine_->removeObserver(&rec);
+    expectNothingHeld("after the releases");
+}
+
+TEST_F(EngineTest, DevicesStayReservedWhileAnAllocationOrAReleaseIsInFlight) {
+    HeldOffload offload;
+    engine_->setOffload(&offload);
+    Recorder rec;
+    engine_->addObserver(&rec);
+
+    std::optional<Outcome<const Context*>> got;
+    engine_->allocate(request({kNicA}), 1, [&got](Outcome<const Context*> o) { got = o; });
+    EXPECT_FALSE(got.has_value()) << "answered before its build ran";
+    EXPECT_EQ(engine_->inFlight(), 1u);
+    EXPECT_TRUE(rec.events.empty());
+    // While it is being built, the device is refused to anyone else, and so is its PF.
+    std::string m =
+        allocFails(request({kNicA}, ContextMode::Handoff, false, user(kBob), "vm-2"), Error::Busy);
+    EXPECT_NE(m.find("being handed to vm vm-1"), std::string::npos) << m;
+    EXPECT_TRUE(broker_.decided.empty()) << "a plugin was asked before the build ran";
+
+    offload.finishAll();
+    ASSERT_TRUE(got.has_value());
+    ASSERT_TRUE(got->ok()) << got->failure().message;
+    const uint64_t id = got->value()->id;
+    EXPECT_EQ(engine_->holderOf(kNicA), id);
+    EXPECT_EQ(engine_->inFlight(), 0u);
+
+    // A release in flight: the context is gone at once, its device reserved until torn down.
+    bool released = false;
+    engine_->releaseAsync(id, "released by the owner", [&released] { released = true; });
+    EXPECT_EQ(engine_->find(id), nullptr);
+    EXPECT_EQ(engine_->holderOf(kNicA), 0u);
+    EXPECT_FALSE(released);
+    m = allocFails(request({kNicA}), Error::Busy);
+    EXPECT_NE(m.find("being released from context " + std::to_string(id)), std::string::npos) << m;
+    EXPECT_TRUE(broker_.released.empty()) << "torn down before the offload ran";
+    offload.finishAll();
+    EXPECT_TRUE(released);
+    EXPECT_EQ(broker_.released, (std::vector<std::string>{kNicA}));
+    EXPECT_EQ(rec.events, (std::vector<std::string>{"created " + std::to_string(id),
+                                                    "released " + std::to_string(id) +
+                                                        " released by the owner"}));
+    engine_->removeObserver(&rec);
+    engine_->setOffload(nullptr);
+    expectNothingHeld("after the release");
+    EXPECT_NE(allocOk(request({kNicA})), 0u);
+}
+
+TEST(Admission, TheTableIsOrderedAndNamed) {
+    std::vector<std::string> names;
+    for (const auto& c : admissionChecks()) {
+        names.emplace_back(c.name);
+    }
+    EXPECT_EQ(names, (std::vector<std::string>{"vm-name", "devices-given", "owner-pid", "mode",
+                                               "devices-known", "not-held", "config-rule",
+                                               "rule-mode", "rule-contexts", "vfio-cdev",
+                                               "iommu-group", "auto-bind", "group-viable",
+                                               "vhost-vdpa", "queue-usable", "relatives"}));
+    // Request checks come before any device check.
+    bool seenDevice = false;
+    for (const auto& c : admissionChecks()) {
+        EXPECT_FALSE(seenDevice && !c.perDevice) << c.name;
+        seenDevice = seenDevice || c.perDevice;
+    }
+    EXPECT_EQ(contextModeFromName("handoff"), ContextMode::Handoff);
+    EXPECT_EQ(contextModeFromName("attached"), ContextMode::Attached);
+    EXPECT_EQ(contextModeFromName("Attached"), ContextMode::Unknown);
+}
+
+} // namespace
+} // namespace svad::core
