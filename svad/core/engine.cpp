@@ -408,7 +408,7 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
                 // auto_bind takes the blocking members from their drivers: each
                 // must be one the rules give this requester too.
                 for (const auto& b : r.group->blockers) {
-                    const std::string member = b.substr(0, b.find(' '));
+                    const std::string& member = b.device;
                     const PciDevice* m = pciDevice(member);
                     if (m == nullptr) {
                         continue;
@@ -417,7 +417,7 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
                                    m->device, m->classCode,    m->group};
                     RuleDecision md = config_->decide(mf, requester);
                     if (!md.allowed) {
-                        std::string why = "auto_bind would take " + member + " (" + b +
+                        std::string why = "auto_bind would take " + member + " (" + blockerText(b) +
                                           ") from its driver, and " + md.reason;
                         audit(request, r.id, "config", "DENY", why, ruleName);
                         return Failure{names::Error::PolicyDenied, r.id + ": " + why, "config"};
@@ -428,7 +428,7 @@ Outcome<Done> Engine::judge(const AllocateRequest& request, std::vector<Resolved
                 if (!r.group->viable && !autoBind) {
                     std::string why;
                     for (const auto& b : r.group->blockers) {
-                        why += (why.empty() ? "" : ", ") + b;
+                        why += (why.empty() ? "" : ", ") + blockerText(b);
                     }
                     return fail(names::Error::Busy, "IOMMU group " + std::to_string(r.group->id) +
                                                         " of " + r.id + " is not viable: " + why);

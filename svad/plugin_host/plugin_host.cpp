@@ -100,7 +100,7 @@ public:
             dev_.iommu_group = static_cast<int32_t>(q.group->id);
             dev_.group_viable = q.group->viable ? 1 : 0;
             for (const auto& b : q.group->blockers) {
-                blockers_ += (blockers_.empty() ? "" : "; ") + b;
+                blockers_ += (blockers_.empty() ? "" : "; ") + core::blockerText(b);
             }
             members_ = q.group->devices;
         }
