@@ -37,7 +37,7 @@ TEST_F(PluginPath, OwnPluginsLoadInTheOrderOfTheirFileNames) {
     EXPECT_EQ(loadedNames(*plugins_), (std::vector<std::string>{"idxd", "vdpa", "vfio"}));
     EXPECT_TRUE(plugins_->refusals().empty());
     for (const auto& p : plugins_->plugins()) {
-        EXPECT_EQ(p.abi, 2U) << p.name;
+        EXPECT_EQ(p.abi, 3U) << p.name;
         EXPECT_EQ(p.version, "1.0") << p.name;
         EXPECT_EQ(p.kinds.size(), 1U) << p.name;
     }
