@@ -1,13 +1,14 @@
 // svad's VFIO plugin: PCI functions for VFIO device cdevs.
 //
-// ALLOWs a function that has a VFIO cdev in a viable IOMMU group. With
-// auto_bind in the rule that matched, it also takes a function that is not
-// on vfio-pci yet: prepare rebinds the function and the group members svad
-// names as blocking the group (group_blocker_devices) to vfio-pci
-// (driver_override), and release gives each back to the driver it had.
-// SR-IOV VFs are handled like any function; they have no PASID capability of
-// their own and use their PF's (svad passes the PF's width in pasid_width),
-// which the verdict notes.
+// ALLOWs a PCI function in an IOMMU group. svad admits a function only when
+// it has a VFIO cdev in a viable group, or when the rule that matched sets
+// auto_bind, before it asks any plugin; the plugin repeats none of that. With
+// no cdev or a group that is not viable, prepare rebinds the function and the
+// group members svad names as blocking it (group_blocker_devices) to
+// vfio-pci (driver_override), and release gives each back to the driver it
+// had. SR-IOV VFs are handled like any function; they have no PASID
+// capability of their own and use their PF's (svad passes the PF's width in
+// pasid_width), which the verdict notes.
 //
 // Settings (plugins.vfio in svad.yaml):
 //   allow_vfs: true|false   whether VFs may be handed out (default true)
@@ -23,10 +24,8 @@
 
 namespace {
 
-using svad::plugins::option;
 using svad::plugins::say;
 using svad::plugins::text;
-using svad::plugins::truthy;
 
 // Calls may overlap (api/svad/plugin.h): release runs on svad's release
 // thread while decide and prepare go on elsewhere. The mutex guards `rebound`
@@ -45,7 +44,6 @@ int decide(void* state, const svad_request* r, char* reason, size_t size) {
         return SVAD_IGNORE;
     }
     const std::string id = text(d->id);
-    const bool autoBind = truthy(option(r, "auto_bind", "false"));
     const bool isVf = !text(d->physfn).empty();
     std::string note;
     if (isVf) {
@@ -55,19 +53,6 @@ int decide(void* state, const svad_request* r, char* reason, size_t size) {
         }
         note = "; a VF of " + text(d->physfn) + ", sharing its PF's PASID capability (" +
                std::to_string(d->pasid_width) + " bits)";
-    }
-    if (text(d->vfio_node).empty() && !autoBind) {
-        const std::string driver = text(d->driver);
-        say(reason, size,
-            id + " has no VFIO cdev (driver " + (driver.empty() ? std::string("none") : driver) +
-                "): bind it to vfio-pci, or set auto_bind in its rule");
-        return SVAD_DENY;
-    }
-    if (d->group_viable == 0 && !autoBind) {
-        say(reason, size,
-            "IOMMU group " + std::to_string(d->iommu_group) +
-                " is not viable: " + text(d->group_blockers));
-        return SVAD_DENY;
     }
     if (d->iommu_group < 0) {
         say(reason, size, id + " is in no IOMMU group: VFIO cannot isolate it");
