@@ -56,8 +56,9 @@ extern "C" {
 /* The ABI this header describes.
  * 1: the first: decide, prepare, release, fini.
  * 2: svad_plugin.version and configure; svad_host.bind_driver,
- *    restore_driver and vfio_node; svad_device.iommu_group_members. */
-#define SVAD_PLUGIN_ABI_VERSION 2u
+ *    restore_driver and vfio_node; svad_device.iommu_group_members.
+ * 3: svad_device.group_blocker_devices. */
+#define SVAD_PLUGIN_ABI_VERSION 3u
 
 #define SVAD_PLUGIN_INIT_SYMBOL "svad_plugin_init"
 
@@ -129,6 +130,9 @@ struct svad_device {
     uint32_t holders;           /* contexts that hold the device now */
     /* since 2: the group's members, NULL-terminated (NULL for a non-PCI device) */
     const char* const* iommu_group_members;
+    /* since 3: the addresses of the group members that keep it from being
+     * viable, NULL-terminated (NULL for a non-PCI device) */
+    const char* const* group_blocker_devices;
 };
 
 /* One allocation request for one device (since 1). */

@@ -1,12 +1,14 @@
 // svad's VFIO plugin: PCI functions for VFIO device cdevs.
 //
-// ALLOWs a function that has a VFIO cdev in a viable IOMMU group. With
-// auto_bind in the rule that matched, it also takes a function that is not
-// on vfio-pci yet: prepare rebinds the function and the group members that
-// block the group to vfio-pci (driver_override), and release gives each back
-// to the driver it had. SR-IOV VFs are handled like any function; they have
-// no PASID capability of their own and use their PF's (svad passes the PF's
-// width in pasid_width), which the verdict notes.
+// ALLOWs a PCI function in an IOMMU group. svad admits a function only when
+// it has a VFIO cdev in a viable group, or when the rule that matched sets
+// auto_bind, before it asks any plugin; the plugin repeats none of that. With
+// no cdev or a group that is not viable, prepare rebinds the function and the
+// group members svad names as blocking it (group_blocker_devices) to
+// vfio-pci (driver_override), and release gives each back to the driver it
+// had. SR-IOV VFs are handled like any function; they have no PASID
+// capability of their own and use their PF's (svad passes the PF's width in
+// pasid_width), which the verdict notes.
 //
 // Settings (plugins.vfio in svad.yaml):
 //   allow_vfs: true|false   whether VFs may be handed out (default true)
@@ -22,10 +24,8 @@
 
 namespace {
 
-using svad::plugins::option;
 using svad::plugins::say;
 using svad::plugins::text;
-using svad::plugins::truthy;
 
 // Calls may overlap (api/svad/plugin.h): release runs on svad's release
 // thread while decide and prepare go on elsewhere. The mutex guards `rebound`
@@ -37,25 +37,6 @@ struct State {
     std::map<std::string, std::vector<std::pair<std::string, std::string>>> rebound;
 };
 
-// "0000:00:1f.0 is bound to lpc_ich; ..." -> the addresses.
-std::vector<std::string> blockers(const svad_device* d) {
-    std::vector<std::string> out;
-    std::string all = text(d->group_blockers);
-    size_t pos = 0;
-    while (pos < all.size()) {
-        size_t end = all.find("; ", pos);
-        std::string one = all.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
-        if (auto sp = one.find(' '); sp != std::string::npos) {
-            out.push_back(one.substr(0, sp));
-        }
-        if (end == std::string::npos) {
-            break;
-        }
-        pos = end + 2;
-    }
-    return out;
-}
-
 int decide(void* state, const svad_request* r, char* reason, size_t size) {
     auto* s = static_cast<State*>(state);
     const svad_device* d = r->device;
@@ -63,7 +44,6 @@ int decide(void* state, const svad_request* r, char* reason, size_t size) {
         return SVAD_IGNORE;
     }
     const std::string id = text(d->id);
-    const bool autoBind = truthy(option(r, "auto_bind", "false"));
     const bool isVf = !text(d->physfn).empty();
     std::string note;
     if (isVf) {
@@ -73,23 +53,6 @@ int decide(void* state, const svad_request* r, char* reason, size_t size) {
         }
         note = "; a VF of " + text(d->physfn) + ", sharing its PF's PASID capability (" +
                std::to_string(d->pasid_width) + " bits)";
-    }
-    if (text(d->vfio_node).empty() && !autoBind) {
-        const std::string driver = text(d->driver);
-        say(reason, size,
-            id + " has no VFIO cdev (driver " + (driver.empty() ? std::string("none") : driver) +
-                "): bind it to vfio-pci, or set auto_bind in its rule");
-        return SVAD_DENY;
-    }
-    if (d->group_viable == 0 && !autoBind) {
-        say(reason, size,
-            "IOMMU group " + std::to_string(d->iommu_group) +
-                " is not viable: " + text(d->group_blockers));
-        return SVAD_DENY;
-    }
-    if (d->iommu_group < 0) {
-        say(reason, size, id + " is in no IOMMU group: VFIO cannot isolate it");
-        return SVAD_DENY;
     }
     bool needsBind = text(d->vfio_node).empty() || d->group_viable == 0;
     say(reason, size,
@@ -130,9 +93,23 @@ int prepare(void* state, const svad_host* host, const svad_request* r, svad_prep
             say(err, size, "this svad cannot rebind drivers (plugin ABI 2 needed)");
             return -ENOTSUP;
         }
-        std::vector<std::pair<std::string, std::string>> done;
-        std::vector<std::string> targets = blockers(d);
+        // The members to take along, by address: svad names them since ABI 3.
+        // An older svad's group_blockers sentences are not parsed; a viable
+        // group has none to take along.
+        const bool named = SVAD_HAS_FIELD(d, svad_device, group_blocker_devices);
+        if (!named && d->group_viable != 1) {
+            say(err, size, "this svad cannot name a group's blockers (plugin ABI 3 needed)");
+            return -ENOTSUP;
+        }
+        std::vector<std::string> targets;
+        for (const char* const* b = named ? d->group_blocker_devices : nullptr;
+             b != nullptr && *b != nullptr; ++b) {
+            if (id != *b) { // a function on another driver blocks its own group: bound last
+                targets.emplace_back(*b);
+            }
+        }
         targets.push_back(id);
+        std::vector<std::pair<std::string, std::string>> done;
         for (const auto& t : targets) {
             char previous[128] = {};
             char why[256] = {};

@@ -344,7 +344,7 @@ Outcome<Done> checkAutoBind(Admission& a, Resolved& r) {
     // auto_bind takes the blocking members from their drivers: each must be one
     // the rules give this requester too.
     for (const auto& b : r.group->blockers) {
-        const std::string member = b.substr(0, b.find(' '));
+        const std::string& member = b.device;
         const PciDevice* m = findPci(a.host, member);
         if (m == nullptr) {
             continue;
@@ -353,7 +353,7 @@ Outcome<Done> checkAutoBind(Admission& a, Resolved& r) {
         RuleDecision md = a.config.decide(mf, a.requester);
         if (!md.allowed) {
             return configDeny(a, r,
-                              "auto_bind would take " + member + " (" + b +
+                              "auto_bind would take " + member + " (" + blockerText(b) +
                                   ") from its driver, and " + md.reason);
         }
     }
@@ -366,7 +366,7 @@ Outcome<Done> checkGroupViable(Admission& /*a*/, Resolved& r) {
     }
     std::string why;
     for (const auto& b : r.group->blockers) {
-        why += (why.empty() ? "" : ", ") + b;
+        why += (why.empty() ? "" : ", ") + blockerText(b);
     }
     return fail(names::Error::Busy, "IOMMU group " + std::to_string(r.group->id) + " of " + r.id +
                                         " is not viable: " + why);

@@ -394,7 +394,7 @@ void computeViability(Host& host) {
                 continue;
             }
             if (!keepsGroupViable(*it->second)) {
-                g.blockers.push_back(member + " is bound to " + it->second->driver);
+                g.blockers.push_back(GroupBlocker{member, it->second->driver});
             }
         }
         g.viable = g.blockers.empty() && !g.devices.empty();
@@ -623,7 +623,10 @@ void cleanText(Host& host) {
             clean(r.type);
         }
         clean(g.devices);
-        clean(g.blockers);
+        for (auto& b : g.blockers) {
+            clean(b.device);
+            clean(b.driver);
+        }
         clean(g.warnings, true);
     }
     for (auto& d : host.devices) {

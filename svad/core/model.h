@@ -142,6 +142,17 @@ struct ReservedRegion {
     bool operator==(const ReservedRegion&) const = default;
 };
 
+// A member that keeps its group from being viable: a function bound to a
+// driver other than vfio-pci or pci-stub.
+struct GroupBlocker {
+    std::string device; // 0000:00:1f.0
+    std::string driver; // lpc_ich
+    bool operator==(const GroupBlocker&) const = default;
+};
+
+// "0000:00:1f.0 is bound to lpc_ich": a blocker as the bus and the logs say it.
+std::string blockerText(const GroupBlocker& b);
+
 struct IommuGroup {
     uint32_t id = 0;
     GroupType type = GroupType::Unknown;
@@ -149,7 +160,7 @@ struct IommuGroup {
     std::vector<ReservedRegion> reservedRegions;
     std::vector<std::string> devices; // PCI addresses
     bool viable = false;
-    std::vector<std::string> blockers; // "0000:00:1f.0 bound to lpc_ich"
+    std::vector<GroupBlocker> blockers;
     std::vector<std::string> warnings;
     bool operator==(const IommuGroup&) const = default;
 };

@@ -170,6 +170,15 @@ std::vector<sdbus::ObjectPath> GroupObject::Devices() {
     return devicePaths(data_.devices);
 }
 
+std::vector<std::string> GroupObject::Blockers() {
+    std::vector<std::string> out;
+    out.reserve(data_.blockers.size());
+    for (const auto& b : data_.blockers) {
+        out.push_back(core::blockerText(b));
+    }
+    return out;
+}
+
 // ---- Unit ---------------------------------------------------------------------
 
 UnitObject::UnitObject(sdbus::IConnection& connection, std::string path, core::IommuUnit data)

@@ -166,7 +166,7 @@ private:
     std::vector<sdbus::Struct<uint64_t, uint64_t, std::string>> ReservedRegions() override;
     std::vector<sdbus::ObjectPath> Devices() override;
     bool Viable() override { return data_.viable; }
-    std::vector<std::string> Blockers() override { return data_.blockers; }
+    std::vector<std::string> Blockers() override;
     std::vector<std::string> Warnings() override { return data_.warnings; }
 
     core::IommuGroup data_;

@@ -100,7 +100,8 @@ public:
             dev_.iommu_group = static_cast<int32_t>(q.group->id);
             dev_.group_viable = q.group->viable ? 1 : 0;
             for (const auto& b : q.group->blockers) {
-                blockers_ += (blockers_.empty() ? "" : "; ") + b;
+                blockers_ += (blockers_.empty() ? "" : "; ") + core::blockerText(b);
+                blockerDevices_.push_back(b.device);
             }
             members_ = q.group->devices;
         }
@@ -132,6 +133,11 @@ public:
             }
             memberPtrs_.push_back(nullptr);
             dev_.iommu_group_members = memberPtrs_.data();
+            for (const auto& b : blockerDevices_) {
+                blockerPtrs_.push_back(b.c_str());
+            }
+            blockerPtrs_.push_back(nullptr);
+            dev_.group_blocker_devices = blockerPtrs_.data();
         }
         for (const auto& [k, v] : q.options) {
             optionText_.emplace_back(k, v);
@@ -158,6 +164,8 @@ private:
     std::string vm_, id_, rule_, driver_, blockers_, vfio_, physfn_, vhost_, parent_, queueNode_;
     std::vector<std::string> members_;
     std::vector<const char*> memberPtrs_;
+    std::vector<std::string> blockerDevices_;
+    std::vector<const char*> blockerPtrs_;
     std::vector<std::pair<std::string, std::string>> optionText_;
     std::vector<svad_option> options_;
     svad_device dev_{};

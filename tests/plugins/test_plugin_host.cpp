@@ -37,7 +37,7 @@ TEST_F(PluginPath, OwnPluginsLoadInTheOrderOfTheirFileNames) {
     EXPECT_EQ(loadedNames(*plugins_), (std::vector<std::string>{"idxd", "vdpa", "vfio"}));
     EXPECT_TRUE(plugins_->refusals().empty());
     for (const auto& p : plugins_->plugins()) {
-        EXPECT_EQ(p.abi, 2U) << p.name;
+        EXPECT_EQ(p.abi, 3U) << p.name;
         EXPECT_EQ(p.version, "1.0") << p.name;
         EXPECT_EQ(p.kinds.size(), 1U) << p.name;
     }
@@ -81,6 +81,25 @@ TEST_F(PluginPath, APluginBuiltAgainstTheOldestHeaderStillLoadsAndWorks) {
     ASSERT_TRUE(ctx.ok()) << ctx.failure().message;
     EXPECT_EQ(ctx.value()->devices.at(0).plugin, "legacy");
     EXPECT_NE(fdLink(ctx.value()->devices.at(0).fd.get()).find("svad-sim:wq:wq0.0"),
+              std::string::npos);
+}
+
+TEST_F(PluginPath, APluginBuiltAgainstTheAbi2HeaderStillLoadsAndWorks) {
+    ASSERT_EQ(plugins_->loadFile(std::string(SVAD_TEST_PLUGIN_DIR) + "/legacy2.so"), std::nullopt);
+    auto list = plugins_->plugins();
+    ASSERT_EQ(list.size(), 1U);
+    EXPECT_EQ(list[0].name, "legacy2");
+    EXPECT_EQ(list[0].abi, 2U);
+    EXPECT_EQ(list[0].version, "2.0");
+    configure("default_policy: allow\n");
+
+    // A VF of the NIC: on vfio-pci with its cdev, alone in its group (legacy2
+    // denies a device whose group members it is not shown).
+    const std::string vf = pci("0000:3b:00.0")->virtfns.at(0);
+    auto ctx = engine_->allocate(request({vf}), 1);
+    ASSERT_TRUE(ctx.ok()) << ctx.failure().message;
+    EXPECT_EQ(ctx.value()->devices.at(0).plugin, "legacy2");
+    EXPECT_NE(fdLink(ctx.value()->devices.at(0).fd.get()).find("svad-sim:vfio:vfio"),
               std::string::npos);
 }
 

@@ -4,10 +4,16 @@
 #include "plugin_fixture.h"
 #include "svad/ports/sysfs_pci.h"
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <dlfcn.h>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <svad/plugin.h>
 #include <thread>
 
 namespace svad::test {
@@ -55,14 +61,22 @@ TEST_F(OwnPlugins, VfioHandsOutAFunctionWithItsCdevInBothModes) {
     EXPECT_NE(f.message.find("allow_vfs is false"), std::string::npos) << f.message;
 }
 
+// svad refuses these before it asks any plugin (the vfio plugin repeats none of
+// it): the caller gets the engine's refusal.
 TEST_F(OwnPlugins, VfioRefusesWithoutCdevOrViableGroupUnlessAutoBind) {
     configure("default_policy: allow\n");
     auto noCdev = refusal(request({"0000:5e:00.0"}));
     EXPECT_EQ(noCdev.error, Error::NotSupported);
-    EXPECT_NE(noCdev.message.find("auto_bind"), std::string::npos);
+    EXPECT_NE(noCdev.message.find("0000:5e:00.0 has no VFIO device cdev (driver: nvme): bind it to "
+                                  "vfio-pci first, or allow auto_bind in its rule"),
+              std::string::npos)
+        << noCdev.message;
     auto notViable = refusal(request({"0000:17:00.0"}));
     EXPECT_EQ(notViable.error, Error::Busy);
-    EXPECT_NE(notViable.message.find("0000:17:00.1"), std::string::npos) << notViable.message;
+    EXPECT_NE(notViable.message.find("IOMMU group 3 of 0000:17:00.0 is not viable: 0000:17:00.1 "
+                                     "is bound to snd_hda_intel"),
+              std::string::npos)
+        << notViable.message;
 }
 
 TEST_F(OwnPlugins, AutoBindRebindsTheFunctionAndGivesItBackOnRelease) {
@@ -256,6 +270,143 @@ TEST_F(OwnPlugins, AFailedPrepareLeavesNothingBehind) {
     sim_->collect();
     EXPECT_EQ(sim_->stats().files, 0U);
     EXPECT_EQ(sim_->stats().contexts, 0U);
+}
+
+// The vfio plugin on its own, loaded as svad loads it, through a host table
+// that records every rebind it is asked for.
+class VfioTable : public ::testing::Test {
+protected:
+    VfioTable() {
+        const std::string path = std::string(SVAD_PLUGIN_BUILD_DIR) + "/vfio.so";
+        handle_ = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+        if (handle_ == nullptr) {
+            ADD_FAILURE() << ::dlerror();
+            return;
+        }
+        auto init =
+            reinterpret_cast<svad_plugin_init_fn>(::dlsym(handle_, SVAD_PLUGIN_INIT_SYMBOL));
+        EXPECT_NE(init, nullptr);
+        if (init != nullptr) {
+            EXPECT_EQ(init(SVAD_PLUGIN_ABI_VERSION, &plugin_, sizeof plugin_), 0);
+        }
+        host_.struct_size = sizeof host_;
+        host_.handle = this;
+        host_.log = [](void*, int, const char*, const char*) {};
+        host_.open_vfio_device = [](void* h, const char* node, char*, size_t) {
+            self(h)->opened.emplace_back(node);
+            return ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        };
+        host_.bind_driver = [](void* h, const char* address, const char* driver, char* previous,
+                               size_t previousSize, char*, size_t) {
+            auto* t = self(h);
+            t->bound.emplace_back(address);
+            (void)std::snprintf(previous, previousSize, "%s", t->drivers[address].c_str());
+            t->drivers[address] = driver;
+            return 0;
+        };
+        host_.restore_driver = [](void* h, const char* address, const char* previous, char*,
+                                  size_t) {
+            self(h)->restored.emplace_back(address);
+            self(h)->drivers[address] = previous;
+            return 0;
+        };
+        host_.vfio_node = [](void*, const char*, char* node, size_t nodeSize, char*, size_t) {
+            (void)std::snprintf(node, nodeSize, "vfio7");
+            return 0;
+        };
+        // A GPU on its own driver, its group held back by its audio function and
+        // a USB controller.
+        original_ = {{"0000:17:00.0", "nouveau"},
+                     {"0000:17:00.1", "snd_hda_intel"},
+                     {"0000:17:00.4", "xhci_hcd"}};
+        drivers = original_;
+        dev_.struct_size = sizeof dev_;
+        dev_.kind = SVAD_KIND_PCI;
+        dev_.id = "0000:17:00.0";
+        dev_.driver = "nouveau";
+        dev_.iommu_group = 3;
+        dev_.group_viable = 0;
+        dev_.vfio_node = "";
+        dev_.physfn = "";
+        dev_.iommu_group_members = members_;
+        dev_.group_blocker_devices = blockers_;
+        req_.struct_size = sizeof req_;
+        req_.mode = SVAD_MODE_HANDOFF;
+        req_.vm = "vm-1";
+        req_.rule = "gpu";
+        req_.device = &dev_;
+        req_.options = options_;
+        req_.option_count = 1;
+    }
+    ~VfioTable() override {
+        if (plugin_.fini != nullptr) {
+            plugin_.fini(plugin_.state);
+        }
+        if (handle_ != nullptr) {
+            ::dlclose(handle_);
+        }
+    }
+    static VfioTable* self(void* h) { return static_cast<VfioTable*>(h); }
+
+    int prepare(std::string& err) {
+        svad_prepared out{};
+        out.struct_size = sizeof out;
+        out.fd = -1;
+        char buf[512] = {};
+        int rc = plugin_.prepare(plugin_.state, &host_, &req_, &out, buf, sizeof buf);
+        err = buf;
+        if (out.fd >= 0) {
+            ::close(out.fd);
+        }
+        return rc;
+    }
+
+    std::vector<std::string> bound, restored, opened;
+    std::map<std::string, std::string> drivers;
+    std::map<std::string, std::string> original_;
+    const char* members_[5] = {"0000:17:00.0", "0000:17:00.1", "0000:17:00.2", "0000:17:00.4",
+                               nullptr};
+    // The function itself blocks its group too, as svad says of one on another driver.
+    const char* blockers_[4] = {"0000:17:00.1", "0000:17:00.0", "0000:17:00.4", nullptr};
+    svad_option options_[1] = {{"auto_bind", "true"}};
+    void* handle_ = nullptr;
+    svad_plugin plugin_{};
+    svad_host host_{};
+    svad_device dev_{};
+    svad_request req_{};
+};
+
+TEST_F(VfioTable, AutoBindRebindsExactlyTheBlockersSvadNames) {
+    ASSERT_NE(plugin_.prepare, nullptr);
+    // The sentences say otherwise; the plugin must go by the addresses.
+    dev_.group_blockers = "0000:99:00.0 is bound to e1000e; 0000:17:00.1 is bound to x";
+    std::string err;
+    ASSERT_EQ(prepare(err), 0) << err;
+    EXPECT_EQ(bound, (std::vector<std::string>{"0000:17:00.1", "0000:17:00.4", "0000:17:00.0"}));
+    EXPECT_EQ(opened, std::vector<std::string>{"vfio7"});
+    EXPECT_EQ(drivers.count("0000:17:00.2"), 0U); // a member on no driver is left alone
+    plugin_.release(plugin_.state, &host_, &req_);
+    EXPECT_EQ(restored, (std::vector<std::string>{"0000:17:00.0", "0000:17:00.4", "0000:17:00.1"}));
+    EXPECT_EQ(drivers, original_);
+}
+
+TEST_F(VfioTable, AnAbi2SvadCannotNameTheBlockersSoNothingIsRebound) {
+    ASSERT_NE(plugin_.prepare, nullptr);
+    // svad_device as an ABI 2 svad hands it over: no group_blocker_devices.
+    dev_.struct_size = offsetof(svad_device, group_blocker_devices);
+    dev_.group_blockers = "0000:17:00.1 is bound to snd_hda_intel; 0000:17:00.0 is bound to "
+                          "nouveau; 0000:17:00.4 is bound to xhci_hcd";
+    std::string err;
+    EXPECT_EQ(prepare(err), -ENOTSUP);
+    EXPECT_EQ(err, "this svad cannot name a group's blockers (plugin ABI 3 needed)");
+    EXPECT_TRUE(bound.empty());
+    EXPECT_TRUE(opened.empty());
+    // A viable group has no blockers to name: the function alone is rebound.
+    dev_.driver = "";
+    dev_.group_viable = 1;
+    dev_.group_blockers = "";
+    ASSERT_EQ(prepare(err), 0) << err;
+    EXPECT_EQ(bound, std::vector<std::string>{"0000:17:00.0"});
 }
 
 } // namespace

@@ -11,6 +11,12 @@
 #include <set>
 
 namespace svad::core {
+
+// gtest's picture of a blocker in a failure message.
+inline void PrintTo(const GroupBlocker& b, std::ostream* os) {
+    *os << "{" << b.device << ", " << b.driver << "}";
+}
+
 namespace {
 
 class FakeSysfs final : public ports::Sysfs {
@@ -244,13 +250,35 @@ TEST(Discovery, GroupViabilityAndReservedRegions) {
     EXPECT_EQ(g9.id, 9U);
     EXPECT_FALSE(g9.viable);
     ASSERT_EQ(g9.blockers.size(), 1U);
-    EXPECT_EQ(g9.blockers[0], "0000:00:1f.0 is bound to lpc_ich");
+    EXPECT_EQ(g9.blockers[0], (GroupBlocker{"0000:00:1f.0", "lpc_ich"}));
+    EXPECT_EQ(blockerText(g9.blockers[0]), "0000:00:1f.0 is bound to lpc_ich");
     ASSERT_EQ(g9.reservedRegions.size(), 1U);
     EXPECT_EQ(g9.reservedRegions[0].type, "msi");
     EXPECT_EQ(g9.warnings.size(), 2U); // "rubbish" and the backwards range
     EXPECT_TRUE(h.groups[1].viable);
     EXPECT_TRUE(h.groups[2].viable);
     EXPECT_EQ(h.groups[2].type, GroupType::Identity);
+}
+
+// The blockers are data: each member's address and driver, apart, in the
+// group's order; members on vfio-pci or pci-stub, unbound ones and bridges
+// are none of them.
+TEST(Discovery, BlockersNameEachMemberAndItsDriver) {
+    FakeSysfs fs;
+    addDevice(fs, "0000:17:00.0", "vfio-pci", 3);
+    addDevice(fs, "0000:17:00.1", "snd_hda_intel", 3);
+    addDevice(fs, "0000:17:00.2", "", 3);
+    addDevice(fs, "0000:17:00.3", "pci-stub", 3);
+    addDevice(fs, "0000:17:00.4", "xhci_hcd", 3);
+    Host h = discover(fs);
+    ASSERT_EQ(h.groups.size(), 1U);
+    const IommuGroup& g = h.groups[0];
+    EXPECT_FALSE(g.viable);
+    const std::vector<GroupBlocker> want = {{"0000:17:00.1", "snd_hda_intel"},
+                                            {"0000:17:00.4", "xhci_hcd"}};
+    EXPECT_EQ(g.blockers, want);
+    ASSERT_EQ(g.blockers.size(), 2U);
+    EXPECT_EQ(blockerText(g.blockers[1]), "0000:17:00.4 is bound to xhci_hcd");
 }
 
 TEST(Discovery, SriovLinks) {
@@ -431,7 +459,10 @@ TEST(Discovery, TextInTheModelIsValidUtf8) {
     for (const auto& g : h.groups) {
         all.push_back(g.typeName);
         add(g.warnings);
-        add(g.blockers);
+        for (const auto& b : g.blockers) {
+            all.push_back(b.device);
+            all.push_back(b.driver);
+        }
     }
     for (const auto& x : h.devices) {
         all.push_back(x.driver);
@@ -464,7 +495,9 @@ TEST(Discovery, ARefreshKeepsTheModelValidUtf8) {
     EXPECT_EQ(find(after, "0000:00:01.0").driver, "idxd\\xff");
     ASSERT_EQ(after.groups.size(), 1U);
     EXPECT_EQ(after.groups[0].typeName, "DMA\\xc3");
-    EXPECT_TRUE(validUtf8(after.groups[0].blockers.at(0))) << after.groups[0].blockers.at(0);
+    ASSERT_EQ(after.groups[0].blockers.size(), 1U);
+    EXPECT_EQ(after.groups[0].blockers[0].driver, "idxd\\xff");
+    EXPECT_TRUE(validUtf8(blockerText(after.groups[0].blockers[0])));
 }
 
 TEST(Discovery, AGroupSpelledTwiceIsOneGroup) {

@@ -189,7 +189,7 @@ IommuUnit vtdUnit(const std::string& name, bool pasid, uint32_t width) {
 }
 
 IommuGroup group(uint32_t id, std::vector<std::string> devices, bool viable = true,
-                 std::vector<std::string> blockers = {}) {
+                 std::vector<GroupBlocker> blockers = {}) {
     IommuGroup g;
     g.id = id;
     g.type = GroupType::Dma;
@@ -242,13 +242,13 @@ Host testHost() {
     h.groups.push_back(group(2, {kNicB}));
     h.groups.push_back(group(3, {kPair0, kPair1}));
     h.groups.push_back(
-        group(4, {kBlocked, kBlocker}, false, {std::string(kBlocker) + " bound to snd_hda_intel"}));
-    h.groups.push_back(group(5, {kNoCdev}, false, {std::string(kNoCdev) + " bound to ixgbe"}));
+        group(4, {kBlocked, kBlocker}, false, {GroupBlocker{kBlocker, "snd_hda_intel"}}));
+    h.groups.push_back(group(5, {kNoCdev}, false, {GroupBlocker{kNoCdev, "ixgbe"}}));
     h.groups.push_back(group(6, {kPf}));
     h.groups.push_back(group(7, {kVf}));
     h.groups.push_back(group(8, {kTiny}));
-    h.groups.push_back(group(9, {kDsa}, false, {std::string(kDsa) + " bound to idxd"}));
-    h.groups.push_back(group(10, {kVdpaPf}, false, {std::string(kVdpaPf) + " bound to mlx5_core"}));
+    h.groups.push_back(group(9, {kDsa}, false, {GroupBlocker{kDsa, "idxd"}}));
+    h.groups.push_back(group(10, {kVdpaPf}, false, {GroupBlocker{kVdpaPf, "mlx5_core"}}));
     h.groups.push_back(group(11, {kNoPasidUnit}));
 
     h.devices.push_back(pci(kNicA, 1, "dmar0", "vfio-pci", "vfio0", 20));
