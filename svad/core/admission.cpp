@@ -208,7 +208,7 @@ Outcome<Done> checkOwnerPid(Admission& a) {
 
 Outcome<Done> checkMode(Admission& a) {
     if (a.request.mode != ContextMode::Handoff && a.request.mode != ContextMode::Attached) {
-        return fail(names::Error::InvalidArgument, "mode must be handoff or attached");
+        return fail(names::Error::InvalidArgument, "option 'mode' must be 'handoff' or 'attached'");
     }
     return Done{};
 }

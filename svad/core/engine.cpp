@@ -80,15 +80,15 @@ std::vector<Holder> Engine::holders(const std::string& device) const {
     std::vector<Holder> out;
     if (auto h = held_.find(device); h != held_.end()) {
         for (uint64_t id : h->second) {
-            out.push_back(Holder{id, contexts_.at(id)->vm, Holder::Stage::Held});
+            out.push_back(
+                Holder{id, contexts_.at(id)->vm,
+                       leaving_.count(id) != 0 ? Holder::Stage::Leaving : Holder::Stage::Held});
         }
     }
     if (auto r = reserved_.find(device); r != reserved_.end()) {
         for (uint64_t key : r->second) {
             const Reservation& res = reservations_.at(key);
-            out.push_back(
-                Holder{res.context, res.vm,
-                       res.context == 0 ? Holder::Stage::Arriving : Holder::Stage::Leaving});
+            out.push_back(Holder{0, res.vm, Holder::Stage::Arriving});
         }
     }
     return out;
@@ -104,9 +104,8 @@ uint32_t Engine::contextsThroughRule(const std::string& vm, const std::string& r
                 : 0;
     }
     for (const auto& [key, res] : reservations_) {
-        n += res.context == 0 && res.vm == vm &&
-                     std::any_of(res.devices.begin(), res.devices.end(),
-                                 [&rule](const auto& d) { return d.second == rule; })
+        n += res.vm == vm && std::any_of(res.devices.begin(), res.devices.end(),
+                                         [&rule](const auto& d) { return d.second == rule; })
                  ? 1
                  : 0;
     }
@@ -151,7 +150,7 @@ Outcome<std::unique_ptr<Engine::Ticket>> Engine::admit(const AllocateRequest& re
     t->host = host_;
     t->config = config_;
     t->resolved = std::move(admitted.value());
-    Reservation r{request.vm, 0, {}};
+    Reservation r{request.vm, {}};
     for (const auto& d : t->resolved) {
         r.devices.emplace_back(d.id, d.rule != nullptr ? d.rule->name : "");
     }
@@ -289,7 +288,7 @@ Outcome<Context*> Engine::allocate(const AllocateRequest& request, uint64_t nowU
     return commit(t, build(t));
 }
 
-void Engine::allocate(AllocateRequest request, uint64_t nowUsec, AllocateDone done) {
+void Engine::allocate(const AllocateRequest& request, uint64_t nowUsec, AllocateDone done) {
     auto ticket = admit(request, nowUsec);
     if (!ticket.ok()) {
         done(ticket.failure());
@@ -381,16 +380,62 @@ void Engine::returnPasids(Context& ctx) {
     ctx.pasids.clear();
 }
 
-std::unique_ptr<Context> Engine::retire(uint64_t id, const std::string& reason, uint64_t& key) {
-    auto it = contexts_.find(id);
-    if (it == contexts_.end()) {
-        return nullptr;
+std::unique_ptr<Context> Engine::takeKernelObjects(Context& ctx) {
+    // The teardown works on its own copy: the context stays readable on the loop
+    // (its bus object answers until it is gone) while a worker closes its fds.
+    auto doomed = std::make_unique<Context>();
+    doomed->id = ctx.id;
+    doomed->vm = ctx.vm;
+    doomed->ownerUid = ctx.ownerUid;
+    doomed->ownerPid = ctx.ownerPid;
+    doomed->mode = ctx.mode;
+    doomed->hostChanged = ctx.hostChanged;
+    doomed->iommufd = std::move(ctx.iommufd);
+    doomed->ioasId = ctx.ioasId;
+    doomed->faultQueueId = ctx.faultQueueId;
+    doomed->faultQueueFd = std::move(ctx.faultQueueFd);
+    doomed->pasids = ctx.pasids; // to detach; the numbers go back to the pool afterwards
+    for (auto& d : ctx.devices) {
+        ContextDevice c;
+        c.id = d.id;
+        c.kind = d.kind;
+        c.fd = std::move(d.fd);
+        c.devId = d.devId;
+        c.attached = d.attached;
+        c.plugin = d.plugin;
+        c.rule = d.rule;
+        c.options = d.options;
+        doomed->devices.push_back(std::move(c));
     }
+    return doomed;
+}
+
+bool Engine::beginRelease(uint64_t id, const std::string& reason, std::function<void()> done) {
+    if (contexts_.count(id) == 0) {
+        if (done) {
+            done();
+        }
+        return false;
+    }
+    auto [it, fresh] = leaving_.try_emplace(id, Leaving{reason, {}});
+    if (done) {
+        it->second.done.push_back(std::move(done));
+    }
+    return fresh; // a second release of the same context waits for the first one
+}
+
+void Engine::finishRelease(uint64_t id) {
+    auto leaving = leaving_.find(id);
+    auto it = contexts_.find(id);
+    if (leaving == leaving_.end() || it == contexts_.end()) {
+        return;
+    }
+    Leaving l = std::move(leaving->second);
+    leaving_.erase(leaving);
     std::unique_ptr<Context> ctx = std::move(it->second);
     contexts_.erase(it);
-    Reservation r{ctx->vm, id, {}};
+    returnPasids(*ctx);
     for (const auto& d : ctx->devices) {
-        r.devices.emplace_back(d.id, d.rule);
         auto h = held_.find(d.id);
         if (h != held_.end()) {
             std::erase(h->second, id);
@@ -399,43 +444,33 @@ std::unique_ptr<Context> Engine::retire(uint64_t id, const std::string& reason, 
             }
         }
     }
-    key = reserve(std::move(r));
     for (auto* o : std::vector<ContextObserver*>(observers_)) {
-        o->contextReleased(*ctx, reason);
+        o->contextReleased(*ctx, l.reason);
     }
-    return ctx;
+    for (auto& d : l.done) {
+        d();
+    }
 }
 
 void Engine::releaseUnchecked(uint64_t id, const std::string& reason) {
-    uint64_t key = 0;
-    std::unique_ptr<Context> ctx = retire(id, reason, key);
-    if (!ctx) {
+    if (!beginRelease(id, reason, {})) {
         return;
     }
-    teardown(*ctx);
-    returnPasids(*ctx);
-    unreserve(key);
+    std::unique_ptr<Context> doomed = takeKernelObjects(*contexts_.at(id));
+    teardown(*doomed);
+    finishRelease(id);
 }
 
 void Engine::releaseAsync(uint64_t id, const std::string& reason, std::function<void()> done) {
-    uint64_t key = 0;
-    std::shared_ptr<Context> ctx = retire(id, reason, key);
-    if (!ctx) {
-        if (done) {
-            done();
-        }
+    if (!beginRelease(id, reason, std::move(done))) {
         return;
     }
+    std::shared_ptr<Context> doomed = takeKernelObjects(*contexts_.at(id));
     std::weak_ptr<int> alive = alive_;
-    offload_->run([this, ctx] { teardown(*ctx); },
-                  [this, alive, ctx, key, done = std::move(done)] {
-                      if (!alive.lock()) {
-                          return;
-                      }
-                      returnPasids(*ctx);
-                      unreserve(key);
-                      if (done) {
-                          done();
+    offload_->run([this, doomed] { teardown(*doomed); },
+                  [this, alive, id] {
+                      if (alive.lock()) {
+                          finishRelease(id);
                       }
                   });
 }
@@ -476,6 +511,9 @@ std::vector<uint64_t> Engine::markDegraded() {
     std::vector<uint64_t> changed;
     const std::set<std::string> present = presentIds();
     for (auto& [id, ctx] : contexts_) {
+        if (leaving_.count(id) != 0) {
+            continue; // going anyway
+        }
         const std::string reason = degradedReason(*ctx, present);
         ContextState next = reason.empty() ? ContextState::Active : ContextState::Degraded;
         if (next != ctx->state) {
@@ -518,16 +556,24 @@ Outcome<Done> Engine::checkAccess(uint64_t id, const Caller& caller) const {
     if (it == contexts_.end()) {
         return fail(names::Error::NotFound, "no context " + std::to_string(id));
     }
+    if (leaving_.count(id) != 0) {
+        return fail(names::Error::NotFound, "context " + std::to_string(id) + " is being released");
+    }
     return checkOwner(*it->second, caller);
+}
+
+Context* Engine::usable(uint64_t id) {
+    auto it = contexts_.find(id);
+    return it == contexts_.end() || leaving_.count(id) != 0 ? nullptr : it->second.get();
 }
 
 Outcome<uint32_t> Engine::allocatePasid(uint64_t id, const std::string& device,
                                         const Caller& caller) {
-    auto it = contexts_.find(id);
-    if (it == contexts_.end()) {
+    Context* found = usable(id);
+    if (found == nullptr) {
         return fail(names::Error::NotFound, "no context " + std::to_string(id));
     }
-    Context& ctx = *it->second;
+    Context& ctx = *found;
     if (auto owner = checkOwner(ctx, caller); !owner.ok()) {
         return owner.failure();
     }
@@ -594,11 +640,11 @@ Outcome<uint32_t> Engine::allocatePasid(uint64_t id, const std::string& device,
 }
 
 Outcome<Done> Engine::releasePasid(uint64_t id, uint32_t pasid, const Caller& caller) {
-    auto it = contexts_.find(id);
-    if (it == contexts_.end()) {
+    Context* found = usable(id);
+    if (found == nullptr) {
         return fail(names::Error::NotFound, "no context " + std::to_string(id));
     }
-    Context& ctx = *it->second;
+    Context& ctx = *found;
     if (auto owner = checkOwner(ctx, caller); !owner.ok()) {
         return owner;
     }
@@ -619,11 +665,11 @@ Outcome<Done> Engine::releasePasid(uint64_t id, uint32_t pasid, const Caller& ca
 
 Outcome<Done> Engine::setVirtualId(uint64_t id, const std::string& device, uint64_t virtId,
                                    const Caller& caller) {
-    auto it = contexts_.find(id);
-    if (it == contexts_.end()) {
+    Context* found = usable(id);
+    if (found == nullptr) {
         return fail(names::Error::NotFound, "no context " + std::to_string(id));
     }
-    Context& ctx = *it->second;
+    Context& ctx = *found;
     if (auto owner = checkOwner(ctx, caller); !owner.ok()) {
         return owner;
     }

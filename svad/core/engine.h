@@ -103,8 +103,8 @@ public:
     virtual void contextCreated(const Context& ctx) = 0;
     // Its state changed: Degraded (reason: which devices left the host) or Active again.
     virtual void contextStateChanged(const Context& ctx, const std::string& reason) = 0;
-    // It is gone from the engine (find() no longer knows it); its devices are free
-    // once its teardown has run.
+    // It is gone from the engine (find() no longer knows it) and its devices are
+    // free: its kernel objects are torn down.
     virtual void contextReleased(const Context& ctx, const std::string& reason) = 0;
 };
 
@@ -130,7 +130,7 @@ public:
     // Admits on the calling thread, builds on the Offload, and calls `done` on the
     // engine's thread with the stored context (valid until it is released) or why not.
     using AllocateDone = std::function<void(Outcome<const Context*>)>;
-    void allocate(AllocateRequest request, uint64_t nowUsec, AllocateDone done);
+    void allocate(const AllocateRequest& request, uint64_t nowUsec, AllocateDone done);
     // All three steps on the calling thread.
     Outcome<Context*> allocate(const AllocateRequest& request, uint64_t nowUsec);
 
@@ -142,8 +142,10 @@ public:
     // Releases without an ownership check (the owner went away, svad took it back),
     // all on the calling thread.
     void releaseUnchecked(uint64_t id, const std::string& reason = "released by the owner");
-    // Releases through the Offload: the observers hear of it now, `done` runs once
-    // the teardown is over. No-op (done runs) for an unknown id.
+    // Releases through the Offload: the context stays (held, readable, refusing
+    // every call) until its teardown has run; then it goes, the observers hear of
+    // it and `done` runs. For an unknown id `done` runs at once; for one already
+    // leaving, with the first release.
     void releaseAsync(uint64_t id, const std::string& reason, std::function<void()> done = {});
 
     Outcome<uint32_t> allocatePasid(uint64_t id, const std::string& device, const Caller& caller);
@@ -161,15 +163,20 @@ public:
     // whose devices are back active), telling the observers; returns their ids.
     std::vector<uint64_t> markDegraded();
     size_t pasidCount() const;
-    // Allocations under way and releases still tearing down.
-    size_t inFlight() const { return reservations_.size(); }
+    // Allocations under way, and releases still tearing down.
+    size_t inFlight() const { return reservations_.size() + leaving_.size(); }
 
 private:
     struct Ticket;
+    // The devices of an allocation under way.
     struct Reservation {
         std::string vm;
-        uint64_t context = 0; // the context being released; 0: an allocation
         std::vector<std::pair<std::string, std::string>> devices; // device, rule
+    };
+    // A context being torn down: still held and readable, no longer usable.
+    struct Leaving {
+        std::string reason;
+        std::vector<std::function<void()>> done;
     };
     // Claims, for the admission checks.
     std::vector<Holder> holders(const std::string& device) const override;
@@ -181,8 +188,14 @@ private:
     Outcome<Context*> commit(Ticket& ticket, Outcome<std::unique_ptr<Context>> built);
     uint64_t reserve(Reservation r);
     void unreserve(uint64_t key);
-    // Takes a context out (the observers hear of it) and reserves its devices.
-    std::unique_ptr<Context> retire(uint64_t id, const std::string& reason, uint64_t& key);
+    // Marks a context leaving; false when it is unknown (done ran) or leaving already.
+    bool beginRelease(uint64_t id, const std::string& reason, std::function<void()> done);
+    // Moves its kernel objects into a copy for the teardown.
+    static std::unique_ptr<Context> takeKernelObjects(Context& ctx);
+    // After the teardown: PASIDs back, the context gone, the observers told.
+    void finishRelease(uint64_t id);
+    // A context that may be acted on: stored and not leaving.
+    Context* usable(uint64_t id);
     // Kernel objects and plugins' undo; runs on the Offload.
     void teardown(Context& ctx) const;
     // The context's PASIDs back to the pool; on the engine's thread.
@@ -204,6 +217,7 @@ private:
     uint64_t nextReservation_ = 1;
     std::map<uint64_t, Reservation> reservations_;
     std::map<std::string, std::vector<uint64_t>> reserved_; // device id -> reservations
+    std::map<uint64_t, Leaving> leaving_;
     // Expires with the engine: a build or teardown finishing late finds it gone.
     std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };

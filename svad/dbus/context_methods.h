@@ -45,15 +45,15 @@ public:
     // only after the fact).
     void allocate(sdbus::MethodCall call, const std::string& sender, std::string vm,
                   std::vector<std::string> devices, std::map<std::string, sdbus::Variant> options);
-    void release(std::shared_ptr<sdbus::Result<>> result, const std::string& sender,
+    void release(const std::shared_ptr<sdbus::Result<>>& result, const std::string& sender,
                  const std::string& context);
-    void allocatePasid(std::shared_ptr<sdbus::Result<uint32_t>> result, const std::string& sender,
-                       const std::string& context, std::string device,
+    void allocatePasid(const std::shared_ptr<sdbus::Result<uint32_t>>& result,
+                       const std::string& sender, const std::string& context, std::string device,
                        std::map<std::string, sdbus::Variant> options);
-    void releasePasid(std::shared_ptr<sdbus::Result<>> result, const std::string& sender,
+    void releasePasid(const std::shared_ptr<sdbus::Result<>>& result, const std::string& sender,
                       const std::string& context, uint32_t pasid);
-    void setVirtualId(std::shared_ptr<sdbus::Result<>> result, const std::string& sender,
-                      const std::string& context, std::string device, uint64_t virtId);
+    void setVirtualId(const std::shared_ptr<sdbus::Result<>>& result, const std::string& sender,
+                      const std::string& context, const std::string& device, uint64_t virtId);
 
     // The context objects at or after `start`, appended to `out`.
     void list(const std::string& start, std::vector<ListedObject>& out) const;

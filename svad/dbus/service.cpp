@@ -171,7 +171,7 @@ void Service::Rescan(sdbus::Result<>&& result) {
     std::weak_ptr<int> alive = alive_;
     identity_.admin(
         "Rescan", sender(), [this]() -> const core::Config& { return engine_.config(); },
-        [this, alive, shared](core::Outcome<core::Caller> who) {
+        [this, alive, shared](const core::Outcome<core::Caller>& who) {
             if (!alive.lock()) {
                 return;
             }
@@ -292,7 +292,7 @@ void Service::Reload(sdbus::Result<>&& result) {
     std::weak_ptr<int> alive = alive_;
     identity_.admin(
         "Reload", sender(), [this]() -> const core::Config& { return engine_.config(); },
-        [this, alive, shared](core::Outcome<core::Caller> who) {
+        [this, alive, shared](const core::Outcome<core::Caller>& who) {
             if (!alive.lock()) {
                 return;
             }
@@ -433,7 +433,7 @@ void Service::ReleasePasid(sdbus::Result<>&& result, sdbus::ObjectPath context, 
 void Service::SetVirtualId(sdbus::Result<>&& result, sdbus::ObjectPath context, std::string device,
                            uint64_t virtId) {
     contexts_.setVirtualId(std::make_shared<sdbus::Result<>>(std::move(result)), sender(), context,
-                           std::move(device), virtId);
+                           device, virtId);
 }
 
 } // namespace svad::dbus

@@ -770,7 +770,7 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
                                                         const core::PolicyQuery& query) {
     Loaded* l = find(plugin);
     if (l == nullptr) {
-        return core::Failure{names::Error::NotSupported, "plugin " + plugin + " is not loaded"};
+        return core::Failure{names::Error::NotSupported, "plugin " + plugin + " is not loaded", {}};
     }
     CQuery c(query);
     svad_prepared out{};
@@ -799,14 +799,17 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
     }
     if (rc != 0) {
         const names::Error name = names::errorFromErrno(rc < 0 ? -rc : EIO);
-        return core::Failure{name, "plugin " + plugin + " could not prepare " + query.deviceId +
-                                       ": " + takeText(err, sizeof err)};
+        return core::Failure{name,
+                             "plugin " + plugin + " could not prepare " + query.deviceId + ": " +
+                                 takeText(err, sizeof err),
+                             {}};
     }
     if (!fd.valid()) {
         return core::Failure{names::Error::KernelError,
                              "plugin " + plugin + " prepared " + query.deviceId +
                                  " but handed back fd " + std::to_string(out.fd) +
-                                 ", which the host did not open for it in that call"};
+                                 ", which the host did not open for it in that call",
+                             {}};
     }
     core::PreparedDevice p;
     p.fd = std::move(fd);

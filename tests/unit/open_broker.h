@@ -38,7 +38,7 @@ public:
     Outcome<PreparedDevice> prepare(const std::string& /*plugin*/, const PolicyQuery& q) override {
         PreparedDevice out;
         auto failed = [](const ports::KernelError& e) {
-            return Failure{names::errorFromErrno(e.err), e.message};
+            return Failure{names::errorFromErrno(e.err), e.message, {}};
         };
         if (q.kind == DeviceKind::Pci) {
             auto fd = kernel_.openVfioDevice(q.pci->vfioDevice);

@@ -1178,17 +1178,28 @@ TEST_F(EngineTest, DevicesStayReservedWhileAnAllocationOrAReleaseIsInFlight) {
     EXPECT_EQ(engine_->holderOf(kNicA), id);
     EXPECT_EQ(engine_->inFlight(), 0u);
 
-    // A release in flight: the context is gone at once, its device reserved until torn down.
+    // A release in flight: the context stays, held and readable but refusing every call,
+    // until its teardown has run; only then is it gone and its device free.
     bool released = false;
     engine_->releaseAsync(id, "released by the owner", [&released] { released = true; });
-    EXPECT_EQ(engine_->find(id), nullptr);
-    EXPECT_EQ(engine_->holderOf(kNicA), 0u);
+    EXPECT_NE(engine_->find(id), nullptr);
+    EXPECT_EQ(engine_->holderOf(kNicA), id);
     EXPECT_FALSE(released);
+    EXPECT_EQ(engine_->checkAccess(id, user(kAlice)).failure().error, Error::NotFound);
+    EXPECT_EQ(engine_->allocatePasid(id, kNicA, user(kAlice)).failure().error, Error::NotFound);
     m = allocFails(request({kNicA}), Error::Busy);
     EXPECT_NE(m.find("being released from context " + std::to_string(id)), std::string::npos) << m;
+    // A second release of the same context waits for the first.
+    bool again = false;
+    engine_->releaseAsync(id, "owner process exited", [&again] { again = true; });
+    EXPECT_EQ(offload.queued.size(), 1u);
     EXPECT_TRUE(broker_.released.empty()) << "torn down before the offload ran";
+    EXPECT_EQ(rec.events.size(), 1u) << "the release was announced before its teardown";
     offload.finishAll();
     EXPECT_TRUE(released);
+    EXPECT_TRUE(again);
+    EXPECT_EQ(engine_->find(id), nullptr);
+    EXPECT_EQ(engine_->holderOf(kNicA), 0u);
     EXPECT_EQ(broker_.released, (std::vector<std::string>{kNicA}));
     EXPECT_EQ(rec.events, (std::vector<std::string>{"created " + std::to_string(id),
                                                     "released " + std::to_string(id) +
