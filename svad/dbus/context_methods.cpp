@@ -262,13 +262,22 @@ void ContextMethods::handOver(sdbus::MethodCall call, const core::Context& ctx,
         metrics_.allocation(started, core::Failure{names::Error::KernelError, e.what(), {}});
         log::error(std::string("context taken back, it could not be handed over: ") + e.what(),
                    {{"VM", ctx.vm}, {"CONTEXT", std::to_string(id)}});
-        engine_.releaseAsync(id, "it could not be handed over", hooks_.kick);
+        std::optional<sdbus::Error> answer;
         if (const auto* busErr = dynamic_cast<const sdbus::Error*>(&e)) {
-            replyError(call, *busErr);
+            answer = *busErr;
         } else {
-            replyError(call, busError(names::Error::KernelError,
-                                      std::string("cannot hand over the context: ") + e.what()));
+            answer = busError(names::Error::KernelError,
+                              std::string("cannot hand over the context: ") + e.what());
         }
+        // Answered once the context is gone again and its devices are free.
+        auto held = std::make_shared<sdbus::MethodCall>(std::move(call));
+        engine_.releaseAsync(id, "it could not be handed over",
+                             [held, answer = *answer, kick = hooks_.kick] {
+                                 replyError(*held, answer);
+                                 if (kick) {
+                                     kick();
+                                 }
+                             });
         return;
     }
     log::notice("context allocated", {{"VM", ctx.vm},
@@ -329,13 +338,22 @@ void ContextMethods::onBusError(sdbus::Message& message) {
         error != nullptr && error->message != nullptr ? error->message : "refused by the bus";
     log::error("context taken back: the bus did not deliver the reply carrying its fds: " + why,
                {{"CONTEXT", std::to_string(pending.context)}, {"ERROR", name}});
-    engine_.releaseAsync(pending.context, "the reply carrying its fds could not be delivered",
-                         hooks_.kick);
-    // The caller still waits for an answer: one without fds can reach it.
-    replyError(pending.call,
-               busError(names::Error::NotSupported,
-                        "the reply carries file descriptors and the bus would not deliver it (" +
-                            why + "); connect with unix fd passing; the context was released"));
+    // The caller still waits for an answer: one without fds can reach it, once the
+    // context is gone and its devices are free.
+    auto call = std::make_shared<sdbus::MethodCall>(std::move(pending.call));
+    engine_.releaseAsync(
+        pending.context, "the reply carrying its fds could not be delivered",
+        [call, why, kick = hooks_.kick] {
+            replyError(*call, busError(names::Error::NotSupported,
+                                       "the reply carries file descriptors and the bus would not "
+                                       "deliver it (" +
+                                           why +
+                                           "); connect with unix fd passing; the context "
+                                           "was released"));
+            if (kick) {
+                kick();
+            }
+        });
 }
 
 void ContextMethods::release(const std::shared_ptr<sdbus::Result<>>& result,
