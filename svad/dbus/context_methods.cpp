@@ -2,6 +2,7 @@
 
 #include "svad/core/log.h"
 #include "svad/core/text.h"
+#include "svad/dbus/clock.h"
 #include "svad/dbus/errors.h"
 #include "svad/dbus/sdbus_compat.h"
 #include "svad/names.h"
@@ -10,17 +11,10 @@
 #include <set>
 #include <system_error>
 #include <systemd/sd-bus.h>
-#include <time.h>
 
 namespace svad::dbus {
 
 namespace {
-
-uint64_t realtimeUsec() {
-    struct timespec ts {};
-    ::clock_gettime(CLOCK_REALTIME, &ts);
-    return static_cast<uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<uint64_t>(ts.tv_nsec) / 1000;
-}
 
 std::string joined(const std::vector<std::string>& items, const char* sep = ",") {
     std::string out;

@@ -3,6 +3,7 @@
 #include "svad/core/log.h"
 #include "svad/core/paths.h"
 #include "svad/core/text.h"
+#include "svad/dbus/clock.h"
 #include "svad/dbus/device_filter.h"
 #include "svad/dbus/errors.h"
 #include "svad/dbus/sdbus_compat.h"
@@ -13,17 +14,10 @@
 #include <algorithm>
 #include <boost/asio/post.hpp>
 #include <systemd/sd-bus.h>
-#include <time.h>
 
 namespace svad::dbus {
 
 namespace {
-
-uint64_t realtimeUsec() {
-    struct timespec ts {};
-    ::clock_gettime(CLOCK_REALTIME, &ts);
-    return static_cast<uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<uint64_t>(ts.tv_nsec) / 1000;
-}
 
 std::string joinedLines(const std::vector<std::string>& items) {
     std::string out;
@@ -166,28 +160,35 @@ std::string Service::sender() {
     return *s;
 }
 
-void Service::Rescan(sdbus::Result<>&& result) {
-    auto shared = std::make_shared<sdbus::Result<>>(std::move(result));
+void Service::asAdmin(const std::string& action, const std::shared_ptr<sdbus::Result<>>& result,
+                      std::function<void()> then) {
     std::weak_ptr<int> alive = alive_;
     identity_.admin(
-        "Rescan", sender(), [this]() -> const core::Config& { return engine_.config(); },
-        [this, alive, shared](const core::Outcome<core::Caller>& who) {
+        action, sender(), [this]() -> const core::Config& { return engine_.config(); },
+        [this, alive, result, then = std::move(then)](const core::Outcome<core::Caller>& who) {
             if (!alive.lock()) {
                 return;
             }
             if (!who.ok()) {
-                shared->returnError(busError(who.failure()));
+                result->returnError(busError(who.failure()));
                 loop_.kick();
                 return;
             }
-            rescan([shared](const std::optional<std::string>& error) {
-                if (error) {
-                    shared->returnError(busError(names::Error::KernelError, *error));
-                } else {
-                    shared->returnResults();
-                }
-            });
+            then();
         });
+}
+
+void Service::Rescan(sdbus::Result<>&& result) {
+    auto shared = std::make_shared<sdbus::Result<>>(std::move(result));
+    asAdmin("Rescan", shared, [this, shared] {
+        rescan([shared](const std::optional<std::string>& error) {
+            if (error) {
+                shared->returnError(busError(names::Error::KernelError, *error));
+            } else {
+                shared->returnResults();
+            }
+        });
+    });
 }
 
 std::vector<ListedObject> Service::listedObjects(const std::string& start, uint32_t limit) {
@@ -290,43 +291,32 @@ void Service::Reload(sdbus::Result<>&& result) {
         throwError(names::Error::NotSupported, "this svad cannot reload");
     }
     std::weak_ptr<int> alive = alive_;
-    identity_.admin(
-        "Reload", sender(), [this]() -> const core::Config& { return engine_.config(); },
-        [this, alive, shared](const core::Outcome<core::Caller>& who) {
+    asAdmin("Reload", shared, [this, alive, shared] {
+        options_.reload([this, alive, shared](std::vector<std::string> errors) {
             if (!alive.lock()) {
                 return;
             }
-            if (!who.ok()) {
-                shared->returnError(busError(who.failure()));
-                loop_.kick();
-                return;
+            if (!errors.empty()) {
+                // A file can hold any number of errors: the reply names the first ones.
+                constexpr size_t kMaxErrors = 20;
+                if (errors.size() > kMaxErrors) {
+                    const size_t more = errors.size() - kMaxErrors;
+                    errors.resize(kMaxErrors);
+                    errors.push_back("(" + std::to_string(more) + " more errors)");
+                }
+                for (auto& e : errors) {
+                    e = core::cutUtf8(e, 512);
+                }
+                shared->returnError(busError(names::Error::InvalidArgument, joinedLines(errors)));
+            } else {
+                emitPropertiesChangedSignal(
+                    Manager_adaptor::INTERFACE_NAME,
+                    compat::propertyNames({"ConfigFile", "AdminGroup", "DefaultPolicy"}));
+                shared->returnResults();
             }
-            options_.reload([this, alive, shared](std::vector<std::string> errors) {
-                if (!alive.lock()) {
-                    return;
-                }
-                if (!errors.empty()) {
-                    // A file can hold any number of errors: the reply names the first ones.
-                    constexpr size_t kMaxErrors = 20;
-                    if (errors.size() > kMaxErrors) {
-                        const size_t more = errors.size() - kMaxErrors;
-                        errors.resize(kMaxErrors);
-                        errors.push_back("(" + std::to_string(more) + " more errors)");
-                    }
-                    for (auto& e : errors) {
-                        e = core::cutUtf8(e, 512);
-                    }
-                    shared->returnError(
-                        busError(names::Error::InvalidArgument, joinedLines(errors)));
-                } else {
-                    emitPropertiesChangedSignal(
-                        Manager_adaptor::INTERFACE_NAME,
-                        compat::propertyNames({"ConfigFile", "AdminGroup", "DefaultPolicy"}));
-                    shared->returnResults();
-                }
-                loop_.kick();
-            });
+            loop_.kick();
         });
+    });
 }
 
 // Text that comes from files, plugins and the command line: a D-Bus string must be valid UTF-8.

@@ -148,6 +148,10 @@ private:
     void reprobe();
     // The sender of the call being handled; PermissionDenied without one.
     std::string sender();
+    // Runs `then` once the caller of the call being handled is known to be an admin;
+    // answers `result` with the refusal otherwise.
+    void asAdmin(const std::string& action, const std::shared_ptr<sdbus::Result<>>& result,
+                 std::function<void()> then);
 
     boost::asio::io_context& io_;
     sdbus::IConnection& connection_;

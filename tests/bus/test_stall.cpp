@@ -46,9 +46,8 @@ double report(const std::string& name, double ms) {
     return ms;
 }
 
-TEST(NoStall, ABlockedReleaseStallsNoOtherCaller) {
-    TempDir dir;
-    NotifySocket sock(dir.path() + "/notify");
+// A configuration that lets auto_bind take 0000:5e:00.0 from its driver.
+std::string autoBindConfig(const TempDir& dir) {
     const std::string config = dir.path() + "/svad.yaml";
     std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\n"
                           << R"(default_policy: allow
@@ -57,7 +56,13 @@ rules:
     match: {device: "0000:5e:00.0"}
     limits: {auto_bind: true}
 )";
-    auto f = underWatchdog(sock, {"--config", config});
+    return config;
+}
+
+TEST(NoStall, ABlockedReleaseStallsNoOtherCaller) {
+    TempDir dir;
+    NotifySocket sock(dir.path() + "/notify");
+    auto f = underWatchdog(sock, {"--config", autoBindConfig(dir)});
     ASSERT_FALSE(sock.waitFor("READY=1\nSTATUS=", 5000).empty());
 
     // A context whose function auto_bind took from its driver: its release gives it back.
@@ -142,15 +147,7 @@ rules:
 TEST(NoStall, ABlockedRebindStallsNoOtherCaller) {
     TempDir dir;
     NotifySocket sock(dir.path() + "/notify");
-    const std::string config = dir.path() + "/svad.yaml";
-    std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\n"
-                          << R"(default_policy: allow
-rules:
-  - name: nvme-to-vm
-    match: {device: "0000:5e:00.0"}
-    limits: {auto_bind: true}
-)";
-    auto f = underWatchdog(sock, {"--config", config});
+    auto f = underWatchdog(sock, {"--config", autoBindConfig(dir)});
     ASSERT_FALSE(sock.waitFor("READY=1\nSTATUS=", 5000).empty());
     ASSERT_EQ(driverOf(*f, "0000:5e:00.0"), "nvme");
     std::filesystem::create_directories(f->sysfs() + "/.sim");
