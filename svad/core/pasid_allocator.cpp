@@ -54,6 +54,33 @@ PasidResult PasidAllocator::allocate(uint32_t widthBits, const std::string& vm) 
     return {PasidStatus::Ok, pasid};
 }
 
+bool PasidAllocator::claim(uint32_t pasid, const std::string& vm) {
+    if (pasid < kFirst || pasid > kLast) {
+        return false;
+    }
+    auto it = free_.upper_bound(pasid);
+    if (it == free_.begin()) {
+        return false;
+    }
+    it = std::prev(it);
+    const uint32_t start = it->first;
+    const uint32_t last = it->second;
+    if (pasid > last) {
+        return false; // held already
+    }
+    // Split [start, last] around pasid.
+    free_.erase(it);
+    if (start < pasid) {
+        free_.emplace(start, pasid - 1);
+    }
+    if (pasid < last) {
+        free_.emplace(pasid + 1, last);
+    }
+    holders_.emplace(pasid, vm);
+    byVm_[vm].insert(pasid);
+    return true;
+}
+
 bool PasidAllocator::release(uint32_t pasid, const std::string& vm) {
     auto h = holders_.find(pasid);
     if (h == holders_.end() || h->second != vm) {

@@ -55,6 +55,9 @@ public:
     PasidResult allocate(uint32_t widthBits, const std::string& vm);
     // Gives `pasid` back; false (and nothing changes) unless `vm` holds it.
     bool release(uint32_t pasid, const std::string& vm);
+    // Takes this very PASID for `vm` (one held before a restart), whatever the
+    // quota; false when it is out of range or held already.
+    bool claim(uint32_t pasid, const std::string& vm);
     // Gives back every PASID `vm` holds; returns how many.
     size_t releaseAll(const std::string& vm);
 

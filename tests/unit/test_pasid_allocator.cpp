@@ -299,4 +299,23 @@ TEST(PasidAllocator, PropertyAgainstReferenceModel) {
     EXPECT_GT(refused, 100u);
 }
 
+TEST(PasidAllocator, ClaimTakesThatVeryPasidOnce) {
+    PasidAllocator a;
+    EXPECT_TRUE(a.claim(0x1234, "vm-a"));
+    EXPECT_FALSE(a.claim(0x1234, "vm-b")) << "held already";
+    EXPECT_FALSE(a.claim(0, "vm-a")) << "PASID 0 is reserved";
+    EXPECT_FALSE(a.claim(PasidAllocator::kLast + 1, "vm-a"));
+    EXPECT_EQ(a.holder(0x1234), "vm-a");
+    EXPECT_EQ(a.count("vm-a"), 1U);
+    // The free intervals around it are whole: the highest below 2^13 is still 0x1fff,
+    // and allocation never hands out the claimed one.
+    EXPECT_EQ(a.allocate(13, "vm-b").pasid, 0x1fffU);
+    EXPECT_TRUE(a.claim(0x1ffe, "vm-b"));
+    EXPECT_EQ(a.allocate(13, "vm-b").pasid, 0x1ffdU);
+    EXPECT_TRUE(a.release(0x1234, "vm-a"));
+    EXPECT_TRUE(a.claim(0x1234, "vm-b"));
+    const size_t held = a.inUse();
+    EXPECT_EQ(held, 4U);
+}
+
 } // namespace
