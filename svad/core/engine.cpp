@@ -259,7 +259,20 @@ Outcome<Context*> Engine::commit(Ticket& t, Outcome<std::unique_ptr<Context>> bu
         return built.failure();
     }
     std::unique_ptr<Context> ctx = std::move(built.value());
-    ctx->id = nextId_++;
+    if (store_ != nullptr) {
+        ctx->ownerStartTime = startTimeOf_ ? startTimeOf_(ctx->ownerPid) : 0;
+        auto recorded = record("record the new context", [this, &ctx] {
+            ctx->id = store_->takeContextId();
+            store_->putContext(stored(*ctx));
+        });
+        if (!recorded.ok()) {
+            // Nothing was handed out: undo it here (rare: the state store failed).
+            teardown(*ctx);
+            return recorded.failure();
+        }
+    } else {
+        ctx->id = nextId_++;
+    }
     for (const auto& d : ctx->devices) {
         held_[d.id].push_back(ctx->id);
     }
@@ -434,6 +447,11 @@ void Engine::finishRelease(uint64_t id) {
     leaving_.erase(leaving);
     std::unique_ptr<Context> ctx = std::move(it->second);
     contexts_.erase(it);
+    if (store_ != nullptr) {
+        // A failure leaves a stale record: the next start finds its owner gone.
+        (void)record("forget context " + std::to_string(id),
+                     [this, id] { store_->removeContext(id); });
+    }
     returnPasids(*ctx);
     for (const auto& d : ctx->devices) {
         auto h = held_.find(d.id);
@@ -481,6 +499,120 @@ Outcome<Done> Engine::release(uint64_t id, const Caller& caller) {
     }
     releaseUnchecked(id);
     return Done{};
+}
+
+void Engine::setStateStore(ports::StateStore* store, std::function<uint64_t(pid_t)> startTimeOf) {
+    store_ = store;
+    startTimeOf_ = std::move(startTimeOf);
+}
+
+Outcome<Done> Engine::record(const std::string& what, const std::function<void()>& change) {
+    try {
+        change();
+        return Done{};
+    } catch (const ports::StateError& e) {
+        log::error("cannot " + what + ": " + e.what(),
+                   {{"STATE_ERROR", std::string(ports::codeName(e.code()))}});
+        return fail(names::Error::KernelError, "cannot " + what + " in svad's state: " + e.what());
+    }
+}
+
+ports::StoredContext Engine::stored(const Context& ctx) {
+    ports::StoredContext s;
+    s.id = ctx.id;
+    s.vm = ctx.vm;
+    s.ownerUid = ctx.ownerUid;
+    s.ownerPid = ctx.ownerPid;
+    s.ownerStartTime = ctx.ownerStartTime;
+    s.ownerBusName = ctx.ownerBusName;
+    s.mode = static_cast<uint32_t>(ctx.mode);
+    s.ioasId = ctx.ioasId;
+    s.faultQueueId = ctx.faultQueueId;
+    s.createdUsec = ctx.createdUsec;
+    for (const auto& d : ctx.devices) {
+        s.devices.push_back(
+            ports::StoredDevice{d.id, static_cast<uint32_t>(d.kind), d.devId, d.plugin, d.rule});
+    }
+    s.pasids = ctx.pasids;
+    s.virtualIds = ctx.virtualIds;
+    return s;
+}
+
+Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& ownerAlive) {
+    Restored out;
+    if (store_ == nullptr) {
+        return out;
+    }
+    std::vector<ports::StoredContext> all;
+    try {
+        all = store_->contexts();
+    } catch (const ports::StateError& e) {
+        log::error(std::string("cannot read the contexts of the last run: ") + e.what());
+        return out;
+    }
+    std::vector<uint64_t> gone;
+    for (const auto& s : all) {
+        auto ctx = std::make_unique<Context>();
+        ctx->id = s.id;
+        ctx->vm = s.vm;
+        ctx->ownerUid = s.ownerUid;
+        ctx->ownerPid = s.ownerPid;
+        ctx->ownerStartTime = s.ownerStartTime;
+        ctx->ownerBusName = s.ownerBusName;
+        ctx->mode = s.mode == static_cast<uint32_t>(ContextMode::Attached) ? ContextMode::Attached
+                                                                           : ContextMode::Handoff;
+        ctx->ioasId = s.ioasId;
+        ctx->faultQueueId = s.faultQueueId;
+        ctx->createdUsec = s.createdUsec;
+        ctx->fdsHeld = false;
+        for (const auto& d : s.devices) {
+            ContextDevice dev;
+            dev.id = d.id;
+            dev.kind = d.kind == 2   ? HeldKind::Vdpa
+                       : d.kind == 3 ? HeldKind::Queue
+                                     : HeldKind::Vfio;
+            dev.devId = d.devId;
+            dev.attached = ctx->mode == ContextMode::Attached && dev.kind == HeldKind::Vfio;
+            dev.plugin = d.plugin;
+            dev.rule = d.rule;
+            ctx->devices.push_back(std::move(dev));
+        }
+        for (const auto& [pasid, device] : s.pasids) {
+            if (pasids_.claim(pasid, s.vm)) {
+                ctx->pasids[pasid] = device;
+            } else {
+                log::warning("PASID " + std::to_string(pasid) + " of context " +
+                                 std::to_string(s.id) + " is held twice in svad's state; dropped",
+                             {{"CONTEXT", std::to_string(s.id)}});
+            }
+        }
+        ctx->virtualIds = s.virtualIds;
+        for (const auto& d : ctx->devices) {
+            held_[d.id].push_back(ctx->id);
+        }
+        const bool alive = ownerAlive && ownerAlive(ctx->ownerPid, ctx->ownerStartTime);
+        log::notice(alive ? "context taken back after a restart, without its fds: its devices "
+                            "stay reserved until its owner lets go"
+                          : "context of the last run: its owner exited while svad was down",
+                    {{"CONTEXT", std::to_string(ctx->id)},
+                     {"VM", ctx->vm},
+                     {"OWNER_PID", std::to_string(ctx->ownerPid)}});
+        Context* raw = ctx.get();
+        contexts_.emplace(raw->id, std::move(ctx));
+        for (auto* o : std::vector<ContextObserver*>(observers_)) {
+            o->contextCreated(*raw);
+        }
+        if (alive) {
+            ++out.kept;
+        } else {
+            gone.push_back(raw->id);
+        }
+    }
+    for (uint64_t id : gone) {
+        releaseAsync(id, "owner exited while svad was down");
+        ++out.released;
+    }
+    return out;
 }
 
 std::set<std::string> Engine::presentIds() const {
@@ -629,10 +761,29 @@ Outcome<uint32_t> Engine::allocatePasid(uint64_t id, const std::string& device,
                     "no free PASID below 2^" + std::to_string(dev->pasidWidth) + " for " + device);
     }
     if (dev->attached && dev->kind == HeldKind::Vfio) {
+        if (!ctx.fdsHeld) {
+            pasids_.release(got.pasid, ctx.vm);
+            return fail(names::Error::NotSupported,
+                        "context " + std::to_string(id) +
+                            " came back after a restart without its fds: svad cannot attach a "
+                            "PASID for it");
+        }
         auto r = kernel_.vfioAttach(dev->fd.get(), ctx.ioasId, got.pasid);
         if (!r) {
             pasids_.release(got.pasid, ctx.vm);
             return kernelFailure(r.error());
+        }
+    }
+    if (store_ != nullptr) {
+        auto recorded =
+            record("record PASID " + std::to_string(got.pasid),
+                   [this, id, &got, &device] { store_->putPasid(id, got.pasid, device); });
+        if (!recorded.ok()) {
+            if (dev->attached && dev->kind == HeldKind::Vfio) {
+                (void)kernel_.vfioDetach(dev->fd.get(), got.pasid);
+            }
+            pasids_.release(got.pasid, ctx.vm);
+            return recorded.failure();
         }
     }
     ctx.pasids[got.pasid] = device;
@@ -657,6 +808,10 @@ Outcome<Done> Engine::releasePasid(uint64_t id, uint32_t pasid, const Caller& ca
         if (d.id == p->second && d.attached && d.kind == HeldKind::Vfio) {
             (void)kernel_.vfioDetach(d.fd.get(), pasid);
         }
+    }
+    if (store_ != nullptr) {
+        (void)record("forget PASID " + std::to_string(pasid),
+                     [this, id, pasid] { store_->removePasid(id, pasid); });
     }
     pasids_.release(pasid, ctx.vm);
     ctx.pasids.erase(p);
@@ -688,6 +843,14 @@ Outcome<Done> Engine::setVirtualId(uint64_t id, const std::string& device, uint6
                             "virtual ID " + std::to_string(virtId) + " is already used by " + dev +
                                 " in vm " + ctx.vm + " (context " + std::to_string(cid) + ")");
             }
+        }
+    }
+    if (store_ != nullptr) {
+        auto recorded = record("record a virtual ID", [this, id, &device, virtId] {
+            store_->putVirtualId(id, device, virtId);
+        });
+        if (!recorded.ok()) {
+            return recorded;
         }
     }
     ctx.virtualIds[device] = virtId;

@@ -26,6 +26,7 @@
 #include "svad/core/policy.h"
 #include "svad/names.h"
 #include "svad/ports/kernel.h"
+#include "svad/ports/state_store.h"
 
 #include <cstdint>
 #include <functional>
@@ -73,6 +74,11 @@ struct Context {
     std::map<uint32_t, std::string> pasids;     // pasid -> device
     std::map<std::string, uint64_t> virtualIds; // device -> guest-visible ID
     bool hostChanged = false;                   // a plugin rebound a driver while preparing it
+    // False for a context taken back after svad restarted without its fds: its
+    // devices and PASIDs stay reserved until its owner lets go, but svad can do
+    // no kernel work for it.
+    bool fdsHeld = true;
+    uint64_t ownerStartTime = 0; // the owner's start time (/proc/PID/stat), to know it again
 
     const ContextDevice* device(const std::string& id) const;
 };
@@ -114,6 +120,21 @@ public:
     ~Engine() override;
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
+
+    // Where contexts are recorded, on the engine's thread, before the reply that
+    // reports a change (null, the default: nowhere, and ids start at 1 each run).
+    // `startTimeOf` gives an owner's start time, to know the same process again.
+    void setStateStore(ports::StateStore* store, std::function<uint64_t(pid_t)> startTimeOf);
+    // At start-up, before any request: takes back the contexts of the last run
+    // from the store. Each comes back without its fds (fdsHeld false), holding
+    // its devices and PASIDs; the observers hear of it as created. One whose
+    // owner is gone (`ownerAlive` false: no such pid, or another process under
+    // it) is then released through the normal path.
+    struct Restored {
+        size_t kept = 0;
+        size_t released = 0;
+    };
+    Restored restore(const std::function<bool(pid_t, uint64_t)>& ownerAlive);
 
     // Where build and teardown run; null (the default) runs them inline.
     void setOffload(Offload* offload) { offload_ = offload != nullptr ? offload : &inline_; }
@@ -203,8 +224,15 @@ private:
     std::set<std::string> presentIds() const;
     static std::string degradedReason(const Context& ctx, const std::set<std::string>& present);
 
+    // The context as the state store keeps it.
+    static ports::StoredContext stored(const Context& ctx);
+    // Runs a change of the store; a failure is logged and named in the result.
+    Outcome<Done> record(const std::string& what, const std::function<void()>& change);
+
     ports::Kernel& kernel_;
     PasidAllocator& pasids_;
+    ports::StateStore* store_ = nullptr;
+    std::function<uint64_t(pid_t)> startTimeOf_;
     DeviceBroker& broker_;
     InlineOffload inline_;
     Offload* offload_ = &inline_;

@@ -297,6 +297,7 @@ public:
         v("Mode", Mode());
         v("State", State());
         v("CreatedTime", CreatedTime());
+        v("FdsHeld", FdsHeld());
     }
     ContextObject(sdbus::IConnection& connection, std::string path, const core::Engine& engine,
                   uint64_t id);
@@ -325,6 +326,7 @@ private:
     uint32_t Mode() override { return static_cast<uint32_t>(ctx().mode); }
     uint32_t State() override { return static_cast<uint32_t>(ctx().state); }
     uint64_t CreatedTime() override { return ctx().createdUsec; }
+    bool FdsHeld() override { return ctx().fdsHeld; }
 
     const core::Engine& engine_;
     uint64_t id_;

@@ -3,6 +3,7 @@
 // and the engine's rules (who may hold what, PASIDs, quotas, virtual IDs).
 #include "open_broker.h"
 #include "svad/core/engine.h"
+#include "svad/ports/state_store_memory.h"
 #include "svad/sim/kernel_sim.h"
 
 #include <algorithm>
@@ -1208,6 +1209,59 @@ TEST_F(EngineTest, DevicesStayReservedWhileAnAllocationOrAReleaseIsInFlight) {
     engine_->setOffload(nullptr);
     expectNothingHeld("after the release");
     EXPECT_NE(allocOk(request({kNicA})), 0u);
+}
+
+TEST_F(EngineTest, ContextsComeBackFromTheStateStoreWithoutTheirFds) {
+    ports::MemoryStateStore store;
+    engine_->setStateStore(&store, [](pid_t pid) { return 1000U + static_cast<uint64_t>(pid); });
+    const uint64_t a = allocOk(request({kNicA}));
+    const uint64_t b = allocOk(request({kQueue}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    auto pasid = engine_->allocatePasid(a, kNicA, user(kAlice));
+    ASSERT_TRUE(pasid.ok()) << pasid.failure().message;
+    ASSERT_TRUE(engine_->setVirtualId(a, kNicA, 7, user(kAlice)).ok());
+    ASSERT_EQ(store.contexts().size(), 2u);
+    EXPECT_EQ(store.contexts()[0].ownerStartTime, 1000U + 4000U + kAlice);
+    EXPECT_EQ(store.contexts()[0].pasids.size(), 1u);
+
+    // svad goes away (no teardown: the VMMs keep their fds) and comes back.
+    engine_.reset();
+    PasidAllocator pasids;
+    engine_ = std::make_unique<Engine>(kernel_, pasids, broker_);
+    engine_->setHost(host_);
+    engine_->setConfig(testing::allowAllConfig());
+    engine_->setStateStore(&store, {});
+    Recorder rec;
+    engine_->addObserver(&rec);
+    // Alice's process is the same one; Bob's pid now belongs to another process.
+    const auto restored = engine_->restore([](pid_t pid, uint64_t start) {
+        return pid == 4000 + static_cast<pid_t>(kAlice) && start == 1000U + 4000U + kAlice;
+    });
+    EXPECT_EQ(restored.kept, 1u);
+    EXPECT_EQ(restored.released, 1u);
+    EXPECT_EQ(rec.events,
+              (std::vector<std::string>{
+                  "created " + std::to_string(a), "created " + std::to_string(b),
+                  "released " + std::to_string(b) + " owner exited while svad was down"}));
+    const Context* back = engine_->find(a);
+    ASSERT_NE(back, nullptr);
+    EXPECT_FALSE(back->fdsHeld);
+    EXPECT_EQ(back->device(kNicA)->id, kNicA);
+    EXPECT_EQ(back->pasids.count(pasid.value()), 1u);
+    EXPECT_EQ(back->virtualIds.at(kNicA), 7u);
+    EXPECT_EQ(pasids.holder(pasid.value()), "vm-1") << "the PASID is not free for another";
+    EXPECT_EQ(engine_->holderOf(kNicA), a);
+    EXPECT_EQ(engine_->holderOf(kQueue), 0u);
+    allocFails(request({kNicA}, ContextMode::Handoff, false, user(kBob), "vm-3"), Error::Busy);
+    // Ids go on from the store's: never one handed out before.
+    const uint64_t c = allocOk(request({kQueue}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    EXPECT_GT(c, b);
+    // The owner lets go: the record goes, and the PASID is free again.
+    EXPECT_TRUE(engine_->release(a, user(kAlice)).ok());
+    EXPECT_EQ(store.contexts().size(), 1u);
+    EXPECT_FALSE(pasids.holder(pasid.value()).has_value());
+    engine_->removeObserver(&rec);
+    engine_->releaseUnchecked(c);
+    engine_.reset();
 }
 
 TEST(Admission, TheTableIsOrderedAndNamed) {
