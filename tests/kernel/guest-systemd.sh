@@ -39,7 +39,7 @@ needs+=(
 # libraries svad's package depends on (it is installed with dpkg, offline).
 needs_packages+=(
   systemd-sysv udev dbus
-  libsdbus-c++1 libyaml-cpp0.7 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0
+  libsdbus-c++1 libyaml-cpp0.7 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libsqlite3-0
 )
 # needs:end
 

@@ -9,12 +9,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Outside the core: the D-Bus, Asio, udev and systemd libraries, the backends,
-// the adaptors (generated or not) and the daemon's other parts.
+// Outside the core: the D-Bus, Asio, udev, systemd and SQLite libraries, the
+// backends, the adaptors (generated or not) and the daemon's other parts.
 const std::vector<std::string> kOutsideCore = {
-    "sdbus-c++/",    "boost/asio",     "libudev.h",    "systemd/",         "svad/linux/",
-    "svad/dbus/",    "svad/sim/",      "svad/metrics", "svad/plugin_host", "svad/cli/",
-    "svad/hostgen/", "svad/version.h", "prometheus/",
+    "sdbus-c++/",  "boost/asio",    "libudev.h",      "systemd/",     "sqlite3.h",
+    "svad/linux/", "svad/dbus/",    "svad/sim/",      "svad/metrics", "svad/plugin_host",
+    "svad/cli/",   "svad/hostgen/", "svad/version.h", "prometheus/",
 };
 const std::vector<std::string> kGenerated = {"_adaptor.h", "_proxy.h"};
 

@@ -73,6 +73,16 @@ TEST(Layering, CatchesWhatCoreMustNotInclude) {
     EXPECT_THAT(v[7], HasSubstr("svad/ports/b.h:1: <svad/sim/kernel_sim.h>"));
 }
 
+// The state store's port shows no SQLite type: only svad/linux/ includes it.
+TEST(Layering, CatchesSqliteOutsideTheLinuxBackend) {
+    Tree t;
+    t.write("svad/ports/state_store.h", "#include <string>\n"
+                                        "#include <sqlite3.h>\n");
+    t.write("svad/linux/state_sqlite.cpp", "#include <sqlite3.h>\n");
+    EXPECT_THAT(violations(t.root(), svadLayers()),
+                ElementsAre(HasSubstr("svad/ports/state_store.h:2: <sqlite3.h> (core")));
+}
+
 TEST(Layering, CatchesTheSimIncludingTheLinuxBackend) {
     Tree t;
     t.write("svad/sim/x.cpp", "#include \"svad/sim/kernel_sim.h\"\n"
