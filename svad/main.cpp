@@ -16,6 +16,8 @@
 #include "svad/linux/driver_binder_linux.h"
 #include "svad/linux/journal_sink.h"
 #include "svad/linux/kernel_linux.h"
+#include "svad/linux/proc.h"
+#include "svad/linux/state_sqlite.h"
 #include "svad/linux/sysfs_reader.h"
 #include "svad/linux/udev_monitor.h"
 #include "svad/metrics/metrics.h"
@@ -52,6 +54,7 @@ struct Options {
     // Unset: the configuration's value, else the default.
     std::optional<std::string> sysfsRoot;
     std::optional<std::string> devRoot;
+    std::optional<std::string> stateDir; // "off": none
     std::optional<std::string> backend;
     std::optional<std::string> config;
     std::optional<std::string> checkConfig;
@@ -70,6 +73,9 @@ void printHelp() {
                 "  --sysfs-root DIR              sysfs to read (default: /sys)\n"
                 "  --dev-root DIR                device nodes (default: /dev)\n"
                 "  --backend linux|sim           kernel backend (default: linux)\n"
+                "  --state-dir DIR|off           where contexts are recorded across restarts\n"
+                "                                (default: state_dir, else /var/lib/svad for\n"
+                "                                the linux backend, off for the sim)\n"
                 "  --config FILE                 configuration file (default: %s if it\n"
                 "                                exists, else built-in defaults: deny all)\n"
                 "  --check-config FILE           validate a configuration file and exit\n"
@@ -126,6 +132,12 @@ Options parseArgs(int argc, char** argv) {
             o.sysfsRoot = next();
         } else if (arg == "--dev-root") {
             o.devRoot = next();
+        } else if (arg == "--state-dir") {
+            o.stateDir = next();
+            if (*o.stateDir != "off" && o.stateDir->front() != '/') {
+                usageError("--state-dir must be an absolute path or 'off', not '" + *o.stateDir +
+                           "'");
+            }
         } else if (arg == "--backend") {
             o.backend = next();
             if (*o.backend != "linux" && *o.backend != "sim") {
@@ -234,6 +246,8 @@ int main(int argc, char** argv) {
     opts.sysfsRoot = opts.sysfsRoot.value_or(config->sysfsRoot.value_or("/sys"));
     opts.devRoot = opts.devRoot.value_or(config->devRoot.value_or("/dev"));
     opts.backend = opts.backend.value_or(config->backend.value_or("linux"));
+    opts.stateDir = opts.stateDir.value_or(
+        config->stateDir.value_or(*opts.backend == "linux" ? "/var/lib/svad" : "off"));
     if (!isDirectory(*opts.sysfsRoot)) {
         usageError("sysfs root " + *opts.sysfsRoot + " is not a directory");
     }
@@ -304,6 +318,22 @@ int main(int argc, char** argv) {
         svad::core::PasidAllocator pasids;
         svad::core::Engine engine(*kernel, pasids, plugins);
         engine.setConfig(config);
+        // What a restart must not lose: every change is recorded before its reply.
+        std::unique_ptr<svad::linux_impl::SqliteStateStore> state;
+        if (*opts.stateDir != "off") {
+            try {
+                state = svad::linux_impl::SqliteStateStore::open(*opts.stateDir);
+            } catch (const svad::ports::StateError& e) {
+                (void)std::fprintf(stderr, "svad: state directory %s: %s\n", opts.stateDir->c_str(),
+                                   e.what());
+                return kExitFailure;
+            }
+            const auto& report = state->openReport();
+            svad::log::info(std::string("state: ") + svad::linux_impl::outcomeName(report.outcome),
+                            {{"PATH", report.path}, {"VERSION", std::to_string(report.version)}});
+            engine.setStateStore(state.get(),
+                                 [](pid_t pid) { return svad::linux_impl::processStartTime(pid); });
+        }
         // A reload validates the whole new file and the plugins' settings first;
         // any error leaves the running configuration as it is. Reading and checking
         // run on a thread of their own, one reload at a time, so that a slow file or
@@ -411,6 +441,15 @@ int main(int argc, char** argv) {
             });
         });
         service->publishInitial(std::move(host));
+        // The contexts of the last run, before anyone can ask for their devices.
+        const auto restored = engine.restore([](pid_t pid, uint64_t startTime) {
+            return startTime != 0 && svad::linux_impl::processStartTime(pid) == startTime;
+        });
+        if (restored.kept + restored.released > 0) {
+            svad::log::notice("contexts of the last run taken back",
+                              {{"KEPT", std::to_string(restored.kept)},
+                               {"RELEASED", std::to_string(restored.released)}});
+        }
         svad::log::debug("objects registered", {{"MS", msSince(t1)}});
         // Hotplug: a libudev monitor on this loop; without one svad still serves (SIGHUP rescans).
         std::unique_ptr<svad::linux_impl::UdevMonitor> udev;

@@ -331,8 +331,8 @@ private:
 
     void top(const YAML::Node& root, Config& c) {
         onlyKeys(root, "the top level",
-                 {"backend", "sysfs_root", "dev_root", "plugin_dir", "metrics", "admin_group",
-                  "default_policy", "pasid", "tags", "plugins", "rules"});
+                 {"backend", "sysfs_root", "dev_root", "state_dir", "plugin_dir", "metrics",
+                  "admin_group", "default_policy", "pasid", "tags", "plugins", "rules"});
         if (auto n = root["backend"]) {
             if (auto b = choice<std::string>(n, "backend", {{"linux", "linux"}, {"sim", "sim"}})) {
                 c.backend = *b;
@@ -343,6 +343,9 @@ private:
         }
         if (auto n = root["dev_root"]) {
             c.devRoot = path(n, "dev_root");
+        }
+        if (auto n = root["state_dir"]) {
+            c.stateDir = path(n, "state_dir");
         }
         if (auto n = root["plugin_dir"]) {
             if (auto p = path(n, "plugin_dir")) {

@@ -96,6 +96,9 @@ struct Config {
     std::optional<std::string> backend;
     std::optional<std::string> sysfsRoot;
     std::optional<std::string> devRoot;
+    // Where svad keeps what a restart must not lose (an absolute path). Unset:
+    // the linux backend's default, /var/lib/svad; none for the sim backend.
+    std::optional<std::string> stateDir;
     std::string pluginDir;
     std::string metricsAddress = "127.0.0.1:9464";
     std::string adminGroup;        // empty: root only

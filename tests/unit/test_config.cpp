@@ -82,6 +82,11 @@ void expectSingleErrors(const std::vector<ErrorCase>& cases) {
     }
 }
 
+TEST(Config, StateDirIsReadAndOptional) {
+    EXPECT_EQ(load("state_dir: /srv/svad-state\n")->stateDir, "/srv/svad-state");
+    EXPECT_FALSE(load("default_policy: deny\n")->stateDir.has_value());
+}
+
 TEST(ConfigErrors, UnknownTopLevelKeyNamesTheKnownOnes) {
     auto errors = errorsOf("backend: linux\nplugin_directory: /x\n");
     ASSERT_EQ(errors.size(), 1U);
@@ -130,6 +135,8 @@ TEST(ConfigErrors, WrongTypesAndRanges) {
         {"pasid: 5\n", "t.yaml:1:8: pasid: expected a mapping with default_quota and quotas"},
         {"sysfs_root: sys\n", "t.yaml:1:13: sysfs_root: expected an absolute path, not 'sys'"},
         {"dev_root: \"\"\n", "t.yaml:1:11: dev_root: expected a non-empty string"},
+        {"state_dir: var/lib/svad\n",
+         "t.yaml:1:12: state_dir: expected an absolute path, not 'var/lib/svad'"},
         {"plugin_dir: [/a]\n", "t.yaml:1:13: plugin_dir: expected a non-empty string"},
         {"metrics:\n  address: garbage\n", "t.yaml:2:12: metrics.address: 'garbage': no port; "
                                            "expected IPV4:PORT, [IPV6]:PORT or off"},
