@@ -427,13 +427,44 @@ SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string>
         argv.insert(argv.end(), {"--config", config});
     }
     argv.insert(argv.end(), extraArgs.begin(), extraArgs.end());
+    argv_ = argv;
+    functions_ = hostgen::statsOf(hostgen::expandHost(host)).functions;
     svad_ = std::make_unique<Process>(argv, dir_.path() + "/svad.log");
     client_ = sdbus::createSessionBusConnectionWithAddress(bus_->address());
+    waitForName();
+}
+
+void SvadFixture::restart(int sig) {
+    svad_->signal(sig);
+    if (svad_->wait(10000) == -1) {
+        throw std::runtime_error("svad did not stop on signal " + std::to_string(sig));
+    }
+    // The bus lets the name go once it has seen the connection close.
+    auto dbus =
+        svad::dbus::compat::makeProxy(*client_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    bool has = true;
+    while (has && std::chrono::steady_clock::now() < deadline) {
+        dbus->callMethod("NameHasOwner")
+            .onInterface("org.freedesktop.DBus")
+            .withArguments(std::string("org.svad.Svad1"))
+            .storeResultsTo(has);
+        if (has) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    }
+    ++starts_;
+    svad_ =
+        std::make_unique<Process>(argv_, dir_.path() + "/svad." + std::to_string(starts_) + ".log");
+    waitForName();
+}
+
+void SvadFixture::waitForName() {
     // Ready when the name has an owner.
     auto dbus =
         svad::dbus::compat::makeProxy(*client_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
     // 10 s, and more for a large host: start-up reads every function.
-    const auto functions = hostgen::statsOf(hostgen::expandHost(host)).functions;
+    const auto functions = functions_;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10) +
                           std::chrono::milliseconds(5 * functions);
     while (std::chrono::steady_clock::now() < deadline) {

@@ -204,9 +204,17 @@ public:
     sdbus::Variant property(const std::string& path, const std::string& iface,
                             const std::string& name);
     RunResult svactl(std::vector<std::string> args);
+    // Stops svad with `sig` and starts it again with the same arguments, on the
+    // same bus and host; returns once it owns its name.
+    void restart(int sig);
 
 private:
+    void waitForName();
+
     TempDir dir_;
+    std::vector<std::string> argv_;
+    size_t functions_ = 0;
+    int starts_ = 0;
     std::string hostRoot_;
     std::unique_ptr<PrivateBus> bus_;
     std::unique_ptr<Process> svad_;

@@ -128,7 +128,7 @@ fi
 # With policy plugins in the image, their configuration (run.sh adds both).
 set --
 [ -f /etc/svad/svad.yaml ] && set -- --config /etc/svad/svad.yaml
-svad --backend linux --bus "$BUS" "$@" >/tmp/svad.log 2>&1 &
+svad --backend linux --bus "$BUS" --state-dir /tmp/svad-state "$@" >/tmp/svad.log 2>&1 &
 svad_pid=$!
 if wait_for 'sc status' 300; then
     pass svad-start

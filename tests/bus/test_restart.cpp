@@ -1,0 +1,113 @@
+// Restarts lose nothing: svad records its contexts in its state directory, and
+// after a restart (here SIGKILL, as a crash or a watchdog kill would) it takes
+// them back before it owns its name. Without their fds (no service manager
+// kept them here) a context comes back as a reservation: same path, same
+// devices, FdsHeld false, its devices refused to others until its owner lets
+// go. A context whose owner died meanwhile is released through the normal
+// path. Context ids are never reused.
+#include "fixture.h"
+
+#include <csignal>
+#include <gtest/gtest.h>
+#include <map>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+namespace svad::test {
+namespace {
+
+constexpr const char* kRoot = "/org/svad/Svad1";
+constexpr const char* kManager = "org.svad.Svad1.Manager";
+constexpr const char* kContext = "org.svad.Svad1.Context";
+
+// The bus error's name and message of a call, or "" when it succeeded.
+std::string errorOf(const std::function<void()>& call) {
+    try {
+        call();
+    } catch (const sdbus::Error& e) {
+        return e.getName() + ": " + e.getMessage();
+    }
+    return "";
+}
+
+uint32_t contextCount(SvadFixture& f) {
+    return f.property(kRoot, kManager, "ContextCount").get<uint32_t>();
+}
+
+TEST(Restart, ContextsComeBackAsReservationsAndIdsAreNeverReused) {
+    TempDir state;
+    SvadFixture f(testHost(), {"--state-dir", state.path() + "/state"});
+    const sdbus::ObjectPath first = f.allocate("vm-1", {"wq0.0"});
+    EXPECT_TRUE(f.property(first, kContext, "FdsHeld").get<bool>());
+
+    f.restart(SIGKILL);
+
+    // Back at the same path, with the same devices, without its fds; the test's
+    // process, its owner, still lives.
+    ASSERT_EQ(contextCount(f), 1U) << f.svad().log();
+    EXPECT_EQ(f.property(first, kContext, "Devices").get<std::vector<std::string>>(),
+              (std::vector<std::string>{"wq0.0"}));
+    EXPECT_EQ(f.property(first, kContext, "Vm").get<std::string>(), "vm-1");
+    EXPECT_FALSE(f.property(first, kContext, "FdsHeld").get<bool>());
+    EXPECT_EQ(f.property("/org/svad/Svad1/queue/wq0_2e0", "org.svad.Svad1.Queue", "HeldBy")
+                  .get<std::vector<sdbus::ObjectPath>>(),
+              (std::vector<sdbus::ObjectPath>{first}));
+    // Its device stays reserved.
+    const std::string busy = errorOf([&f] { (void)f.allocate("vm-2", {"wq0.0"}); });
+    EXPECT_NE(busy.find("org.svad.Svad1.Error.Busy"), std::string::npos) << busy;
+
+    // A new context gets a new id, never the restored one's.
+    const sdbus::ObjectPath second = f.allocate("vm-2", {"wq0.1"});
+    EXPECT_NE(second, first);
+    EXPECT_EQ(std::string(second), "/org/svad/Svad1/context/2");
+
+    // Its owner releases it: the device is free again, and stays so after another restart.
+    f.proxy(kRoot)->callMethod("ReleaseContext").onInterface(kManager).withArguments(first);
+    f.restart(SIGKILL);
+    EXPECT_EQ(contextCount(f), 1U) << f.svad().log();
+    const sdbus::ObjectPath third = f.allocate("vm-3", {"wq0.0"});
+    EXPECT_EQ(std::string(third), "/org/svad/Svad1/context/3");
+}
+
+TEST(Restart, AContextWhoseOwnerDiedWhileSvadWasDownIsReleased) {
+    if (::geteuid() != 0) {
+        GTEST_SKIP() << "naming another owner_pid is for root";
+    }
+    TempDir state;
+    SvadFixture f(testHost(), {"--state-dir", state.path() + "/state"});
+    const pid_t owner = ::fork();
+    ASSERT_GE(owner, 0);
+    if (owner == 0) {
+        ::pause();
+        ::_exit(0);
+    }
+    sdbus::ObjectPath path;
+    std::map<std::string, sdbus::Variant> options{
+        {"owner_pid", sdbus::Variant(static_cast<uint32_t>(owner))}};
+    sdbus::UnixFd iommufd;
+    std::map<std::string, sdbus::UnixFd> fds;
+    std::map<std::string, sdbus::Variant> info;
+    f.proxy(kRoot)
+        ->callMethod("AllocateContext")
+        .onInterface(kManager)
+        .withArguments(std::string("vm-1"), std::vector<std::string>{"wq0.0"}, options)
+        .storeResultsTo(path, iommufd, fds, info);
+    ASSERT_EQ(contextCount(f), 1U);
+
+    // svad goes down; the owner exits while it is away.
+    f.svad().signal(SIGSTOP);
+    ::kill(owner, SIGKILL);
+    int status = 0;
+    ASSERT_EQ(::waitpid(owner, &status, 0), owner);
+    f.restart(SIGKILL);
+
+    ASSERT_TRUE(waitUntil([&f] { return contextCount(f) == 0; })) << f.svad().log();
+    EXPECT_NE(f.svad().log().find("owner exited while svad was down"), std::string::npos)
+        << f.svad().log();
+    EXPECT_NO_THROW((void)f.allocate("vm-2", {"wq0.0"}));
+}
+
+} // namespace
+} // namespace svad::test
