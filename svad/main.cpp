@@ -14,6 +14,7 @@
 #include "svad/dbus/service_manager.h"
 #include "svad/linux/config_file.h"
 #include "svad/linux/driver_binder_linux.h"
+#include "svad/linux/fd_store.h"
 #include "svad/linux/journal_sink.h"
 #include "svad/linux/kernel_linux.h"
 #include "svad/linux/proc.h"
@@ -320,6 +321,10 @@ int main(int argc, char** argv) {
         engine.setConfig(config);
         // What a restart must not lose: every change is recorded before its reply.
         std::unique_ptr<svad::linux_impl::SqliteStateStore> state;
+        // The fds of the contexts, kept by the service manager across restarts.
+        svad::linux_impl::SystemdFdStore fdStore;
+        std::vector<svad::ports::StoredFd> passedFds =
+            svad::linux_impl::SystemdFdStore::takePassed();
         if (*opts.stateDir != "off") {
             try {
                 state = svad::linux_impl::SqliteStateStore::open(*opts.stateDir);
@@ -333,6 +338,7 @@ int main(int argc, char** argv) {
                             {{"PATH", report.path}, {"VERSION", std::to_string(report.version)}});
             engine.setStateStore(state.get(),
                                  [](pid_t pid) { return svad::linux_impl::processStartTime(pid); });
+            engine.setFdStore(&fdStore);
         }
         // A reload validates the whole new file and the plugins' settings first;
         // any error leaves the running configuration as it is. Reading and checking
@@ -442,13 +448,17 @@ int main(int argc, char** argv) {
         });
         service->publishInitial(std::move(host));
         // The contexts of the last run, before anyone can ask for their devices.
-        const auto restored = engine.restore([](pid_t pid, uint64_t startTime) {
-            return startTime != 0 && svad::linux_impl::processStartTime(pid) == startTime;
-        });
-        if (restored.kept + restored.released > 0) {
+        const auto restored = engine.restore(
+            [](pid_t pid, uint64_t startTime) {
+                return startTime != 0 && svad::linux_impl::processStartTime(pid) == startTime;
+            },
+            std::move(passedFds));
+        if (restored.kept + restored.reserved + restored.released + restored.fdsClosed > 0) {
             svad::log::notice("contexts of the last run taken back",
                               {{"KEPT", std::to_string(restored.kept)},
-                               {"RELEASED", std::to_string(restored.released)}});
+                               {"RESERVED", std::to_string(restored.reserved)},
+                               {"RELEASED", std::to_string(restored.released)},
+                               {"FDS_CLOSED", std::to_string(restored.fdsClosed)}});
         }
         svad::log::debug("objects registered", {{"MS", msSince(t1)}});
         // Hotplug: a libudev monitor on this loop; without one svad still serves (SIGHUP rescans).

@@ -273,6 +273,7 @@ Outcome<Context*> Engine::commit(Ticket& t, Outcome<std::unique_ptr<Context>> bu
     } else {
         ctx->id = nextId_++;
     }
+    keepFds(*ctx);
     for (const auto& d : ctx->devices) {
         held_[d.id].push_back(ctx->id);
     }
@@ -452,6 +453,11 @@ void Engine::finishRelease(uint64_t id) {
         (void)record("forget context " + std::to_string(id),
                      [this, id] { store_->removeContext(id); });
     }
+    if (fdStore_ != nullptr) {
+        for (const auto& [name, fd] : fdNames(*ctx)) {
+            fdStore_->drop(name);
+        }
+    }
     returnPasids(*ctx);
     for (const auto& d : ctx->devices) {
         auto h = held_.find(d.id);
@@ -538,8 +544,42 @@ ports::StoredContext Engine::stored(const Context& ctx) {
     return s;
 }
 
-Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& ownerAlive) {
+std::vector<std::pair<std::string, int>> Engine::fdNames(const Context& ctx) {
+    std::vector<std::pair<std::string, int>> out;
+    out.emplace_back(ports::fdStoreName(ctx.id, "iommufd"), ctx.iommufd.get());
+    for (size_t i = 0; i < ctx.devices.size(); ++i) {
+        out.emplace_back(ports::fdStoreName(ctx.id, "dev" + std::to_string(i)),
+                         ctx.devices[i].fd.get());
+    }
+    if (ctx.faultQueueId != 0) {
+        out.emplace_back(ports::fdStoreName(ctx.id, "fault"), ctx.faultQueueFd.get());
+    }
+    return out;
+}
+
+void Engine::keepFds(const Context& ctx) {
+    if (fdStore_ == nullptr) {
+        return;
+    }
+    for (const auto& [name, fd] : fdNames(ctx)) {
+        if (fd < 0) {
+            continue;
+        }
+        if (auto kept = fdStore_->keep(name, fd); !kept) {
+            log::warning("fd not kept across restarts: " + kept.error().message,
+                         {{"CONTEXT", std::to_string(ctx.id)}});
+            return; // the rest would fail alike; the context comes back without fds
+        }
+    }
+}
+
+Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& ownerAlive,
+                                 std::vector<ports::StoredFd> passed) {
     Restored out;
+    std::map<std::string, ports::UniqueFd> byName;
+    for (auto& p : passed) {
+        byName[p.name] = std::move(p.fd); // a name stored twice: the later fd
+    }
     if (store_ == nullptr) {
         return out;
     }
@@ -565,6 +605,17 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
         ctx->faultQueueId = s.faultQueueId;
         ctx->createdUsec = s.createdUsec;
         ctx->fdsHeld = false;
+        auto take = [&byName](const std::string& name) {
+            auto it = byName.find(name);
+            if (it == byName.end()) {
+                return ports::UniqueFd();
+            }
+            ports::UniqueFd fd = std::move(it->second);
+            byName.erase(it);
+            return fd;
+        };
+        ctx->iommufd = take(ports::fdStoreName(s.id, "iommufd"));
+        bool all = ctx->iommufd.valid();
         for (const auto& d : s.devices) {
             ContextDevice dev;
             dev.id = d.id;
@@ -575,7 +626,29 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
             dev.attached = ctx->mode == ContextMode::Attached && dev.kind == HeldKind::Vfio;
             dev.plugin = d.plugin;
             dev.rule = d.rule;
+            dev.fd = take(ports::fdStoreName(s.id, "dev" + std::to_string(ctx->devices.size())));
+            all = all && dev.fd.valid();
             ctx->devices.push_back(std::move(dev));
+        }
+        if (ctx->faultQueueId != 0) {
+            ctx->faultQueueFd = take(ports::fdStoreName(s.id, "fault"));
+            all = all && ctx->faultQueueFd.valid();
+        }
+        if (all) {
+            ctx->fdsHeld = true;
+        } else {
+            // Some are missing: svad cannot act for it with the rest either.
+            for (const auto& [name, fd] : fdNames(*ctx)) {
+                if (fdStore_ != nullptr && fd >= 0) {
+                    fdStore_->drop(name);
+                }
+            }
+            ctx->iommufd.reset();
+            ctx->faultQueueFd.reset();
+            for (auto& d : ctx->devices) {
+                d.fd.reset();
+                d.attached = false; // nothing for a teardown to detach
+            }
         }
         for (const auto& [pasid, device] : s.pasids) {
             if (pasids_.claim(pasid, s.vm)) {
@@ -591,9 +664,11 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
             held_[d.id].push_back(ctx->id);
         }
         const bool alive = ownerAlive && ownerAlive(ctx->ownerPid, ctx->ownerStartTime);
-        log::notice(alive ? "context taken back after a restart, without its fds: its devices "
-                            "stay reserved until its owner lets go"
-                          : "context of the last run: its owner exited while svad was down",
+        log::notice(!alive ? "context of the last run: its owner exited while svad was down"
+                    : ctx->fdsHeld
+                        ? "context taken back after a restart, with its fds"
+                        : "context taken back after a restart, without its fds: its devices "
+                          "stay reserved until its owner lets go",
                     {{"CONTEXT", std::to_string(ctx->id)},
                      {"VM", ctx->vm},
                      {"OWNER_PID", std::to_string(ctx->ownerPid)}});
@@ -603,7 +678,7 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
             o->contextCreated(*raw);
         }
         if (alive) {
-            ++out.kept;
+            ++(raw->fdsHeld ? out.kept : out.reserved);
         } else {
             gone.push_back(raw->id);
         }
@@ -611,6 +686,14 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
     for (uint64_t id : gone) {
         releaseAsync(id, "owner exited while svad was down");
         ++out.released;
+    }
+    // What no context took: closed here, and gone from the store.
+    for (auto& [name, fd] : byName) {
+        if (fdStore_ != nullptr) {
+            fdStore_->drop(name);
+        }
+        log::notice("a stored fd no context claims was closed", {{"FDNAME", name}});
+        ++out.fdsClosed;
     }
     return out;
 }

@@ -25,6 +25,7 @@
 #include "svad/core/pasid_allocator.h"
 #include "svad/core/policy.h"
 #include "svad/names.h"
+#include "svad/ports/fd_store.h"
 #include "svad/ports/kernel.h"
 #include "svad/ports/state_store.h"
 
@@ -131,10 +132,18 @@ public:
     // owner is gone (`ownerAlive` false: no such pid, or another process under
     // it) is then released through the normal path.
     struct Restored {
-        size_t kept = 0;
-        size_t released = 0;
+        size_t kept = 0;      // with their fds
+        size_t reserved = 0;  // without: fdsHeld false
+        size_t released = 0;  // the owner exited while svad was down
+        size_t fdsClosed = 0; // passed fds no context took
     };
-    Restored restore(const std::function<bool(pid_t, uint64_t)>& ownerAlive);
+    // `passed`: the fds the service manager's store gave back at this start; a
+    // context whose fds are all there comes back with them (fdsHeld true).
+    // Every passed fd no context takes is closed and dropped from the store.
+    Restored restore(const std::function<bool(pid_t, uint64_t)>& ownerAlive,
+                     std::vector<ports::StoredFd> passed = {});
+    // Where a context's fds are kept across svad's restarts (null: nowhere).
+    void setFdStore(ports::FdStore* fds) { fdStore_ = fds; }
 
     // Where build and teardown run; null (the default) runs them inline.
     void setOffload(Offload* offload) { offload_ = offload != nullptr ? offload : &inline_; }
@@ -233,6 +242,10 @@ private:
     PasidAllocator& pasids_;
     ports::StateStore* store_ = nullptr;
     std::function<uint64_t(pid_t)> startTimeOf_;
+    ports::FdStore* fdStore_ = nullptr;
+    // The context's fds by their names in the fd store.
+    static std::vector<std::pair<std::string, int>> fdNames(const Context& ctx);
+    void keepFds(const Context& ctx);
     DeviceBroker& broker_;
     InlineOffload inline_;
     Offload* offload_ = &inline_;

@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <systemd/sd-bus.h>
@@ -64,8 +65,14 @@ std::string readFile(const std::string& path) {
 
 } // namespace
 
-Process::Process(const std::vector<std::string>& argv, const std::string& logFile)
+Process::Process(const std::vector<std::string>& argv, const std::string& logFile,
+                 const std::vector<std::pair<std::string, int>>& passFds)
     : logFile_(logFile) {
+    // Prepared before the fork: the child only moves fds and sets the environment.
+    std::string names;
+    for (const auto& [name, fd] : passFds) {
+        names += (names.empty() ? "" : ":") + name;
+    }
     int out = ::open(logFile.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (out < 0) {
         throw std::runtime_error("cannot create " + logFile);
@@ -81,6 +88,28 @@ Process::Process(const std::vector<std::string>& argv, const std::string& logFil
         int null = ::open("/dev/null", O_RDONLY);
         if (null >= 0) {
             ::dup2(null, STDIN_FILENO);
+        }
+        if (!passFds.empty()) {
+            // As a service manager passes them: at 3, 4, ..., named in LISTEN_FDNAMES.
+            std::vector<int> high;
+            for (const auto& [name, fd] : passFds) {
+                high.push_back(::fcntl(fd, F_DUPFD, 1000));
+            }
+            for (size_t i = 0; i < high.size(); ++i) {
+                ::dup2(high[i], 3 + static_cast<int>(i));
+                ::close(high[i]);
+            }
+            ::setenv("LISTEN_FDS", std::to_string(passFds.size()).c_str(), 1);
+            ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+            ::setenv("LISTEN_FDNAMES", names.c_str(), 1);
+        }
+        // Nothing else of the test's goes along (an fd a test holds without
+        // O_CLOEXEC, such as a UnixFd's copy, would look like svad's own).
+        const unsigned first = 3 + static_cast<unsigned>(passFds.size());
+        if (::syscall(SYS_close_range, first, ~0U, 0) != 0) {
+            for (int fd = static_cast<int>(first); fd < 4096; ++fd) {
+                ::close(fd);
+            }
         }
         execOrDie(argv);
     }
@@ -434,7 +463,7 @@ SvadFixture::SvadFixture(const hostgen::HostSpec& host, std::vector<std::string>
     waitForName();
 }
 
-void SvadFixture::restart(int sig) {
+void SvadFixture::restart(int sig, const std::vector<std::pair<std::string, int>>& passFds) {
     svad_->signal(sig);
     if (svad_->wait(10000) == -1) {
         throw std::runtime_error("svad did not stop on signal " + std::to_string(sig));
@@ -454,8 +483,8 @@ void SvadFixture::restart(int sig) {
         }
     }
     ++starts_;
-    svad_ =
-        std::make_unique<Process>(argv_, dir_.path() + "/svad." + std::to_string(starts_) + ".log");
+    svad_ = std::make_unique<Process>(
+        argv_, dir_.path() + "/svad." + std::to_string(starts_) + ".log", passFds);
     waitForName();
 }
 
@@ -622,6 +651,112 @@ sdbus::Variant SvadFixture::property(const std::string& path, const std::string&
 RunResult SvadFixture::svactl(std::vector<std::string> args) {
     args.insert(args.begin(), {SVACTL_BINARY, "--bus", bus_->address()});
     return runCommand(args);
+}
+
+} // namespace svad::test
+
+namespace svad::test {
+
+FdStoreManager::FdStoreManager(const std::string& path) : path_(path) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa {};
+    sa.sun_family = AF_UNIX;
+    (void)std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) != 0) {
+        throw std::runtime_error("cannot bind " + path);
+    }
+    reader_ = std::thread([this] { run(); });
+}
+
+FdStoreManager::~FdStoreManager() {
+    stop_ = true;
+    reader_.join();
+    ::close(fd_);
+    ::unlink(path_.c_str());
+    for (auto& [name, fds] : store_) {
+        for (int fd : fds) {
+            ::close(fd);
+        }
+    }
+}
+
+void FdStoreManager::run() {
+    while (!stop_) {
+        struct pollfd p {
+            fd_, POLLIN, 0
+        };
+        if (::poll(&p, 1, 20) <= 0) {
+            continue;
+        }
+        char buf[4096];
+        alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+        struct iovec iov {
+            buf, sizeof buf - 1
+        };
+        struct msghdr msg {};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        const ssize_t n = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
+        if (n < 0) {
+            continue;
+        }
+        std::vector<int> fds;
+        for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                const int* data = reinterpret_cast<const int*>(CMSG_DATA(c));
+                fds.insert(fds.end(), data, data + count);
+            }
+        }
+        const std::string text(buf, static_cast<size_t>(n));
+        std::string name;
+        bool store = false;
+        bool remove = false;
+        size_t pos = 0;
+        while (pos < text.size()) {
+            const size_t end = text.find('\n', pos);
+            const std::string line = text.substr(pos, end == std::string::npos ? end : end - pos);
+            if (line == "FDSTORE=1") {
+                store = true;
+            } else if (line == "FDSTOREREMOVE=1") {
+                remove = true;
+            } else if (line.rfind("FDNAME=", 0) == 0) {
+                name = line.substr(7);
+            }
+            if (end == std::string::npos) {
+                break;
+            }
+            pos = end + 1;
+        }
+        std::lock_guard lock(mutex_);
+        if (store) {
+            for (int fd : fds) {
+                store_[name].push_back(fd);
+            }
+            fds.clear();
+        } else if (remove) {
+            for (int fd : store_[name]) {
+                ::close(fd);
+            }
+            store_.erase(name);
+        }
+        for (int fd : fds) {
+            ::close(fd); // not meant for the store
+        }
+    }
+}
+
+std::vector<std::pair<std::string, int>> FdStoreManager::stored() {
+    std::lock_guard lock(mutex_);
+    std::vector<std::pair<std::string, int>> out;
+    for (const auto& [name, fds] : store_) {
+        for (int fd : fds) {
+            out.emplace_back(name, fd);
+        }
+    }
+    return out;
 }
 
 } // namespace svad::test

@@ -5,12 +5,15 @@
 #include "svad/dbus/sdbus_compat.h"
 #include "svad/hostgen/hostgen.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <initializer_list>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <poll.h>
 #include <sdbus-c++/sdbus-c++.h>
 #include <stdexcept>
@@ -18,7 +21,9 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/un.h>
+#include <thread>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 namespace svad::test {
@@ -41,7 +46,10 @@ private:
 // A child process with its stdout+stderr captured to a file.
 class Process {
 public:
-    Process(const std::vector<std::string>& argv, const std::string& logFile);
+    // `passFds` go to the child as a service manager passes stored fds: at 3,
+    // 4, ... with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES.
+    Process(const std::vector<std::string>& argv, const std::string& logFile,
+            const std::vector<std::pair<std::string, int>>& passFds = {});
     ~Process();
     Process(const Process&) = delete;
     Process& operator=(const Process&) = delete;
@@ -179,6 +187,30 @@ private:
     int fd_ = -1;
 };
 
+// Plays a service manager's part for svad's fd store: a NOTIFY_SOCKET that
+// keeps the fds sent with FDSTORE=1 under their FDNAME, drops a name on
+// FDSTOREREMOVE=1, and reads everything else away (a full socket would block
+// svad's notifications).
+class FdStoreManager {
+public:
+    explicit FdStoreManager(const std::string& path);
+    ~FdStoreManager();
+    FdStoreManager(const FdStoreManager&) = delete;
+    FdStoreManager& operator=(const FdStoreManager&) = delete;
+    const std::string& path() const { return path_; }
+    // What it holds now, by name (the fds stay its own).
+    std::vector<std::pair<std::string, int>> stored();
+
+private:
+    void run();
+    std::string path_;
+    int fd_ = -1;
+    std::atomic<bool> stop_{false};
+    std::mutex mutex_;
+    std::map<std::string, std::vector<int>> store_;
+    std::thread reader_;
+};
+
 class SvadFixture {
 public:
     // The host tree goes to `hostRoot` when given (an empty directory; a umockdev testbed's),
@@ -206,7 +238,7 @@ public:
     RunResult svactl(std::vector<std::string> args);
     // Stops svad with `sig` and starts it again with the same arguments, on the
     // same bus and host; returns once it owns its name.
-    void restart(int sig);
+    void restart(int sig, const std::vector<std::pair<std::string, int>>& passFds = {});
 
 private:
     void waitForName();

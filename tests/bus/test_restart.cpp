@@ -8,9 +8,11 @@
 #include "fixture.h"
 
 #include <csignal>
+#include <filesystem>
 #include <gtest/gtest.h>
 #include <map>
 #include <string>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -107,6 +109,78 @@ TEST(Restart, AContextWhoseOwnerDiedWhileSvadWasDownIsReleased) {
     EXPECT_NE(f.svad().log().find("owner exited while svad was down"), std::string::npos)
         << f.svad().log();
     EXPECT_NO_THROW((void)f.allocate("vm-2", {"wq0.0"}));
+}
+
+// The inode and device of an fd, to know the same open file in another process.
+std::pair<dev_t, ino_t> fileOf(int fd) {
+    struct stat st {};
+    return ::fstat(fd, &st) == 0 ? std::make_pair(st.st_dev, st.st_ino)
+                                 : std::make_pair(dev_t{0}, ino_t{0});
+}
+
+// Whether process `pid` has the open file `file` among its fds.
+bool holds(pid_t pid, std::pair<dev_t, ino_t> file) {
+    const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+        struct stat st {};
+        if (::stat(e.path().c_str(), &st) == 0 && st.st_dev == file.first &&
+            st.st_ino == file.second) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool storedUnder(FdStoreManager& m, const std::string& prefix) {
+    for (const auto& [name, fd] : m.stored()) {
+        if (name.rfind(prefix, 0) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Under a service manager (played here by the test: a NOTIFY_SOCKET that keeps
+// the fds svad sends with FDSTORE=1, and LISTEN_FDS at the next start), a
+// context comes back after a crash with its very fds.
+TEST(Restart, UnderAServiceManagerContextsComeBackWithTheirFds) {
+    TempDir state;
+    FdStoreManager manager(state.path() + "/notify");
+    ::setenv("NOTIFY_SOCKET", manager.path().c_str(), 1);
+    struct Unset {
+        ~Unset() { ::unsetenv("NOTIFY_SOCKET"); }
+    } unset;
+    SvadFixture f(testHost(), {"--state-dir", state.path() + "/state"});
+
+    sdbus::ObjectPath path;
+    sdbus::UnixFd iommufd;
+    std::map<std::string, sdbus::UnixFd> fds;
+    std::map<std::string, sdbus::Variant> info;
+    f.proxy(kRoot)
+        ->callMethod("AllocateContext")
+        .onInterface(kManager)
+        .withArguments(std::string("vm-1"), std::vector<std::string>{"wq0.0"},
+                       std::map<std::string, sdbus::Variant>{})
+        .storeResultsTo(path, iommufd, fds, info);
+    const auto iommufdFile = fileOf(iommufd.get());
+    const auto queueFile = fileOf(fds.at("wq0.0").get());
+    ASSERT_TRUE(waitUntil([&manager] {
+        return storedUnder(manager, "ctx1-iommufd") && storedUnder(manager, "ctx1-dev0");
+    })) << f.svad().log();
+
+    f.restart(SIGKILL, manager.stored());
+
+    EXPECT_TRUE(f.property(path, kContext, "FdsHeld").get<bool>()) << f.svad().log();
+    EXPECT_TRUE(holds(f.svad().pid(), iommufdFile)) << "svad does not hold the context's iommufd";
+    EXPECT_TRUE(holds(f.svad().pid(), queueFile)) << "svad does not hold the queue's fd";
+    const std::string busy = errorOf([&f] { (void)f.allocate("vm-2", {"wq0.0"}); });
+    EXPECT_NE(busy.find("org.svad.Svad1.Error.Busy"), std::string::npos) << busy;
+
+    // Released: its fds leave the store.
+    f.proxy(kRoot)->callMethod("ReleaseContext").onInterface(kManager).withArguments(path);
+    EXPECT_TRUE(waitUntil([&manager] { return !storedUnder(manager, "ctx1-"); }));
+    EXPECT_FALSE(holds(f.svad().pid(), iommufdFile));
 }
 
 } // namespace

@@ -10,10 +10,13 @@
 #include <cerrno>
 #include <charconv>
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <sys/stat.h>
 #include <vector>
 
 namespace svad::core {
@@ -1236,7 +1239,8 @@ TEST_F(EngineTest, ContextsComeBackFromTheStateStoreWithoutTheirFds) {
     const auto restored = engine_->restore([](pid_t pid, uint64_t start) {
         return pid == 4000 + static_cast<pid_t>(kAlice) && start == 1000U + 4000U + kAlice;
     });
-    EXPECT_EQ(restored.kept, 1u);
+    EXPECT_EQ(restored.kept, 0u);
+    EXPECT_EQ(restored.reserved, 1u);
     EXPECT_EQ(restored.released, 1u);
     EXPECT_EQ(rec.events,
               (std::vector<std::string>{
@@ -1261,6 +1265,88 @@ TEST_F(EngineTest, ContextsComeBackFromTheStateStoreWithoutTheirFds) {
     EXPECT_FALSE(pasids.holder(pasid.value()).has_value());
     engine_->removeObserver(&rec);
     engine_->releaseUnchecked(c);
+    engine_.reset();
+}
+
+// Plays the service manager's fd store: keeps duplicates by name.
+struct MemoryFdStore final : ports::FdStore {
+    std::map<std::string, ports::UniqueFd> fds;
+    std::vector<std::string> dropped;
+    ports::Status keep(const std::string& name, int fd) override {
+        fds[name] = ports::UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+        return ports::okStatus();
+    }
+    void drop(const std::string& name) override {
+        fds.erase(name);
+        dropped.push_back(name);
+    }
+    // What a restart passes back: duplicates, as systemd's LISTEN_FDS would be.
+    std::vector<ports::StoredFd> passed() const {
+        std::vector<ports::StoredFd> out;
+        for (const auto& [name, fd] : fds) {
+            out.push_back({name, ports::UniqueFd(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 3))});
+        }
+        return out;
+    }
+};
+
+ino_t inodeOf(int fd) {
+    struct stat st {};
+    return ::fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
+
+TEST_F(EngineTest, ContextsComeBackWithTheFdsTheStoreKept) {
+    ports::MemoryStateStore store;
+    MemoryFdStore fdStore;
+    engine_->setStateStore(&store, [](pid_t pid) { return 77U + static_cast<uint64_t>(pid); });
+    engine_->setFdStore(&fdStore);
+    const uint64_t a = allocOk(request({kNicA, kQueue}, ContextMode::Attached, true));
+    const uint64_t b = allocOk(request({kNicB}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    const Context* ctx = engine_->find(a);
+    ASSERT_NE(ctx, nullptr);
+    const ino_t iommufd = inodeOf(ctx->iommufd.get());
+    const ino_t nic = inodeOf(ctx->devices[0].fd.get());
+    EXPECT_EQ(fdStore.fds.size(), 6u) << "iommufd, 2 devices and the fault queue; iommufd and a "
+                                         "device for the second";
+    EXPECT_EQ(fdStore.fds.count("ctx" + std::to_string(a) + "-fault"), 1u);
+
+    auto passed = fdStore.passed();
+    passed.push_back({"ctx999-iommufd", ports::UniqueFd(::fcntl(0, F_DUPFD_CLOEXEC, 3))});
+    engine_.reset();
+    PasidAllocator pasids;
+    engine_ = std::make_unique<Engine>(kernel_, pasids, broker_);
+    engine_->setHost(host_);
+    engine_->setConfig(testing::allowAllConfig());
+    engine_->setStateStore(&store, {});
+    engine_->setFdStore(&fdStore);
+    // Both owners live; the second's device fd did not come back.
+    passed.erase(std::remove_if(passed.begin(), passed.end(),
+                                [&b](const ports::StoredFd& f) {
+                                    return f.name == "ctx" + std::to_string(b) + "-dev0";
+                                }),
+                 passed.end());
+    const auto restored = engine_->restore([](pid_t, uint64_t) { return true; }, std::move(passed));
+    EXPECT_EQ(restored.kept, 1u);
+    EXPECT_EQ(restored.reserved, 1u);
+    EXPECT_EQ(restored.fdsClosed, 1u) << "the fd of no context";
+    const Context* back = engine_->find(a);
+    ASSERT_NE(back, nullptr);
+    EXPECT_TRUE(back->fdsHeld);
+    EXPECT_EQ(inodeOf(back->iommufd.get()), iommufd);
+    EXPECT_EQ(inodeOf(back->devices[0].fd.get()), nic);
+    EXPECT_TRUE(back->faultQueueFd.valid());
+    const Context* half = engine_->find(b);
+    ASSERT_NE(half, nullptr);
+    EXPECT_FALSE(half->fdsHeld);
+    EXPECT_FALSE(half->iommufd.valid()) << "a context missing one fd keeps none";
+    EXPECT_NE(std::find(fdStore.dropped.begin(), fdStore.dropped.end(), "ctx999-iommufd"),
+              fdStore.dropped.end());
+    // A release drops its fds from the store.
+    engine_->releaseUnchecked(a);
+    for (const auto& [name, fd] : fdStore.fds) {
+        EXPECT_NE(name.rfind("ctx" + std::to_string(a) + "-", 0), 0u) << name;
+    }
+    engine_->releaseUnchecked(b);
     engine_.reset();
 }
 
