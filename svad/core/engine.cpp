@@ -278,7 +278,8 @@ Outcome<Context*> Engine::commit(Ticket& t, Outcome<std::unique_ptr<Context>> bu
         held_[d.id].push_back(ctx->id);
     }
     // The host may have changed while it was built: a device gone already degrades it.
-    const std::string gone = degradedReason(*ctx, presentIds());
+    // (On the host it was admitted on, every device was there.)
+    const std::string gone = t.host == host_ ? std::string() : degradedReason(*ctx, presentIds());
     ctx->state = gone.empty() ? ContextState::Active : ContextState::Degraded;
     Context* raw = ctx.get();
     contexts_.emplace(raw->id, std::move(ctx));
