@@ -13,9 +13,9 @@
 //     the kernel objects are made; each undone on failure by its owner;
 //  3. commit (back on the loop): the reservation becomes the context, the
 //     observers hear of it, and the caller's `done` runs.
-// A release is the reverse: the context leaves at once (the observers hear
-// of it), its devices stay reserved while its kernel objects are torn down
-// on the Offload, and its PASIDs go back to the pool after that.
+// A release is the reverse: the context stays, held and refusing calls,
+// while a copy of its fds is torn down on the Offload; then its PASIDs go
+// back to the pool, it leaves the engine and the observers hear of it.
 #pragma once
 
 #include "svad/core/admission.h"

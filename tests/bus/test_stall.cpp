@@ -46,6 +46,16 @@ double report(const std::string& name, double ms) {
     return ms;
 }
 
+// Counts svad's watchdog pings for 1.5 s on a thread of its own.
+std::thread countPings(NotifySocket& sock, int& pings) {
+    return std::thread([&sock, &pings] {
+        const auto until = Clock::now() + std::chrono::milliseconds(1500);
+        while (Clock::now() < until) {
+            pings += sock.next(20).find("WATCHDOG=1") != std::string::npos ? 1 : 0;
+        }
+    });
+}
+
 // A configuration that lets auto_bind take 0000:5e:00.0 from its driver.
 std::string autoBindConfig(const TempDir& dir) {
     const std::string config = dir.path() + "/svad.yaml";
@@ -82,12 +92,7 @@ TEST(NoStall, ABlockedReleaseStallsNoOtherCaller) {
 
     // Watchdog pings are counted on a thread of their own while the calls go on.
     int pings = 0;
-    std::thread watchdog([&sock, &pings] {
-        const auto until = Clock::now() + std::chrono::milliseconds(1500);
-        while (Clock::now() < until) {
-            pings += sock.next(20).find("WATCHDOG=1") != std::string::npos ? 1 : 0;
-        }
-    });
+    std::thread watchdog = countPings(sock, pings);
 
     auto t = Clock::now();
     f->proxy("/org/svad/Svad1")->callMethod("Ping").onInterface("org.freedesktop.DBus.Peer");
@@ -179,13 +184,9 @@ TEST(NoStall, ABlockedRebindStallsNoOtherCaller) {
     // Only this first bind blocks (the plugin binds the group's other members after it).
     std::filesystem::remove(f->sysfs() + "/.sim/bind_delay_ms");
 
+    // Watchdog pings are counted on a thread of their own while the calls go on.
     int pings = 0;
-    std::thread watchdog([&sock, &pings] {
-        const auto until = Clock::now() + std::chrono::milliseconds(1500);
-        while (Clock::now() < until) {
-            pings += sock.next(20).find("WATCHDOG=1") != std::string::npos ? 1 : 0;
-        }
-    });
+    std::thread watchdog = countPings(sock, pings);
 
     auto t = Clock::now();
     f->proxy("/org/svad/Svad1")->callMethod("Ping").onInterface("org.freedesktop.DBus.Peer");
