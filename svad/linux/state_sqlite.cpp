@@ -74,6 +74,18 @@ CREATE TABLE auto_binds (
 ) STRICT;
 )sql";
 
+// Version 2: what fstat said of each fd a context keeps in the service
+// manager's store, to check the fd handed back at the next start.
+constexpr const char* kSchemaV2 = R"sql(
+CREATE TABLE context_fds (
+    context INTEGER NOT NULL REFERENCES contexts (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    type INTEGER NOT NULL,
+    rdev INTEGER NOT NULL,
+    PRIMARY KEY (context, name)
+) STRICT;
+)sql";
+
 StateError::Code codeOf(int rc) {
     switch (rc & 0xff) {
     case SQLITE_IOERR:
@@ -421,6 +433,7 @@ const char* outcomeName(StateOpenReport::Outcome o) {
 const std::vector<StateMigration>& SqliteStateStore::migrations() {
     static const std::vector<StateMigration> kMigrations = {
         {1, kSchemaV1},
+        {2, kSchemaV2},
     };
     return kMigrations;
 }
@@ -551,6 +564,7 @@ void deleteContextRows(sqlite3* db, uint64_t id, const std::string& op) {
     // The foreign keys cascade as well; deleting the rows by name does not
     // depend on the connection's foreign_keys setting.
     for (const char* sql : {"DELETE FROM context_devices WHERE context = ?1",
+                            "DELETE FROM context_fds WHERE context = ?1",
                             "DELETE FROM context_pasids WHERE context = ?1",
                             "DELETE FROM context_virtual_ids WHERE context = ?1",
                             "DELETE FROM contexts WHERE id = ?1"}) {
@@ -622,6 +636,15 @@ void SqliteStateStore::putContext(const ports::StoredContext& ctx) {
             .bind(1, asStored(ctx.id))
             .bind(2, device)
             .bind(3, asStored(virtId))
+            .run();
+    }
+    for (const auto& [name, identity] : ctx.fds) {
+        Stmt(db_, "INSERT INTO context_fds (context, name, type, rdev) VALUES (?1, ?2, ?3, ?4)",
+             op)
+            .bind(1, asStored(ctx.id))
+            .bind(2, name)
+            .bind(3, int64_t{identity.type})
+            .bind(4, asStored(identity.rdev))
             .run();
     }
     if (readNext(db_, op) <= ctx.id) {
@@ -748,6 +771,11 @@ std::vector<ports::StoredContext> SqliteStateStore::contexts() {
         while (vids.step()) {
             c.virtualIds[vids.text(0)] = asU64(vids.integer(1));
         }
+        Stmt fds(db_, "SELECT name, type, rdev FROM context_fds WHERE context = ?1", op);
+        fds.bind(1, asStored(c.id));
+        while (fds.step()) {
+            c.fds[fds.text(0)] = {static_cast<uint32_t>(fds.integer(1)), asU64(fds.integer(2))};
+        }
     }
     return out;
 }
@@ -767,6 +795,15 @@ std::vector<ports::AutoBindRecord> SqliteStateStore::autoBinds() {
 
 uint64_t SqliteStateStore::peekNextContextId() {
     return readNext(db_, "peekNextContextId");
+}
+
+void SqliteStateStore::raiseNextContextId(uint64_t atLeast) {
+    const std::string op = opName("raiseNextContextId", atLeast);
+    Transaction t(db_, op);
+    if (readNext(db_, op) < atLeast) {
+        writeNext(db_, atLeast, op);
+    }
+    t.commit();
 }
 
 } // namespace svad::linux_impl

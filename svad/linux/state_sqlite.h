@@ -89,6 +89,7 @@ public:
     std::vector<ports::StoredContext> contexts() override;
     std::vector<ports::AutoBindRecord> autoBinds() override;
     uint64_t peekNextContextId() override;
+    void raiseNextContextId(uint64_t atLeast) override;
 
 private:
     SqliteStateStore(sqlite3* db, StateOpenReport report);

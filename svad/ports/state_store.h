@@ -31,6 +31,14 @@ struct StoredDevice {
     bool operator==(const StoredDevice&) const = default;
 };
 
+// What fstat says of an fd svad keeps in the service manager's store, so
+// that the fd handed back at the next start can be checked against it.
+struct StoredFdIdentity {
+    uint32_t type = 0; // st_mode & S_IFMT
+    uint64_t rdev = 0; // st_rdev (0 for what is no device node)
+    bool operator==(const StoredFdIdentity&) const = default;
+};
+
 struct StoredContext {
     uint64_t id = 0;
     std::string vm;
@@ -45,6 +53,9 @@ struct StoredContext {
     std::vector<StoredDevice> devices;          // in the order given
     std::map<uint32_t, std::string> pasids;     // PASID -> device
     std::map<std::string, uint64_t> virtualIds; // device -> guest-visible ID
+    // The fds kept in the service manager's store, by their name there
+    // (fdStoreName): empty when svad keeps none.
+    std::map<std::string, StoredFdIdentity> fds;
     bool operator==(const StoredContext&) const = default;
 };
 
@@ -142,6 +153,10 @@ public:
     virtual std::vector<AutoBindRecord> autoBinds() = 0;
     // The id takeContextId would return, without taking it.
     virtual uint64_t peekNextContextId() = 0;
+    // Raises the next context id to `atLeast` if it is lower (ids a fresh
+    // database cannot know were handed out: those of fds the service manager
+    // gave back).
+    virtual void raiseNextContextId(uint64_t atLeast) = 0;
 };
 
 } // namespace svad::ports

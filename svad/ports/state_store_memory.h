@@ -62,6 +62,8 @@ public:
 
     uint64_t peekNextContextId() override { return next_; }
 
+    void raiseNextContextId(uint64_t atLeast) override { next_ = std::max(next_, atLeast); }
+
 private:
     StoredContext& find(uint64_t context, const char* operation) {
         auto it = contexts_.find(context);

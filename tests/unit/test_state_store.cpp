@@ -59,6 +59,9 @@ StoredContext fullContext(uint64_t id) {
                  {"wq0.1", 3, 5, "idxd", ""}};
     c.pasids = {{1, "0000:65:00.1"}, {0xfffff, "vdpa0"}};
     c.virtualIds = {{"0000:65:00.1", 0x100}, {"vdpa0", std::numeric_limits<uint64_t>::max()}};
+    c.fds = {{"ctx" + std::to_string(id) + "-iommufd", {0020000, 0x0a7b}},
+             {"ctx" + std::to_string(id) + "-dev0", {0020000, std::numeric_limits<uint64_t>::max()}},
+             {"ctx" + std::to_string(id) + "-fault", {0, 0}}};
     return c;
 }
 
@@ -143,6 +146,15 @@ TYPED_TEST(StateStoreContract, TakeContextIdNeverRepeatsAcrossReopen) {
     EXPECT_EQ(this->store().peekNextContextId(), 4U);
     EXPECT_EQ(this->store().takeContextId(), 4U);
     EXPECT_EQ(this->store().peekNextContextId(), 5U);
+}
+
+TYPED_TEST(StateStoreContract, RaiseNextContextIdOnlyRaises) {
+    this->store().raiseNextContextId(40);
+    EXPECT_EQ(this->store().peekNextContextId(), 40U);
+    this->store().raiseNextContextId(12); // below: nothing changes
+    this->reopen();
+    EXPECT_EQ(this->store().takeContextId(), 40U);
+    EXPECT_EQ(this->store().peekNextContextId(), 41U);
 }
 
 TYPED_TEST(StateStoreContract, PuttingAContextRaisesTheNextIdPastIt) {
@@ -280,6 +292,11 @@ public:
     std::vector<std::string> lines;
 };
 
+// The schema version this svad writes.
+int current() {
+    return SqliteStateStore::migrations().back().version;
+}
+
 // SQLite's default page size.
 constexpr uintmax_t kPage = 4096;
 
@@ -297,7 +314,7 @@ TEST(SqliteStateStore, CreatesAPrivateDurableDatabase) {
     std::string sub = dir.path() + "/var/lib/svad";
     auto store = SqliteStateStore::open(sub);
     EXPECT_EQ(store->openReport().outcome, StateOpenReport::Outcome::Created);
-    EXPECT_EQ(store->openReport().version, 1);
+    EXPECT_EQ(store->openReport().version, current());
     EXPECT_EQ(store->openReport().path, sub + "/state.db");
     store->takeContextId();
 
@@ -312,7 +329,7 @@ TEST(SqliteStateStore, CreatesAPrivateDurableDatabase) {
     EXPECT_TRUE(s.foreignKeys);
     EXPECT_GT(s.busyTimeoutMs, 0);
     store.reset();
-    EXPECT_EQ(RawDb(sub + "/state.db").integer("PRAGMA user_version"), 1);
+    EXPECT_EQ(RawDb(sub + "/state.db").integer("PRAGMA user_version"), current());
 }
 
 TEST(SqliteStateStore, AnExistingFileIsMadePrivate) {
@@ -410,28 +427,49 @@ TEST(SqliteStateStore, ReadsAVersion1DatabaseWrittenByHand) {
     svad::test::ScratchDir dir("svad-state");
     writeV1ByHand(dbPath(dir));
     auto store = SqliteStateStore::open(dir.path());
-    EXPECT_EQ(store->openReport().outcome, StateOpenReport::Outcome::Opened);
+    EXPECT_EQ(store->openReport().outcome, StateOpenReport::Outcome::Migrated);
     EXPECT_EQ(store->contexts(), std::vector<StoredContext>{handWrittenContext()});
     EXPECT_EQ(store->autoBinds(),
               (std::vector<AutoBindRecord>{{"0000:65:00.1", "ixgbevf", "", 7}}));
     EXPECT_EQ(store->takeContextId(), 8U);
 }
 
-TEST(SqliteStateStore, MigratesVersion1ToATestVersion2) {
+TEST(SqliteStateStore, MigratesVersion1ToTheCurrentVersion) {
+    svad::test::ScratchDir dir("svad-state");
+    writeV1ByHand(dbPath(dir));
+    LogCapture log;
+    {
+        auto store = SqliteStateStore::open(dir.path());
+        const auto& r = store->openReport();
+        EXPECT_EQ(r.outcome, StateOpenReport::Outcome::Migrated);
+        EXPECT_EQ(r.foundVersion, 1);
+        EXPECT_EQ(r.version, 2);
+        EXPECT_EQ(store->contexts(), std::vector<StoredContext>{handWrittenContext()});
+        // Version 2 keeps what fstat said of the context's fds.
+        StoredContext c = handWrittenContext();
+        c.fds = {{"ctx7-iommufd", {0020000, 0x0a7b}}, {"ctx7-dev0", {0020000, 0xef00001}}};
+        store->putContext(c);
+        EXPECT_EQ(store->contexts(), std::vector<StoredContext>{c});
+    }
+    EXPECT_THAT(log.all(), HasSubstr("migrated"));
+    EXPECT_EQ(RawDb(dbPath(dir)).integer("PRAGMA user_version"), 2);
+}
+
+TEST(SqliteStateStore, MigratesVersion1ToATestVersion3) {
     svad::test::ScratchDir dir("svad-state");
     writeV1ByHand(dbPath(dir));
     std::vector<StateMigration> steps = SqliteStateStore::migrations();
-    ASSERT_EQ(steps.size(), 1U);
-    steps.push_back({2, "ALTER TABLE contexts ADD COLUMN label TEXT NOT NULL DEFAULT '';"
+    ASSERT_EQ(steps.size(), 2U);
+    steps.push_back({3, "ALTER TABLE contexts ADD COLUMN label TEXT NOT NULL DEFAULT '';"
                         "UPDATE contexts SET label = 'from-v1';"
-                        "CREATE TABLE v2_only (x INTEGER) STRICT;"});
+                        "CREATE TABLE v3_only (x INTEGER) STRICT;"});
     LogCapture log;
     {
         auto store = SqliteStateStore::open(dir.path(), steps);
         const auto& r = store->openReport();
         EXPECT_EQ(r.outcome, StateOpenReport::Outcome::Migrated);
         EXPECT_EQ(r.foundVersion, 1);
-        EXPECT_EQ(r.version, 2);
+        EXPECT_EQ(r.version, 3);
         EXPECT_EQ(store->contexts(), std::vector<StoredContext>{handWrittenContext()});
         EXPECT_EQ(store->autoBinds().size(), 1U);
         EXPECT_EQ(store->takeContextId(), 8U);
@@ -439,9 +477,9 @@ TEST(SqliteStateStore, MigratesVersion1ToATestVersion2) {
     EXPECT_THAT(log.all(), HasSubstr("migrated"));
     {
         RawDb raw(dbPath(dir));
-        EXPECT_EQ(raw.integer("PRAGMA user_version"), 2);
+        EXPECT_EQ(raw.integer("PRAGMA user_version"), 3);
         EXPECT_EQ(raw.integer("SELECT count(*) FROM contexts WHERE label = 'from-v1'"), 1);
-        EXPECT_EQ(raw.integer("SELECT count(*) FROM v2_only"), 0);
+        EXPECT_EQ(raw.integer("SELECT count(*) FROM v3_only"), 0);
     }
     // Opened again with the same steps: nothing to run.
     auto again = SqliteStateStore::open(dir.path(), steps);
@@ -451,12 +489,15 @@ TEST(SqliteStateStore, MigratesVersion1ToATestVersion2) {
 
 TEST(SqliteStateStore, AFailingMigrationChangesNothing) {
     svad::test::ScratchDir dir("svad-state");
-    writeV1ByHand(dbPath(dir));
+    {
+        auto store = SqliteStateStore::open(dir.path());
+        store->putContext(smallContext(1, "kept"));
+    }
     std::vector<StateMigration> steps = SqliteStateStore::migrations();
-    steps.push_back({2, "CREATE TABLE half (x INTEGER); SELECT no_such_function();"});
+    steps.push_back({current() + 1, "CREATE TABLE half (x INTEGER); SELECT no_such_function();"});
     EXPECT_THROW(SqliteStateStore::open(dir.path(), steps), StateError);
     RawDb raw(dbPath(dir));
-    EXPECT_EQ(raw.integer("PRAGMA user_version"), 1);
+    EXPECT_EQ(raw.integer("PRAGMA user_version"), current());
     EXPECT_EQ(raw.integer("SELECT count(*) FROM sqlite_schema WHERE name = 'half'"), 0);
     EXPECT_EQ(raw.integer("SELECT count(*) FROM contexts"), 1);
 }
@@ -464,13 +505,14 @@ TEST(SqliteStateStore, AFailingMigrationChangesNothing) {
 TEST(SqliteStateStore, MigrationsMustBeNumberedFromOne) {
     svad::test::ScratchDir dir("svad-state");
     std::vector<StateMigration> steps = SqliteStateStore::migrations();
-    steps.push_back({3, "SELECT 1;"});
+    steps.push_back({current() + 2, "SELECT 1;"});
     try {
         SqliteStateStore::open(dir.path(), steps);
         ADD_FAILURE() << "a gap in the migrations was accepted";
     } catch (const StateError& e) {
         EXPECT_EQ(e.code(), StateError::Code::Schema);
-        EXPECT_THAT(e.what(), HasSubstr("version 3, not 2"));
+        EXPECT_THAT(e.what(), HasSubstr("version " + std::to_string(current() + 2) + ", not " +
+                                         std::to_string(current() + 1)));
     }
     EXPECT_FALSE(fs::exists(dbPath(dir)));
 }
@@ -505,7 +547,7 @@ TEST(SqliteStateStore, AFileOfRandomBytesIsMovedAsideAndAFreshStoreWorks) {
     ASSERT_EQ(log.lines.size(), 1U) << log.all();
     EXPECT_THAT(log.lines[0], HasSubstr("error: state database is corrupt"));
     EXPECT_THAT(log.lines[0], HasSubstr(r.movedTo));
-    EXPECT_EQ(r.version, 1);
+    EXPECT_EQ(r.version, current());
 
     EXPECT_EQ(store->takeContextId(), 1U);
     store->putContext(smallContext(1, "fresh"));
@@ -581,7 +623,7 @@ TEST(SqliteStateStore, ADatabaseOfANewerSvadIsMovedAsideUntouched) {
     const auto& r = store->openReport();
     EXPECT_EQ(r.outcome, StateOpenReport::Outcome::MovedAsideNewer);
     EXPECT_EQ(r.foundVersion, 999);
-    EXPECT_EQ(r.version, 1);
+    EXPECT_EQ(r.version, current());
     expectMovedAside(r, dir, "newer");
     EXPECT_THAT(r.reason, HasSubstr("999"));
     EXPECT_THAT(log.all(), HasSubstr("error: state database is from a newer svad"));
@@ -591,7 +633,7 @@ TEST(SqliteStateStore, ADatabaseOfANewerSvadIsMovedAsideUntouched) {
         EXPECT_EQ(moved.integer("PRAGMA user_version"), 999);
         EXPECT_EQ(moved.integer("SELECT count(*) FROM contexts WHERE vm = 'kept'"), 1);
     }
-    EXPECT_EQ(RawDb(dbPath(dir)).integer("PRAGMA user_version"), 1);
+    EXPECT_EQ(RawDb(dbPath(dir)).integer("PRAGMA user_version"), current());
 }
 
 TEST(SqliteStateStore, ADatabaseThatIsNotSvadsIsMovedAside) {
