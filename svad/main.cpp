@@ -24,6 +24,8 @@
 #include "svad/metrics/metrics.h"
 #include "svad/names.h"
 #include "svad/plugin_host/plugin_host.h"
+#include "svad/ports/state_store_locked.h"
+#include "svad/sim/crash_points.h"
 #include "svad/sim/driver_binder_sim.h"
 #include "svad/sim/kernel_sim.h"
 #include "svad/version.h"
@@ -288,17 +290,24 @@ int main(int argc, char** argv) {
         std::unique_ptr<svad::ports::DriverBinder> binder;
         svad::dbus::ServiceManager manager(io);
         svad::sim::KernelSim* sim = nullptr;
+        // The sim's crash points (svad/sim/crash_points.h), and what they wrap.
+        std::unique_ptr<svad::sim::CrashPoints> crash;
+        std::unique_ptr<svad::ports::Kernel> simKernel;
+        std::unique_ptr<svad::ports::DriverBinder> simBinder;
         // The PASID width a function gets when the sim binds it to vfio-pci.
         std::function<const svad::core::Host&()> currentHost;
         if (backend == "sim") {
             auto owned = std::make_unique<svad::sim::KernelSim>(
                 svad::sim::SimConfig::fromHost(host, devRootDir));
             sim = owned.get();
-            kernel = std::move(owned);
-            binder = std::make_unique<svad::sim::DriverBinderSim>(
+            simKernel = std::move(owned);
+            simBinder = std::make_unique<svad::sim::DriverBinderSim>(
                 sysfsRoot, devRootDir, *sim, [&currentHost](const std::string& address) {
                     return svad::sim::SimConfig::pasidLog2(currentHost(), address);
                 });
+            crash = std::make_unique<svad::sim::CrashPoints>(sysfsRoot);
+            kernel = std::make_unique<svad::sim::CrashingKernel>(*simKernel, *crash);
+            binder = std::make_unique<svad::sim::CrashingBinder>(*simBinder, *crash);
         } else {
             kernel = std::make_unique<svad::linux_impl::KernelLinux>(devRootDir);
             binder = std::make_unique<svad::linux_impl::DriverBinderLinux>(sysfsRoot);
@@ -321,6 +330,8 @@ int main(int argc, char** argv) {
         engine.setConfig(config);
         // What a restart must not lose: every change is recorded before its reply.
         std::unique_ptr<svad::linux_impl::SqliteStateStore> state;
+        std::unique_ptr<svad::sim::CrashingStateStore> crashingState;
+        std::unique_ptr<svad::ports::LockedStateStore> lockedState;
         // The fds of the contexts, kept by the service manager across restarts.
         svad::linux_impl::SystemdFdStore fdStore;
         std::vector<svad::ports::StoredFd> passedFds =
@@ -336,8 +347,16 @@ int main(int argc, char** argv) {
             const auto& report = state->openReport();
             svad::log::info(std::string("state: ") + svad::linux_impl::outcomeName(report.outcome),
                             {{"PATH", report.path}, {"VERSION", std::to_string(report.version)}});
-            engine.setStateStore(state.get(),
+            svad::ports::StateStore* inner = state.get();
+            if (crash) {
+                crashingState = std::make_unique<svad::sim::CrashingStateStore>(*state, *crash);
+                inner = crashingState.get();
+            }
+            // The engine writes on the loop; the plugin host records rebinds on workers.
+            lockedState = std::make_unique<svad::ports::LockedStateStore>(*inner);
+            engine.setStateStore(lockedState.get(),
                                  [](pid_t pid) { return svad::linux_impl::processStartTime(pid); });
+            plugins.setStateStore(lockedState.get());
             engine.setFdStore(&fdStore);
         }
         // A reload validates the whole new file and the plugins' settings first;
@@ -453,12 +472,15 @@ int main(int argc, char** argv) {
                 return startTime != 0 && svad::linux_impl::processStartTime(pid) == startTime;
             },
             std::move(passedFds));
-        if (restored.kept + restored.reserved + restored.released + restored.fdsClosed > 0) {
+        if (restored.kept + restored.reserved + restored.released + restored.fdsClosed +
+                restored.givenBack >
+            0) {
             svad::log::notice("contexts of the last run taken back",
                               {{"KEPT", std::to_string(restored.kept)},
                                {"RESERVED", std::to_string(restored.reserved)},
                                {"RELEASED", std::to_string(restored.released)},
-                               {"FDS_CLOSED", std::to_string(restored.fdsClosed)}});
+                               {"FDS_CLOSED", std::to_string(restored.fdsClosed)},
+                               {"AUTO_BIND_GIVEN_BACK", std::to_string(restored.givenBack)}});
         }
         svad::log::debug("objects registered", {{"MS", msSince(t1)}});
         // Hotplug: a libudev monitor on this loop; without one svad still serves (SIGHUP rescans).

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <set>
+#include <sys/stat.h>
 
 namespace svad::core {
 
@@ -26,6 +28,7 @@ Failure kernelFailure(const ports::KernelError& e) {
 // An admitted request: its devices are reserved under `reservation`, and it
 // keeps the host and the configuration it was admitted on.
 struct Engine::Ticket {
+    uint64_t id = 0; // the context's id, taken at admission
     AllocateRequest request;
     uint64_t nowUsec = 0;
     uint64_t reservation = 0;
@@ -155,6 +158,17 @@ Outcome<std::unique_ptr<Engine::Ticket>> Engine::admit(const AllocateRequest& re
         r.devices.emplace_back(d.id, d.rule != nullptr ? d.rule->name : "");
     }
     t->reservation = reserve(std::move(r));
+    // The id is taken now, so that what the build records (a rebind for
+    // auto_bind) names the context it is for. A failed build leaves a gap.
+    if (store_ != nullptr) {
+        auto taken = record("take a context id", [this, &t] { t->id = store_->takeContextId(); });
+        if (!taken.ok()) {
+            unreserve(t->reservation);
+            return taken.failure();
+        }
+    } else {
+        t->id = nextId_++;
+    }
     return t;
 }
 
@@ -163,7 +177,9 @@ Outcome<std::unique_ptr<Context>> Engine::build(Ticket& t) const {
     // The plugins: for each device the first DENY wins, nobody allowing is a deny.
     for (auto& r : t.resolved) {
         const std::string rule = r.rule != nullptr ? r.rule->name : "";
-        PolicyDecision pd = broker_.decide(policyQuery(request, r));
+        PolicyQuery dq = policyQuery(request, r);
+        dq.context = t.id;
+        PolicyDecision pd = broker_.decide(dq);
         for (const auto& v : pd.verdicts) {
             auditVerdict(request, r.id, v.plugin, toString(v.verdict), v.reason, rule);
         }
@@ -179,6 +195,7 @@ Outcome<std::unique_ptr<Context>> Engine::build(Ticket& t) const {
 
     // Every kernel object, owned by ctx; teardown undoes a partial one.
     auto ctx = std::make_unique<Context>();
+    ctx->id = t.id;
     ctx->vm = request.vm;
     ctx->ownerUid = request.caller.uid;
     ctx->ownerPid = request.ownerPid.value_or(request.caller.pid);
@@ -217,6 +234,7 @@ Outcome<std::unique_ptr<Context>> Engine::build(Ticket& t) const {
         dev.rule = r.rule != nullptr ? r.rule->name : "";
         // The plugin opens and prepares the device through the kernel port.
         PolicyQuery q = policyQuery(request, r);
+        q.context = t.id;
         dev.options = q.options;
         auto prepared = broker_.prepare(r.plugin, q);
         if (!prepared.ok()) {
@@ -261,17 +279,13 @@ Outcome<Context*> Engine::commit(Ticket& t, Outcome<std::unique_ptr<Context>> bu
     std::unique_ptr<Context> ctx = std::move(built.value());
     if (store_ != nullptr) {
         ctx->ownerStartTime = startTimeOf_ ? startTimeOf_(ctx->ownerPid) : 0;
-        auto recorded = record("record the new context", [this, &ctx] {
-            ctx->id = store_->takeContextId();
-            store_->putContext(stored(*ctx));
-        });
+        auto recorded =
+            record("record the new context", [this, &ctx] { store_->putContext(stored(*ctx)); });
         if (!recorded.ok()) {
             // Nothing was handed out: undo it here (rare: the state store failed).
             teardown(*ctx);
             return recorded.failure();
         }
-    } else {
-        ctx->id = nextId_++;
     }
     keepFds(*ctx);
     for (const auto& d : ctx->devices) {
@@ -383,9 +397,13 @@ void Engine::teardown(Context& ctx) const {
         q.rule = d.rule;
         q.options = d.options;
         q.hostChanged = ctx.hostChanged;
+        q.context = ctx.id;
         broker_.release(d.plugin, q);
         d.plugin.clear();
     }
+    // Then whatever is still rebound for it: what a plugin of the last run
+    // rebound (it cannot know of it now), or a rebind that failed halfway.
+    broker_.giveBack(ctx.id);
 }
 
 void Engine::returnPasids(Context& ctx) {
@@ -524,7 +542,7 @@ Outcome<Done> Engine::record(const std::string& what, const std::function<void()
     }
 }
 
-ports::StoredContext Engine::stored(const Context& ctx) {
+ports::StoredContext Engine::stored(const Context& ctx) const {
     ports::StoredContext s;
     s.id = ctx.id;
     s.vm = ctx.vm;
@@ -542,7 +560,23 @@ ports::StoredContext Engine::stored(const Context& ctx) {
     }
     s.pasids = ctx.pasids;
     s.virtualIds = ctx.virtualIds;
+    if (fdStore_ != nullptr) {
+        for (const auto& [name, fd] : fdNames(ctx)) {
+            if (auto id = identityOf(fd)) {
+                s.fds[name] = *id;
+            }
+        }
+    }
     return s;
+}
+
+std::optional<ports::StoredFdIdentity> Engine::identityOf(int fd) {
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0) {
+        return std::nullopt;
+    }
+    return ports::StoredFdIdentity{static_cast<uint32_t>(st.st_mode & S_IFMT),
+                                   static_cast<uint64_t>(st.st_rdev)};
 }
 
 std::vector<std::pair<std::string, int>> Engine::fdNames(const Context& ctx) {
@@ -574,6 +608,18 @@ void Engine::keepFds(const Context& ctx) {
     }
 }
 
+uint64_t Engine::contextOfFdName(const std::string& name) {
+    // "ctx12-iommufd" -> 12
+    if (name.rfind("ctx", 0) != 0) {
+        return 0;
+    }
+    uint64_t id = 0;
+    const char* first = name.data() + 3;
+    const char* last = name.data() + name.size();
+    auto [end, ec] = std::from_chars(first, last, id);
+    return ec == std::errc() && end != first && end != last && *end == '-' ? id : 0;
+}
+
 Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& ownerAlive,
                                  std::vector<ports::StoredFd> passed) {
     Restored out;
@@ -585,11 +631,23 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
         return out;
     }
     std::vector<ports::StoredContext> all;
+    std::vector<ports::AutoBindRecord> rebound;
     try {
         all = store_->contexts();
+        rebound = store_->autoBinds();
     } catch (const ports::StateError& e) {
         log::error(std::string("cannot read the contexts of the last run: ") + e.what());
         return out;
+    }
+    // An id the service manager still holds fds for was handed out, even if the
+    // database does not know it (it was moved aside): the next ids go past it.
+    uint64_t highest = 0;
+    for (const auto& [name, fd] : byName) {
+        highest = std::max(highest, contextOfFdName(name));
+    }
+    if (highest != 0) {
+        (void)record("raise the next context id",
+                     [this, highest] { store_->raiseNextContextId(highest + 1); });
     }
     std::vector<uint64_t> gone;
     for (const auto& s : all) {
@@ -606,13 +664,30 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
         ctx->faultQueueId = s.faultQueueId;
         ctx->createdUsec = s.createdUsec;
         ctx->fdsHeld = false;
-        auto take = [&byName](const std::string& name) {
+        // A passed fd is taken when it is what was stored under its name: the
+        // same type, the same device (every iommufd has /dev/iommu's rdev: the
+        // name says which context it is). One that is not is closed.
+        auto take = [this, &byName, &s, &out](const std::string& name) {
             auto it = byName.find(name);
             if (it == byName.end()) {
                 return ports::UniqueFd();
             }
             ports::UniqueFd fd = std::move(it->second);
             byName.erase(it);
+            auto was = s.fds.find(name);
+            auto now = identityOf(fd.get());
+            if (!s.fds.empty() && (was == s.fds.end() || !now || !(*now == was->second))) {
+                log::warning("a stored fd is not what its context kept under that name; closed",
+                             {{"FDNAME", name},
+                              {"CONTEXT", std::to_string(s.id)},
+                              {"TYPE", now ? std::to_string(now->type) : "closed"},
+                              {"RDEV", now ? std::to_string(now->rdev) : "0"}});
+                if (fdStore_ != nullptr) {
+                    fdStore_->drop(name);
+                }
+                ++out.fdsClosed;
+                return ports::UniqueFd();
+            }
             return fd;
         };
         ctx->iommufd = take(ports::fdStoreName(s.id, "iommufd"));
@@ -687,6 +762,26 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
     for (uint64_t id : gone) {
         releaseAsync(id, "owner exited while svad was down");
         ++out.released;
+    }
+    // A function rebound for a context that did not survive (its allocation
+    // was cut short) goes back to its driver.
+    std::set<uint64_t> stored;
+    for (const auto& s : all) {
+        stored.insert(s.id);
+    }
+    std::set<uint64_t> orphaned;
+    for (const auto& r : rebound) {
+        if (stored.count(r.context) == 0) {
+            log::notice("auto_bind record of a context that did not survive: " + r.address +
+                            " goes back to " +
+                            (r.previousDriver.empty() ? "no driver" : r.previousDriver),
+                        {{"DEVICE", r.address}, {"CONTEXT", std::to_string(r.context)}});
+            orphaned.insert(r.context);
+            ++out.givenBack;
+        }
+    }
+    for (uint64_t id : orphaned) {
+        broker_.giveBack(id);
     }
     // What no context took: closed here, and gone from the store.
     for (auto& [name, fd] : byName) {

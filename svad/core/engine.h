@@ -135,7 +135,8 @@ public:
         size_t kept = 0;      // with their fds
         size_t reserved = 0;  // without: fdsHeld false
         size_t released = 0;  // the owner exited while svad was down
-        size_t fdsClosed = 0; // passed fds no context took
+        size_t fdsClosed = 0; // passed fds no context took, or not what was stored
+        size_t givenBack = 0; // auto_bind records of contexts that did not survive
     };
     // `passed`: the fds the service manager's store gave back at this start; a
     // context whose fds are all there comes back with them (fdsHeld true).
@@ -234,7 +235,11 @@ private:
     static std::string degradedReason(const Context& ctx, const std::set<std::string>& present);
 
     // The context as the state store keeps it.
-    static ports::StoredContext stored(const Context& ctx);
+    ports::StoredContext stored(const Context& ctx) const;
+    // What fstat says of an fd: its type and rdev (nullopt: not open).
+    static std::optional<ports::StoredFdIdentity> identityOf(int fd);
+    // The context id in an fd store name ("ctx12-dev0": 12); 0 if none.
+    static uint64_t contextOfFdName(const std::string& name);
     // Runs a change of the store; a failure is logged and named in the result.
     Outcome<Done> record(const std::string& what, const std::function<void()>& change);
 

@@ -44,6 +44,7 @@ struct PolicyQuery {
     std::string rule;     // the configuration rule that let it through, empty: default policy
     std::vector<std::pair<std::string, std::string>> options; // the rule's options for plugins
     bool hostChanged = false; // on release: the device's prepare changed the host
+    uint64_t context = 0;     // the context the device is prepared for or released from
 };
 
 struct PluginVerdict {
@@ -75,6 +76,9 @@ public:
                                             const PolicyQuery& query) = 0;
     // svad has closed its fd for the device: `plugin` undoes what prepare changed.
     virtual void release(const std::string& plugin, const PolicyQuery& query) = 0;
+    // After the releases of a context's devices: gives back any driver still
+    // rebound for it (one a plugin forgot, or cannot know of after svad restarted).
+    virtual void giveBack(uint64_t context) { (void)context; }
 };
 
 } // namespace svad::core

@@ -52,19 +52,34 @@ ports::Result<std::string> DriverBinderLinux::bind(const std::string& address,
         }
     }
     if (auto r = writeAttribute(root_ + "/bus/pci/drivers_probe", address); !r) {
-        (void)restore(address, previous);
+        (void)restore(address, previous, "");
         return r.error();
     }
     if (currentDriver(dev) != driver) {
-        (void)restore(address, previous);
+        (void)restore(address, previous, "");
         return error(ENODEV, address + " did not bind to " + driver + " (is it built or loaded?)");
     }
     return previous;
 }
 
-ports::Status DriverBinderLinux::restore(const std::string& address, const std::string& previous) {
+ports::Result<ports::DriverState> DriverBinderLinux::state(const std::string& address) {
+    if (auto ok = checkNames(address, ""); !ok) {
+        return ok.error();
+    }
+    const std::string dev = root_ + "/bus/pci/devices/" + address;
+    if (::access(dev.c_str(), F_OK) != 0) {
+        return error(ENODEV, "no PCI function " + address);
+    }
+    return ports::DriverState{currentDriver(dev), sysfs_pci::currentOverride(dev)};
+}
+
+ports::Status DriverBinderLinux::restore(const std::string& address, const std::string& previous,
+                                         const std::string& override) {
     if (auto ok = checkNames(address, previous); !ok) {
         return ok;
+    }
+    if (!override.empty() && !validDriverName(override)) {
+        return error(EINVAL, "'" + override + "' is not a driver name");
     }
     const std::string dev = root_ + "/bus/pci/devices/" + address;
     // An empty line clears the override.
@@ -72,18 +87,23 @@ ports::Status DriverBinderLinux::restore(const std::string& address, const std::
         return r;
     }
     std::string now = currentDriver(dev);
-    if (now == previous) {
-        return ports::okStatus();
-    }
-    if (!now.empty()) {
-        if (auto r = writeAttribute(dev + "/driver/unbind", address); !r) {
-            return r;
+    if (now != previous) {
+        if (!now.empty()) {
+            if (auto r = writeAttribute(dev + "/driver/unbind", address); !r) {
+                return r;
+            }
+        }
+        if (!previous.empty()) {
+            if (auto r = writeAttribute(root_ + "/bus/pci/drivers/" + previous + "/bind", address);
+                !r) {
+                return r;
+            }
         }
     }
-    if (previous.empty()) {
-        return ports::okStatus();
-    }
-    return writeAttribute(root_ + "/bus/pci/drivers/" + previous + "/bind", address);
+    // The override the function had before svad rebound it, set last: it
+    // steers the next probe, not this one.
+    return override.empty() ? ports::okStatus()
+                            : writeAttribute(dev + "/driver_override", override);
 }
 
 ports::Result<std::string> DriverBinderLinux::vfioNode(const std::string& address) {

@@ -639,8 +639,7 @@ void SqliteStateStore::putContext(const ports::StoredContext& ctx) {
             .run();
     }
     for (const auto& [name, identity] : ctx.fds) {
-        Stmt(db_, "INSERT INTO context_fds (context, name, type, rdev) VALUES (?1, ?2, ?3, ?4)",
-             op)
+        Stmt(db_, "INSERT INTO context_fds (context, name, type, rdev) VALUES (?1, ?2, ?3, ?4)", op)
             .bind(1, asStored(ctx.id))
             .bind(2, name)
             .bind(3, int64_t{identity.type})

@@ -175,6 +175,8 @@ private:
 // The fds the host table opened during the prepare running on this thread:
 // prepares may run on several threads at once.
 thread_local std::vector<int>* tHandedOut = nullptr;
+// The context a prepare on this thread is building (its auto_bind records name it).
+thread_local uint64_t tContext = 0;
 
 PluginHost* hostOf(void* handle) {
     return static_cast<PluginHost*>(handle);
@@ -278,7 +280,7 @@ int hostBindDriver(void* handle, const char* address, const char* driver, char* 
         return -EINVAL;
     }
     return guarded(err, errSize, [&] {
-        auto r = hostOf(handle)->binder().bind(address, driver);
+        auto r = hostOf(handle)->bindRecorded(address, driver);
         if (!r) {
             putText(err, errSize, r.error().message);
             return -(r.error().err != 0 ? r.error().err : EIO);
@@ -294,7 +296,7 @@ int hostRestoreDriver(void* handle, const char* address, const char* previous, c
         return -EINVAL;
     }
     return guarded(err, errSize, [&] {
-        auto r = hostOf(handle)->binder().restore(address, previous != nullptr ? previous : "");
+        auto r = hostOf(handle)->restoreRecorded(address, previous != nullptr ? previous : "");
         if (!r) {
             putText(err, errSize, r.error().message);
             return -(r.error().err != 0 ? r.error().err : EIO);
@@ -424,7 +426,9 @@ void PluginHost::releaseLoop() {
         }
         // No lock here: a release may block (restore_driver) for as long as a
         // VMM keeps its fds, and decide and prepare go on meanwhile.
-        if (Loaded* l = find(job.plugin); l != nullptr && l->table.release != nullptr) {
+        if (job.giveBack != 0) {
+            job.query.hostChanged = giveBackNow(job.giveBack);
+        } else if (Loaded* l = find(job.plugin); l != nullptr && l->table.release != nullptr) {
             CQuery c(job.query);
             try {
                 l->table.release(l->table.state, host_.get(), c.request());
@@ -781,6 +785,7 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
     // back one of them, and the others are closed.
     std::vector<int> opened;
     tHandedOut = &opened;
+    tContext = query.context;
     int rc = -EIO;
     try {
         rc = l->table.prepare(l->table.state, host_.get(), c.request(), &out, err, sizeof err);
@@ -789,6 +794,7 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
         rc = -EIO;
     }
     tHandedOut = nullptr;
+    tContext = 0;
     ports::UniqueFd fd;
     for (int o : opened) {
         if (rc == 0 && o == out.fd && !fd.valid()) {
@@ -817,6 +823,132 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
     p.vdpaAddressSpaces = out.vdpa_address_spaces;
     p.hostChanged = out.host_changed != 0;
     return p;
+}
+
+void PluginHost::giveBack(uint64_t context) {
+    if (store_ == nullptr || context == 0) {
+        return;
+    }
+    PendingRelease job{"", {}, context};
+    job.query.deviceId = "context " + std::to_string(context);
+    {
+        std::lock_guard lock(queueMutex_);
+        releases_.push_back(std::move(job));
+        ++queued_;
+    }
+    queueCv_.notify_all();
+}
+
+std::optional<ports::AutoBindRecord> PluginHost::recordOf(const std::string& address) {
+    for (auto& r : store_->autoBinds()) {
+        if (r.address == address) {
+            return r;
+        }
+    }
+    return std::nullopt;
+}
+
+ports::Result<std::string> PluginHost::bindRecorded(const std::string& address,
+                                                    const std::string& driver) {
+    if (store_ == nullptr) {
+        return binder_.bind(address, driver);
+    }
+    auto before = binder_.state(address);
+    if (!before) {
+        return before.error();
+    }
+    if (before.value().driver == driver) {
+        return driver; // nothing to change, nothing to give back
+    }
+    // Recorded first: svad may die between the rebind and anything after it.
+    // A record left by an earlier rebind keeps what the function had before it.
+    ports::AutoBindRecord record{address, before.value().driver, before.value().override, tContext};
+    try {
+        if (auto earlier = recordOf(address)) {
+            record.previousDriver = earlier->previousDriver;
+            record.previousOverride = earlier->previousOverride;
+        }
+        store_->putAutoBind(record);
+    } catch (const ports::StateError& e) {
+        return ports::KernelError{EIO, std::string("cannot record the rebind of ") + address +
+                                           " in svad's state: " + e.what()};
+    }
+    auto r = binder_.bind(address, driver);
+    if (!r) {
+        // Nothing changed: no record. Something did: the record stays, and the
+        // function goes back with the context's give-back.
+        auto after = binder_.state(address);
+        if (after && after.value().driver == before.value().driver &&
+            after.value().override == before.value().override) {
+            try {
+                store_->removeAutoBind(address);
+            } catch (const ports::StateError& e) {
+                log::warning(std::string("auto_bind record left behind: ") + e.what(),
+                             {{"DEVICE", address}});
+            }
+        }
+    }
+    return r;
+}
+
+ports::Status PluginHost::restoreRecorded(const std::string& address, const std::string& previous) {
+    if (store_ == nullptr) {
+        return binder_.restore(address, previous, "");
+    }
+    std::optional<ports::AutoBindRecord> record;
+    try {
+        record = recordOf(address);
+    } catch (const ports::StateError& e) {
+        log::warning(std::string("cannot read the auto_bind record: ") + e.what(),
+                     {{"DEVICE", address}});
+    }
+    auto r = binder_.restore(address, previous, record ? record->previousOverride : "");
+    if (r && record) {
+        try {
+            store_->removeAutoBind(address);
+        } catch (const ports::StateError& e) {
+            log::warning(std::string("auto_bind record left behind: ") + e.what(),
+                         {{"DEVICE", address}});
+        }
+    }
+    return r;
+}
+
+bool PluginHost::giveBackNow(uint64_t context) {
+    std::vector<ports::AutoBindRecord> mine;
+    try {
+        for (auto& r : store_->autoBinds()) {
+            if (r.context == context) {
+                mine.push_back(std::move(r));
+            }
+        }
+    } catch (const ports::StateError& e) {
+        log::error(std::string("cannot read the auto_bind records: ") + e.what(),
+                   {{"CONTEXT", std::to_string(context)}});
+        return false;
+    }
+    bool any = false;
+    for (const auto& r : mine) {
+        const std::string to = r.previousDriver.empty() ? "no driver" : r.previousDriver;
+        auto restored = binder_.restore(r.address, r.previousDriver, r.previousOverride);
+        if (!restored) {
+            log::warning("auto_bind: could not give " + r.address + " back to " + to + ": " +
+                             restored.error().message,
+                         {{"DEVICE", r.address}, {"CONTEXT", std::to_string(context)}});
+            continue;
+        }
+        any = true;
+        try {
+            store_->removeAutoBind(r.address);
+        } catch (const ports::StateError& e) {
+            log::warning(std::string("auto_bind record left behind: ") + e.what(),
+                         {{"DEVICE", r.address}});
+        }
+        log::notice("auto_bind: " + r.address + " given back to " + to + " (context " +
+                        std::to_string(context) + " is gone)",
+                    {{"DEVICE", r.address}, {"CONTEXT", std::to_string(context)}});
+    }
+    return any;
 }
 
 void PluginHost::release(const std::string& plugin, const core::PolicyQuery& query) {

@@ -23,12 +23,22 @@
 // a failed prepare, never a crash. prepare must hand back an fd it opened
 // through the host table in that very call; any other number is refused and
 // every other fd it opened there is closed.
+//
+// auto_bind records: with a state store set, every rebind a plugin asks for
+// (bind_driver) is recorded before it is made, with the function's driver
+// and driver_override of that moment and the context being built; a restore
+// (restore_driver) removes the record once it succeeded. What a plugin
+// forgets to give back, or cannot because svad restarted in between (its
+// memory of the rebind is gone), the host gives back itself: giveBack(context)
+// after the context's releases, and at start-up for records whose context
+// did not survive.
 #pragma once
 
 #include "svad/core/config.h"
 #include "svad/core/policy.h"
 #include "svad/ports/driver_binder.h"
 #include "svad/ports/kernel.h"
+#include "svad/ports/state_store.h"
 
 #include <condition_variable>
 #include <deque>
@@ -85,6 +95,14 @@ public:
     core::Outcome<core::PreparedDevice> prepare(const std::string& plugin,
                                                 const core::PolicyQuery& query) override;
     void release(const std::string& plugin, const core::PolicyQuery& query) override;
+    // Queues, behind the releases already queued, the restore of every function
+    // still recorded as rebound for `context`.
+    void giveBack(uint64_t context) override;
+
+    // Where rebinds are recorded (null: nowhere). The store must be safe to
+    // call from several threads (ports::LockedStateStore): prepares run on
+    // workers, releases on the release thread.
+    void setStateStore(ports::StateStore* store) { store_ = store; }
 
     // Waits until every queued release has run (tests, and svad's stop).
     void drainReleases();
@@ -97,16 +115,23 @@ public:
     ports::DriverBinder& binder() { return binder_; }
     // An fd the host table opened for the plugin during a prepare on this thread.
     static void handedOut(int fd);
+    // bind_driver and restore_driver of the C table, with their records.
+    ports::Result<std::string> bindRecorded(const std::string& address, const std::string& driver);
+    ports::Status restoreRecorded(const std::string& address, const std::string& previous);
 
 private:
     struct Loaded;
     Loaded* find(const std::string& name);
     void refuse(const std::string& path, const std::string& reason);
     void releaseLoop();
+    // Gives back the functions recorded for `context`; true if any was.
+    bool giveBackNow(uint64_t context);
+    std::optional<ports::AutoBindRecord> recordOf(const std::string& address);
     std::optional<std::string> unsafeDirectory(const std::string& dir) const;
 
     ports::Kernel& kernel_;
     ports::DriverBinder& binder_;
+    ports::StateStore* store_ = nullptr;
     std::unique_ptr<svad_host> host_;
     std::vector<std::unique_ptr<Loaded>> loaded_;
     std::vector<Refusal> refusals_;
@@ -117,6 +142,7 @@ private:
     struct PendingRelease {
         std::string plugin;
         core::PolicyQuery query;
+        uint64_t giveBack = 0; // not a plugin's release: the records of this context
     };
     std::deque<PendingRelease> releases_;
     std::multiset<std::string> releasing_; // device ids queued or running

@@ -10,16 +10,25 @@
 
 namespace svad::ports {
 
+// A PCI function's driver as sysfs shows it.
+struct DriverState {
+    std::string driver;   // empty: unbound
+    std::string override; // driver_override, empty when none is set
+};
+
 class DriverBinder {
 public:
     virtual ~DriverBinder() = default;
+    // The driver `address` has now, and its driver_override.
+    virtual Result<DriverState> state(const std::string& address) = 0;
     // Binds `address` to `driver` (driver_override, unbind, drivers_probe);
     // returns the driver it had, empty when it had none. Already bound to
     // `driver`: nothing changes and the answer is `driver`.
     virtual Result<std::string> bind(const std::string& address, const std::string& driver) = 0;
-    // Clears driver_override and gives `address` back to `previous` (empty:
-    // leaves it unbound).
-    virtual Status restore(const std::string& address, const std::string& previous) = 0;
+    // Gives `address` back to `previous` (empty: leaves it unbound), and its
+    // driver_override back to `override` (empty: none).
+    virtual Status restore(const std::string& address, const std::string& previous,
+                           const std::string& override) = 0;
     // The VFIO cdev (vfioN) sysfs shows for `address` now.
     virtual Result<std::string> vfioNode(const std::string& address) = 0;
 };

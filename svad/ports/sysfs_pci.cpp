@@ -5,6 +5,7 @@
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <fstream>
 #include <limits.h>
 #include <unistd.h>
 #include <vector>
@@ -50,6 +51,15 @@ std::string currentDriver(const std::string& deviceDir) {
     std::string target(buf.data(), static_cast<size_t>(n));
     auto slash = target.rfind('/');
     return slash == std::string::npos ? target : target.substr(slash + 1);
+}
+
+std::string currentOverride(const std::string& deviceDir) {
+    std::ifstream in(deviceDir + "/driver_override");
+    std::string line;
+    if (!std::getline(in, line) || line == "(null)") {
+        return "";
+    }
+    return line;
 }
 
 ports::Result<std::string> readVfioNode(const std::string& deviceDir, const std::string& address) {

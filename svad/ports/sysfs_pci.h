@@ -16,6 +16,9 @@ bool validDriverName(const std::string& name);
 ports::Status writeAttribute(const std::string& path, const std::string& value);
 // The basename of the driver link of a PCI function; empty when unbound.
 std::string currentDriver(const std::string& deviceDir);
+// The function's driver_override, empty when none is set ("(null)") or the
+// attribute cannot be read.
+std::string currentOverride(const std::string& deviceDir);
 // The first entry of deviceDir/vfio-dev, or an error naming the address.
 ports::Result<std::string> readVfioNode(const std::string& deviceDir, const std::string& address);
 

@@ -112,9 +112,22 @@ ports::Result<std::string> DriverBinderSim::bind(const std::string& address,
     return previous;
 }
 
-ports::Status DriverBinderSim::restore(const std::string& address, const std::string& previous) {
+ports::Result<ports::DriverState> DriverBinderSim::state(const std::string& address) {
+    if (!core::isPciAddress(address)) {
+        return error(EINVAL, "'" + address + "' is not a PCI address");
+    }
+    const std::string dev = sysfs_ + "/bus/pci/devices/" + address;
+    if (::access(dev.c_str(), F_OK) != 0) {
+        return error(ENODEV, "no PCI function " + address);
+    }
+    return ports::DriverState{sysfs_pci::currentDriver(dev), sysfs_pci::currentOverride(dev)};
+}
+
+ports::Status DriverBinderSim::restore(const std::string& address, const std::string& previous,
+                                       const std::string& override) {
     if (!core::isPciAddress(address) ||
-        (!previous.empty() && !sysfs_pci::validDriverName(previous))) {
+        (!previous.empty() && !sysfs_pci::validDriverName(previous)) ||
+        (!override.empty() && !sysfs_pci::validDriverName(override))) {
         return error(EINVAL, "restore '" + address + "' to '" + previous + "'");
     }
     delay("restore_delay_ms");
@@ -130,7 +143,11 @@ ports::Status DriverBinderSim::restore(const std::string& address, const std::st
         std::error_code ec;
         fs::remove_all(dev + "/vfio-dev", ec);
     }
-    return setDriver(address, previous);
+    if (auto r = setDriver(address, previous); !r) {
+        return r;
+    }
+    return override.empty() ? ports::okStatus()
+                            : writeFile(dev + "/driver_override", override + "\n");
 }
 
 ports::Result<std::string> DriverBinderSim::vfioNode(const std::string& address) {

@@ -28,7 +28,9 @@ public:
     DriverBinderSim(std::string sysfsRoot, std::string devRoot, KernelSim& kernel,
                     std::function<uint8_t(const std::string& address)> pasidLog2);
     ports::Result<std::string> bind(const std::string& address, const std::string& driver) override;
-    ports::Status restore(const std::string& address, const std::string& previous) override;
+    ports::Result<ports::DriverState> state(const std::string& address) override;
+    ports::Status restore(const std::string& address, const std::string& previous,
+                          const std::string& override) override;
     ports::Result<std::string> vfioNode(const std::string& address) override;
 
 private:

@@ -59,9 +59,10 @@ StoredContext fullContext(uint64_t id) {
                  {"wq0.1", 3, 5, "idxd", ""}};
     c.pasids = {{1, "0000:65:00.1"}, {0xfffff, "vdpa0"}};
     c.virtualIds = {{"0000:65:00.1", 0x100}, {"vdpa0", std::numeric_limits<uint64_t>::max()}};
-    c.fds = {{"ctx" + std::to_string(id) + "-iommufd", {0020000, 0x0a7b}},
-             {"ctx" + std::to_string(id) + "-dev0", {0020000, std::numeric_limits<uint64_t>::max()}},
-             {"ctx" + std::to_string(id) + "-fault", {0, 0}}};
+    c.fds = {
+        {"ctx" + std::to_string(id) + "-iommufd", {0020000, 0x0a7b}},
+        {"ctx" + std::to_string(id) + "-dev0", {0020000, std::numeric_limits<uint64_t>::max()}},
+        {"ctx" + std::to_string(id) + "-fault", {0, 0}}};
     return c;
 }
 
@@ -512,7 +513,7 @@ TEST(SqliteStateStore, MigrationsMustBeNumberedFromOne) {
     } catch (const StateError& e) {
         EXPECT_EQ(e.code(), StateError::Code::Schema);
         EXPECT_THAT(e.what(), HasSubstr("version " + std::to_string(current() + 2) + ", not " +
-                                         std::to_string(current() + 1)));
+                                        std::to_string(current() + 1)));
     }
     EXPECT_FALSE(fs::exists(dbPath(dir)));
 }
