@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -141,6 +142,21 @@ KernelSim::KernelSim(SimConfig config) : config_(std::move(config)), sweepAt_(kM
 
 KernelSim::~KernelSim() = default;
 
+class KernelSim::Locked {
+public:
+    explicit Locked(KernelSim& k) : k_(k), lock_(k.mu_) {}
+    // Runs before lock_ is released: the write happens under the mutex.
+    ~Locked() { k_.saveIfChangedLocked(); }
+    Locked(const Locked&) = delete;
+    Locked& operator=(const Locked&) = delete;
+    Locked(Locked&&) = delete;
+    Locked& operator=(Locked&&) = delete;
+
+private:
+    KernelSim& k_;
+    std::lock_guard<std::mutex> lock_;
+};
+
 KernelFeatures KernelSim::probe() {
     const SimFeatures& f = config_.features;
     KernelFeatures k;
@@ -227,7 +243,7 @@ KernelSim::File* KernelSim::lookupLocked(int fd, const std::string& op, KernelEr
     return &it->second;
 }
 
-std::optional<std::set<KernelSim::FileKey>> KernelSim::openKeys() const {
+std::optional<std::set<KernelSim::FileKey>> KernelSim::openKeys(bool checkNames) const {
     DIR* dir = ::opendir("/proc/self/fd");
     if (!dir) {
         return std::nullopt;
@@ -249,16 +265,26 @@ std::optional<std::set<KernelSim::FileKey>> KernelSim::openKeys() const {
             continue;
         }
         const FileKey k{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
-        if (files_.count(k)) {
-            keys.insert(k);
+        auto it = files_.find(k);
+        if (it == files_.end()) {
+            continue;
         }
+        if (checkNames) {
+            char buf[512];
+            const ssize_t n = ::readlinkat(self, e->d_name, buf, sizeof buf);
+            const std::string expected = "/memfd:" + it->second.memfdName + " (deleted)";
+            if (n <= 0 || std::string_view(buf, static_cast<size_t>(n)) != expected) {
+                continue;
+            }
+        }
+        keys.insert(k);
     }
     ::closedir(dir);
     return keys;
 }
 
-void KernelSim::sweepLocked() {
-    const auto open = openKeys();
+void KernelSim::sweepLocked(bool checkNames) {
+    const auto open = openKeys(checkNames);
     if (!open) {
         return;
     }
@@ -276,7 +302,7 @@ void KernelSim::sweepLocked() {
 }
 
 void KernelSim::collect() {
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     sweepLocked();
 }
 
@@ -368,7 +394,7 @@ Result<UniqueFd> KernelSim::openIommufd() {
     if (!config_.features.iommufd) {
         return makeError(ENOENT, what, std::string(kBuiltWithout) + "iommufd");
     }
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     const uint32_t instance = nextInstance_++;
     const std::string label = "iommufd:" + std::to_string(instance);
     contexts_.emplace(instance, Context{});
@@ -385,7 +411,7 @@ Result<UniqueFd> KernelSim::openIommufd() {
 }
 
 Result<uint32_t> KernelSim::ioasAlloc(int iommufd) {
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     KernelError err;
     File* f = lookupLocked(iommufd, "IOMMU_IOAS_ALLOC", &err);
     if (!f) {
@@ -402,7 +428,7 @@ Result<uint32_t> KernelSim::ioasAlloc(int iommufd) {
 }
 
 Result<std::vector<IovaRange>> KernelSim::ioasIovaRanges(int iommufd, uint32_t ioasId) {
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     KernelError err;
     File* f = lookupLocked(iommufd, "IOMMU_IOAS_IOVA_RANGES", &err);
     if (!f) {
@@ -421,7 +447,7 @@ Result<std::vector<IovaRange>> KernelSim::ioasIovaRanges(int iommufd, uint32_t i
 }
 
 Status KernelSim::destroy(int iommufd, uint32_t objectId) {
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     KernelError err;
     File* f = lookupLocked(iommufd, "IOMMU_DESTROY", &err);
     if (!f) {
@@ -474,7 +500,7 @@ Status KernelSim::destroy(int iommufd, uint32_t objectId) {
 }
 
 Result<HwInfo> KernelSim::hwInfo(int iommufd, uint32_t devId) {
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     KernelError err;
     File* f = lookupLocked(iommufd, "IOMMU_GET_HW_INFO", &err);
     if (!f) {
@@ -510,7 +536,7 @@ Result<HwInfo> KernelSim::hwInfo(int iommufd, uint32_t devId) {
 }
 
 Result<FaultQueue> KernelSim::faultQueueAlloc(int iommufd) {
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     KernelError err;
     File* f = lookupLocked(iommufd, "IOMMU_FAULT_QUEUE_ALLOC", &err);
     if (!f) {
@@ -565,7 +591,7 @@ Result<UniqueFd> KernelSim::openNodeLocked(FileKind kind, bool featureOn, const 
 // ---- VFIO ---------------------------------------------------------------------
 
 Result<UniqueFd> KernelSim::openVfioDevice(const std::string& vfioName) {
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     return openNodeLocked(FileKind::Vfio, config_.features.vfioCdev, "vfioCdev",
                           config_.vfio.count(vfioName) != 0, "/vfio/devices/" + vfioName,
                           "svad-sim:vfio:", vfioName);
@@ -573,7 +599,7 @@ Result<UniqueFd> KernelSim::openVfioDevice(const std::string& vfioName) {
 
 Result<uint32_t> KernelSim::vfioBind(int deviceFd, int iommufd) {
     static const std::string op = "VFIO_DEVICE_BIND_IOMMUFD";
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     KernelError err;
     FileKey devKey;
     File* dev = lookupLocked(deviceFd, op, &err, &devKey);
@@ -644,7 +670,7 @@ KernelSim::File* KernelSim::boundVfioLocked(int deviceFd, const std::string& op,
 
 Status KernelSim::vfioAttach(int deviceFd, uint32_t ptId, std::optional<uint32_t> pasid) {
     static const std::string op = "VFIO_DEVICE_ATTACH_IOMMUFD_PT";
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     KernelError err;
     std::string what;
     File* dev = boundVfioLocked(deviceFd, op, pasid, what, err);
@@ -693,7 +719,7 @@ Status KernelSim::vfioAttach(int deviceFd, uint32_t ptId, std::optional<uint32_t
 
 Status KernelSim::vfioDetach(int deviceFd, std::optional<uint32_t> pasid) {
     static const std::string op = "VFIO_DEVICE_DETACH_IOMMUFD_PT";
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     KernelError err;
     std::string what;
     File* dev = boundVfioLocked(deviceFd, op, pasid, what, err);
@@ -728,7 +754,7 @@ Status KernelSim::vfioDetach(int deviceFd, std::optional<uint32_t> pasid) {
 // ---- vhost-vdpa ---------------------------------------------------------------
 
 Result<UniqueFd> KernelSim::openVhostVdpa(const std::string& vhostName) {
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     return openNodeLocked(FileKind::VhostVdpa, config_.features.vhostVdpa, "vhostVdpa",
                           config_.vhostVdpa.count(vhostName) != 0, "/" + vhostName,
                           "svad-sim:vhost-vdpa:", vhostName);
@@ -736,7 +762,7 @@ Result<UniqueFd> KernelSim::openVhostVdpa(const std::string& vhostName) {
 
 Result<uint32_t> KernelSim::vdpaGroupNum(int vhostFd) {
     static const std::string op = "VHOST_VDPA_GET_GROUP_NUM";
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     KernelError err;
     File* f = lookupLocked(vhostFd, op, &err);
     if (!f) {
@@ -750,7 +776,7 @@ Result<uint32_t> KernelSim::vdpaGroupNum(int vhostFd) {
 
 Result<uint32_t> KernelSim::vdpaAsNum(int vhostFd) {
     static const std::string op = "VHOST_VDPA_GET_AS_NUM";
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     KernelError err;
     File* f = lookupLocked(vhostFd, op, &err);
     if (!f) {
@@ -765,10 +791,465 @@ Result<uint32_t> KernelSim::vdpaAsNum(int vhostFd) {
 // ---- idxd -----------------------------------------------------------------------
 
 Result<UniqueFd> KernelSim::openWorkQueue(const std::string& wqName) {
-    std::lock_guard lock(mu_);
+    Locked lock(*this);
     return openNodeLocked(FileKind::WorkQueue, config_.features.idxd, "idxd",
                           config_.workQueues.count(wqName) != 0, "/dsa/" + wqName,
                           "svad-sim:wq:", wqName);
+}
+
+// ---- persistence ------------------------------------------------------------------
+
+namespace {
+
+constexpr std::string_view kStateHeader = "svad-kernel-sim 1";
+
+// Names are written as one word: bytes other than printable ASCII, and '%',
+// become %XX; "%" alone is the empty name.
+std::string encodeName(std::string_view name) {
+    if (name.empty()) {
+        return "%";
+    }
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    std::string out;
+    for (const char ch : name) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c > ' ' && c < 0x7f && c != '%') {
+            out += ch;
+        } else {
+            out += '%';
+            out += kHex[c >> 4];
+            out += kHex[c & 0xf];
+        }
+    }
+    return out;
+}
+
+std::optional<std::string> decodeName(std::string_view word) {
+    if (word == "%") {
+        return std::string();
+    }
+    std::string out;
+    for (size_t i = 0; i < word.size(); ++i) {
+        const auto c = static_cast<unsigned char>(word[i]);
+        if (c <= ' ' || c >= 0x7f) {
+            return std::nullopt;
+        }
+        if (c != '%') {
+            out += word[i];
+            continue;
+        }
+        unsigned value = 0;
+        const char* first = word.data() + i + 1;
+        if (i + 2 >= word.size()) {
+            return std::nullopt;
+        }
+        auto [p, ec] = std::from_chars(first, first + 2, value, 16);
+        if (ec != std::errc() || p != first + 2) {
+            return std::nullopt;
+        }
+        out += static_cast<char>(value);
+        i += 2;
+    }
+    return out;
+}
+
+template <typename T> std::optional<T> parseNumber(std::string_view word) {
+    T value{};
+    auto [p, ec] = std::from_chars(word.data(), word.data() + word.size(), value);
+    if (word.empty() || ec != std::errc() || p != word.data() + word.size()) {
+        return std::nullopt;
+    }
+    return value;
+}
+
+// The words of a line, split at single spaces (so "a  b" has an empty word).
+std::vector<std::string_view> splitWords(std::string_view line) {
+    std::vector<std::string_view> words;
+    size_t start = 0;
+    while (true) {
+        const size_t space = line.find(' ', start);
+        words.push_back(line.substr(start, space - start));
+        if (space == std::string_view::npos) {
+            return words;
+        }
+        start = space + 1;
+    }
+}
+
+// The whole content of `path`; nullopt with `error` set if it can't be read,
+// and with `error` empty if it does not exist.
+std::optional<std::string> readWholeFile(const std::string& path, std::string& error) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) {
+        if (errno != ENOENT) {
+            error = "open " + path + ": " + std::system_category().message(errno);
+        }
+        return std::nullopt;
+    }
+    std::string text;
+    char buf[4096];
+    while (true) {
+        const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            error = "read " + path + ": " + std::system_category().message(errno);
+            return std::nullopt;
+        }
+        if (n == 0) {
+            return text;
+        }
+        text.append(buf, static_cast<size_t>(n));
+    }
+}
+
+// Writes `data` to "<path>.tmp" and renames it over `path`; the error, or
+// empty.
+std::string replaceFile(const std::string& path, std::string_view data) {
+    const std::string tmp = path + ".tmp";
+    auto failed = [&tmp](const std::string& what) {
+        std::string why = what + ": " + std::system_category().message(errno);
+        ::unlink(tmp.c_str());
+        return why;
+    };
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd.valid()) {
+        return "open " + tmp + ": " + std::system_category().message(errno);
+    }
+    size_t done = 0;
+    while (done < data.size()) {
+        const ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return failed("write " + tmp);
+        }
+        done += static_cast<size_t>(n);
+    }
+    if (::close(fd.release()) != 0) {
+        return failed("close " + tmp);
+    }
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        return failed("rename " + tmp + " to " + path);
+    }
+    return {};
+}
+
+} // namespace
+
+std::string KernelSim::serializeLocked() const {
+    auto key = [](const FileKey& k) { return std::to_string(k.dev) + " " + std::to_string(k.ino); };
+    auto kindName = [](FileKind kind) {
+        switch (kind) {
+        case FileKind::Iommufd:
+            return "iommufd";
+        case FileKind::Vfio:
+            return "vfio";
+        case FileKind::Fault:
+            return "fault";
+        case FileKind::VhostVdpa:
+            return "vhost-vdpa";
+        case FileKind::WorkQueue:
+            return "wq";
+        }
+        return "?";
+    };
+    std::string out;
+    out += kStateHeader;
+    out += "\nnext " + std::to_string(nextInstance_) + "\n";
+    for (const auto& [ctx, c] : contexts_) {
+        const std::string id = std::to_string(ctx);
+        out += "context " + id + "\n";
+        for (const auto& [objectId, o] : c.objects) {
+            out += "object " + id + " " + std::to_string(objectId);
+            switch (o.kind) {
+            case ObjectKind::Ioas:
+                out += " ioas\n";
+                break;
+            case ObjectKind::Device:
+                out += " device\n"; // its file and name come with its binding
+                break;
+            case ObjectKind::Fault:
+                out += " fault " + key(o.file) + "\n";
+                break;
+            }
+        }
+    }
+    for (const auto& [k, f] : files_) {
+        out += "file " + key(k) + " " + kindName(f.kind);
+        if (f.kind == FileKind::Iommufd || f.kind == FileKind::Fault) {
+            out += " " + std::to_string(f.ctx);
+        }
+        if (f.kind == FileKind::Fault) {
+            out += " " + std::to_string(f.faultId);
+        }
+        out += " " + encodeName(f.memfdName) + " " + encodeName(f.label) + "\n";
+        if (!f.binding) {
+            continue;
+        }
+        const Binding& b = *f.binding;
+        out +=
+            "bound " + key(k) + " " + std::to_string(b.ctx) + " " + std::to_string(b.devId) + "\n";
+        if (b.ridIoas) {
+            out += "rid " + key(k) + " " + std::to_string(*b.ridIoas) + "\n";
+        }
+        for (const auto& [pasid, ioas] : b.pasidIoas) {
+            out +=
+                "pasid " + key(k) + " " + std::to_string(pasid) + " " + std::to_string(ioas) + "\n";
+        }
+    }
+    out += "end\n";
+    return out;
+}
+
+bool KernelSim::parseState(std::string_view text, State& out, std::string& error) {
+    if (text.empty() || text.back() != '\n') {
+        error = "truncated: no newline at the end";
+        return false;
+    }
+    size_t lineNo = 0;
+    auto bad = [&lineNo, &error](const std::string& why) {
+        error = "line " + std::to_string(lineNo) + ": " + why;
+        return false;
+    };
+    std::set<std::pair<uint32_t, uint32_t>> unboundDevices; // device objects without a binding
+    // The IOAS `id` of context `ctx`, or nullptr.
+    auto ioasOf = [&out](uint32_t ctx, uint32_t id) -> Object* {
+        auto c = out.contexts.find(ctx);
+        if (c == out.contexts.end()) {
+            return nullptr;
+        }
+        auto o = c->second.objects.find(id);
+        return o != c->second.objects.end() && o->second.kind == ObjectKind::Ioas ? &o->second
+                                                                                  : nullptr;
+    };
+    bool ended = false;
+    size_t start = 0;
+    while (start < text.size()) {
+        const size_t eol = text.find('\n', start);
+        const std::string_view line = text.substr(start, eol - start);
+        start = eol + 1;
+        ++lineNo;
+        if (ended) {
+            return bad("text after \"end\"");
+        }
+        if (lineNo == 1) {
+            if (line != kStateHeader) {
+                return bad("not \"" + std::string(kStateHeader) + "\"");
+            }
+            continue;
+        }
+        const auto w = splitWords(line);
+        if (std::find(w.begin(), w.end(), std::string_view()) != w.end()) {
+            return bad("empty word");
+        }
+        const std::string_view tag = w[0];
+        if (lineNo == 2) {
+            const auto next =
+                w.size() == 2 && tag == "next" ? parseNumber<uint32_t>(w[1]) : std::nullopt;
+            if (!next || *next == 0) {
+                return bad("not \"next <instance>\"");
+            }
+            out.nextInstance = *next;
+            continue;
+        }
+        // The file a line names by inode, if it names one.
+        auto fileKey = [&w](size_t at) -> std::optional<FileKey> {
+            const auto dev = parseNumber<uint64_t>(w[at]);
+            const auto ino = parseNumber<uint64_t>(w[at + 1]);
+            if (!dev || !ino) {
+                return std::nullopt;
+            }
+            return FileKey{*dev, *ino};
+        };
+        if (tag == "end" && w.size() == 1) {
+            ended = true;
+        } else if (tag == "context" && w.size() == 2) {
+            const auto ctx = parseNumber<uint32_t>(w[1]);
+            if (!ctx || *ctx == 0 || *ctx >= out.nextInstance) {
+                return bad("bad instance number");
+            }
+            if (!out.contexts.emplace(*ctx, Context{}).second) {
+                return bad("context " + std::to_string(*ctx) + " twice");
+            }
+        } else if (tag == "object" && (w.size() == 4 || w.size() == 6)) {
+            const auto ctx = parseNumber<uint32_t>(w[1]);
+            const auto id = parseNumber<uint32_t>(w[2]);
+            if (!ctx || !id || *id == 0) {
+                return bad("bad object");
+            }
+            auto c = out.contexts.find(*ctx);
+            if (c == out.contexts.end()) {
+                return bad("no context " + std::to_string(*ctx));
+            }
+            Object o;
+            if (w[3] == "ioas" && w.size() == 4) {
+                o.kind = ObjectKind::Ioas;
+            } else if (w[3] == "device" && w.size() == 4) {
+                o.kind = ObjectKind::Device;
+                unboundDevices.emplace(*ctx, *id);
+            } else if (w[3] == "fault" && w.size() == 6) {
+                const auto k = fileKey(4);
+                if (!k) {
+                    return bad("bad inode");
+                }
+                o.kind = ObjectKind::Fault;
+                o.file = *k;
+            } else {
+                return bad("bad object kind");
+            }
+            if (!c->second.objects.emplace(*id, std::move(o)).second) {
+                return bad("object " + std::to_string(*id) + " twice");
+            }
+        } else if (tag == "file" && w.size() >= 6) {
+            const auto k = fileKey(1);
+            if (!k) {
+                return bad("bad inode");
+            }
+            File f;
+            size_t names = 4;
+            if (w[3] == "iommufd" && w.size() == 7) {
+                f.kind = FileKind::Iommufd;
+                names = 5;
+            } else if (w[3] == "fault" && w.size() == 8) {
+                f.kind = FileKind::Fault;
+                const auto id = parseNumber<uint32_t>(w[5]);
+                if (!id || *id == 0) {
+                    return bad("bad fault queue id");
+                }
+                f.faultId = *id;
+                names = 6;
+            } else if (w[3] == "vfio" && w.size() == 6) {
+                f.kind = FileKind::Vfio;
+            } else if (w[3] == "vhost-vdpa" && w.size() == 6) {
+                f.kind = FileKind::VhostVdpa;
+            } else if (w[3] == "wq" && w.size() == 6) {
+                f.kind = FileKind::WorkQueue;
+            } else {
+                return bad("bad file kind");
+            }
+            if (names > 4) {
+                const auto ctx = parseNumber<uint32_t>(w[4]);
+                if (!ctx || !out.contexts.count(*ctx)) {
+                    return bad("no such context");
+                }
+                f.ctx = *ctx;
+            }
+            auto memfdName = decodeName(w[names]);
+            auto label = decodeName(w[names + 1]);
+            if (!memfdName || !label || memfdName->empty() || memfdName->size() > kMemfdNameMax) {
+                return bad("bad name");
+            }
+            f.memfdName = std::move(*memfdName);
+            f.label = std::move(*label);
+            if (!out.files.emplace(*k, std::move(f)).second) {
+                return bad("file twice");
+            }
+        } else if ((tag == "bound" && w.size() == 5) || (tag == "rid" && w.size() == 4) ||
+                   (tag == "pasid" && w.size() == 5)) {
+            const auto k = fileKey(1);
+            auto f = k ? out.files.find(*k) : out.files.end();
+            if (f == out.files.end() || f->second.kind != FileKind::Vfio) {
+                return bad("no such VFIO file");
+            }
+            const auto a = parseNumber<uint32_t>(w[3]);
+            const auto b = w.size() == 5 ? parseNumber<uint32_t>(w[4]) : std::optional<uint32_t>(0);
+            if (!a || !b) {
+                return bad("bad number");
+            }
+            std::optional<Binding>& binding = f->second.binding;
+            if (tag == "bound") {
+                if (binding || unboundDevices.erase({*a, *b}) == 0) {
+                    return bad("bound twice, or no unbound device object " + std::to_string(*b));
+                }
+                Object& o = out.contexts.at(*a).objects.at(*b);
+                o.file = *k;
+                o.device = f->second.label;
+                binding = Binding{*a, *b, std::nullopt, {}};
+                continue;
+            }
+            if (!binding) {
+                return bad("not bound");
+            }
+            const uint32_t ioasId = tag == "rid" ? *a : *b;
+            Object* ioas = ioasOf(binding->ctx, ioasId);
+            if (!ioas) {
+                return bad("no IOAS " + std::to_string(ioasId));
+            }
+            if (tag == "rid") {
+                if (binding->ridIoas) {
+                    return bad("attached twice");
+                }
+                binding->ridIoas = ioasId;
+            } else if (*a == 0 || !binding->pasidIoas.emplace(*a, ioasId).second) {
+                return bad("bad or repeated PASID");
+            }
+            ++ioas->attachments;
+        } else {
+            return bad("unknown line");
+        }
+    }
+    if (!ended) {
+        return bad("truncated: no \"end\"");
+    }
+    if (!unboundDevices.empty()) {
+        error = "device object " + std::to_string(unboundDevices.begin()->second) + " of context " +
+                std::to_string(unboundDevices.begin()->first) + " has no binding";
+        return false;
+    }
+    return true;
+}
+
+void KernelSim::saveIfChangedLocked() noexcept {
+    if (persistPath_.empty()) {
+        return;
+    }
+    try {
+        std::string state = serializeLocked();
+        if (state == savedState_) {
+            return;
+        }
+        saveError_ = replaceFile(persistPath_, state);
+        if (saveError_.empty()) {
+            savedState_ = std::move(state);
+        }
+    } catch (const std::exception&) {
+        // Out of memory: savedState_ is unchanged, so the next change tries again.
+    }
+}
+
+bool KernelSim::persistIn(const std::string& path) {
+    Locked lock(*this); // writes the state, loaded or not, when done
+    persistPath_ = path;
+    savedState_.clear();
+    loadError_.clear();
+    const auto text = readWholeFile(path, loadError_);
+    if (!text) {
+        return loadError_.empty();
+    }
+    State state;
+    if (!parseState(*text, state, loadError_)) {
+        return false;
+    }
+    files_ = std::move(state.files);
+    contexts_ = std::move(state.contexts);
+    nextInstance_ = state.nextInstance;
+    sweepAt_ = std::max(kMinSweep, 2 * files_.size());
+    // The files this process no longer holds were closed while no svad ran.
+    sweepLocked(true);
+    return true;
+}
+
+std::string KernelSim::lastLoadError() const {
+    std::lock_guard lock(mu_);
+    return loadError_;
+}
+
+std::string KernelSim::lastSaveError() const {
+    std::lock_guard lock(mu_);
+    return saveError_;
 }
 
 } // namespace svad::sim

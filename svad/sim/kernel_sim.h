@@ -45,6 +45,35 @@
 // (A scan can miss a file whose only fd another thread moves with dup2 and
 // close at that very moment; svad keeps its copies where they are.)
 //
+// Persistence
+// -----------
+// A real kernel outlives svad: when svad restarts and gets its fds back from
+// systemd's fd store (the same open files, so the same memfd inodes), the
+// objects behind them are still there, bound and attached. The sim models
+// that when asked to: persistIn(path) keeps the sim's state (its files,
+// contexts, objects, bindings and the next iommufd instance number) in a
+// file, written again after every change of it, so that a KernelSim in the
+// next process (or a second instance in the same one) takes it over.
+//
+//  - On load, only the files whose memfds this process holds right now
+//    survive (inode and name must match, as on a lookup): the others are
+//    dropped as a close drops them, so their bindings end, the IOAS
+//    attachment counts fall and contexts with no file left go. As
+//    everywhere in the sim, only this process's copies count.
+//  - Instance numbers continue past the loaded ones: a new iommufd never
+//    gets the number of one that may still be alive.
+//  - A missing file is a fresh kernel. So is a file that can't be read or
+//    is malformed: the loader takes the whole file or nothing, and
+//    lastLoadError() says why it took nothing.
+//  - Each write goes to "<path>.tmp" and is renamed over the file, so a
+//    process killed mid-write leaves the old state or the new one. There is
+//    no fsync: the state describes a kernel that a reboot ends anyway.
+//  - One KernelSim per file at a time (they don't lock the file).
+//
+// The file is text: the line "svad-kernel-sim 1", the line "next <N>", then
+// one line per context, object, file, binding and attachment, then "end".
+// Names are percent-encoded (no spaces; "%" alone is the empty name).
+//
 // Errors are KernelErrors with the errno and "<ioctl> on <object>: <strerror>".
 // Errnos, where the brief that defines the sim decides them:
 //   bind of a device fd already bound, or of a device bound through another
@@ -57,7 +86,8 @@
 // (Mainline answers a second bind with EINVAL and a detach of nothing with
 // success: callers must not tell these cases apart by errno.)
 //
-// Thread-safe: one mutex inside.
+// Thread-safe: one mutex inside (the state file of persistIn is written
+// under it).
 #pragma once
 
 #include "svad/core/model.h"
@@ -154,6 +184,20 @@ public:
 
     ports::Result<ports::UniqueFd> openWorkQueue(const std::string& wqName) override;
 
+    // Keeps the sim's state in the file at `path` from now on (see
+    // Persistence above); call it before anything else. Loads the state
+    // saved there if the file exists, replacing this instance's; false when
+    // the file was there but unreadable or malformed (then the state stays
+    // as it was: a fresh kernel for a new instance, and the next write
+    // replaces the file).
+    bool persistIn(const std::string& path);
+    // Why the last persistIn loaded nothing from an existing file; empty
+    // when it loaded the file or there was none.
+    std::string lastLoadError() const;
+    // Why the last write of the state file failed; empty after a success.
+    // A failed write is tried again on the next change.
+    std::string lastSaveError() const;
+
     // Scans /proc/self/fd now and forgets the files that were closed
     // (ending their bindings, dropping contexts nothing keeps alive).
     void collect();
@@ -205,6 +249,15 @@ private:
         uint32_t allocId() const; // the lowest free id >= 1, as the kernel's xarray
     };
     using Files = std::map<FileKey, File>;
+    // What persistIn saves and loads.
+    struct State {
+        Files files;
+        std::map<uint32_t, Context> contexts;
+        uint32_t nextInstance = 1;
+    };
+    // The mutex, held for a call; when released, the state file is written
+    // if the state changed.
+    class Locked;
 
     // Creates the memfd for `file` and registers it; *key gets its inode.
     ports::Result<ports::UniqueFd> makeFileLocked(File file, FileKey* key = nullptr);
@@ -219,14 +272,21 @@ private:
     File* lookupLocked(int fd, const std::string& op, ports::KernelError* err,
                        FileKey* key = nullptr);
     // The memfd inodes this process holds; nullopt when /proc/self/fd can't
-    // be read (then every file counts as open).
-    std::optional<std::set<FileKey>> openKeys() const;
-    void sweepLocked();
+    // be read (then every file counts as open). With checkNames, an fd
+    // counts only if its link also names the file's memfd (inode numbers of
+    // another process's closed files come back).
+    std::optional<std::set<FileKey>> openKeys(bool checkNames = false) const;
+    void sweepLocked(bool checkNames = false);
     void releaseFileLocked(Files::iterator it);
     void dropContextIfUnusedLocked(uint32_t ctx);
     void detachAllLocked(Binding& b);
     void unrefIoasLocked(Context& c, uint32_t ioasId);
     uint8_t pasidLog2(const std::string& vfioName) const;
+    std::string serializeLocked() const;
+    // Parses a state file's text; false with `error` set, leaving `out`
+    // unusable, if any line is bad.
+    static bool parseState(std::string_view text, State& out, std::string& error);
+    void saveIfChangedLocked() noexcept;
 
     SimConfig config_;
     mutable std::mutex mu_;
@@ -234,6 +294,10 @@ private:
     std::map<uint32_t, Context> contexts_; // by instance number
     uint32_t nextInstance_ = 1;
     size_t sweepAt_;
+    std::string persistPath_; // empty: no persistence
+    std::string savedState_;  // what the file holds
+    std::string loadError_;
+    std::string saveError_;
 };
 
 } // namespace svad::sim

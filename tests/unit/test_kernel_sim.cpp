@@ -1,13 +1,19 @@
 // Unit tests of the simulated kernel: every semantic the header promises,
 // with real memfds.
+#include "scratch_dir.h"
 #include "svad/sim/kernel_sim.h"
 
 #include <cerrno>
 #include <dirent.h>
 #include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sstream>
 #include <string>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -698,6 +704,235 @@ TEST(KernelSim, ConcurrentUse) {
     EXPECT_EQ(failures, std::vector<int>(4, 0));
     k.collect();
     EXPECT_EQ(k.stats().files, 0u);
+}
+
+// ---- persistence ---------------------------------------------------------------------------
+
+std::string readText(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+void writeText(const std::string& path, const std::string& text) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << text;
+}
+
+// The inode of `path`: every write of the state file renames a new one over it.
+ino_t inodeOf(const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+// What a restarted svad has: the fds of the previous process, the sim gone.
+struct Kept {
+    Bound b;
+    svad::ports::FaultQueue fq;
+};
+
+Kept keepAfterRun(const std::string& stateFile) {
+    KernelSim a(testConfig());
+    EXPECT_TRUE(a.persistIn(stateFile)) << a.lastLoadError();
+    Kept k;
+    k.b = bind(a, "vfio0");
+    EXPECT_TRUE(a.vfioAttach(k.b.dev.get(), k.b.ioas, std::nullopt).ok());
+    auto fq = a.faultQueueAlloc(k.b.iommufd.get());
+    EXPECT_TRUE(fq.ok());
+    if (fq.ok()) {
+        k.fq = std::move(fq.value());
+    }
+    EXPECT_EQ(a.lastSaveError(), "");
+    return k;
+}
+
+TEST(KernelSim, PersistedObjectsSurviveARestart) {
+    svad::test::ScratchDir dir;
+    const std::string state = dir.path() + "/kernel.state";
+    Kept k = keepAfterRun(state);
+    EXPECT_EQ(fdLink(k.b.iommufd.get()), "/memfd:svad-sim:iommufd:1 (deleted)");
+
+    KernelSim b(testConfig());
+    ASSERT_TRUE(b.persistIn(state)) << b.lastLoadError();
+    EXPECT_EQ(b.lastLoadError(), "");
+    const auto s = b.stats();
+    EXPECT_EQ(s.files, 3u);
+    EXPECT_EQ(s.contexts, 1u);
+    EXPECT_EQ(s.objects, 3u); // IOAS, device, fault queue
+    EXPECT_EQ(s.bindings, 1u);
+    EXPECT_EQ(s.attachments, 1u);
+
+    // The new process works on the old fds as the kernel would.
+    EXPECT_EQ(errOf(b.vfioBind(k.b.dev.get(), k.b.iommufd.get())), EBUSY); // still bound
+    ASSERT_TRUE(b.vfioAttach(k.b.dev.get(), k.b.ioas, 5u).ok());
+    auto info = b.hwInfo(k.b.iommufd.get(), k.b.devId);
+    ASSERT_TRUE(info.ok()) << info.error().message;
+    EXPECT_EQ(info->maxPasidLog2, 20u);
+    EXPECT_EQ(errOf(b.destroy(k.b.iommufd.get(), k.b.devId)), EBUSY);
+    EXPECT_EQ(errOf(b.destroy(k.b.iommufd.get(), k.fq.id)), EBUSY);  // its fd is open
+    EXPECT_EQ(errOf(b.destroy(k.b.iommufd.get(), k.b.ioas)), EBUSY); // RID and PASID 5
+    ASSERT_TRUE(b.vfioDetach(k.b.dev.get(), 5u).ok());
+    EXPECT_EQ(errOf(b.vfioDetach(k.b.dev.get(), 5u)), EINVAL);
+    EXPECT_EQ(errOf(b.destroy(k.b.iommufd.get(), k.b.ioas)), EBUSY); // the RID
+    ASSERT_TRUE(b.vfioDetach(k.b.dev.get(), std::nullopt).ok());
+    EXPECT_TRUE(b.destroy(k.b.iommufd.get(), k.b.ioas).ok());
+    k.fq.fd.reset();
+    EXPECT_TRUE(b.destroy(k.b.iommufd.get(), k.fq.id).ok());
+    // Ids continue in the old context: the lowest free one.
+    EXPECT_EQ(*b.ioasAlloc(k.b.iommufd.get()), 1u);
+
+    // A new iommufd does not take the number of the one still open.
+    auto next = b.openIommufd();
+    ASSERT_TRUE(next.ok());
+    EXPECT_EQ(fdLink(next->get()), "/memfd:svad-sim:iommufd:2 (deleted)");
+    EXPECT_EQ(b.lastSaveError(), "");
+}
+
+TEST(KernelSim, PersistedStateFollowsEveryChange) {
+    svad::test::ScratchDir dir;
+    const std::string state = dir.path() + "/kernel.state";
+    Bound kept;
+    {
+        KernelSim a(testConfig());
+        ASSERT_TRUE(a.persistIn(state));
+        EXPECT_EQ(readText(state), "svad-kernel-sim 1\nnext 1\nend\n");
+        kept = bind(a, "vfio2");
+        const ino_t before = inodeOf(state);
+        ASSERT_TRUE(a.ioasIovaRanges(kept.iommufd.get(), kept.ioas).ok()); // no change
+        EXPECT_EQ(inodeOf(state), before);
+        ASSERT_TRUE(a.vfioAttach(kept.dev.get(), kept.ioas, 3u).ok());
+        EXPECT_NE(inodeOf(state), before);
+        EXPECT_FALSE(std::filesystem::exists(state + ".tmp"));
+    }
+    // A second restart sees what the first one changed.
+    {
+        KernelSim b(testConfig());
+        ASSERT_TRUE(b.persistIn(state)) << b.lastLoadError();
+        ASSERT_TRUE(b.vfioAttach(kept.dev.get(), kept.ioas, 4u).ok());
+    }
+    KernelSim c(testConfig());
+    ASSERT_TRUE(c.persistIn(state)) << c.lastLoadError();
+    EXPECT_EQ(c.stats().attachments, 2u);
+    ASSERT_TRUE(c.vfioDetach(kept.dev.get(), 3u).ok());
+    ASSERT_TRUE(c.vfioDetach(kept.dev.get(), 4u).ok());
+    EXPECT_TRUE(c.destroy(kept.iommufd.get(), kept.ioas).ok());
+}
+
+TEST(KernelSim, FilesClosedBeforeTheRestartAreGone) {
+    svad::test::ScratchDir dir;
+    const std::string state = dir.path() + "/kernel.state";
+    Kept k = keepAfterRun(state);
+    {
+        // Another context whose files all close while no svad runs.
+        KernelSim a(testConfig());
+        ASSERT_TRUE(a.persistIn(state)) << a.lastLoadError();
+        auto other = a.openIommufd();
+        ASSERT_TRUE(other.ok());
+        EXPECT_EQ(fdLink(other->get()), "/memfd:svad-sim:iommufd:2 (deleted)");
+        ASSERT_TRUE(a.faultQueueAlloc(other->get()).ok());
+    }
+    k.b.dev.reset();
+    k.fq.fd.reset();
+    // A memfd that looks like the device is not it.
+    UniqueFd lookalike(::memfd_create("svad-sim:vfio:vfio0", MFD_CLOEXEC));
+    ASSERT_TRUE(lookalike.valid());
+
+    KernelSim b(testConfig());
+    ASSERT_TRUE(b.persistIn(state)) << b.lastLoadError();
+    const auto s = b.stats();
+    EXPECT_EQ(s.files, 1u); // the iommufd
+    EXPECT_EQ(s.contexts, 1u);
+    EXPECT_EQ(s.bindings, 0u);
+    EXPECT_EQ(s.attachments, 0u);
+    EXPECT_EQ(errOf(b.vfioAttach(lookalike.get(), k.b.ioas, 5u)), EBADF);
+    // The close ended the binding: nothing is attached to the IOAS any more.
+    EXPECT_EQ(errOf(b.hwInfo(k.b.iommufd.get(), k.b.devId)), ENOENT);
+    EXPECT_TRUE(b.destroy(k.b.iommufd.get(), k.b.ioas).ok());
+    // The fault queue's fd is closed: the object can go.
+    EXPECT_TRUE(b.destroy(k.b.iommufd.get(), k.fq.id).ok());
+    // The device binds again through a new fd.
+    auto dev = b.openVfioDevice("vfio0");
+    ASSERT_TRUE(dev.ok());
+    EXPECT_TRUE(b.vfioBind(dev->get(), k.b.iommufd.get()).ok());
+    // Numbers continue past the context that went.
+    auto next = b.openIommufd();
+    ASSERT_TRUE(next.ok());
+    EXPECT_EQ(fdLink(next->get()), "/memfd:svad-sim:iommufd:3 (deleted)");
+}
+
+TEST(KernelSim, MalformedStateStartsAFreshKernel) {
+    using ::testing::HasSubstr;
+    svad::test::ScratchDir dir;
+    const std::string state = dir.path() + "/kernel.state";
+    Kept k = keepAfterRun(state);
+    const std::string good = readText(state);
+    ASSERT_THAT(good, HasSubstr("\nbound "));
+    const std::string body = good.substr(0, good.size() - std::string("end\n").size());
+
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"", "truncated"},
+        {body, "truncated"},
+        {good.substr(0, good.size() - 1), "truncated"},
+        {"svad-kernel-sim 2" + good.substr(good.find('\n')), "line 1"},
+        {body + "object 1 9 table\nend\n", "bad object kind"},
+        {body + "pasid 1 2 3 4\nend\n", "no such VFIO file"},
+        {body + "context 1\nend\n", "twice"},
+        {body + "context 99\nend\n", "bad instance number"},
+        {body + "end\nend\n", "after"},
+        {body + "end \n", "empty word"},
+        {body + "object 1 0x9 ioas\nend\n", "bad object"},
+    };
+    for (const auto& [text, why] : cases) {
+        writeText(state, text);
+        KernelSim b(testConfig());
+        EXPECT_FALSE(b.persistIn(state)) << text;
+        EXPECT_THAT(b.lastLoadError(), HasSubstr(why)) << text;
+        // Nothing of the file was taken, though its fds are open.
+        EXPECT_EQ(b.stats().files, 0u) << text;
+        EXPECT_EQ(errOf(b.vfioAttach(k.b.dev.get(), k.b.ioas, 5u)), EBADF) << text;
+        auto fresh = b.openIommufd();
+        ASSERT_TRUE(fresh.ok());
+        EXPECT_EQ(fdLink(fresh->get()), "/memfd:svad-sim:iommufd:1 (deleted)") << text;
+    }
+    // The bad file was replaced by the fresh kernel's state.
+    KernelSim c(testConfig());
+    EXPECT_TRUE(c.persistIn(state));
+    EXPECT_EQ(c.lastLoadError(), "");
+
+    // A state file that can't be read at all.
+    const std::string unreadable = dir.path() + "/a-directory";
+    ASSERT_TRUE(std::filesystem::create_directory(unreadable));
+    KernelSim d(testConfig());
+    EXPECT_FALSE(d.persistIn(unreadable));
+    EXPECT_THAT(d.lastLoadError(), HasSubstr("read "));
+    EXPECT_EQ(d.stats().files, 0u);
+    // And nowhere to write: reported, not fatal.
+    EXPECT_TRUE(d.openIommufd().ok());
+    EXPECT_NE(d.lastSaveError(), "");
+}
+
+TEST(KernelSim, WithoutPersistInNothingIsWritten) {
+    svad::test::ScratchDir dir;
+    const std::string state = dir.path() + "/kernel.state";
+    KernelSim persisted(testConfig());
+    ASSERT_TRUE(persisted.persistIn(state));
+    const std::string written = readText(state);
+    const ino_t inode = inodeOf(state);
+
+    KernelSim plain(testConfig());
+    Bound b = bind(plain, "vfio0");
+    ASSERT_TRUE(plain.vfioAttach(b.dev.get(), b.ioas, 1u).ok());
+    plain.collect();
+    EXPECT_EQ(plain.lastSaveError(), "");
+    EXPECT_EQ(plain.lastLoadError(), "");
+    EXPECT_EQ(inodeOf(state), inode);
+    EXPECT_EQ(readText(state), written);
+    size_t entries = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path())) {
+        ++entries;
+    }
+    EXPECT_EQ(entries, 1u);
 }
 
 } // namespace
