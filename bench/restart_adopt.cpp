@@ -5,12 +5,15 @@
 //   svad_bench_restart_adopt [--contexts N] [--runs R]
 //
 // Each time runs from exec until svad's name is owned on the bus (it takes the
-// name only after it has taken back the contexts of the last run). Cases, each
-// the median of R runs, each run on a fresh copy of its state directory:
+// name only after it has taken back the contexts of the last run); svad's CPU
+// time by then (all threads, from /proc) is printed beside it, as a figure that
+// other load on the machine moves less than the wall time. Cases, each the
+// median of R runs (interleaved), each run on a fresh copy of its state directory:
 //   empty:  --state-dir on an empty directory (the baseline);
 //   alive:  N stored contexts, one function each, owned by this process (its
-//           pid and start time): svad takes them all back, without fds; then a
-//           ContextCount and a ListObjects of the contexts must both say N;
+//           pid and start time): svad takes them all back, without fds; then
+//           ContextCount and a ListObjects of the contexts must both say N, and
+//           PasidCount the PASIDs stored, else the benchmark exits 1;
 //   dead:   N stored contexts whose owner is gone (half an exited child's pid,
 //           half this pid with another start time): svad releases them all;
 //           also the time until ContextCount is 0.
@@ -29,11 +32,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <sdbus-c++/sdbus-c++.h>
 #include <signal.h>
+#include <sstream>
 #include <string>
 #include <sys/wait.h>
 #include <thread>
@@ -197,10 +203,53 @@ void freshCopy(const std::string& from, const std::string& to) {
     fs::copy(from, to, fs::copy_options::recursive);
 }
 
+// The CPU time (user and system, all threads) a process has used so far, in ms.
+double cpuMs(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto close = stat.rfind(')'); // the command name may hold spaces
+    if (close == std::string::npos) {
+        return -1;
+    }
+    std::istringstream fields(stat.substr(close + 2));
+    std::string field;
+    unsigned long long utime = 0;
+    unsigned long long stime = 0;
+    for (int i = 3; i <= 15 && fields >> field; ++i) {
+        if (i == 14) {
+            utime = std::strtoull(field.c_str(), nullptr, 10);
+        } else if (i == 15) {
+            stime = std::strtoull(field.c_str(), nullptr, 10);
+        }
+    }
+    return 1000.0 * static_cast<double>(utime + stime) /
+           static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
 struct Run {
     double named = 0; // ms from exec until the name is owned
+    double cpu = 0;   // svad's CPU time by then, in ms
     double gone = 0;  // ms from exec until ContextCount is 0 (dead owners)
 };
+
+// One case's medians over its runs.
+struct Medians {
+    double named = 0;
+    double cpu = 0;
+    double gone = 0;
+};
+
+Medians medians(const std::vector<Run>& runs) {
+    std::vector<double> named;
+    std::vector<double> cpu;
+    std::vector<double> gone;
+    for (const auto& r : runs) {
+        named.push_back(r.named);
+        cpu.push_back(r.cpu);
+        gone.push_back(r.gone);
+    }
+    return {median(named), median(cpu), median(gone)};
+}
 
 } // namespace
 
@@ -267,6 +316,7 @@ int main(int argc, char** argv) {
             std::this_thread::sleep_for(std::chrono::microseconds(200));
         }
         r.named = ms(Clock::now() - s);
+        r.cpu = cpuMs(p.pid());
         if (waitGone) {
             const auto deadline = s + std::chrono::seconds(120);
             while (client.managerCount("ContextCount") != 0) {
@@ -291,43 +341,46 @@ int main(int argc, char** argv) {
         return r;
     };
 
-    std::vector<double> baseline;
-    std::vector<double> adopted;
-    std::vector<double> releasedNamed;
-    std::vector<double> releasedGone;
+    std::vector<Run> baseline;
+    std::vector<Run> adopted;
+    std::vector<Run> released;
     uint32_t counted = 0;
     size_t listed = 0;
     uint32_t pasidCount = 0;
     for (int i = 0; i < runs; ++i) {
         // Interleaved, so that drift hits the cases alike.
-        baseline.push_back(startOnce(empty, false, {}).named);
+        baseline.push_back(startOnce(empty, false, {}));
         adopted.push_back(startOnce(alive, false, [&] {
-                              counted = client.managerCount("ContextCount");
-                              listed = client.listedContexts();
-                              pasidCount = client.managerCount("PasidCount");
-                          }).named);
+            counted = client.managerCount("ContextCount");
+            listed = client.listedContexts();
+            pasidCount = client.managerCount("PasidCount");
+        }));
         if (counted != n || listed != n || pasidCount != alivePasids) {
             std::printf("after the start with live owners: ContextCount %u, ListObjects %zu "
                         "contexts, PasidCount %u; expected %zu, %zu, %zu\n",
                         counted, listed, pasidCount, n, n, alivePasids);
             return 1;
         }
-        Run r = startOnce(dead, true, {});
-        releasedNamed.push_back(r.named);
-        releasedGone.push_back(r.gone);
+        released.push_back(startOnce(dead, true, {}));
     }
 
-    const double b = median(baseline);
-    const double a = median(adopted);
-    const double dn = median(releasedNamed);
-    const double dg = median(releasedGone);
-    std::printf("empty state dir, to name owned:             %8.1f ms (median of %d)\n", b, runs);
-    std::printf("%5zu live-owner contexts, to name owned:    %8.1f ms  ratio %6.2f\n", n, a, a / b);
+    const Medians b = medians(baseline);
+    const Medians a = medians(adopted);
+    const Medians d = medians(released);
+    std::printf("medians of %d runs; wall ms from exec (ratio to the empty state dir), and svad's "
+                "CPU ms by then (ratio)\n",
+                runs);
+    std::printf("empty state dir, to name owned:              %8.1f ms          CPU %7.1f ms\n",
+                b.named, b.cpu);
+    std::printf("%5zu live-owner contexts, to name owned:     %8.1f ms (%5.2fx)  CPU %7.1f ms "
+                "(%5.2fx)\n",
+                n, a.named, a.named / b.named, a.cpu, a.cpu / b.cpu);
     std::printf("  present after the start: ContextCount %u, ListObjects %zu, PasidCount %u\n",
                 counted, listed, pasidCount);
-    std::printf("%5zu dead-owner contexts, to name owned:    %8.1f ms  ratio %6.2f\n", n, dn,
-                dn / b);
-    std::printf("%5zu dead-owner contexts, to ContextCount 0: %8.1f ms  ratio %6.2f\n", n, dg,
-                dg / b);
+    std::printf("%5zu dead-owner contexts, to name owned:     %8.1f ms (%5.2fx)  CPU %7.1f ms "
+                "(%5.2fx)\n",
+                n, d.named, d.named / b.named, d.cpu, d.cpu / b.cpu);
+    std::printf("%5zu dead-owner contexts, to ContextCount 0: %8.1f ms (%5.2fx)\n", n, d.gone,
+                d.gone / b.named);
     return 0;
 }
