@@ -35,19 +35,41 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <optional>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 namespace {
+
+// Every context holds fds: its iommufd, its devices', a pidfd of its owner. The
+// soft limit of open files (1024 under systemd) goes up to the hard one; svad
+// waits with epoll, never select, so a high number is no harm.
+void raiseFileLimit() {
+    struct rlimit lim {};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) {
+        return;
+    }
+    const rlim_t was = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+        svad::log::warning(std::string("cannot raise the limit of open files: ") +
+                           std::strerror(errno));
+        return;
+    }
+    svad::log::debug("limit of open files raised",
+                     {{"FROM", std::to_string(was)}, {"TO", std::to_string(lim.rlim_cur)}});
+}
 
 constexpr int kExitUsage = 2;
 constexpr int kExitFailure = 1;
@@ -282,6 +304,7 @@ int main(int argc, char** argv) {
             return std::to_string(
                 std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count());
         };
+        raiseFileLimit();
         auto t0 = Clock::now();
         svad::core::Host host = scan();
         svad::log::debug("initial scan done", {{"MS", msSince(t0)}});
@@ -300,6 +323,16 @@ int main(int argc, char** argv) {
             auto owned = std::make_unique<svad::sim::KernelSim>(
                 svad::sim::SimConfig::fromHost(host, devRootDir));
             sim = owned.get();
+            if (*opts.stateDir != "off") {
+                // The simulated kernel outlives svad as a real one does: its objects
+                // are there for the fds a restart gets back.
+                std::error_code ec;
+                std::filesystem::create_directories(sysfsRoot + "/.sim", ec);
+                if (!sim->persistIn(sysfsRoot + "/.sim/kernel-state")) {
+                    svad::log::warning("sim: the kernel state of the last run was not loaded: " +
+                                       sim->lastLoadError());
+                }
+            }
             simKernel = std::move(owned);
             simBinder = std::make_unique<svad::sim::DriverBinderSim>(
                 sysfsRoot, devRootDir, *sim, [&currentHost](const std::string& address) {

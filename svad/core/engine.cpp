@@ -608,6 +608,26 @@ void Engine::keepFds(const Context& ctx) {
     }
 }
 
+uint32_t Engine::pasidWidthOf(const std::string& device) const {
+    // As admission finds it: a function's own (a VF: its PF's), a vDPA
+    // device's or queue's parent function's.
+    const Host& h = *host_;
+    const PciDevice* pci = findPci(h, device);
+    if (pci == nullptr) {
+        for (const auto& v : h.vdpa) {
+            if (v.name == device) {
+                pci = findPci(h, v.parentDevice);
+            }
+        }
+        for (const auto& q : h.queues) {
+            if (q.name == device) {
+                pci = findPci(h, q.parentDevice);
+            }
+        }
+    }
+    return pci != nullptr ? pasidWidthOn(h, *pci) : 0;
+}
+
 uint64_t Engine::contextOfFdName(const std::string& name) {
     // "ctx12-iommufd" -> 12
     if (name.rfind("ctx", 0) != 0) {
@@ -702,6 +722,7 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
             dev.attached = ctx->mode == ContextMode::Attached && dev.kind == HeldKind::Vfio;
             dev.plugin = d.plugin;
             dev.rule = d.rule;
+            dev.pasidWidth = pasidWidthOf(d.id);
             dev.fd = take(ports::fdStoreName(s.id, "dev" + std::to_string(ctx->devices.size())));
             all = all && dev.fd.valid();
             ctx->devices.push_back(std::move(dev));

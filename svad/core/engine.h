@@ -126,7 +126,8 @@ public:
     // reports a change (null, the default: nowhere, and ids start at 1 each run).
     // `startTimeOf` gives an owner's start time, to know the same process again.
     void setStateStore(ports::StateStore* store, std::function<uint64_t(pid_t)> startTimeOf);
-    // At start-up, before any request: takes back the contexts of the last run
+    // At start-up, after the first host is set and before any request: takes
+    // back the contexts of the last run
     // from the store. Each comes back without its fds (fdsHeld false), holding
     // its devices and PASIDs; the observers hear of it as created. One whose
     // owner is gone (`ownerAlive` false: no such pid, or another process under
@@ -240,6 +241,8 @@ private:
     static std::optional<ports::StoredFdIdentity> identityOf(int fd);
     // The context id in an fd store name ("ctx12-dev0": 12); 0 if none.
     static uint64_t contextOfFdName(const std::string& name);
+    // The PASID width a device has on the current host (0: none, or not there).
+    uint32_t pasidWidthOf(const std::string& device) const;
     // Runs a change of the store; a failure is logged and named in the result.
     Outcome<Done> record(const std::string& what, const std::function<void()>& change);
 

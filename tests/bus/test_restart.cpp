@@ -9,6 +9,7 @@
 
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <gtest/gtest.h>
 #include <map>
 #include <string>
@@ -181,6 +182,72 @@ TEST(Restart, UnderAServiceManagerContextsComeBackWithTheirFds) {
     f.proxy(kRoot)->callMethod("ReleaseContext").onInterface(kManager).withArguments(path);
     EXPECT_TRUE(waitUntil([&manager] { return !storedUnder(manager, "ctx1-"); }));
     EXPECT_FALSE(holds(f.svad().pid(), iommufdFile));
+}
+
+// Attached mode on a context taken back with its fds: svad still does the
+// kernel work for it (the simulated kernel, like a real one, kept the objects
+// behind the fds the service manager held). auto_bind took the GPU's group
+// mate; after the context is released it goes back to its driver.
+TEST(Restart, AttachedModeWorkGoesOnOnAContextTakenBackWithItsFds) {
+    TempDir state;
+    const std::string config = state.path() + "/svad.yaml";
+    std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\n"
+                          << R"(default_policy: allow
+rules:
+  - name: gpu
+    match: {device: "0000:17:00.0"}
+    limits: {auto_bind: true}
+)";
+    FdStoreManager manager(state.path() + "/notify");
+    ::setenv("NOTIFY_SOCKET", manager.path().c_str(), 1);
+    struct Unset {
+        ~Unset() { ::unsetenv("NOTIFY_SOCKET"); }
+    } unset;
+    SvadFixture f(testHost(), {"--state-dir", state.path() + "/state", "--config", config});
+    const std::string audio = f.sysfs() + "/bus/pci/devices/0000:17:00.1/driver";
+
+    sdbus::ObjectPath path;
+    sdbus::UnixFd iommufd;
+    std::map<std::string, sdbus::UnixFd> fds;
+    std::map<std::string, sdbus::Variant> info;
+    f.proxy(kRoot)
+        ->callMethod("AllocateContext")
+        .onInterface(kManager)
+        .withArguments(std::string("vm-1"), std::vector<std::string>{"0000:17:00.0"},
+                       std::map<std::string, sdbus::Variant>{
+                           {"mode", sdbus::Variant(std::string("attached"))}})
+        .storeResultsTo(path, iommufd, fds, info);
+    EXPECT_EQ(std::filesystem::read_symlink(audio).filename(), "vfio-pci");
+    auto allocatePasid = [&f, &path] {
+        uint32_t pasid = 0;
+        f.proxy(kRoot)
+            ->callMethod("AllocatePasid")
+            .onInterface(kManager)
+            .withArguments(path, std::string("0000:17:00.0"),
+                           std::map<std::string, sdbus::Variant>{})
+            .storeResultsTo(pasid);
+        return pasid;
+    };
+    const uint32_t before = allocatePasid();
+    ASSERT_TRUE(waitUntil([&manager] { return storedUnder(manager, "ctx1-dev0"); }));
+
+    f.restart(SIGKILL, manager.stored());
+    ASSERT_TRUE(f.property(path, kContext, "FdsHeld").get<bool>()) << f.svad().log();
+
+    // A PASID attached through the fds taken back, next to the one from before.
+    uint32_t after = 0;
+    const std::string error = errorOf([&] { after = allocatePasid(); });
+    EXPECT_EQ(error, "") << f.svad().log();
+    EXPECT_NE(after, before);
+    const auto pasids = f.property(path, kContext, "Pasids")
+                            .get<std::vector<sdbus::Struct<uint32_t, std::string>>>();
+    EXPECT_EQ(pasids.size(), 2U);
+    // Released: detached and destroyed for real, and the audio function back on its driver.
+    f.proxy(kRoot)->callMethod("ReleaseContext").onInterface(kManager).withArguments(path);
+    EXPECT_TRUE(waitUntil(
+        [&audio] { return std::filesystem::read_symlink(audio).filename() == "snd_hda_intel"; }));
+    EXPECT_EQ(f.svad().log().find("detach failed"), std::string::npos) << f.svad().log();
+    EXPECT_EQ(f.svad().log().find("destroy failed"), std::string::npos) << f.svad().log();
 }
 
 } // namespace
