@@ -688,68 +688,77 @@ void FdStoreManager::run() {
         if (::poll(&p, 1, 20) <= 0) {
             continue;
         }
-        char buf[4096];
-        alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
-        struct iovec iov {
-            buf, sizeof buf - 1
-        };
-        struct msghdr msg {};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        const ssize_t n = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
-        if (n < 0) {
-            continue;
-        }
-        std::vector<int> fds;
-        for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                const int* data = reinterpret_cast<const int*>(CMSG_DATA(c));
-                fds.insert(fds.end(), data, data + count);
-            }
-        }
-        const std::string text(buf, static_cast<size_t>(n));
-        std::string name;
-        bool store = false;
-        bool remove = false;
-        size_t pos = 0;
-        while (pos < text.size()) {
-            const size_t end = text.find('\n', pos);
-            const std::string line = text.substr(pos, end == std::string::npos ? end : end - pos);
-            if (line == "FDSTORE=1") {
-                store = true;
-            } else if (line == "FDSTOREREMOVE=1") {
-                remove = true;
-            } else if (line.rfind("FDNAME=", 0) == 0) {
-                name = line.substr(7);
-            }
-            if (end == std::string::npos) {
-                break;
-            }
-            pos = end + 1;
-        }
         std::lock_guard lock(mutex_);
-        if (store) {
-            for (int fd : fds) {
-                store_[name].push_back(fd);
-            }
-            fds.clear();
-        } else if (remove) {
-            for (int fd : store_[name]) {
-                ::close(fd);
-            }
-            store_.erase(name);
-        }
-        for (int fd : fds) {
-            ::close(fd); // not meant for the store
+        (void)receiveLocked();
+    }
+}
+
+bool FdStoreManager::receiveLocked() {
+    char buf[4096];
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+    struct iovec iov {
+        buf, sizeof buf - 1
+    };
+    struct msghdr msg {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0) {
+        return false;
+    }
+    std::vector<int> fds;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            const int* data = reinterpret_cast<const int*>(CMSG_DATA(c));
+            fds.insert(fds.end(), data, data + count);
         }
     }
+    const std::string text(buf, static_cast<size_t>(n));
+    std::string name;
+    bool store = false;
+    bool remove = false;
+    size_t pos = 0;
+    while (pos < text.size()) {
+        const size_t end = text.find('\n', pos);
+        const std::string line = text.substr(pos, end == std::string::npos ? end : end - pos);
+        if (line == "FDSTORE=1") {
+            store = true;
+        } else if (line == "FDSTOREREMOVE=1") {
+            remove = true;
+        } else if (line.rfind("FDNAME=", 0) == 0) {
+            name = line.substr(7);
+        }
+        if (end == std::string::npos) {
+            break;
+        }
+        pos = end + 1;
+    }
+    if (store) {
+        for (int fd : fds) {
+            store_[name].push_back(fd);
+        }
+        fds.clear();
+    } else if (remove) {
+        for (int fd : store_[name]) {
+            ::close(fd);
+        }
+        store_.erase(name);
+    }
+    for (int fd : fds) {
+        ::close(fd); // not meant for the store
+    }
+    return true;
 }
 
 std::vector<std::pair<std::string, int>> FdStoreManager::stored() {
     std::lock_guard lock(mutex_);
+    // What was sent before this call counts, read or not yet (systemd, too,
+    // reads a dead service's last messages before it starts it again).
+    while (receiveLocked()) {
+    }
     std::vector<std::pair<std::string, int>> out;
     for (const auto& [name, fds] : store_) {
         for (int fd : fds) {

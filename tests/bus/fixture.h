@@ -203,6 +203,8 @@ public:
 
 private:
     void run();
+    // Takes one message from the socket, if one is there; under mutex_.
+    bool receiveLocked();
     std::string path_;
     int fd_ = -1;
     std::atomic<bool> stop_{false};

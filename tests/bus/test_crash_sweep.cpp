@@ -160,10 +160,12 @@ void sweep(const Sweep& s) {
         SCOPED_TRACE(std::string(s.name) + ": crash after step " + std::to_string(k));
         TempDir dir;
         FdStoreManager manager(dir.path() + "/notify");
-        ::setenv("NOTIFY_SOCKET", manager.path().c_str(), 1);
+        ::setenv("NOTIFY_SOCKET", manager.path().c_str(), 1); // restarts too
+        struct Unset {
+            ~Unset() { ::unsetenv("NOTIFY_SOCKET"); }
+        } unset;
         SvadFixture f(testHost(),
                       {"--state-dir", dir.path() + "/state", "--config", sweepConfig(dir)});
-        ::unsetenv("NOTIFY_SOCKET");
         ASSERT_TRUE(hostAsBefore(f));
 
         std::string path;
