@@ -491,10 +491,16 @@ int main(int argc, char** argv) {
             scan, engine, features);
         currentHost = [&service]() -> const svad::core::Host& { return service->host(); };
         // A plugin gave functions back to their drivers (on its release thread): rescan.
-        plugins.setOnReleased([&io, &service] {
-            boost::asio::post(io, [&service] {
+        plugins.setOnReleased([&io, &service, &plugins](uint64_t change) {
+            boost::asio::post(io, [&service, &plugins, change] {
                 if (service) {
-                    service->rescan();
+                    service->rescan([&plugins, change](const std::optional<std::string>& error) {
+                        if (error) {
+                            svad::log::warning("rescan after a driver was given back failed: " +
+                                               *error);
+                        }
+                        plugins.rescanned(change);
+                    });
                 }
             });
         });

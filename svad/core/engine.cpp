@@ -403,7 +403,11 @@ void Engine::teardown(Context& ctx) const {
     }
     // Then whatever is still rebound for it: what a plugin of the last run
     // rebound (it cannot know of it now), or a rebind that failed halfway.
-    broker_.giveBack(ctx.id);
+    std::vector<std::string> ids;
+    for (const auto& d : ctx.devices) {
+        ids.push_back(d.id);
+    }
+    broker_.giveBack(ctx.id, ids);
 }
 
 void Engine::returnPasids(Context& ctx) {
@@ -643,6 +647,16 @@ uint64_t Engine::contextOfFdName(const std::string& name) {
 Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& ownerAlive,
                                  std::vector<ports::StoredFd> passed) {
     Restored out;
+    restoring_ = true;
+    struct EndOfRestore {
+        Engine& e;
+        ~EndOfRestore() {
+            e.restoring_ = false;
+            for (auto* o : std::vector<ContextObserver*>(e.observers_)) {
+                o->contextsRestored();
+            }
+        }
+    } end{*this};
     std::map<std::string, ports::UniqueFd> byName;
     for (auto& p : passed) {
         byName[p.name] = std::move(p.fd); // a name stored twice: the later fd
@@ -802,7 +816,7 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
         }
     }
     for (uint64_t id : orphaned) {
-        broker_.giveBack(id);
+        broker_.giveBack(id, {});
     }
     // What no context took: closed here, and gone from the store.
     for (auto& [name, fd] : byName) {

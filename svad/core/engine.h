@@ -113,6 +113,9 @@ public:
     // It is gone from the engine (find() no longer knows it) and its devices are
     // free: its kernel objects are torn down.
     virtual void contextReleased(const Context& ctx, const std::string& reason) = 0;
+    // restore() took back the contexts of the last run: each was told as created,
+    // with restoring() true (an observer may wait for this to sum them up once).
+    virtual void contextsRestored() {}
 };
 
 class Engine final : private Claims {
@@ -197,6 +200,8 @@ public:
     size_t pasidCount() const;
     // Allocations under way, and releases still tearing down.
     size_t inFlight() const { return reservations_.size() + leaving_.size(); }
+    // Whether restore() is under way.
+    bool restoring() const { return restoring_; }
 
 private:
     struct Ticket;
@@ -261,6 +266,7 @@ private:
     std::shared_ptr<const Config> config_;
     std::shared_ptr<const Host> host_;
     uint64_t nextId_ = 1;
+    bool restoring_ = false;
     std::map<uint64_t, std::unique_ptr<Context>> contexts_;
     std::map<std::string, std::vector<uint64_t>> held_; // device id -> contexts
     uint64_t nextReservation_ = 1;

@@ -78,7 +78,12 @@ public:
     virtual void release(const std::string& plugin, const PolicyQuery& query) = 0;
     // After the releases of a context's devices: gives back any driver still
     // rebound for it (one a plugin forgot, or cannot know of after svad restarted).
-    virtual void giveBack(uint64_t context) { (void)context; }
+    // `devices`: the context's, refused to others until the host is read again
+    // when anything was given back.
+    virtual void giveBack(uint64_t context, const std::vector<std::string>& devices) {
+        (void)context;
+        (void)devices;
+    }
 };
 
 } // namespace svad::core

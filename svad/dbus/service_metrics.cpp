@@ -52,6 +52,12 @@ void ServiceMetrics::pasidQuotaRefusal() {
 }
 
 void ServiceMetrics::contextCreated(const core::Context& /*ctx*/) {
+    if (!engine_.restoring()) { // else once, at contextsRestored
+        observe();
+    }
+}
+
+void ServiceMetrics::contextsRestored() {
     observe();
 }
 

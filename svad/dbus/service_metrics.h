@@ -32,6 +32,7 @@ public:
     void contextCreated(const core::Context& ctx) override;
     void contextStateChanged(const core::Context& ctx, const std::string& reason) override;
     void contextReleased(const core::Context& ctx, const std::string& reason) override;
+    void contextsRestored() override;
 
 private:
     metrics::Metrics* metrics_;

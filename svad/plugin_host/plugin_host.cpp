@@ -386,9 +386,21 @@ PluginHost::~PluginHost() {
     }
 }
 
-void PluginHost::setOnReleased(std::function<void()> f) {
+void PluginHost::setOnReleased(std::function<void(uint64_t)> f) {
     std::lock_guard lock(queueMutex_);
     onReleased_ = std::move(f);
+}
+
+void PluginHost::rescanned(uint64_t change) {
+    std::lock_guard lock(queueMutex_);
+    for (auto it = awaiting_.begin(); it != awaiting_.end();) {
+        it = it->second <= change ? awaiting_.erase(it) : std::next(it);
+    }
+}
+
+uint64_t PluginHost::hostChanges() const {
+    std::lock_guard lock(queueMutex_);
+    return changes_;
 }
 
 void PluginHost::handedOut(int fd) {
@@ -426,8 +438,13 @@ void PluginHost::releaseLoop() {
         }
         // No lock here: a release may block (restore_driver) for as long as a
         // VMM keeps its fds, and decide and prepare go on meanwhile.
+        std::vector<std::string> changed;
         if (job.giveBack != 0) {
-            job.query.hostChanged = giveBackNow(job.giveBack);
+            changed = giveBackNow(job.giveBack);
+            job.query.hostChanged = !changed.empty();
+            if (job.query.hostChanged) {
+                changed.insert(changed.end(), job.devices.begin(), job.devices.end());
+            }
         } else if (Loaded* l = find(job.plugin); l != nullptr && l->table.release != nullptr) {
             CQuery c(job.query);
             try {
@@ -437,7 +454,8 @@ void PluginHost::releaseLoop() {
                            {{"PLUGIN", job.plugin}, {"DEVICE", job.query.deviceId}});
             }
         }
-        std::function<void()> done;
+        std::function<void(uint64_t)> done;
+        uint64_t change = 0;
         {
             std::lock_guard lock(queueMutex_);
             if (auto it = releasing_.find(job.query.deviceId);
@@ -446,12 +464,20 @@ void PluginHost::releaseLoop() {
             }
             ++finished_;
             if (job.query.hostChanged) {
+                // Refused on until svad has read the host again.
+                change = ++changes_;
+                if (job.giveBack == 0) {
+                    changed.push_back(job.query.deviceId);
+                }
+                for (const auto& id : changed) {
+                    awaiting_[id] = change;
+                }
                 done = onReleased_;
             }
         }
         queueCv_.notify_all();
         if (done) {
-            done();
+            done(change);
         }
     }
 }
@@ -708,7 +734,7 @@ core::PolicyDecision PluginHost::decide(const core::PolicyQuery& query) {
     core::PolicyDecision d;
     {
         std::lock_guard lock(queueMutex_);
-        if (releasing_.count(query.deviceId) != 0) {
+        if (releasing_.count(query.deviceId) != 0 || awaiting_.count(query.deviceId) != 0) {
             d.plugin = "svad";
             d.reason = query.deviceId + " is being given back to its driver; try again";
             d.verdicts.push_back(core::PluginVerdict{"svad", core::Verdict::Deny, d.reason});
@@ -825,11 +851,11 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
     return p;
 }
 
-void PluginHost::giveBack(uint64_t context) {
+void PluginHost::giveBack(uint64_t context, const std::vector<std::string>& devices) {
     if (store_ == nullptr || context == 0) {
         return;
     }
-    PendingRelease job{"", {}, context};
+    PendingRelease job{"", {}, context, devices};
     job.query.deviceId = "context " + std::to_string(context);
     {
         std::lock_guard lock(queueMutex_);
@@ -914,7 +940,7 @@ ports::Status PluginHost::restoreRecorded(const std::string& address, const std:
     return r;
 }
 
-bool PluginHost::giveBackNow(uint64_t context) {
+std::vector<std::string> PluginHost::giveBackNow(uint64_t context) {
     std::vector<ports::AutoBindRecord> mine;
     try {
         for (auto& r : store_->autoBinds()) {
@@ -925,9 +951,9 @@ bool PluginHost::giveBackNow(uint64_t context) {
     } catch (const ports::StateError& e) {
         log::error(std::string("cannot read the auto_bind records: ") + e.what(),
                    {{"CONTEXT", std::to_string(context)}});
-        return false;
+        return {};
     }
-    bool any = false;
+    std::vector<std::string> given;
     for (const auto& r : mine) {
         const std::string to = r.previousDriver.empty() ? "no driver" : r.previousDriver;
         auto restored = binder_.restore(r.address, r.previousDriver, r.previousOverride);
@@ -937,7 +963,7 @@ bool PluginHost::giveBackNow(uint64_t context) {
                          {{"DEVICE", r.address}, {"CONTEXT", std::to_string(context)}});
             continue;
         }
-        any = true;
+        given.push_back(r.address);
         try {
             store_->removeAutoBind(r.address);
         } catch (const ports::StateError& e) {
@@ -948,7 +974,7 @@ bool PluginHost::giveBackNow(uint64_t context) {
                         std::to_string(context) + " is gone)",
                     {{"DEVICE", r.address}, {"CONTEXT", std::to_string(context)}});
     }
-    return any;
+    return given;
 }
 
 void PluginHost::release(const std::string& plugin, const core::PolicyQuery& query) {

@@ -43,6 +43,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -97,7 +98,7 @@ public:
     void release(const std::string& plugin, const core::PolicyQuery& query) override;
     // Queues, behind the releases already queued, the restore of every function
     // still recorded as rebound for `context`.
-    void giveBack(uint64_t context) override;
+    void giveBack(uint64_t context, const std::vector<std::string>& devices) override;
 
     // Where rebinds are recorded (null: nowhere). The store must be safe to
     // call from several threads (ports::LockedStateStore): prepares run on
@@ -107,8 +108,13 @@ public:
     // Waits until every queued release has run (tests, and svad's stop).
     void drainReleases();
     // Called on the release thread after the release of a device whose prepare
-    // changed the host (a driver was given back): svad rescans.
-    void setOnReleased(std::function<void()> f);
+    // changed the host (a driver was given back), with the number of that
+    // change: svad rescans, and then calls rescanned() with it. Until then decide
+    // refuses the devices of the change: svad's view of the host is the old one.
+    void setOnReleased(std::function<void(uint64_t change)> f);
+    void rescanned(uint64_t change);
+    // The number of the latest host change a release made (0: none yet).
+    uint64_t hostChanges() const;
 
     // The C table handed to plugins (public for the trampolines only).
     ports::Kernel& kernel() { return kernel_; }
@@ -125,7 +131,7 @@ private:
     void refuse(const std::string& path, const std::string& reason);
     void releaseLoop();
     // Gives back the functions recorded for `context`; true if any was.
-    bool giveBackNow(uint64_t context);
+    std::vector<std::string> giveBackNow(uint64_t context);
     std::optional<ports::AutoBindRecord> recordOf(const std::string& address);
     std::optional<std::string> unsafeDirectory(const std::string& dir) const;
 
@@ -137,19 +143,22 @@ private:
     std::vector<Refusal> refusals_;
 
     std::mutex configureMutex_; // one configure sequence at a time
-    std::mutex queueMutex_;
+    mutable std::mutex queueMutex_;
     std::condition_variable queueCv_;
     struct PendingRelease {
         std::string plugin;
         core::PolicyQuery query;
-        uint64_t giveBack = 0; // not a plugin's release: the records of this context
+        uint64_t giveBack = 0;            // not a plugin's release: the records of this context
+        std::vector<std::string> devices; // giveBack: the context's devices
     };
     std::deque<PendingRelease> releases_;
-    std::multiset<std::string> releasing_; // device ids queued or running
+    std::multiset<std::string> releasing_;     // device ids queued or running
+    std::map<std::string, uint64_t> awaiting_; // device id -> the change a rescan must see
+    uint64_t changes_ = 0;
     bool stopping_ = false;
     uint64_t queued_ = 0;   // releases queued, ever
     uint64_t finished_ = 0; // releases run, ever
-    std::function<void()> onReleased_;
+    std::function<void(uint64_t)> onReleased_;
     std::thread releaser_;
 };
 

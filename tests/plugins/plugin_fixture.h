@@ -64,9 +64,11 @@ protected:
     }
     // Reads the host again (after a rebind), as svad does after a context that changed it.
     void rescan() {
+        const uint64_t change = plugins_->hostChanges();
         host_ = scan();
         engine_->setHost(host_);
         sim_->setDevices(sim::SimConfig::fromHost(host_, dev()));
+        plugins_->rescanned(change);
     }
     const core::PciDevice* pci(const std::string& address) const {
         for (const auto& d : host_.devices) {

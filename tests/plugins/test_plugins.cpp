@@ -107,6 +107,37 @@ rules:
     EXPECT_EQ(pci("0000:5e:00.0")->driverOverride, "");
 }
 
+// Once a release gave a function back, svad's view of the host is old until it
+// reads the host again: the function is refused meanwhile (to be asked again),
+// not judged on the drivers it had before.
+TEST_F(OwnPlugins, AFunctionGivenBackIsRefusedUntilTheHostIsReadAgain) {
+    configure(R"(default_policy: allow
+rules:
+  - name: nvme-to-vm
+    match: {device: "0000:5e:00.0"}
+    limits: {auto_bind: true}
+)");
+    core::Context* ctx = allocated(request({"0000:5e:00.0"}));
+    ASSERT_NE(ctx, nullptr);
+    rescan(); // the host as the allocation left it: on vfio-pci, with its cdev
+    ASSERT_EQ(pci("0000:5e:00.0")->driver, "vfio-pci");
+    engine_->releaseUnchecked(ctx->id);
+    plugins_->drainReleases();
+    ASSERT_EQ(driverOf("0000:5e:00.0"), "nvme");
+
+    auto early = refusal(request({"0000:5e:00.0"}, "vm-2"));
+    EXPECT_EQ(early.error, Error::PolicyDenied);
+    EXPECT_NE(early.message.find("is being given back to its driver; try again"), std::string::npos)
+        << early.message;
+
+    rescan();
+    core::Context* again = allocated(request({"0000:5e:00.0"}, "vm-2"));
+    ASSERT_NE(again, nullptr);
+    EXPECT_EQ(driverOf("0000:5e:00.0"), "vfio-pci");
+    engine_->releaseUnchecked(again->id);
+    plugins_->drainReleases();
+}
+
 // A release whose restore blocks (the VMM still holds its fds) holds no lock that
 // decide or prepare wait on: another device is allocated meanwhile, promptly.
 TEST_F(OwnPlugins, ABlockedReleaseDelaysNoOtherAllocation) {
