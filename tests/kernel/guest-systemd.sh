@@ -357,7 +357,48 @@ fi
 rm -f /etc/systemd/system/svad.service.d/tier-watchdog.conf
 systemctl daemon-reload
 
-# ---- 8. apt-get install --reinstall ----------------------------------------------------
+# ---- 8. a held context survives restarts: systemd's fd store -----------------------
+# The tenant's VMM (a sleep run by svactl exec) holds a context on the edu
+# device. Its fds go to systemd's fd store; after `systemctl restart` and after
+# a crash (SIGKILL, Restart=on-failure) svad takes the context back with them.
+fds_held() {
+  busctl --system get-property org.svad.Svad1 "$held_ctx" org.svad.Svad1.Context FdsHeld 2>&1
+}
+held_ctx=
+held_pid=
+rm -f /tmp/held-ctx
+as_user "$TENANT" svactl exec --vm vm-held --device "$EDU" -- \
+  sh -c 'echo "$SVAD_CONTEXT" >/tmp/held-ctx; exec sleep 600' >/tmp/held 2>&1 &
+held_pid=$!
+if wait_for '[ -s /tmp/held-ctx ]' 100; then
+  held_ctx=$(cat /tmp/held-ctx)
+fi
+if [ -z "$held_ctx" ]; then
+  fail fdstore-restart "the tenant's context on $EDU: $(oneline /tmp/held)"
+  fail fdstore-crash "no held context"
+else
+  pid=$(prop MainPID)
+  if [ "$(fds_held)" = "b true" ] && systemctl restart svad.service &&
+    wait_for '[ "$(prop ActiveState)" = active ]' 100 && [ "$(prop MainPID)" != "$pid" ] &&
+    [ "$(fds_held)" = "b true" ]; then
+    pass "fdstore-restart ($held_ctx came back with its fds after systemctl restart: MainPID $pid -> $(prop MainPID), $(prop NFileDescriptorStore) fds in the store)"
+  else
+    fail fdstore-restart "$held_ctx: FdsHeld '$(fds_held)', $(prop ActiveState), MainPID $(prop MainPID) (was $pid), store $(prop NFileDescriptorStore)"
+    svad_journal
+  fi
+  pid=$(prop MainPID)
+  restarts=$(prop NRestarts)
+  kill -KILL "$pid"
+  if wait_for '[ "$(prop NRestarts)" -gt "$restarts" ] && [ "$(prop ActiveState)" = active ]' 200 &&
+    [ "$(fds_held)" = "b true" ]; then
+    pass "fdstore-crash ($held_ctx came back with its fds after SIGKILL: MainPID $pid -> $(prop MainPID))"
+  else
+    fail fdstore-crash "$held_ctx: FdsHeld '$(fds_held)', $(prop ActiveState), MainPID $(prop MainPID) (was $pid), NRestarts $(prop NRestarts)"
+    svad_journal
+  fi
+fi
+
+# ---- 9. apt-get install --reinstall ----------------------------------------------------
 pid=$(prop MainPID)
 deb=$(ls /var/cache/svad-tier/svad_*.deb 2>/dev/null | head -n 1)
 if [ -z "$deb" ]; then
@@ -369,7 +410,29 @@ else
   fail reinstall "$(tr '\r' '\n' </tmp/reinstall | grep -v 'Reading database' | tail -n 5 | tr '\n' ' '); $(prop ActiveState), MainPID $(prop MainPID) (was $pid)"
   svad_journal
 fi
-skip "reinstall keeps a held context" "needs issue 16 (state across restarts)"
+if [ -z "$held_ctx" ]; then
+  fail reinstall-keeps-context "no held context"
+elif [ "$(fds_held)" = "b true" ]; then
+  pass "reinstall-keeps-context ($held_ctx is back with its fds after the reinstall)"
+else
+  fail reinstall-keeps-context "$held_ctx: FdsHeld '$(fds_held)'"
+  svad_journal
+fi
+# The VMM exits: its context goes, and its fds leave the store.
+if [ -n "$held_pid" ]; then
+  pkill -KILL -P "$held_pid" sleep 2>/dev/null
+  kill -KILL "$held_pid" 2>/dev/null
+  wait "$held_pid" 2>/dev/null
+fi
+if [ -n "$held_ctx" ]; then
+  if wait_for '! busctl --system get-property org.svad.Svad1 "$held_ctx" org.svad.Svad1.Context Vm' 100 &&
+    wait_for '[ "$(prop NFileDescriptorStore)" = 0 ]' 100; then
+    pass "fdstore-release ($held_ctx released when its VMM exited; the fd store is empty)"
+  else
+    fail fdstore-release "$held_ctx still there or $(prop NFileDescriptorStore) fds left in the store"
+    svad_journal
+  fi
+fi
 
 if [ "$(prop ActiveState)" != active ]; then
   fail svad-alive "svad.service is $(prop ActiveState) at the end"

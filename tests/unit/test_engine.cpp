@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <vector>
 
 namespace svad::core {
@@ -1347,6 +1348,58 @@ TEST_F(EngineTest, ContextsComeBackWithTheFdsTheStoreKept) {
         EXPECT_NE(name.rfind("ctx" + std::to_string(a) + "-", 0), 0u) << name;
     }
     engine_->releaseUnchecked(b);
+    engine_.reset();
+}
+
+// A passed fd is taken only when fstat says it is what the context kept under
+// that name; and the ids it names are never handed out again, even when the
+// database no longer knows them.
+TEST_F(EngineTest, AStoredFdThatIsNotWhatItsContextKeptIsClosed) {
+    ports::MemoryStateStore store;
+    MemoryFdStore fdStore;
+    engine_->setStateStore(&store, [](pid_t) { return 5U; });
+    engine_->setFdStore(&fdStore);
+    const uint64_t a = allocOk(request({kNicA}));
+    auto passed = fdStore.passed();
+    int pipeFds[2];
+    ASSERT_EQ(::pipe2(pipeFds, O_CLOEXEC), 0);
+    ::close(pipeFds[1]);
+    for (auto& p : passed) {
+        if (p.name == "ctx" + std::to_string(a) + "-dev0") {
+            p.fd = ports::UniqueFd(pipeFds[0]); // a FIFO where a device was kept
+        }
+    }
+    engine_.reset();
+    PasidAllocator pasids;
+    engine_ = std::make_unique<Engine>(kernel_, pasids, broker_);
+    engine_->setHost(host_);
+    engine_->setConfig(testing::allowAllConfig());
+    engine_->setStateStore(&store, {});
+    engine_->setFdStore(&fdStore);
+    const auto restored = engine_->restore([](pid_t, uint64_t) { return true; }, std::move(passed));
+    EXPECT_EQ(restored.kept, 0u);
+    EXPECT_EQ(restored.reserved, 1u);
+    EXPECT_EQ(restored.fdsClosed, 1u);
+    ASSERT_NE(engine_->find(a), nullptr);
+    EXPECT_FALSE(engine_->find(a)->fdsHeld);
+    EXPECT_NE(std::find(fdStore.dropped.begin(), fdStore.dropped.end(),
+                        "ctx" + std::to_string(a) + "-dev0"),
+              fdStore.dropped.end());
+    engine_->releaseUnchecked(a);
+
+    // A fresh database (the old one was moved aside) with fds of context 41 in the store.
+    ports::MemoryStateStore fresh;
+    engine_.reset();
+    engine_ = std::make_unique<Engine>(kernel_, pasids, broker_);
+    engine_->setHost(host_);
+    engine_->setConfig(testing::allowAllConfig());
+    engine_->setStateStore(&fresh, {});
+    std::vector<ports::StoredFd> stale;
+    stale.push_back({"ctx41-iommufd", ports::UniqueFd(::fcntl(0, F_DUPFD_CLOEXEC, 3))});
+    const auto again = engine_->restore([](pid_t, uint64_t) { return true; }, std::move(stale));
+    EXPECT_EQ(again.fdsClosed, 1u);
+    EXPECT_EQ(fresh.peekNextContextId(), 42u);
+    EXPECT_EQ(allocOk(request({kNicB})), 42u);
     engine_.reset();
 }
 
