@@ -251,6 +251,8 @@ TEST(Churn, SixteenClientsAndTwentyCrashesLoseNoContextAndShareNoDevice) {
     std::atomic<bool> stop{false};
     std::vector<std::unique_ptr<Client>> clients;
     std::vector<std::thread> threads;
+    clients.reserve(kClients);
+    threads.reserve(kClients);
     for (int i = 0; i < kClients; ++i) {
         clients.push_back(std::make_unique<Client>(i, f.bus(), functions, ledger, figures, stop));
     }

@@ -37,7 +37,7 @@ constexpr int kMaxSteps = 80;
 
 // Both functions may be taken from their drivers, and the audio along with the GPU.
 std::string sweepConfig(const TempDir& dir) {
-    const std::string config = dir.path() + "/svad.yaml";
+    std::string config = dir.path() + "/svad.yaml";
     std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\n"
                           << R"(default_policy: allow
 rules:
@@ -227,7 +227,7 @@ void sweep(const Sweep& s) {
             }
         } else {
             ++kept;
-            const std::string ctx = contexts.front();
+            const std::string& ctx = contexts.front();
             EXPECT_EQ(f.property(ctx, kContext, "Devices").get<std::vector<std::string>>(), devices)
                 << "a half context";
             for (const auto& d : devices) {
