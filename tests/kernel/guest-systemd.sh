@@ -420,8 +420,7 @@ else
 fi
 # The VMM exits: its context goes, and its fds leave the store.
 if [ -n "$held_pid" ]; then
-  pkill -KILL -P "$held_pid" sleep 2>/dev/null
-  kill -KILL "$held_pid" 2>/dev/null
+  kill -KILL "$held_pid" 2>/dev/null # svactl exec'd sh, which exec'd sleep: one process
   wait "$held_pid" 2>/dev/null
 fi
 if [ -n "$held_ctx" ]; then
