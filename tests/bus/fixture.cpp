@@ -564,16 +564,18 @@ SvadFixture::~SvadFixture() {
 
 sdbus::ObjectPath SvadFixture::allocate(const std::string& vm,
                                         const std::vector<std::string>& devices) {
-    sdbus::ObjectPath context;
-    sdbus::UnixFd iommufd;
-    std::map<std::string, sdbus::UnixFd> fds;
-    std::map<std::string, sdbus::Variant> info;
-    proxy("/org/svad/Svad1")
-        ->callMethod("AllocateContext")
+    return allocateContext(*proxy("/org/svad/Svad1"), vm, devices).path;
+}
+
+Allocated allocateContext(sdbus::IProxy& manager, const std::string& vm,
+                          const std::vector<std::string>& devices,
+                          const std::map<std::string, sdbus::Variant>& options) {
+    Allocated a;
+    manager.callMethod("AllocateContext")
         .onInterface("org.svad.Svad1.Manager")
-        .withArguments(vm, devices, std::map<std::string, sdbus::Variant>{})
-        .storeResultsTo(context, iommufd, fds, info);
-    return context;
+        .withArguments(vm, devices, options)
+        .storeResultsTo(a.path, a.iommufd, a.fds, a.info);
+    return a;
 }
 
 double micros(std::chrono::steady_clock::duration d) {

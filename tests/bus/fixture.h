@@ -213,6 +213,18 @@ private:
     std::thread reader_;
 };
 
+// What AllocateContext answers.
+struct Allocated {
+    sdbus::ObjectPath path;
+    sdbus::UnixFd iommufd;
+    std::map<std::string, sdbus::UnixFd> fds;
+    std::map<std::string, sdbus::Variant> info;
+};
+// AllocateContext through `manager` (a proxy of /org/svad/Svad1).
+Allocated allocateContext(sdbus::IProxy& manager, const std::string& vm,
+                          const std::vector<std::string>& devices,
+                          const std::map<std::string, sdbus::Variant>& options = {});
+
 class SvadFixture {
 public:
     // The host tree goes to `hostRoot` when given (an empty directory; a umockdev testbed's),

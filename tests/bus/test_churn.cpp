@@ -110,16 +110,7 @@ public:
             const std::string device = functions_[rng_() % functions_.size()];
             std::string path;
             try {
-                sdbus::ObjectPath ctx;
-                sdbus::UnixFd iommufd;
-                std::map<std::string, sdbus::UnixFd> fds;
-                std::map<std::string, sdbus::Variant> info;
-                proxy_->callMethod("AllocateContext")
-                    .onInterface(kManager)
-                    .withArguments(vm_, std::vector<std::string>{device},
-                                   std::map<std::string, sdbus::Variant>{})
-                    .storeResultsTo(ctx, iommufd, fds, info);
-                path = ctx;
+                path = allocateContext(*proxy_, vm_, {device}).path;
             } catch (const sdbus::Error& e) {
                 if (e.getName() == "org.svad.Svad1.Error.Busy") {
                     ++figures_.refused;
@@ -279,19 +270,10 @@ TEST(Churn, SixteenClientsAndTwentyCrashesLoseNoContextAndShareNoDevice) {
                 ::_exit(0);
             }
             try {
-                sdbus::ObjectPath path;
-                sdbus::UnixFd iommufd;
-                std::map<std::string, sdbus::UnixFd> fds;
-                std::map<std::string, sdbus::Variant> info;
-                f.proxy(kRoot)
-                    ->callMethod("AllocateContext")
-                    .onInterface(kManager)
-                    .withArguments(std::string("churn-orphan"),
-                                   std::vector<std::string>{orphanDevice},
-                                   std::map<std::string, sdbus::Variant>{
-                                       {"owner_pid", sdbus::Variant(static_cast<uint32_t>(owner))}})
-                    .storeResultsTo(path, iommufd, fds, info);
-                orphan = path;
+                orphan =
+                    allocateContext(*f.proxy(kRoot), "churn-orphan", {orphanDevice},
+                                    {{"owner_pid", sdbus::Variant(static_cast<uint32_t>(owner))}})
+                        .path;
             } catch (const sdbus::Error& e) {
                 ADD_FAILURE() << "the orphan's context: " << e.getMessage();
             }

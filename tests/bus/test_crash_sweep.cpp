@@ -170,17 +170,10 @@ void sweep(const Sweep& s) {
 
         std::string path;
         auto allocate = [&f, &devices, &path] {
-            sdbus::ObjectPath ctx;
-            sdbus::UnixFd iommufd;
-            std::map<std::string, sdbus::UnixFd> fds;
-            std::map<std::string, sdbus::Variant> info;
-            f.proxy(kRoot)
-                ->callMethod("AllocateContext")
-                .onInterface(kManager)
-                .withArguments(std::string("vm-1"), devices,
-                               std::map<std::string, sdbus::Variant>{
-                                   {"mode", sdbus::Variant(std::string("attached"))}})
-                .storeResultsTo(ctx, iommufd, fds, info);
+            const sdbus::ObjectPath ctx =
+                allocateContext(*f.proxy(kRoot), "vm-1", devices,
+                                {{"mode", sdbus::Variant(std::string("attached"))}})
+                    .path;
             path = ctx;
             uint32_t pasid = 0;
             f.proxy(kRoot)

@@ -86,17 +86,8 @@ TEST(Restart, AContextWhoseOwnerDiedWhileSvadWasDownIsReleased) {
         ::pause();
         ::_exit(0);
     }
-    sdbus::ObjectPath path;
-    std::map<std::string, sdbus::Variant> options{
-        {"owner_pid", sdbus::Variant(static_cast<uint32_t>(owner))}};
-    sdbus::UnixFd iommufd;
-    std::map<std::string, sdbus::UnixFd> fds;
-    std::map<std::string, sdbus::Variant> info;
-    f.proxy(kRoot)
-        ->callMethod("AllocateContext")
-        .onInterface(kManager)
-        .withArguments(std::string("vm-1"), std::vector<std::string>{"wq0.0"}, options)
-        .storeResultsTo(path, iommufd, fds, info);
+    (void)allocateContext(*f.proxy(kRoot), "vm-1", {"wq0.0"},
+                          {{"owner_pid", sdbus::Variant(static_cast<uint32_t>(owner))}});
     ASSERT_EQ(contextCount(f), 1U);
 
     // svad goes down; the owner exits while it is away.
@@ -154,18 +145,10 @@ TEST(Restart, UnderAServiceManagerContextsComeBackWithTheirFds) {
     } unset;
     SvadFixture f(testHost(), {"--state-dir", state.path() + "/state"});
 
-    sdbus::ObjectPath path;
-    sdbus::UnixFd iommufd;
-    std::map<std::string, sdbus::UnixFd> fds;
-    std::map<std::string, sdbus::Variant> info;
-    f.proxy(kRoot)
-        ->callMethod("AllocateContext")
-        .onInterface(kManager)
-        .withArguments(std::string("vm-1"), std::vector<std::string>{"wq0.0"},
-                       std::map<std::string, sdbus::Variant>{})
-        .storeResultsTo(path, iommufd, fds, info);
-    const auto iommufdFile = fileOf(iommufd.get());
-    const auto queueFile = fileOf(fds.at("wq0.0").get());
+    const Allocated a = allocateContext(*f.proxy(kRoot), "vm-1", {"wq0.0"});
+    const sdbus::ObjectPath& path = a.path;
+    const auto iommufdFile = fileOf(a.iommufd.get());
+    const auto queueFile = fileOf(a.fds.at("wq0.0").get());
     ASSERT_TRUE(waitUntil([&manager] {
         return storedUnder(manager, "ctx1-iommufd") && storedUnder(manager, "ctx1-dev0");
     })) << f.svad().log();
@@ -206,17 +189,10 @@ rules:
     SvadFixture f(testHost(), {"--state-dir", state.path() + "/state", "--config", config});
     const std::string audio = f.sysfs() + "/bus/pci/devices/0000:17:00.1/driver";
 
-    sdbus::ObjectPath path;
-    sdbus::UnixFd iommufd;
-    std::map<std::string, sdbus::UnixFd> fds;
-    std::map<std::string, sdbus::Variant> info;
-    f.proxy(kRoot)
-        ->callMethod("AllocateContext")
-        .onInterface(kManager)
-        .withArguments(std::string("vm-1"), std::vector<std::string>{"0000:17:00.0"},
-                       std::map<std::string, sdbus::Variant>{
-                           {"mode", sdbus::Variant(std::string("attached"))}})
-        .storeResultsTo(path, iommufd, fds, info);
+    const sdbus::ObjectPath path =
+        allocateContext(*f.proxy(kRoot), "vm-1", {"0000:17:00.0"},
+                        {{"mode", sdbus::Variant(std::string("attached"))}})
+            .path;
     EXPECT_EQ(std::filesystem::read_symlink(audio).filename(), "vfio-pci");
     auto allocatePasid = [&f, &path] {
         uint32_t pasid = 0;
