@@ -32,7 +32,7 @@ needs+=(
   date:coreutils uname:coreutils head:coreutils tail:coreutils wc:coreutils id:coreutils
   cat:coreutils sleep:coreutils readlink:coreutils basename:coreutils tr:coreutils
   mkdir:coreutils rm:coreutils timeout:coreutils sync:coreutils cut:coreutils
-  ls:coreutils kill:procps
+  ls:coreutils kill:procps ps:procps
   grep:grep sed:sed awk:mawk
 )
 # Brought by no command of the checks: PID 1, udev, the system bus, and the
@@ -367,8 +367,10 @@ fds_held() {
 held_ctx=
 held_pid=
 rm -f /tmp/held-ctx
-as_user "$TENANT" svactl exec --vm vm-held --device "$EDU" -- \
-  sh -c 'echo "$SVAD_CONTEXT" >/tmp/held-ctx; exec sleep 600' >/tmp/held 2>&1 &
+# Not through as_user: a function in the background is a subshell, and $! must
+# be the VMM itself (setpriv execs svactl, which execs sh, which execs sleep).
+setpriv --reuid="$TENANT" --regid="$TENANT" --init-groups -- svactl exec --vm vm-held \
+  --device "$EDU" -- sh -c 'echo "$SVAD_CONTEXT" >/tmp/held-ctx; exec sleep 600' >/tmp/held 2>&1 &
 held_pid=$!
 if wait_for '[ -s /tmp/held-ctx ]' 100; then
   held_ctx=$(cat /tmp/held-ctx)
@@ -428,7 +430,7 @@ if [ -n "$held_ctx" ]; then
     wait_for '[ "$(prop NFileDescriptorStore)" = 0 ]' 100; then
     pass "fdstore-release ($held_ctx released when its VMM exited; the fd store is empty)"
   else
-    fail fdstore-release "$held_ctx still there or $(prop NFileDescriptorStore) fds left in the store"
+    fail fdstore-release "$held_ctx: Vm '$(busctl --system get-property org.svad.Svad1 "$held_ctx" org.svad.Svad1.Context Vm 2>&1)', $(prop NFileDescriptorStore) fds left in the store; VMM $held_pid: $(ps -o comm= -p "$held_pid" 2>&1)"
     svad_journal
   fi
 fi
