@@ -40,6 +40,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <optional>
 #include <sdbus-c++/sdbus-c++.h>
@@ -380,6 +381,22 @@ int main(int argc, char** argv) {
             const auto& report = state->openReport();
             svad::log::info(std::string("state: ") + svad::linux_impl::outcomeName(report.outcome),
                             {{"PATH", report.path}, {"VERSION", std::to_string(report.version)}});
+            if (report.outcome == svad::linux_impl::StateOpenReport::Outcome::MovedAsideCorrupt ||
+                report.outcome == svad::linux_impl::StateOpenReport::Outcome::MovedAsideNewer) {
+                // The ids the old database handed out are unknown: the new ones start
+                // at the clock's seconds, far above any a database counted up to, so a
+                // client's stale path never names a new context.
+                const auto now = static_cast<uint64_t>(std::time(nullptr));
+                try {
+                    state->raiseNextContextId(now);
+                    svad::log::notice("state: context ids go on from " + std::to_string(now) +
+                                      " after the database was moved aside");
+                } catch (const svad::ports::StateError& e) {
+                    (void)std::fprintf(stderr, "svad: state directory %s: %s\n",
+                                       opts.stateDir->c_str(), e.what());
+                    return kExitFailure;
+                }
+            }
             svad::ports::StateStore* inner = state.get();
             if (crash) {
                 crashingState = std::make_unique<svad::sim::CrashingStateStore>(*state, *crash);

@@ -74,6 +74,19 @@ TEST(Restart, ContextsComeBackAsReservationsAndIdsAreNeverReused) {
     EXPECT_EQ(std::string(third), "/org/svad/Svad1/context/3");
 }
 
+// A damaged database is moved aside, and what it knew of the ids handed out
+// with it: the new ids start far above any it counted up to.
+TEST(Restart, AfterADamagedDatabaseIsMovedAsideIdsStartFarAbove) {
+    TempDir state;
+    std::filesystem::create_directories(state.path() + "/state");
+    std::ofstream(state.path() + "/state/state.db") << std::string(8192, 'x');
+    SvadFixture f(testHost(), {"--state-dir", state.path() + "/state"});
+    EXPECT_NE(f.svad().log().find("moved aside"), std::string::npos) << f.svad().log();
+    const std::string path = f.allocate("vm-1", {"wq0.0"});
+    const uint64_t id = std::stoull(path.substr(path.rfind('/') + 1));
+    EXPECT_GE(id, 1'700'000'000U) << path;
+}
+
 TEST(Restart, AContextWhoseOwnerDiedWhileSvadWasDownIsReleased) {
     if (::geteuid() != 0) {
         GTEST_SKIP() << "naming another owner_pid is for root";
