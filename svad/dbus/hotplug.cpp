@@ -65,9 +65,27 @@ void Hotplug::onEvent(const ports::HotplugEvent& event) {
     }
     ++pendingEvents_;
     publishPending();
-    if (!refreshing_) {
-        arm();
+    const auto now = std::chrono::steady_clock::now();
+    const bool quiet = now - lastEvent_ >= settle_;
+    lastEvent_ = now;
+    if (refreshing_) {
+        return; // read when the running one is done
     }
+    if (quiet && !armed_ && !leading_) {
+        // A lone event is not kept waiting: read after this turn of the loop,
+        // together with what else this turn brings.
+        leading_ = true;
+        std::weak_ptr<int> alive = alive_;
+        boost::asio::post(io_, [this, alive] {
+            if (!alive.lock()) {
+                return;
+            }
+            leading_ = false;
+            flush();
+        });
+        return;
+    }
+    arm();
 }
 
 void Hotplug::publishPending() {
@@ -93,8 +111,8 @@ void Hotplug::arm() {
 }
 
 void Hotplug::flush() {
-    if (pending_.empty()) {
-        return;
+    if (pending_.empty() || refreshing_) {
+        return; // one read at a time: finished() arms again for what is pending
     }
     refreshing_ = true;
     core::HostChanges changes = std::move(pending_);

@@ -1,7 +1,11 @@
 // Hotplug on the loop: events from a HotplugSource are counted, gathered
-// into one set of changes and, once the burst settles (an Asio timer), read
-// again in part on a worker thread; the new host goes through the Service's
-// diff, which emits InterfacesAdded/InterfacesRemoved/PropertiesChanged.
+// into one set of changes and read again in part on a worker thread; the new
+// host goes through the Service's diff, which emits InterfacesAdded/
+// InterfacesRemoved/PropertiesChanged. The first event after a quiet spell
+// (no event for `settle`) is read at once, with whatever arrived in the same
+// turn of the loop; the events that follow it are gathered until the burst
+// settles (an Asio timer), so a burst of a thousand is read a few times, not
+// a thousand.
 #pragma once
 
 #include "svad/core/discovery.h"
@@ -28,7 +32,8 @@ using RefreshFunction =
 
 class Hotplug {
 public:
-    // Events within `settle` of the first one of a burst are handled together.
+    // Events within `settle` of each other are handled together (the first of a
+    // burst at once).
     static constexpr std::chrono::milliseconds kDefaultSettle{50};
 
     Hotplug(boost::asio::io_context& io, Service& service, ports::HotplugSource& source,
@@ -56,6 +61,8 @@ private:
     RefreshFunction refresh_;
     metrics::Metrics* metrics_;
     std::chrono::milliseconds settle_;
+    std::chrono::steady_clock::time_point lastEvent_{};
+    bool leading_ = false; // a read at once is posted
     boost::asio::steady_timer timer_;
     boost::asio::thread_pool worker_{1};
 

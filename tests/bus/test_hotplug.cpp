@@ -35,12 +35,17 @@ hostgen::HostSpec baseHost() {
 }
 
 // svad on a testbed, with metrics on a free port and `svactl monitor --json` listening.
+std::vector<std::string> withMetrics(std::vector<std::string> args, uint16_t port) {
+    args.emplace_back("--metrics-address");
+    args.push_back("127.0.0.1:" + std::to_string(port));
+    return args;
+}
+
 class Live {
 public:
-    explicit Live(const hostgen::HostSpec& host)
+    explicit Live(const hostgen::HostSpec& host, std::vector<std::string> extraArgs = {})
         : port_(freePort()),
-          fixture_(host, {"--metrics-address", "127.0.0.1:" + std::to_string(port_)},
-                   testbed_.root()) {
+          fixture_(host, withMetrics(std::move(extraArgs), port_), testbed_.root()) {
         monitor_ = std::make_unique<Process>(
             std::vector<std::string>{SVACTL_BINARY, "--bus", fixture_.bus(), "monitor", "--json"},
             fixture_.root() + "/monitor.log");
@@ -128,6 +133,28 @@ TEST(Hotplug, AddedPasidDeviceAppears) {
     EXPECT_EQ(live.metric("svad_hotplug_events_total{action=\"add\",subsystem=\"pci\"}"), 1);
     EXPECT_EQ(live.metric("svad_hotplug_refreshes_total"), 1);
     EXPECT_EQ(live.metric("svad_pasid_capable_devices"), 3);
+}
+
+// A lone event is read at once, not after the settle window: here a minute,
+// which the wait below never reaches.
+TEST(Hotplug, ALoneEventIsReadAtOnce) {
+    Live live(baseHost(), {"--hotplug-settle", "60000"});
+    auto after = baseHost();
+    hostgen::DeviceSpec dev;
+    dev.address = "0000:6a:02.0";
+    dev.vendor = 0x8086;
+    dev.device = 0x0b25;
+    dev.classCode = 0x088000;
+    dev.driver = "vfio-pci";
+    dev.group = 5;
+    dev.iommu = "dmar0";
+    dev.vfio = 7;
+    after.devices.push_back(dev);
+    live.testbed().replaceTree(after);
+    live.testbed().uevent(pciDevpath(dev.address), "add");
+    EXPECT_TRUE(waitUntil([&] { return live.hasObject(devicePathOf(dev.address)); }, 10000))
+        << live.f().svad().log();
+    EXPECT_EQ(live.metric("svad_hotplug_refreshes_total"), 1);
 }
 
 TEST(Hotplug, HostDriverOnAGroupMemberMakesTheGroupNotViable) {
