@@ -9,8 +9,9 @@
 // sends "bind" and times until the client sees the Device's Driver change;
 // a Peer.Ping to svad (answered by sd-bus) is the no-op baseline. --settle
 // is svad's --hotplug-settle (default 50 ms, svad's default), the window in
-// which events are gathered before the re-read: it bounds the latency from
-// below, so the figures are given with and without it.
+// which the events following a first one are gathered; a lone event after a
+// quiet spell is read at once, so the settle window should not show here.
+// The figures are given with and without it.
 // The program runs itself under umockdev-wrapper when it is not already.
 #include "fixture.h"
 #include "testbed.h"
