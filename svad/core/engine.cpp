@@ -72,6 +72,7 @@ void Engine::removeObserver(ContextObserver* observer) {
 
 void Engine::setHost(Host host) {
     host_ = std::make_shared<const Host>(std::move(host));
+    ++hostGeneration_;
 }
 
 void Engine::setConfig(std::shared_ptr<const Config> config) {

@@ -158,6 +158,8 @@ public:
     // The host the next requests resolve devices against.
     void setHost(Host host);
     const Host& host() const { return *host_; }
+    // How many hosts were set: a reader of host() knows whether it changed.
+    uint64_t hostGeneration() const { return hostGeneration_; }
     // The rules the next requests are judged by; contexts already made stay.
     void setConfig(std::shared_ptr<const Config> config);
     const Config& config() const { return *config_; }
@@ -267,6 +269,7 @@ private:
     std::shared_ptr<const Host> host_;
     uint64_t nextId_ = 1;
     bool restoring_ = false;
+    uint64_t hostGeneration_ = 0;
     std::map<uint64_t, std::unique_ptr<Context>> contexts_;
     std::map<std::string, std::vector<uint64_t>> held_; // device id -> contexts
     uint64_t nextReservation_ = 1;

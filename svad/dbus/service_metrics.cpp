@@ -18,7 +18,12 @@ void ServiceMetrics::observe() {
     if (metrics_ == nullptr) {
         return;
     }
-    metrics_->updateHost(engine_.host());
+    // The host's gauges only when there is a new host: a context's coming and
+    // going costs what the contexts do, not what the host does.
+    if (engine_.hostGeneration() != hostGeneration_) {
+        metrics_->updateHost(engine_.host());
+        hostGeneration_ = engine_.hostGeneration();
+    }
     metrics_->updateContexts(engine_);
 }
 

@@ -37,6 +37,7 @@ public:
 private:
     metrics::Metrics* metrics_;
     core::Engine& engine_;
+    uint64_t hostGeneration_ = 0; // the engine's host the gauges show (0: none yet)
 };
 
 } // namespace svad::dbus
