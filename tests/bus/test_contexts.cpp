@@ -399,7 +399,7 @@ TEST(Contexts, OwnerExitReleases) {
     // busctl allocates and exits: the lease ends with it.
     auto r = runCommand({"busctl", "--address=" + f.bus(), "call", "org.svad.Svad1", kRoot,
                          kManager, "AllocateContext", "sasa{sv}", "short-lived", "1", vf[0], "0"});
-    ASSERT_EQ(r.exitCode, 0) << r.errors;
+    ASSERT_EQ(r.exitCode, 0) << r.errors << "\nsvad's log:\n" << f.svad().log();
     auto start = r.output.find('"');
     auto end = r.output.find('"', start + 1);
     const std::string path = r.output.substr(start + 1, end - start - 1);
