@@ -9,9 +9,9 @@
 // sends "bind" and times until the client sees the Device's Driver change;
 // a Peer.Ping to svad (answered by sd-bus) is the no-op baseline. --settle
 // is svad's --hotplug-settle (default 50 ms, svad's default), the window in
-// which the events following a first one are gathered; a lone event after a
-// quiet spell is read at once, so the settle window should not show here.
-// The figures are given with and without it.
+// which the events following a first one are gathered. Each iteration waits
+// out that window first, so every event is a lone one, which svad reads at
+// once: the settle window should not show in the figures.
 // The program runs itself under umockdev-wrapper when it is not already.
 #include "fixture.h"
 #include "testbed.h"
@@ -27,6 +27,7 @@
 #include <mutex>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -137,17 +138,18 @@ int main(int argc, char** argv) {
             hotplug.push_back(svad::test::micros(*seen - t0));
             ping.push_back(svad::test::micros(p1 - p0));
         }
+        // Each event a lone one: the next comes after a quiet spell of `settle`.
+        std::this_thread::sleep_until(t0 + std::chrono::milliseconds(settle + 5));
     }
     auto h = percentiles(hotplug);
     auto p = percentiles(ping);
-    const double window = settle * 1000.0;
-    std::printf("hotplug -> signal, N=%d, svad --hotplug-settle %d (us)     p50        p99   "
-                "p50/no-op\n",
+    std::printf("lone hotplug event -> signal, N=%d, svad --hotplug-settle %d (us)     p50        "
+                "p99   p50/no-op\n",
                 n, settle);
-    std::printf("  uevent (umockdev) -> PropertiesChanged     %10.1f %10.1f %10.1fx\n", h.p50,
-                h.p99, h.p50 / p.p50);
-    std::printf("  the same, less the settle window           %10.1f %10.1f %10.1fx\n",
-                h.p50 - window, h.p99 - window, (h.p50 - window) / p.p50);
-    std::printf("  Peer.Ping (no-op, answered by sd-bus)      %10.1f %10.1f\n", p.p50, p.p99);
+    std::printf("  uevent (umockdev) -> PropertiesChanged                %10.1f %10.1f %10.1fx "
+                "(target <= 3x)\n",
+                h.p50, h.p99, h.p50 / p.p50);
+    std::printf("  Peer.Ping (no-op, answered by sd-bus)                 %10.1f %10.1f\n", p.p50,
+                p.p99);
     return 0;
 }
