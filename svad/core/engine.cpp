@@ -701,7 +701,8 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
         ctx->fdsHeld = false;
         // A passed fd is taken when it is what was stored under its name: the
         // same type, the same device (every iommufd has /dev/iommu's rdev: the
-        // name says which context it is). One that is not is closed.
+        // name says which context it is). One that is not is closed. A context
+        // recorded with no identities (no fd store then) is matched by name.
         auto take = [this, &byName, &s, &out](const std::string& name) {
             auto it = byName.find(name);
             if (it == byName.end()) {

@@ -7,7 +7,9 @@
 // An allocation runs in three steps:
 //  1. admit (the calling thread, svad's loop): the admission table
 //     (admission.h) runs, and the devices are reserved, so that no other
-//     request takes them or a relative while this one is under way;
+//     request takes them or a relative while this one is under way; the
+//     context's id is taken (and recorded) here, so that what the build
+//     records, a rebind for auto_bind, names its context;
 //  2. build (the Offload: a worker): the plugins decide (no fd leaves svad
 //     without a plugin's ALLOW; each verdict is an audit record) and prepare,
 //     the kernel objects are made; each undone on failure by its owner;
