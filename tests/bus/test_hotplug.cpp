@@ -99,11 +99,8 @@ std::string devicePathOf(const std::string& address) {
     return p;
 }
 
-TEST(Hotplug, AddedPasidDeviceAppears) {
-    Live live(baseHost());
-    EXPECT_EQ(live.f().property(kRoot, kManager, "PasidDeviceCount").get<uint32_t>(), 2U);
-
-    auto after = baseHost();
+// A DSA function on vfio-pci with PASID, for the tests that hot-add one.
+hostgen::DeviceSpec hotAddedDsa() {
     hostgen::DeviceSpec dev;
     dev.address = "0000:6a:02.0";
     dev.vendor = 0x8086;
@@ -115,6 +112,15 @@ TEST(Hotplug, AddedPasidDeviceAppears) {
     dev.vfio = 7;
     dev.pasid = hostgen::PasidSpec{20, false, true};
     dev.ats = true;
+    return dev;
+}
+
+TEST(Hotplug, AddedPasidDeviceAppears) {
+    Live live(baseHost());
+    EXPECT_EQ(live.f().property(kRoot, kManager, "PasidDeviceCount").get<uint32_t>(), 2U);
+
+    auto after = baseHost();
+    const hostgen::DeviceSpec dev = hotAddedDsa();
     after.devices.push_back(dev);
     live.testbed().replaceTree(after);
     live.testbed().uevent(pciDevpath(dev.address), "add");
@@ -140,15 +146,7 @@ TEST(Hotplug, AddedPasidDeviceAppears) {
 TEST(Hotplug, ALoneEventIsReadAtOnce) {
     Live live(baseHost(), {"--hotplug-settle", "60000"});
     auto after = baseHost();
-    hostgen::DeviceSpec dev;
-    dev.address = "0000:6a:02.0";
-    dev.vendor = 0x8086;
-    dev.device = 0x0b25;
-    dev.classCode = 0x088000;
-    dev.driver = "vfio-pci";
-    dev.group = 5;
-    dev.iommu = "dmar0";
-    dev.vfio = 7;
+    const hostgen::DeviceSpec dev = hotAddedDsa();
     after.devices.push_back(dev);
     live.testbed().replaceTree(after);
     live.testbed().uevent(pciDevpath(dev.address), "add");

@@ -341,6 +341,18 @@ protected:
         engine_->setConfig(testing::allowAllConfig());
     }
 
+    // A new engine on the same kernel, as after svad restarted, recording in
+    // `store` and keeping fds in `fds`; `pasids` is the new run's pool.
+    void restartEngine(PasidAllocator& pasids, ports::StateStore* store,
+                       ports::FdStore* fds = nullptr) {
+        engine_.reset();
+        engine_ = std::make_unique<Engine>(kernel_, pasids, broker_);
+        engine_->setHost(host_);
+        engine_->setConfig(testing::allowAllConfig());
+        engine_->setStateStore(store, {});
+        engine_->setFdStore(fds);
+    }
+
     AllocateRequest request(std::vector<std::string> devices,
                             ContextMode mode = ContextMode::Handoff, bool faultQueue = false,
                             Caller caller = user(kAlice), const std::string& vm = "vm-1") {
@@ -1228,12 +1240,8 @@ TEST_F(EngineTest, ContextsComeBackFromTheStateStoreWithoutTheirFds) {
     EXPECT_EQ(store.contexts()[0].pasids.size(), 1u);
 
     // svad goes away (no teardown: the VMMs keep their fds) and comes back.
-    engine_.reset();
     PasidAllocator pasids;
-    engine_ = std::make_unique<Engine>(kernel_, pasids, broker_);
-    engine_->setHost(host_);
-    engine_->setConfig(testing::allowAllConfig());
-    engine_->setStateStore(&store, {});
+    restartEngine(pasids, &store);
     Recorder rec;
     engine_->addObserver(&rec);
     // Alice's process is the same one; Bob's pid now belongs to another process.
@@ -1313,13 +1321,8 @@ TEST_F(EngineTest, ContextsComeBackWithTheFdsTheStoreKept) {
 
     auto passed = fdStore.passed();
     passed.push_back({"ctx999-iommufd", ports::UniqueFd(::fcntl(0, F_DUPFD_CLOEXEC, 3))});
-    engine_.reset();
     PasidAllocator pasids;
-    engine_ = std::make_unique<Engine>(kernel_, pasids, broker_);
-    engine_->setHost(host_);
-    engine_->setConfig(testing::allowAllConfig());
-    engine_->setStateStore(&store, {});
-    engine_->setFdStore(&fdStore);
+    restartEngine(pasids, &store, &fdStore);
     // Both owners live; the second's device fd did not come back.
     passed.erase(std::remove_if(passed.begin(), passed.end(),
                                 [&b](const ports::StoredFd& f) {
@@ -1369,13 +1372,8 @@ TEST_F(EngineTest, AStoredFdThatIsNotWhatItsContextKeptIsClosed) {
             p.fd = ports::UniqueFd(pipeFds[0]); // a FIFO where a device was kept
         }
     }
-    engine_.reset();
     PasidAllocator pasids;
-    engine_ = std::make_unique<Engine>(kernel_, pasids, broker_);
-    engine_->setHost(host_);
-    engine_->setConfig(testing::allowAllConfig());
-    engine_->setStateStore(&store, {});
-    engine_->setFdStore(&fdStore);
+    restartEngine(pasids, &store, &fdStore);
     const auto restored = engine_->restore([](pid_t, uint64_t) { return true; }, std::move(passed));
     EXPECT_EQ(restored.kept, 0u);
     EXPECT_EQ(restored.reserved, 1u);
@@ -1389,11 +1387,7 @@ TEST_F(EngineTest, AStoredFdThatIsNotWhatItsContextKeptIsClosed) {
 
     // A fresh database (the old one was moved aside) with fds of context 41 in the store.
     ports::MemoryStateStore fresh;
-    engine_.reset();
-    engine_ = std::make_unique<Engine>(kernel_, pasids, broker_);
-    engine_->setHost(host_);
-    engine_->setConfig(testing::allowAllConfig());
-    engine_->setStateStore(&fresh, {});
+    restartEngine(pasids, &fresh);
     std::vector<ports::StoredFd> stale;
     stale.push_back({"ctx41-iommufd", ports::UniqueFd(::fcntl(0, F_DUPFD_CLOEXEC, 3))});
     const auto again = engine_->restore([](pid_t, uint64_t) { return true; }, std::move(stale));
