@@ -338,7 +338,9 @@ PciDevice readPciDevice(const ports::Sysfs& fs, const std::string& address) {
             d.virtfns.push_back(std::move(a));
         }
         if (has("vfio-dev")) {
-            if (auto v = fs.list(dir + "/vfio-dev"); v && !v->empty()) {
+            if (auto v = fs.list(dir + "/vfio-dev"); !v) {
+                w.add("vfio-dev: listed but could not be read");
+            } else if (!v->empty()) {
                 d.vfioDevice = v->front();
                 if (v->size() > 1) {
                     w.add("vfio-dev: more than one cdev, using " + d.vfioDevice);

@@ -20,13 +20,23 @@ namespace {
 // one, or one with too many "..") fails with EXDEV, so nothing outside the sysfs
 // root is read, listed or quoted. Without openat2 (before Linux 5.6, or where a
 // seccomp filter refuses it) it is plain openat().
+constexpr int kBeneathRetries = 1000;
+
 int openBeneath(int dirFd, const char* name, int flags) {
     static std::atomic<bool> plainOnly{false};
     if (!plainOnly.load(std::memory_order_relaxed)) {
         struct open_how how {};
         how.flags = static_cast<uint64_t>(flags);
         how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-        const long fd = ::syscall(SYS_openat2, dirFd, name, &how, sizeof how);
+        // EAGAIN: a rename or mount somewhere on the host while ".." was walked
+        // (every device link in sysfs climbs), and the kernel asks for a retry.
+        long fd = -1;
+        for (int attempt = 0; attempt < kBeneathRetries; ++attempt) {
+            fd = ::syscall(SYS_openat2, dirFd, name, &how, sizeof how);
+            if (fd >= 0 || errno != EAGAIN) {
+                break;
+            }
+        }
         if (fd >= 0 || (errno != ENOSYS && errno != EPERM)) {
             return static_cast<int>(fd);
         }

@@ -5,6 +5,7 @@
 #include "svad/hostgen/hostgen.h"
 #include "svad/linux/sysfs_reader.h"
 
+#include <atomic>
 #include <chrono>
 #include <fcntl.h>
 #include <filesystem>
@@ -188,6 +189,42 @@ TEST(SysfsReader, NothingOutsideTheRootIsReadOrQuoted) {
     }
     EXPECT_FALSE(anyContains(all, "s3cr3t"));
     EXPECT_FALSE(anyContains(all, "secret"));
+}
+
+// A rename anywhere on the host while a path with ".." is walked makes openat2's
+// RESOLVE_BENEATH give up with EAGAIN ("retry"): every device link in sysfs
+// climbs, so a busy host must not turn that into a missing attribute.
+TEST(SysfsReader, RenamesElsewhereOnTheHostDoNotHideAnything) {
+    Dir dir;
+    hostgen::HostSpec h = host();
+    h.devices[0].vfio = 0;
+    hostgen::writeTree(h, dir.path() + "/host");
+    const std::string sys = dir.path() + "/host/sys";
+    const std::string a = dir.path() + "/a";
+    const std::string b = dir.path() + "/b";
+    std::ofstream(a) << "x";
+    std::atomic<bool> stop{false};
+    std::thread renamer([&] {
+        while (!stop.load()) {
+            (void)::rename(a.c_str(), b.c_str());
+            (void)::rename(b.c_str(), a.c_str());
+        }
+    });
+    const linux_impl::SysfsReader reader(sys);
+    int missing = 0;
+    for (int i = 0; i < 20000; ++i) {
+        // Through the climbing link each time: list() keeps no directory it could reuse.
+        auto v = reader.list("bus/pci/devices/0000:17:00.0/vfio-dev");
+        if (!v || v->size() != 1) {
+            ++missing;
+        }
+        if (!reader.readText("bus/pci/devices/0000:5e:00.0/vendor")) {
+            ++missing;
+        }
+    }
+    stop = true;
+    renamer.join();
+    EXPECT_EQ(missing, 0);
 }
 
 } // namespace
