@@ -505,7 +505,8 @@ int main(int argc, char** argv) {
                     }
                     return out;
                 },
-                metrics.get(), [&kernel] { return kernel->probe(); }},
+                metrics.get(), [&kernel] { return kernel->probe(); },
+                [](pid_t pid) { return svad::linux_impl::processUid(pid); }},
             scan, engine, features);
         currentHost = [&service]() -> const svad::core::Host& { return service->host(); };
         // A plugin gave functions back to their drivers (on its release thread): rescan.

@@ -88,6 +88,11 @@ enum svad_device_kind {
 enum svad_mode {
     SVAD_MODE_HANDOFF = 1,  /* the VMM binds and attaches itself */
     SVAD_MODE_ATTACHED = 2, /* svad binds and attaches */
+    /* A VM-lifetime reservation (ReserveDevices): no fd leaves svad; the VMM,
+     * or libvirt for it, opens the device node itself. svad closes what
+     * prepare opened at once. A plugin that does not know it may treat it as
+     * handoff. */
+    SVAD_MODE_RESERVED = 3,
 };
 
 /* Log priorities for svad_host.log (since 1); syslog's numbering. */

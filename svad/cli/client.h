@@ -77,6 +77,8 @@ bool isContextCommand(const std::string& cmd);
 // The value-taking options of the context commands (--vm NAME ...).
 bool contextOptionTakesValue(const std::string& option);
 int runContextCommand(const Options& o);
+// The VM commands: vm reserve, vm owner, vm release, vm show.
+int runVmCommand(const Options& o);
 
 // svactl monitor [--json]: prints svad's events until interrupted (monitor.cpp).
 int runMonitor(const Options& o);

@@ -72,7 +72,7 @@ const std::vector<EnumNames>& enumTable() {
         {names::kQueueInterface, "Mode", {"unknown", "dedicated", "shared"}},
         {names::kQueueInterface, "Type", {"unknown", "none", "kernel", "user"}},
         {names::kQueueInterface, "State", {"unknown", "disabled", "enabled", "locked"}},
-        {names::kContextInterface, "Mode", {"unknown", "handoff", "attached"}},
+        {names::kContextInterface, "Mode", {"unknown", "handoff", "attached", "reserved"}},
         {names::kContextInterface, "State", {"unknown", "active", "degraded"}},
     };
     return table;

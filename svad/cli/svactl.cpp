@@ -77,6 +77,16 @@ void printHelp() {
         "  pasid alloc CONTEXT DEVICE\n"
         "                  allocate a PASID for a device of the context and print it\n"
         "  pasid release CONTEXT PASID\n\n"
+        "VM reservations (devices held for a VM's life, not svactl's; no fds: the\n"
+        "VMM, or libvirt for it, opens the device nodes; see the README's libvirt):\n"
+        "  vm reserve NAME [--owner-pid PID] DEVICE...\n"
+        "                  reserve devices for vm NAME through the policy, and print\n"
+        "                  their nodes; held until released, or until the owner exits\n"
+        "  vm owner NAME PID\n"
+        "                  the VM's reservations follow process PID (its VMM) from now\n"
+        "                  on: they end when it exits\n"
+        "  vm release NAME release every reservation of the VM (0 if it holds none)\n"
+        "  vm show NAME    the VM's reservations; exit 1 when it holds none\n\n"
         "Options:\n"
         "  --bus BUS       the bus svad serves on (default: system)\n"
         "  --json          machine-readable output\n"
@@ -178,6 +188,9 @@ int run(const Options& o) {
     }
     if (cmd == "monitor") {
         return svad::cli::runMonitor(o);
+    }
+    if (cmd == "vm") {
+        return svad::cli::runVmCommand(o);
     }
     if (!o.command.empty()) {
         fail(kExitUsage, "unexpected '--' for " + cmd);

@@ -207,6 +207,13 @@ Outcome<Done> checkOwnerPid(Admission& a) {
 }
 
 Outcome<Done> checkMode(Admission& a) {
+    if (a.request.mode == ContextMode::Reserved) {
+        if (a.request.faultQueue) {
+            return fail(names::Error::InvalidArgument,
+                        "a reservation hands out no fds: it has no fault queue");
+        }
+        return Done{};
+    }
     if (a.request.mode != ContextMode::Handoff && a.request.mode != ContextMode::Attached) {
         return fail(names::Error::InvalidArgument, "option 'mode' must be 'handoff' or 'attached'");
     }
@@ -294,8 +301,11 @@ Outcome<Done> checkRuleMode(Admission& a, Resolved& r) {
         return Done{};
     }
     const ModeLimit lim = r.rule->limits.mode;
-    if ((lim == ModeLimit::Handoff && a.request.mode != ContextMode::Handoff) ||
-        (lim == ModeLimit::Attached && a.request.mode != ContextMode::Attached)) {
+    // A reservation is a handoff in this sense: the VMM binds the device itself.
+    const ContextMode mode =
+        a.request.mode == ContextMode::Reserved ? ContextMode::Handoff : a.request.mode;
+    if ((lim == ModeLimit::Handoff && mode != ContextMode::Handoff) ||
+        (lim == ModeLimit::Attached && mode != ContextMode::Attached)) {
         return configDeny(a, r,
                           "rule '" + r.rule->name + "' allows only " +
                               (lim == ModeLimit::Handoff ? "handoff" : "attached") + " mode");
@@ -495,6 +505,8 @@ const char* contextModeName(ContextMode mode) {
         return "handoff";
     case ContextMode::Attached:
         return "attached";
+    case ContextMode::Reserved:
+        return "reserved";
     case ContextMode::Unknown:
         break;
     }
@@ -558,7 +570,9 @@ PolicyQuery policyQuery(const AllocateRequest& request, const Resolved& r) {
     q.vm = request.vm;
     q.uid = request.caller.uid;
     q.pid = request.caller.pid;
-    q.mode = request.mode == ContextMode::Attached ? RequestMode::Attached : RequestMode::Handoff;
+    q.mode = request.mode == ContextMode::Attached   ? RequestMode::Attached
+             : request.mode == ContextMode::Reserved ? RequestMode::Reserved
+                                                     : RequestMode::Handoff;
     q.deviceId = r.id;
     q.kind = r.facts.kind;
     q.pci = r.pci;

@@ -39,10 +39,13 @@
 
 namespace svad::core {
 
-enum class ContextMode : uint32_t { Unknown = 0, Handoff = 1, Attached = 2 };
+// Reserved: devices held for a VM's lifetime (ReserveDevices) with no fd handed
+// out: the VMM, or libvirt for it, opens the device nodes itself.
+enum class ContextMode : uint32_t { Unknown = 0, Handoff = 1, Attached = 2, Reserved = 3 };
 enum class HeldKind : uint32_t { Vfio = 1, Vdpa = 2, Queue = 3 };
 
 // "handoff" and "attached"; Unknown for anything else (the mode check names it).
+// "reserved" is no option of AllocateContext: ReserveDevices sets it.
 ContextMode contextModeFromName(std::string_view name);
 const char* contextModeName(ContextMode mode);
 
@@ -59,6 +62,7 @@ struct AllocateRequest {
     ContextMode mode = ContextMode::Handoff;
     bool faultQueue = false;
     std::optional<pid_t> ownerPid; // root only
+    std::optional<uid_t> ownerUid; // ownerPid's uid, when known (else the caller's)
     Caller caller;
 };
 

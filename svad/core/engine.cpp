@@ -198,9 +198,11 @@ Outcome<std::unique_ptr<Context>> Engine::build(Ticket& t) const {
     auto ctx = std::make_unique<Context>();
     ctx->id = t.id;
     ctx->vm = request.vm;
-    ctx->ownerUid = request.caller.uid;
-    ctx->ownerPid = request.ownerPid.value_or(request.caller.pid);
-    ctx->ownerBusName = request.caller.busName;
+    ctx->ownerUid = request.ownerUid.value_or(request.caller.uid);
+    // A reservation follows the VM, not its caller: no owner until one is named.
+    ctx->ownerPid =
+        request.ownerPid.value_or(request.mode == ContextMode::Reserved ? 0 : request.caller.pid);
+    ctx->ownerBusName = request.mode == ContextMode::Reserved ? "" : request.caller.busName;
     ctx->mode = request.mode;
     ctx->createdUsec = t.nowUsec;
 
@@ -209,11 +211,13 @@ Outcome<std::unique_ptr<Context>> Engine::build(Ticket& t) const {
         return f;
     };
 
-    auto iommufd = kernel_.openIommufd();
-    if (!iommufd) {
-        return failWith(kernelFailure(iommufd.error()));
+    if (request.mode != ContextMode::Reserved) {
+        auto iommufd = kernel_.openIommufd();
+        if (!iommufd) {
+            return failWith(kernelFailure(iommufd.error()));
+        }
+        ctx->iommufd = std::move(iommufd.value());
     }
-    ctx->iommufd = std::move(iommufd.value());
     if (request.mode == ContextMode::Attached) {
         auto ioas = kernel_.ioasAlloc(ctx->iommufd.get());
         if (!ioas) {
@@ -242,6 +246,11 @@ Outcome<std::unique_ptr<Context>> Engine::build(Ticket& t) const {
             return failWith(prepared.failure());
         }
         dev.fd = std::move(prepared.value().fd);
+        if (request.mode == ContextMode::Reserved) {
+            // Opening proved the node usable; the VMM opens its own (a vhost-vdpa
+            // node takes one opener at a time).
+            dev.fd.reset();
+        }
         dev.vdpaGroups = prepared.value().vdpaGroups;
         dev.vdpaAddressSpaces = prepared.value().vdpaAddressSpaces;
         ctx->hostChanged = ctx->hostChanged || prepared.value().hostChanged;
@@ -693,8 +702,9 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
         ctx->ownerPid = s.ownerPid;
         ctx->ownerStartTime = s.ownerStartTime;
         ctx->ownerBusName = s.ownerBusName;
-        ctx->mode = s.mode == static_cast<uint32_t>(ContextMode::Attached) ? ContextMode::Attached
-                                                                           : ContextMode::Handoff;
+        ctx->mode = s.mode == static_cast<uint32_t>(ContextMode::Attached)   ? ContextMode::Attached
+                    : s.mode == static_cast<uint32_t>(ContextMode::Reserved) ? ContextMode::Reserved
+                                                                             : ContextMode::Handoff;
         ctx->ioasId = s.ioasId;
         ctx->faultQueueId = s.faultQueueId;
         ctx->createdUsec = s.createdUsec;
@@ -726,8 +736,11 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
             }
             return fd;
         };
-        ctx->iommufd = take(ports::fdStoreName(s.id, "iommufd"));
-        bool all = ctx->iommufd.valid();
+        const bool reserved = ctx->mode == ContextMode::Reserved; // it holds no fds
+        if (!reserved) {
+            ctx->iommufd = take(ports::fdStoreName(s.id, "iommufd"));
+        }
+        bool all = reserved || ctx->iommufd.valid();
         for (const auto& d : s.devices) {
             ContextDevice dev;
             dev.id = d.id;
@@ -739,8 +752,11 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
             dev.plugin = d.plugin;
             dev.rule = d.rule;
             dev.pasidWidth = pasidWidthOf(d.id);
-            dev.fd = take(ports::fdStoreName(s.id, "dev" + std::to_string(ctx->devices.size())));
-            all = all && dev.fd.valid();
+            if (!reserved) {
+                dev.fd =
+                    take(ports::fdStoreName(s.id, "dev" + std::to_string(ctx->devices.size())));
+                all = all && dev.fd.valid();
+            }
             ctx->devices.push_back(std::move(dev));
         }
         if (ctx->faultQueueId != 0) {
@@ -776,7 +792,9 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
         for (const auto& d : ctx->devices) {
             held_[d.id].push_back(ctx->id);
         }
-        const bool alive = ownerAlive && ownerAlive(ctx->ownerPid, ctx->ownerStartTime);
+        // A reservation with no owner yet is held by its VM's name alone.
+        const bool alive = (reserved && ctx->ownerPid == 0) ||
+                           (ownerAlive && ownerAlive(ctx->ownerPid, ctx->ownerStartTime));
         log::notice(!alive ? "context of the last run: its owner exited while svad was down"
                     : ctx->fdsHeld
                         ? "context taken back after a restart, with its fds"
@@ -873,6 +891,60 @@ std::vector<uint64_t> Engine::markDegraded() {
         }
     }
     return changed;
+}
+
+std::vector<uint64_t> Engine::reservationsOf(const std::string& vm) const {
+    std::vector<uint64_t> out;
+    for (const auto& [id, ctx] : contexts_) {
+        if (ctx->mode == ContextMode::Reserved && ctx->vm == vm && leaving_.count(id) == 0) {
+            out.push_back(id);
+        }
+    }
+    return out;
+}
+
+Outcome<std::vector<uint64_t>> Engine::setVmOwner(const std::string& vm, pid_t pid, uid_t uid,
+                                                  const Caller& caller) {
+    const std::vector<uint64_t> ids = reservationsOf(vm);
+    if (ids.empty()) {
+        return fail(names::Error::NotFound, "vm " + echo(vm) + " holds no reservation");
+    }
+    for (uint64_t id : ids) {
+        if (auto ok = checkOwner(*contexts_.at(id), caller); !ok.ok()) {
+            return ok.failure();
+        }
+    }
+    const uint64_t startTime = startTimeOf_ ? startTimeOf_(pid) : 0;
+    for (uint64_t id : ids) {
+        Context& ctx = *contexts_.at(id);
+        Context before;
+        before.ownerPid = ctx.ownerPid;
+        before.ownerUid = ctx.ownerUid;
+        before.ownerStartTime = ctx.ownerStartTime;
+        ctx.ownerPid = pid;
+        ctx.ownerUid = uid;
+        ctx.ownerStartTime = startTime;
+        if (store_ != nullptr) {
+            auto recorded = record("record a reservation's owner",
+                                   [this, &ctx] { store_->putContext(stored(ctx)); });
+            if (!recorded.ok()) {
+                ctx.ownerPid = before.ownerPid;
+                ctx.ownerUid = before.ownerUid;
+                ctx.ownerStartTime = before.ownerStartTime;
+                return recorded.failure();
+            }
+        }
+        log::notice("reservation handed to its owner",
+                    {{"VM", ctx.vm},
+                     {"CONTEXT", std::to_string(id)},
+                     {"OWNER_PID", std::to_string(pid)},
+                     {"OWNER_UID", std::to_string(uid)},
+                     {"CALLER_UID", std::to_string(caller.uid)}});
+        for (auto* o : std::vector<ContextObserver*>(observers_)) {
+            o->contextOwnerChanged(ctx);
+        }
+    }
+    return ids;
 }
 
 const Context* Engine::find(uint64_t id) const {

@@ -115,6 +115,8 @@ public:
     // It is gone from the engine (find() no longer knows it) and its devices are
     // free: its kernel objects are torn down.
     virtual void contextReleased(const Context& ctx, const std::string& reason) = 0;
+    // A reservation's owner changed (setVmOwner): its lease follows the new pid.
+    virtual void contextOwnerChanged(const Context& /*ctx*/) {}
     // restore() took back the contexts of the last run: each was told as created,
     // with restoring() true (an observer may wait for this to sum them up once).
     virtual void contextsRestored() {}
@@ -191,6 +193,18 @@ public:
     Outcome<Done> releasePasid(uint64_t id, uint32_t pasid, const Caller& caller);
     Outcome<Done> setVirtualId(uint64_t id, const std::string& device, uint64_t virtId,
                                const Caller& caller);
+
+    // VM-lifetime reservations (mode Reserved): devices held for a VM, whoever
+    // called. A reservation has no owner until one is named; then it ends when
+    // that process exits, like any context. It ends too on ReleaseContext, and
+    // when the VM's reservations are released by name.
+    // The VM's reservations that are not leaving, oldest first.
+    std::vector<uint64_t> reservationsOf(const std::string& vm) const;
+    // The VM's reservations follow `pid` (running as `uid`) from now on: each is
+    // recorded and the observers hear contextOwnerChanged. The caller must own
+    // each (or be root). NotFound when the VM holds none.
+    Outcome<std::vector<uint64_t>> setVmOwner(const std::string& vm, pid_t pid, uid_t uid,
+                                              const Caller& caller);
 
     const Context* find(uint64_t id) const;
     const std::map<uint64_t, std::unique_ptr<Context>>& contexts() const { return contexts_; }

@@ -23,7 +23,7 @@ namespace svad::core {
 enum class Verdict : uint32_t { Ignore = 0, Allow = 1, Deny = 2 };
 const char* toString(Verdict v);
 
-enum class RequestMode : uint32_t { Handoff = 1, Attached = 2 };
+enum class RequestMode : uint32_t { Handoff = 1, Attached = 2, Reserved = 3 };
 
 // One device of one request, with what svad knows of it.
 struct PolicyQuery {

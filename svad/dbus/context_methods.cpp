@@ -468,6 +468,228 @@ void ContextMethods::setVirtualId(const std::shared_ptr<sdbus::Result<>>& result
         });
 }
 
+// ---- VM-lifetime reservations ------------------------------------------------
+
+core::Outcome<uid_t> ContextMethods::ownerUidOf(const std::string& what, uint32_t pid) const {
+    if (pid == 0 || pid > INT32_MAX) {
+        return core::Failure{names::Error::InvalidArgument, what + " is not a pid", {}};
+    }
+    std::optional<uid_t> uid;
+    if (hooks_.processUid) {
+        uid = hooks_.processUid(static_cast<pid_t>(pid));
+    }
+    if (!uid) {
+        return core::Failure{names::Error::InvalidArgument,
+                             what + ": there is no process " + std::to_string(pid),
+                             {}};
+    }
+    return *uid;
+}
+
+std::map<std::string, sdbus::Variant>
+ContextMethods::reservationInfo(const core::Context& ctx) const {
+    const core::Host& host = engine_.host();
+    const std::string& root = host_.devRoot();
+    std::map<std::string, std::string> nodes;
+    std::map<std::string, uint32_t> groups;
+    std::map<std::string, uint32_t> pasidWidths;
+    std::map<std::string, std::string> pluginOf;
+    for (const auto& d : ctx.devices) {
+        pasidWidths[d.id] = d.pasidWidth;
+        pluginOf[d.id] = d.plugin;
+        std::string node;
+        if (d.kind == core::HeldKind::Vfio) {
+            if (const core::PciDevice* pci = core::findPci(host, d.id)) {
+                // An auto-bound function has its cdev once the rescan after the rebind is in.
+                if (!pci->vfioDevice.empty()) {
+                    node = underRoot(root, "vfio/devices/" + pci->vfioDevice);
+                }
+                if (pci->group) {
+                    groups[d.id] = *pci->group;
+                }
+            }
+        } else if (d.kind == core::HeldKind::Vdpa) {
+            for (const auto& v : host.vdpa) {
+                if (v.name == d.id) {
+                    node = underRoot(root, v.vhostDevice);
+                }
+            }
+        } else {
+            for (const auto& q : host.queues) {
+                if (q.name == d.id) {
+                    node = underRoot(root, q.charDevice);
+                }
+            }
+        }
+        if (!node.empty()) {
+            nodes[d.id] = node;
+        }
+    }
+    std::map<std::string, sdbus::Variant> info;
+    info["mode"] = sdbus::Variant(std::string(core::contextModeName(ctx.mode)));
+    info["pasid_widths"] = sdbus::Variant(pasidWidths);
+    info["plugins"] = sdbus::Variant(pluginOf);
+    info["nodes"] = sdbus::Variant(nodes);
+    info["iommu_groups"] = sdbus::Variant(groups);
+    return info;
+}
+
+void ContextMethods::reserve(const std::shared_ptr<ReserveResult>& result,
+                             const std::string& sender, std::string vm,
+                             std::vector<std::string> devices,
+                             std::map<std::string, sdbus::Variant> options) {
+    const auto started = std::chrono::steady_clock::now();
+    std::weak_ptr<int> alive = alive_;
+    asAdmin(
+        "ReserveDevices", sender,
+        [result](const core::Failure& f) { result->returnError(busError(f)); },
+        [this, alive, result, started, vm = std::move(vm), devices = std::move(devices),
+         options = std::move(options)](const core::Caller& caller) {
+            core::AllocateRequest req;
+            req.vm = vm;
+            req.devices = devices;
+            req.caller = caller;
+            req.mode = core::ContextMode::Reserved;
+            for (const auto& [key, value] : options) {
+                if (key != "owner_pid") {
+                    result->returnError(
+                        busError(names::Error::InvalidArgument,
+                                 "unknown option '" + core::echo(key) + "' (known: owner_pid)"));
+                    return;
+                }
+                uint32_t pid = 0;
+                try {
+                    pid = optionValue<uint32_t>(key, value, "u");
+                } catch (const sdbus::Error& e) {
+                    result->returnError(e);
+                    return;
+                }
+                auto uid = ownerUidOf("option 'owner_pid'", pid);
+                if (!uid.ok()) {
+                    result->returnError(busError(uid.failure()));
+                    return;
+                }
+                req.ownerPid = static_cast<pid_t>(pid);
+                req.ownerUid = uid.value();
+            }
+            engine_.allocate(
+                req, realtimeUsec(),
+                [this, alive, result, started, vm, devices,
+                 caller](core::Outcome<const core::Context*> outcome) {
+                    if (!alive.lock()) {
+                        return;
+                    }
+                    if (!outcome.ok()) {
+                        const core::Failure& f = outcome.failure();
+                        log::warning("reservation refused: " + f.message,
+                                     {{"VM", core::echo(vm)},
+                                      {"DEVICE", echoList(devices)},
+                                      {"VERDICT", "DENY"},
+                                      {"ERROR", std::string(names::errorInfo(f.error).dbusName)},
+                                      {"REASON", f.message},
+                                      {"CALLER_UID", std::to_string(caller.uid)},
+                                      {"CALLER_PID", std::to_string(caller.pid)}});
+                        metrics_.allocation(started, f);
+                        result->returnError(busError(f));
+                    } else {
+                        const core::Context& ctx = *outcome.value();
+                        std::set<std::string> used;
+                        std::vector<std::string> plugins;
+                        for (const auto& d : ctx.devices) {
+                            used.insert(d.plugin);
+                            plugins.push_back(d.plugin);
+                        }
+                        log::notice("devices reserved for the VM",
+                                    {{"VM", ctx.vm},
+                                     {"CONTEXT", std::to_string(ctx.id)},
+                                     {"DEVICE", joined(devices)},
+                                     {"PLUGIN", joined(plugins)},
+                                     {"MODE", core::contextModeName(ctx.mode)},
+                                     {"VERDICT", "ALLOW"},
+                                     {"OWNER_PID", std::to_string(ctx.ownerPid)},
+                                     {"CALLER_UID", std::to_string(caller.uid)},
+                                     {"CALLER_PID", std::to_string(caller.pid)}});
+                        const bool hostChanged = ctx.hostChanged;
+                        result->returnResults(sdbus::ObjectPath(contextPath(ctx.id)),
+                                              reservationInfo(ctx));
+                        metrics_.allocation(
+                            started, std::nullopt,
+                            joined(std::vector<std::string>(used.begin(), used.end())));
+                        if (hostChanged && hooks_.rescan) {
+                            hooks_.rescan();
+                        }
+                    }
+                    if (hooks_.kick) {
+                        hooks_.kick();
+                    }
+                });
+        });
+}
+
+void ContextMethods::setVmOwner(
+    const std::shared_ptr<sdbus::Result<std::vector<sdbus::ObjectPath>>>& result,
+    const std::string& sender, std::string vm, uint32_t pid) {
+    asAdmin(
+        "SetVmOwner", sender,
+        [result](const core::Failure& f) { result->returnError(busError(f)); },
+        [this, result, vm = std::move(vm), pid](const core::Caller& caller) {
+            auto uid = ownerUidOf("pid", pid);
+            if (!uid.ok()) {
+                result->returnError(busError(uid.failure()));
+                return;
+            }
+            auto ids = engine_.setVmOwner(vm, static_cast<pid_t>(pid), uid.value(), caller);
+            if (!ids.ok()) {
+                result->returnError(busError(ids.failure()));
+                return;
+            }
+            std::vector<sdbus::ObjectPath> paths;
+            for (uint64_t id : ids.value()) {
+                paths.emplace_back(contextPath(id));
+            }
+            result->returnResults(paths);
+        });
+}
+
+void ContextMethods::releaseVm(const std::shared_ptr<sdbus::Result<uint32_t>>& result,
+                               const std::string& sender, std::string vm) {
+    asAdmin(
+        "ReleaseVm", sender, [result](const core::Failure& f) { result->returnError(busError(f)); },
+        [this, result, vm = std::move(vm)](const core::Caller& caller) {
+            const std::vector<uint64_t> ids = engine_.reservationsOf(vm);
+            for (uint64_t id : ids) {
+                if (auto access = engine_.checkAccess(id, caller); !access.ok()) {
+                    result->returnError(busError(access.failure()));
+                    return;
+                }
+            }
+            if (ids.empty()) {
+                result->returnResults(0U);
+                return;
+            }
+            // Answered once every one is torn down and its devices are free.
+            auto left = std::make_shared<size_t>(ids.size());
+            const auto count = static_cast<uint32_t>(ids.size());
+            for (uint64_t id : ids) {
+                engine_.releaseAsync(id, "released with its VM",
+                                     [result, left, count, kick = hooks_.kick] {
+                                         if (--*left == 0) {
+                                             result->returnResults(count);
+                                             if (kick) {
+                                                 kick();
+                                             }
+                                         }
+                                     });
+            }
+        });
+}
+
+void ContextMethods::contextOwnerChanged(const core::Context& ctx) {
+    if (auto it = objects_.find(ctx.id); it != objects_.end()) {
+        it->second->announceChanged({"OwnerPid", "OwnerUid"});
+    }
+}
+
 void ContextMethods::list(const std::string& start, std::vector<ListedObject>& out) const {
     // Contexts are kept by number; their paths sort as text.
     for (const auto& [id, object] : objects_) {

@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
 #include <vector>
@@ -32,6 +33,8 @@ public:
         std::function<void()> rescan;
         // Something was answered late, from a callback: svad's loop flushes the bus.
         std::function<void()> kick;
+        // A process's uid (nullopt: no such process), for a reservation's owner.
+        std::function<std::optional<uid_t>(pid_t)> processUid;
     };
     ContextMethods(sdbus::IConnection& connection, sdbus::IProxy& bus, core::Engine& engine,
                    CallerIdentity& identity, HostPublisher& host, ServiceMetrics& metrics,
@@ -55,14 +58,29 @@ public:
     void setVirtualId(const std::shared_ptr<sdbus::Result<>>& result, const std::string& sender,
                       const std::string& context, const std::string& device, uint64_t virtId);
 
+    // VM-lifetime reservations: ReserveDevices, SetVmOwner, ReleaseVm.
+    using ReserveResult = sdbus::Result<sdbus::ObjectPath, std::map<std::string, sdbus::Variant>>;
+    void reserve(const std::shared_ptr<ReserveResult>& result, const std::string& sender,
+                 std::string vm, std::vector<std::string> devices,
+                 std::map<std::string, sdbus::Variant> options);
+    void setVmOwner(const std::shared_ptr<sdbus::Result<std::vector<sdbus::ObjectPath>>>& result,
+                    const std::string& sender, std::string vm, uint32_t pid);
+    void releaseVm(const std::shared_ptr<sdbus::Result<uint32_t>>& result,
+                   const std::string& sender, std::string vm);
+
     // The context objects at or after `start`, appended to `out`.
     void list(const std::string& start, std::vector<ListedObject>& out) const;
 
     void contextCreated(const core::Context& ctx) override;
     void contextStateChanged(const core::Context& ctx, const std::string& reason) override;
     void contextReleased(const core::Context& ctx, const std::string& reason) override;
+    void contextOwnerChanged(const core::Context& ctx) override;
 
 private:
+    // What a reservation's reply says of its devices.
+    std::map<std::string, sdbus::Variant> reservationInfo(const core::Context& ctx) const;
+    // A pid given by a caller, with its uid; InvalidArgument when there is no such process.
+    core::Outcome<uid_t> ownerUidOf(const std::string& what, uint32_t pid) const;
     // The context at `path`, or NotFound.
     core::Outcome<uint64_t> contextAt(const std::string& path) const;
     // Runs `then` with the admin behind `sender`; a refusal goes to `fail`.

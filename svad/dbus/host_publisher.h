@@ -19,6 +19,7 @@ namespace svad::dbus {
 class HostPublisher {
 public:
     HostPublisher(sdbus::IConnection& connection, std::string devRoot, const core::Engine& engine);
+    const std::string& devRoot() const { return devRoot_; }
     ~HostPublisher();
     HostPublisher(const HostPublisher&) = delete;
     HostPublisher& operator=(const HostPublisher&) = delete;

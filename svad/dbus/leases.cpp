@@ -35,7 +35,20 @@ void Leases::end(uint64_t id, const std::string& reason) {
 }
 
 void Leases::contextCreated(const core::Context& ctx) {
+    follow(ctx);
+}
+
+void Leases::contextOwnerChanged(const core::Context& ctx) {
+    forget(ctx.id);
+    follow(ctx);
+}
+
+void Leases::follow(const core::Context& ctx) {
     const uint64_t id = ctx.id;
+    // A reservation without an owner yet is held by its VM's name alone.
+    if (ctx.mode == core::ContextMode::Reserved && ctx.ownerPid <= 0) {
+        return;
+    }
     errno = 0;
     int pidfd =
         ctx.ownerPid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, ctx.ownerPid, 0)) : -1;
@@ -49,7 +62,7 @@ void Leases::contextCreated(const core::Context& ctx) {
             log::warning(std::string("cannot watch the owner's pidfd, following its bus name: ") +
                              e.what(),
                          {{"CONTEXT", std::to_string(id)}});
-            nameWatches_[ctx.ownerBusName].push_back(id);
+            watchName(ctx);
             return;
         }
         std::weak_ptr<int> alive = alive_;
@@ -73,15 +86,30 @@ void Leases::contextCreated(const core::Context& ctx) {
         });
         return;
     }
-    nameWatches_[ctx.ownerBusName].push_back(id);
+    watchName(ctx);
+}
+
+void Leases::watchName(const core::Context& ctx) {
+    if (ctx.ownerBusName.empty()) {
+        // A reservation's caller is not its owner: without a pidfd it stays
+        // until it is released, by the context or by the VM's name.
+        log::warning("cannot follow the owner of a reservation (no pidfd): it stays until released",
+                     {{"CONTEXT", std::to_string(ctx.id)}, {"VM", ctx.vm}});
+        return;
+    }
+    nameWatches_[ctx.ownerBusName].push_back(ctx.id);
+}
+
+void Leases::forget(uint64_t id) {
+    pidWatches_.erase(id);
+    for (auto it = nameWatches_.begin(); it != nameWatches_.end();) {
+        std::erase(it->second, id);
+        it = it->second.empty() ? nameWatches_.erase(it) : std::next(it);
+    }
 }
 
 void Leases::contextReleased(const core::Context& ctx, const std::string& /*reason*/) {
-    pidWatches_.erase(ctx.id);
-    for (auto it = nameWatches_.begin(); it != nameWatches_.end();) {
-        std::erase(it->second, ctx.id);
-        it = it->second.empty() ? nameWatches_.erase(it) : std::next(it);
-    }
+    forget(ctx.id);
 }
 
 void Leases::nameLost(const std::string& name) {

@@ -1,7 +1,7 @@
-// Leases: a context lives as long as its owner. The owner process is followed
-// through a pidfd; when there is none (no pidfd_open, or no pid from the bus),
-// through the owner's bus name. When the owner goes, the context is released
-// through the engine like any other release. Observes the engine.
+// Leases: a context lives as long as its owner (a reservation: once it has one). The owner process
+// is followed through a pidfd; when there is none (no pidfd_open, or no pid from the bus), through
+// the owner's bus name. When the owner goes, the context is released through the engine like any
+// other release. Observes the engine.
 #pragma once
 
 #include "svad/core/engine.h"
@@ -32,8 +32,13 @@ public:
     void contextStateChanged(const core::Context& /*ctx*/, const std::string& /*reason*/) override {
     }
     void contextReleased(const core::Context& ctx, const std::string& reason) override;
+    void contextOwnerChanged(const core::Context& ctx) override;
 
 private:
+    // Watches the owner's pidfd, else its bus name.
+    void follow(const core::Context& ctx);
+    void watchName(const core::Context& ctx);
+    void forget(uint64_t id);
     size_t nameWatched() const;
     void end(uint64_t id, const std::string& reason);
 

@@ -8,6 +8,16 @@
 
 namespace svad::dbus {
 
+std::string underRoot(const std::string& root, const std::string& rel) {
+    if (rel.empty()) {
+        return {};
+    }
+    if (root.empty() || root == "/") {
+        return "/" + rel;
+    }
+    return root + "/" + rel;
+}
+
 namespace {
 
 sdbus::ObjectPath none() {
@@ -21,16 +31,6 @@ std::vector<sdbus::ObjectPath> devicePaths(const std::vector<std::string>& addre
         out.emplace_back(core::devicePath(a));
     }
     return out;
-}
-
-std::string underRoot(const std::string& root, const std::string& rel) {
-    if (rel.empty()) {
-        return {};
-    }
-    if (root.empty() || root == "/") {
-        return "/" + rel;
-    }
-    return root + "/" + rel;
 }
 
 } // namespace

@@ -20,6 +20,10 @@
 
 namespace svad::dbus {
 
+// A node under the device root ("/dev" and "vfio/devices/vfio0": "/dev/vfio/devices/vfio0");
+// empty for an empty `rel`.
+std::string underRoot(const std::string& root, const std::string& rel);
+
 // What a PCI function's object shows besides the function itself.
 struct DeviceLinks {
     std::vector<std::string> queues; // work queue names

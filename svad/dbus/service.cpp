@@ -43,7 +43,8 @@ Service::Service(boost::asio::io_context& io, sdbus::IConnection& connection, Bu
       hostObjects_(connection, options_.devRoot, engine), metrics_(options_.metrics, engine),
       identity_(io, *busProxy_), leases_(io, engine, [&loop] { loop.kick(); }),
       contexts_(connection, *busProxy_, engine, identity_, hostObjects_, metrics_,
-                ContextMethods::Hooks{[this] { rescan(); }, [&loop] { loop.kick(); }}),
+                ContextMethods::Hooks{[this] { rescan(); }, [&loop] { loop.kick(); },
+                                      options_.processUid}),
       rescans_(io, std::move(scan), [this](core::Host host) {
           apply(std::move(host), true);
           reprobe();
@@ -424,6 +425,25 @@ void Service::SetVirtualId(sdbus::Result<>&& result, sdbus::ObjectPath context, 
                            uint64_t virtId) {
     contexts_.setVirtualId(std::make_shared<sdbus::Result<>>(std::move(result)), sender(), context,
                            device, virtId);
+}
+
+void Service::ReserveDevices(ContextMethods::ReserveResult&& result, std::string vm,
+                             std::vector<std::string> devices,
+                             std::map<std::string, sdbus::Variant> options) {
+    contexts_.reserve(std::make_shared<ContextMethods::ReserveResult>(std::move(result)), sender(),
+                      std::move(vm), std::move(devices), std::move(options));
+}
+
+void Service::SetVmOwner(sdbus::Result<std::vector<sdbus::ObjectPath>>&& result, std::string vm,
+                         uint32_t pid) {
+    contexts_.setVmOwner(
+        std::make_shared<sdbus::Result<std::vector<sdbus::ObjectPath>>>(std::move(result)),
+        sender(), std::move(vm), pid);
+}
+
+void Service::ReleaseVm(sdbus::Result<uint32_t>&& result, std::string vm) {
+    contexts_.releaseVm(std::make_shared<sdbus::Result<uint32_t>>(std::move(result)), sender(),
+                        std::move(vm));
 }
 
 } // namespace svad::dbus

@@ -63,6 +63,8 @@ struct ServiceOptions {
     // Probes the kernel again after each rescan (a vhost-vdpa or VFIO cdev node may
     // have appeared since start-up); may be empty.
     std::function<ports::KernelFeatures()> probe;
+    // A process's uid (nullopt: no such process), for a reservation's owner.
+    std::function<std::optional<uid_t>(pid_t)> processUid;
 };
 
 // Runs discovery; called on a worker thread, so it must touch nothing shared.
@@ -110,6 +112,12 @@ private:
     void SetVirtualId(sdbus::Result<>&& result, sdbus::ObjectPath context, std::string device,
                       uint64_t virtId) override;
     void Reload(sdbus::Result<>&& result) override;
+    void ReserveDevices(ContextMethods::ReserveResult&& result, std::string vm,
+                        std::vector<std::string> devices,
+                        std::map<std::string, sdbus::Variant> options) override;
+    void SetVmOwner(sdbus::Result<std::vector<sdbus::ObjectPath>>&& result, std::string vm,
+                    uint32_t pid) override;
+    void ReleaseVm(sdbus::Result<uint32_t>&& result, std::string vm) override;
     std::vector<
         sdbus::Struct<std::string, std::string, std::string, uint32_t, std::vector<std::string>>>
     Plugins() override;

@@ -53,4 +53,50 @@ uint64_t processStartTime(pid_t pid, const char* procRoot) {
     return 0;
 }
 
+std::optional<uid_t> processUid(pid_t pid, const char* procRoot) {
+    if (pid <= 0) {
+        return std::nullopt;
+    }
+    const std::string path = std::string(procRoot) + "/" + std::to_string(pid) + "/status";
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        return std::nullopt;
+    }
+    std::string text;
+    char buf[4096];
+    for (;;) {
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0 || text.size() > 65536) {
+            break;
+        }
+        text.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    // "Uid:\treal\teffective\tsaved\tfs"
+    const size_t line = text.find("\nUid:");
+    if (line == std::string::npos) {
+        return std::nullopt;
+    }
+    size_t pos = line + 5;
+    uint64_t value = 0;
+    for (int field = 0; field < 2; ++field) {
+        while (pos < text.size() && (text[pos] == '\t' || text[pos] == ' ')) {
+            ++pos;
+        }
+        const size_t start = pos;
+        value = 0;
+        while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9' && value <= UINT32_MAX) {
+            value = value * 10 + static_cast<uint64_t>(text[pos] - '0');
+            ++pos;
+        }
+        if (pos == start || value > UINT32_MAX) {
+            return std::nullopt;
+        }
+    }
+    return static_cast<uid_t>(value);
+}
+
 } // namespace svad::linux_impl
