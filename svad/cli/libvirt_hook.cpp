@@ -345,8 +345,9 @@ int runLibvirtHook(const Options& o) {
         ManagerProxy manager(*conn);
         (void)manager.ReleaseVm(name);
     } catch (const sdbus::Error& e) {
-        std::fprintf(stderr, "svactl: cannot release the svad reservation of domain '%s': %s\n",
-                     name.c_str(), e.getMessage().c_str());
+        (void)std::fprintf(stderr,
+                           "svactl: cannot release the svad reservation of domain '%s': %s\n",
+                           name.c_str(), e.getMessage().c_str());
         return 1;
     }
     return 0;
