@@ -111,6 +111,13 @@ public:
         return call<Result<UniqueFd>>("openWorkQueue",
                                       [&] { return inner_.openWorkQueue(wqName); });
     }
+    std::string nodePath(const std::string& node) const override { return inner_.nodePath(node); }
+    Status grantNode(const std::string& path, uid_t uid) override {
+        return call<Status>("grantNode", [&] { return inner_.grantNode(path, uid); });
+    }
+    Status revokeNode(const std::string& path, uid_t uid) override {
+        return call<Status>("revokeNode", [&] { return inner_.revokeNode(path, uid); });
+    }
 
 private:
     template <typename R, typename F> R call(const char* name, F&& f) {
