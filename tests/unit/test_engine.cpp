@@ -494,7 +494,8 @@ TEST_F(EngineTest, FailNthAllocateRollsBackEverything) {
                 }
                 EXPECT_TRUE(succeeded)
                     << "no allocation succeeded within " << kMaxCalls << " calls";
-                // Every kernel call of a complete allocation was failed once.
+                // Every kernel call of a complete allocation was failed once (the
+                // queue's: the grant of its node).
                 const int expectedCalls = 1 + (mode == ContextMode::Attached ? 2 : 0) +
                                           2 * (mode == ContextMode::Attached ? 3 : 1) + 3 + 1 +
                                           (faultQueue ? 1 : 0);
@@ -596,7 +597,8 @@ TEST_F(EngineTest, HandoffAndAttachedContexts) {
     EXPECT_EQ(hc->devices[1].vdpaAddressSpaces, 2u);
     EXPECT_EQ(hc->devices[2].kind, HeldKind::Queue);
     for (const auto& d : hc->devices) {
-        EXPECT_TRUE(d.fd.valid()) << d.id;
+        EXPECT_EQ(d.fd.valid(), d.kind != HeldKind::Queue) << d.id; // a queue: its node
+        EXPECT_EQ(d.node.empty(), d.kind != HeldKind::Queue) << d.id;
         EXPECT_EQ(d.pasidWidth, 20u) << d.id; // parents on dmar0 with PASID 20
     }
 
@@ -1322,14 +1324,16 @@ TEST_F(EngineTest, ContextsComeBackWithTheFdsTheStoreKept) {
     ASSERT_NE(ctx, nullptr);
     const ino_t iommufd = inodeOf(ctx->iommufd.get());
     const ino_t nic = inodeOf(ctx->devices[0].fd.get());
-    EXPECT_EQ(fdStore.fds.size(), 6u) << "iommufd, 2 devices and the fault queue; iommufd and a "
-                                         "device for the second";
+    EXPECT_EQ(fdStore.fds.size(), 5u) << "iommufd, the NIC (a queue has no fd) and the fault "
+                                         "queue; iommufd and a device for the second";
+    EXPECT_EQ(fdStore.fds.count("ctx" + std::to_string(a) + "-dev1"), 0u);
     EXPECT_EQ(fdStore.fds.count("ctx" + std::to_string(a) + "-fault"), 1u);
 
     auto passed = fdStore.passed();
     passed.push_back({"ctx999-iommufd", ports::UniqueFd(::fcntl(0, F_DUPFD_CLOEXEC, 3))});
     PasidAllocator pasids;
     restartEngine(pasids, &store, &fdStore);
+    ASSERT_TRUE(sim_.revokeNode("/dev/dsa/wq0.0", kAlice).ok()); // lost while svad was down
     // Both owners live; the second's device fd did not come back.
     passed.erase(std::remove_if(passed.begin(), passed.end(),
                                 [&b](const ports::StoredFd& f) {
@@ -1346,6 +1350,10 @@ TEST_F(EngineTest, ContextsComeBackWithTheFdsTheStoreKept) {
     EXPECT_EQ(inodeOf(back->iommufd.get()), iommufd);
     EXPECT_EQ(inodeOf(back->devices[0].fd.get()), nic);
     EXPECT_TRUE(back->faultQueueFd.valid());
+    // Its queue has no fd to take back: the owner's access to its node comes back.
+    EXPECT_FALSE(back->devices[1].fd.valid());
+    EXPECT_EQ(back->devices[1].node, "/dev/dsa/wq0.0");
+    EXPECT_EQ(sim_.grants().at("/dev/dsa/wq0.0"), (std::set<uid_t>{kAlice}));
     const Context* half = engine_->find(b);
     ASSERT_NE(half, nullptr);
     EXPECT_FALSE(half->fdsHeld);
