@@ -575,6 +575,38 @@ TEST_F(EngineTest, FailNthReleaseStillReleasesEverything) {
 
 // ---- engine semantics ----------------------------------------------------------
 
+// A queue's node is granted per uid: each uid's entry goes with its last
+// context on the queue; a failed grant leaves no context and nothing granted.
+TEST_F(EngineTest, QueueNodesAreGrantedPerUidUntilItsLastContextEnds) {
+    Host shared = host_;
+    for (auto& q : shared.queues) {
+        q.mode = q.name == kQueue ? QueueMode::Shared : q.mode;
+    }
+    engine_->setHost(shared);
+    const std::string node = "/dev/dsa/" + std::string(kQueue);
+    const uint64_t a1 = allocOk(request({kQueue}));
+    const uint64_t a2 =
+        allocOk(request({kQueue}, ContextMode::Handoff, false, user(kAlice), "vm-2"));
+    const uint64_t b = allocOk(request({kQueue}, ContextMode::Handoff, false, user(kBob), "vm-3"));
+    EXPECT_EQ(engine_->find(a1)->devices.at(0).node, node);
+    EXPECT_EQ(sim_.grants().at(node), (std::set<uid_t>{kAlice, kBob}));
+    ASSERT_TRUE(engine_->release(a1, user(kAlice)).ok());
+    EXPECT_EQ(sim_.grants().at(node), (std::set<uid_t>{kAlice, kBob})); // a2 is alice's too
+    ASSERT_TRUE(engine_->release(b, user(kBob)).ok());
+    EXPECT_EQ(sim_.grants().at(node), (std::set<uid_t>{kAlice}));
+    ASSERT_TRUE(engine_->release(a2, user(kAlice)).ok());
+    EXPECT_EQ(sim_.grants().count(node), 0u);
+
+    // The grant fails (the node is gone from the kernel): a named error, nothing left.
+    sim::SimConfig none = sim_.config();
+    none.workQueues.clear();
+    sim_.setDevices(none);
+    const std::string why = allocFails(request({kNicA, kQueue}), Error::NotFound);
+    EXPECT_NE(why.find(node), std::string::npos) << why;
+    EXPECT_TRUE(sim_.grants().empty());
+    expectNothingHeld("after a failed grant");
+}
+
 TEST_F(EngineTest, HandoffAndAttachedContexts) {
     const uint64_t h = allocOk(request({kNicA, kVdpa, kQueue}));
     const Context* hc = engine_->find(h);
