@@ -127,7 +127,8 @@ if [ -n "$vf" ] && [ -n "$wq" ]; then
   echo "== a VM's allocation: svactl exec hands the fds to the VMM it becomes"
   export PATH="$build:$PATH" DEMO_BUS="$bus"
   vmm='echo "[vmm, pid $$] fds from svad:"
-for fd in {iommufd} {fd:DEVICE} {fd:QUEUE}; do echo "  $fd -> $(readlink /proc/self/fd/$fd)"; done
+for fd in {iommufd} {fd:DEVICE}; do echo "  $fd -> $(readlink /proc/self/fd/$fd)"; done
+echo "  QUEUE: its node {path:QUEUE}, which the VMM opens itself (its uid has an ACL entry)"
 echo "[vmm] svactl contexts"
 svactl --bus "$DEMO_BUS" contexts
 echo "[vmm] svactl pasid alloc {context} QUEUE"

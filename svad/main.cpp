@@ -322,8 +322,9 @@ int main(int argc, char** argv) {
         // The PASID width a function gets when the sim binds it to vfio-pci.
         std::function<const svad::core::Host&()> currentHost;
         if (backend == "sim") {
-            auto owned = std::make_unique<svad::sim::KernelSim>(
-                svad::sim::SimConfig::fromHost(host, devRootDir));
+            auto simConfig = svad::sim::SimConfig::fromHost(host, devRootDir);
+            simConfig.nodeAcls = true; // the queues' node files of the host tree get the grants
+            auto owned = std::make_unique<svad::sim::KernelSim>(std::move(simConfig));
             sim = owned.get();
             if (*opts.stateDir != "off") {
                 // The simulated kernel outlives svad as a real one does: its objects

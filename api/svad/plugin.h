@@ -57,8 +57,14 @@ extern "C" {
  * 1: the first: decide, prepare, release, fini.
  * 2: svad_plugin.version and configure; svad_host.bind_driver,
  *    restore_driver and vfio_node; svad_device.iommu_group_members.
- * 3: svad_device.group_blocker_devices. */
-#define SVAD_PLUGIN_ABI_VERSION 3u
+ * 3: svad_device.group_blocker_devices.
+ * 4: a work queue's prepare opens nothing and hands back svad_prepared.fd -1:
+ *    svad grants the context's owner access to the queue's node and the
+ *    client opens it (an idxd queue binds the address space of the process
+ *    that opens it: drivers/dma/idxd/cdev.c). svad_host.open_work_queue
+ *    refuses. svad does not call the prepare of a plugin of ABI 1 to 3 for a
+ *    queue (it could only open the queue): decide and release still run. */
+#define SVAD_PLUGIN_ABI_VERSION 4u
 
 #define SVAD_PLUGIN_INIT_SYMBOL "svad_plugin_init"
 
@@ -131,7 +137,8 @@ struct svad_device {
     uint32_t queue_mode;        /* queues: 1 dedicated, 2 shared, 0 unknown */
     uint32_t queue_type;        /* queues: 1 none, 2 kernel, 3 user, 0 unknown */
     uint32_t queue_state;       /* queues: 1 disabled, 2 enabled, 3 locked, 0 unknown */
-    const char* queue_node;     /* queues: dsa/wqX.Y under the dev root, "" when none */
+    const char* queue_node;     /* queues: dsa/wqX.Y under the dev root, "" when none
+                                   (since 4: the node svad grants the owner) */
     uint32_t holders;           /* contexts that hold the device now */
     /* since 2: the group's members, NULL-terminated (NULL for a non-PCI device) */
     const char* const* iommu_group_members;
@@ -157,7 +164,9 @@ struct svad_request {
 /* What prepare hands back (since 1). */
 struct svad_prepared {
     uint32_t struct_size;
-    int fd;               /* the opened device, O_CLOEXEC; svad owns it from here */
+    int fd;               /* the opened device, O_CLOEXEC; svad owns it from here.
+                             since 4, a work queue: -1 (as svad sets it before the
+                             call); the client opens the queue's node itself */
     uint32_t vdpa_groups; /* vDPA only */
     uint32_t vdpa_address_spaces;
     int host_changed; /* nonzero when prepare changed the host (a rebind) */
@@ -174,6 +183,8 @@ struct svad_host {
     int (*open_vhost_vdpa)(void* handle, const char* vhost_node, char* err, size_t err_size);
     int (*vdpa_group_num)(void* handle, int fd, uint32_t* out, char* err, size_t err_size);
     int (*vdpa_as_num)(void* handle, int fd, uint32_t* out, char* err, size_t err_size);
+    /* Refused since 4 (-EOPNOTSUPP, err says why): a queue opened by svad is
+     * bound to svad's address space and useless to the client. */
     int (*open_work_queue)(void* handle, const char* queue, char* err, size_t err_size);
     /* since 2: binds a PCI function to driver via driver_override; the
      * driver it had ("" for none) is written to previous. */
@@ -204,7 +215,8 @@ struct svad_plugin {
                   size_t reason_size);
     /* since 1: opens and prepares the device of an allowed request through
      * the host table. 0 on success, -errno otherwise (err says why).
-     * Required. */
+     * Since 4 a work queue is not opened: prepare leaves out->fd at -1 (svad
+     * refuses any other fd for a queue). Required. */
     int (*prepare)(void* state, const struct svad_host* host, const struct svad_request* request,
                    struct svad_prepared* out, char* err, size_t err_size);
     /* since 1: the context holding the device is gone (svad has closed its

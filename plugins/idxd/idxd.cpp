@@ -3,6 +3,10 @@
 // goes to one context at a time; a shared queue to several, up to a limit:
 // the matching rule's shared_limit, else plugins.idxd.shared_limit, else 8.
 //
+// It opens nothing (plugin ABI 4): the kernel binds a queue to the address
+// space of the process that opens it, so svad grants the context's owner the
+// queue's node and the client opens it (README.md).
+//
 // Settings (plugins.idxd in svad.yaml):
 //   shared_limit: N    contexts one shared queue may serve at once (default 8)
 #include "plugin_util.h"
@@ -72,13 +76,9 @@ int decide(void* state, const svad_request* r, char* reason, size_t size) {
     return SVAD_DENY;
 }
 
-int prepare(void* /*state*/, const svad_host* host, const svad_request* r, svad_prepared* out,
-            char* err, size_t size) {
-    int fd = host->open_work_queue(host->handle, r->device->id, err, size);
-    if (fd < 0) {
-        return fd;
-    }
-    out->fd = fd;
+// Nothing to open or change: out->fd stays -1, and svad grants the node.
+int prepare(void* /*state*/, const svad_host* /*host*/, const svad_request* /*r*/,
+            svad_prepared* /*out*/, char* /*err*/, size_t /*size*/) {
     return 0;
 }
 
@@ -105,9 +105,9 @@ int configure(void* state, const svad_option* options, size_t count, char* err, 
 
 } // namespace
 
-extern "C" SVAD_PLUGIN_EXPORT int svad_plugin_init(uint32_t /*hostAbi*/, svad_plugin* p,
-                                                   size_t size) {
-    if (!svad::plugins::fillTable<State>(p, size, "idxd", SVAD_KIND_QUEUE)) {
+extern "C" SVAD_PLUGIN_EXPORT int svad_plugin_init(uint32_t hostAbi, svad_plugin* p, size_t size) {
+    // A host before ABI 4 expects prepare to open the queue.
+    if (hostAbi < 4 || !svad::plugins::fillTable<State>(p, size, "idxd", SVAD_KIND_QUEUE)) {
         return -ENOTSUP; // a host older than this plugin's header
     }
     p->decide = decide;

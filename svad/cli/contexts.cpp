@@ -118,6 +118,9 @@ struct Allocation {
     std::map<std::string, sdbus::UnixFd> deviceFds;
     std::map<std::string, sdbus::Variant> info;
     sdbus::UnixFd faultQueueFd; // from info["fault_queue_fd"], when there is one
+    // From info["queue_nodes"]: a work queue comes as its node's path, not an fd
+    // (the kernel binds a queue to the process that opens it).
+    std::map<std::string, std::string> queueNodes;
 };
 
 Allocation allocate(ManagerProxy& manager, const Options& o, const AllocArgs& a) {
@@ -155,6 +158,11 @@ Allocation allocate(ManagerProxy& manager, const Options& o, const AllocArgs& a)
     auto fq = r.info.find("fault_queue_fd");
     if (fq != r.info.end() && fq->second.containsValueOfType<sdbus::UnixFd>()) {
         r.faultQueueFd = fq->second.get<sdbus::UnixFd>();
+    }
+    auto qn = r.info.find("queue_nodes");
+    if (qn != r.info.end() &&
+        qn->second.containsValueOfType<std::map<std::string, std::string>>()) {
+        r.queueNodes = qn->second.get<std::map<std::string, std::string>>();
     }
     return r;
 }
@@ -219,6 +227,9 @@ int runAlloc(const Options& o) {
     for (const auto& d : order) {
         int fd = r.deviceFds.at(d).get();
         rows.push_back({std::to_string(fd), d, fdTarget(fd)});
+    }
+    for (const auto& [queue, node] : r.queueNodes) {
+        rows.push_back({"-", queue, "node " + node + " (the owner's uid may open it)"});
     }
     if (r.faultQueueFd.isValid()) {
         rows.push_back(
@@ -344,7 +355,8 @@ int runPasid(const Options& o) {
 // ---- exec -------------------------------------------------------------------
 
 // Calls `each(start, end, name)` for every placeholder of `arg`: {name} where
-// name is a lower-case word (iommufd, context, fault_queue, ...) or fd:DEVICE.
+// name is a lower-case word (iommufd, context, fault_queue, ...), fd:DEVICE or
+// path:QUEUE.
 // ${var}, {}, {a,b} and {print $1} are not placeholders.
 void forEachPlaceholder(const std::string& arg,
                         const std::function<void(size_t, size_t, const std::string&)>& each) {
@@ -358,7 +370,8 @@ void forEachPlaceholder(const std::string& arg,
         bool word =
             !name.empty() && name[0] >= 'a' && name[0] <= 'z' &&
             name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
-        bool fd = name.rfind("fd:", 0) == 0 && name.size() > 3 &&
+        const size_t colon = name.rfind("fd:", 0) == 0 ? 3 : name.rfind("path:", 0) == 0 ? 5 : 0;
+        bool fd = colon != 0 && name.size() > colon &&
                   name.find_first_of(" \t\n{}$") == std::string::npos;
         if ((word || fd) && (i == 0 || arg[i - 1] != '$')) {
             each(i, close + 1, name);
@@ -369,14 +382,36 @@ void forEachPlaceholder(const std::string& arg,
     }
 }
 
-// The device a {fd:DEVICE} names, as --device gave it (6a:01.0 == 0000:6a:01.0).
+// The device a {fd:DEVICE} or {path:QUEUE} names, as --device gave it (6a:01.0 == 0000:6a:01.0).
 std::string placeholderDevice(const std::string& name) {
-    return normalizeAddress(name.substr(3));
+    return normalizeAddress(name.substr(name.find(':') + 1));
+}
+
+// "fd:" or "path:", and the device, of a placeholder that names one.
+std::string placeholderKey(const std::string& name) {
+    return name.substr(0, name.find(':') + 1) + placeholderDevice(name);
+}
+
+// A work queue's name (wqX.Y): svad hands it out as its node's path.
+bool isQueueName(const std::string& d) {
+    const size_t dot = d.find('.');
+    auto digits = [&d](size_t from, size_t to) {
+        return to > from && d.find_first_not_of("0123456789", from) >= to;
+    };
+    return d.rfind("wq", 0) == 0 && dot != std::string::npos && digits(2, dot) &&
+           digits(dot + 1, d.size());
+}
+
+[[noreturn]] void queueHasNoFd(const std::string& queue) {
+    fail(kExitUsage, "placeholder {fd:" + queue + "}: " + queue +
+                         " is a work queue, which svad hands out as its node's path, not as an "
+                         "fd (the kernel binds a queue to the process that opens it): use {path:" +
+                         queue + "} and open the node in COMMAND");
 }
 
 void checkPlaceholders(const AllocArgs& a, const std::vector<std::string>& command) {
     std::string known = "{iommufd}, {context}";
-    known += a.devices.empty() ? "" : ", {fd:DEVICE} for a --device";
+    known += a.devices.empty() ? "" : ", {fd:DEVICE} or {path:QUEUE} for a --device";
     known += a.faultQueue ? ", {fault_queue}" : "";
     for (const auto& arg : command) {
         forEachPlaceholder(arg, [&](size_t, size_t, const std::string& name) {
@@ -386,16 +421,20 @@ void checkPlaceholders(const AllocArgs& a, const std::vector<std::string>& comma
             if (name == "fault_queue") {
                 fail(kExitUsage, "placeholder {fault_queue} needs --fault-queue");
             }
-            if (name.rfind("fd:", 0) == 0) {
+            if (name.rfind("fd:", 0) == 0 || name.rfind("path:", 0) == 0) {
                 const std::string dev = placeholderDevice(name);
+                const bool fd = name[0] == 'f';
                 if (std::find(a.devices.begin(), a.devices.end(), dev) != a.devices.end()) {
+                    if (fd && isQueueName(dev)) {
+                        queueHasNoFd(dev);
+                    }
                     return;
                 }
                 std::string given;
                 for (const auto& d : a.devices) {
                     given += (given.empty() ? "" : ", ") + d;
                 }
-                fail(kExitUsage, "placeholder {" + name + "}: '" + name.substr(3) +
+                fail(kExitUsage, "placeholder {" + name + "}: '" + name.substr(name.find(':') + 1) +
                                      "' is not a --device of this exec" +
                                      (given.empty() ? " (none given)" : " (" + given + ")"));
             }
@@ -409,7 +448,7 @@ std::string substitute(const std::string& arg, const std::map<std::string, std::
     std::string out;
     size_t last = 0;
     forEachPlaceholder(arg, [&](size_t start, size_t end, const std::string& name) {
-        const std::string key = name.rfind("fd:", 0) == 0 ? "fd:" + placeholderDevice(name) : name;
+        const std::string key = name.find(':') != std::string::npos ? placeholderKey(name) : name;
         out += arg.substr(last, start - last) + values.at(key);
         last = end;
     });
@@ -484,6 +523,9 @@ int runExec(const Options& o) {
             values["fd:" + device] = std::to_string(fd.get());
             inherit(fd.release());
         }
+        for (const auto& [queue, node] : r.queueNodes) {
+            values["path:" + queue] = node;
+        }
         if (r.faultQueueFd.isValid()) {
             values["fault_queue"] = std::to_string(r.faultQueueFd.get());
             inherit(r.faultQueueFd.release());
@@ -492,9 +534,30 @@ int runExec(const Options& o) {
                  "exec: svad gave no fault queue fd although --fault-queue was given");
         }
         for (const auto& d : a.devices) {
-            if (values.count("fd:" + d) == 0) {
+            if (values.count("fd:" + d) == 0 && values.count("path:" + d) == 0) {
                 fail(kExitFailure, "exec: svad gave no fd for " + d);
             }
+        }
+        // Which devices are queues, svad's reply says: each placeholder must fit.
+        for (const auto& arg : o.command) {
+            forEachPlaceholder(arg, [&values](size_t, size_t, const std::string& name) {
+                if (name.find(':') == std::string::npos ||
+                    values.count(placeholderKey(name)) != 0) {
+                    return;
+                }
+                const std::string dev = placeholderDevice(name);
+                if (name[0] == 'f') {
+                    queueHasNoFd(dev);
+                }
+                std::string why = "placeholder {";
+                why += name;
+                why += "}: ";
+                why += dev;
+                why += " is not a work queue, svad hands it out as an fd: use {fd:";
+                why += dev;
+                why += "}";
+                fail(kExitUsage, why);
+            });
         }
         // The proxy, then the connection, close here: COMMAND inherits no bus.
     }

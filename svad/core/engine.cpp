@@ -245,7 +245,10 @@ Outcome<std::unique_ptr<Context>> Engine::build(Ticket& t) const {
         if (!prepared.ok()) {
             return failWith(prepared.failure());
         }
-        dev.fd = std::move(prepared.value().fd);
+        dev.fd = std::move(prepared.value().fd); // none for a queue: the client opens its node
+        if (r.queue != nullptr && !r.queue->charDevice.empty()) {
+            dev.node = kernel_.nodePath(r.queue->charDevice);
+        }
         if (request.mode == ContextMode::Reserved) {
             // Opening proved the node usable; the VMM opens its own (a vhost-vdpa
             // node takes one opener at a time).
@@ -287,12 +290,17 @@ Outcome<Context*> Engine::commit(Ticket& t, Outcome<std::unique_ptr<Context>> bu
         return built.failure();
     }
     std::unique_ptr<Context> ctx = std::move(built.value());
+    if (auto granted = grantQueues(*ctx); !granted.ok()) {
+        teardown(*ctx);
+        return granted.failure();
+    }
     if (store_ != nullptr) {
         ctx->ownerStartTime = startTimeOf_ ? startTimeOf_(ctx->ownerPid) : 0;
         auto recorded =
             record("record the new context", [this, &ctx] { store_->putContext(stored(*ctx)); });
         if (!recorded.ok()) {
             // Nothing was handed out: undo it here (rare: the state store failed).
+            revokeQueues(*ctx);
             teardown(*ctx);
             return recorded.failure();
         }
@@ -427,6 +435,59 @@ void Engine::returnPasids(Context& ctx) {
     ctx.pasids.clear();
 }
 
+Outcome<Done> Engine::grantQueues(const Context& ctx) {
+    for (size_t i = 0; i < ctx.devices.size(); ++i) {
+        const ContextDevice& d = ctx.devices[i];
+        if (d.node.empty()) {
+            continue;
+        }
+        auto granted = kernel_.grantNode(d.node, ctx.ownerUid);
+        if (!granted) {
+            revokeQueues(ctx, i);
+            return kernelFailure(granted.error());
+        }
+        log::info("the owner's uid may open the queue's node",
+                  {{"DEVICE", d.id},
+                   {"NODE", d.node},
+                   {"OWNER_UID", std::to_string(ctx.ownerUid)},
+                   {"CONTEXT", std::to_string(ctx.id)}});
+    }
+    return Done{};
+}
+
+void Engine::revokeQueues(const Context& ctx, size_t count) {
+    for (size_t i = 0; i < ctx.devices.size() && i < count; ++i) {
+        const ContextDevice& d = ctx.devices[i];
+        if (d.node.empty()) {
+            continue;
+        }
+        bool shared = false; // another context of the same uid holds the queue
+        if (auto h = held_.find(d.id); h != held_.end()) {
+            for (uint64_t other : h->second) {
+                auto c = contexts_.find(other);
+                shared = shared || (other != ctx.id && c != contexts_.end() &&
+                                    c->second->ownerUid == ctx.ownerUid);
+            }
+        }
+        if (shared) {
+            continue;
+        }
+        if (auto r = kernel_.revokeNode(d.node, ctx.ownerUid); !r) {
+            log::warning("the owner's access to the queue's node stays: " + r.error().message,
+                         {{"DEVICE", d.id}, {"CONTEXT", std::to_string(ctx.id)}});
+        }
+    }
+}
+
+std::string Engine::queueNode(const std::string& queue) const {
+    for (const auto& q : host_->queues) {
+        if (q.name == queue && !q.charDevice.empty()) {
+            return kernel_.nodePath(q.charDevice);
+        }
+    }
+    return {};
+}
+
 std::unique_ptr<Context> Engine::takeKernelObjects(Context& ctx) {
     // The teardown works on its own copy: the context stays readable on the loop
     // (its bus object answers until it is gone) while a worker closes its fds.
@@ -501,6 +562,7 @@ void Engine::finishRelease(uint64_t id) {
             }
         }
     }
+    revokeQueues(*ctx);
     for (auto* o : std::vector<ContextObserver*>(observers_)) {
         o->contextReleased(*ctx, l.reason);
     }
@@ -752,7 +814,9 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
             dev.plugin = d.plugin;
             dev.rule = d.rule;
             dev.pasidWidth = pasidWidthOf(d.id);
-            if (!reserved) {
+            if (dev.kind == HeldKind::Queue) {
+                dev.node = queueNode(d.id); // no fd: the client opened the node
+            } else if (!reserved) {
                 dev.fd =
                     take(ports::fdStoreName(s.id, "dev" + std::to_string(ctx->devices.size())));
                 all = all && dev.fd.valid();
@@ -809,6 +873,11 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
             o->contextCreated(*raw);
         }
         if (alive) {
+            if (auto granted = grantQueues(*raw); !granted.ok()) {
+                log::warning("a queue of a context taken back is not open to its owner: " +
+                                 granted.failure().message,
+                             {{"CONTEXT", std::to_string(raw->id)}});
+            }
             ++(raw->fdsHeld ? out.kept : out.reserved);
         } else {
             gone.push_back(raw->id);
@@ -921,18 +990,37 @@ Outcome<std::vector<uint64_t>> Engine::setVmOwner(const std::string& vm, pid_t p
         before.ownerPid = ctx.ownerPid;
         before.ownerUid = ctx.ownerUid;
         before.ownerStartTime = ctx.ownerStartTime;
+        auto undo = [&ctx, &before] {
+            ctx.ownerPid = before.ownerPid;
+            ctx.ownerUid = before.ownerUid;
+            ctx.ownerStartTime = before.ownerStartTime;
+        };
         ctx.ownerPid = pid;
         ctx.ownerUid = uid;
         ctx.ownerStartTime = startTime;
+        // Its work queues' nodes: the new owner's uid may open them, then the old one's may not.
+        const bool newUid = uid != before.ownerUid;
+        if (newUid) {
+            if (auto granted = grantQueues(ctx); !granted.ok()) {
+                undo();
+                return granted.failure();
+            }
+        }
         if (store_ != nullptr) {
             auto recorded = record("record a reservation's owner",
                                    [this, &ctx] { store_->putContext(stored(ctx)); });
             if (!recorded.ok()) {
-                ctx.ownerPid = before.ownerPid;
-                ctx.ownerUid = before.ownerUid;
-                ctx.ownerStartTime = before.ownerStartTime;
+                if (newUid) {
+                    revokeQueues(ctx);
+                }
+                undo();
                 return recorded.failure();
             }
+        }
+        if (newUid) {
+            ctx.ownerUid = before.ownerUid;
+            revokeQueues(ctx);
+            ctx.ownerUid = uid;
         }
         log::notice("reservation handed to its owner",
                     {{"VM", ctx.vm},

@@ -31,6 +31,7 @@
 #include "svad/ports/kernel.h"
 #include "svad/ports/state_store.h"
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -57,6 +58,10 @@ struct ContextDevice {
     std::string plugin;      // the plugin that allowed and prepared it
     std::string rule;        // the configuration rule, empty for the default policy
     std::vector<std::pair<std::string, std::string>> options; // the rule's, as prepared
+    // A queue: its node's absolute path. svad hands out no fd for a queue (an idxd
+    // queue binds the address space of the process that opens it): the owner's
+    // uid may open the node while a context of that uid holds the queue.
+    std::string node;
 };
 
 struct Context {
@@ -255,6 +260,14 @@ private:
     void teardown(Context& ctx) const;
     // The context's PASIDs back to the pool; on the engine's thread.
     void returnPasids(Context& ctx);
+    // Queues, on the engine's thread (which sees every holder): the owner's uid
+    // gets access to each queue's node; on a failure, what this call granted
+    // goes again. revokeQueues takes it away (from the first `count` devices)
+    // where no other context of that uid holds the queue.
+    Outcome<Done> grantQueues(const Context& ctx);
+    void revokeQueues(const Context& ctx, size_t count = SIZE_MAX);
+    // The node path of a queue on the current host; empty when it has none.
+    std::string queueNode(const std::string& queue) const;
     std::set<std::string> presentIds() const;
     static std::string degradedReason(const Context& ctx, const std::set<std::string>& present);
 

@@ -213,8 +213,13 @@ void ContextMethods::handOver(sdbus::MethodCall call, const core::Context& ctx,
         std::map<std::string, uint32_t> vdpaSpaces;
         std::map<std::string, uint32_t> pasidWidths;
         std::map<std::string, std::string> pluginOf;
+        std::map<std::string, std::string> queueNodes;
         for (const auto& d : ctx.devices) {
-            fds.emplace(d.id, dupFd(d.fd.get()));
+            if (d.kind == core::HeldKind::Queue) {
+                queueNodes[d.id] = d.node; // no fd: the client opens the node itself
+            } else {
+                fds.emplace(d.id, dupFd(d.fd.get()));
+            }
             pasidWidths[d.id] = d.pasidWidth;
             pluginOf[d.id] = d.plugin;
             if (d.kind == core::HeldKind::Vfio && ctx.mode == core::ContextMode::Attached) {
@@ -237,6 +242,9 @@ void ContextMethods::handOver(sdbus::MethodCall call, const core::Context& ctx,
                 ranges.emplace_back(r.start, r.last);
             }
             info["iova_ranges"] = sdbus::Variant(ranges);
+        }
+        if (!queueNodes.empty()) {
+            info["queue_nodes"] = sdbus::Variant(queueNodes);
         }
         if (!vdpaGroups.empty()) {
             info["vdpa_groups"] = sdbus::Variant(vdpaGroups);

@@ -1,6 +1,7 @@
 #include "svad/linux/kernel_linux.h"
 
 #include "svad/linux/uapi.h"
+#include "svad/ports/node_acl.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -472,6 +473,28 @@ Result<UniqueFd> KernelLinux::openWorkQueue(const std::string& wqName) {
         return KernelError{EINVAL, "open work queue: \"" + wqName + "\" is not a wq<X>.<Y> name"};
     }
     return openNode("dsa/" + wqName, "work queue");
+}
+
+// ---- nodes a client opens itself -----------------------------------------------------
+
+std::string KernelLinux::nodePath(const std::string& node) const {
+    return node_acl::underRoot(devRoot_, node);
+}
+
+Status KernelLinux::grantNode(const std::string& path, uid_t uid) {
+    if (!node_acl::lexicallyUnder(devRoot_, path)) {
+        return KernelError{EINVAL,
+                           "grant access to \"" + path + "\": not a node under " + devRoot_};
+    }
+    return node_acl::grantUser(path, uid);
+}
+
+Status KernelLinux::revokeNode(const std::string& path, uid_t uid) {
+    if (!node_acl::lexicallyUnder(devRoot_, path)) {
+        return KernelError{EINVAL,
+                           "revoke access to \"" + path + "\": not a node under " + devRoot_};
+    }
+    return node_acl::revokeUser(path, uid);
 }
 
 // ---- probe ---------------------------------------------------------------------------------

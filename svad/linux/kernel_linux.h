@@ -5,7 +5,8 @@
 //   DEVROOT/iommu                 iommufd
 //   DEVROOT/vfio/devices/vfioN    VFIO device cdevs
 //   DEVROOT/vhost-vdpa-N          vhost-vdpa
-//   DEVROOT/dsa/wqX.Y             idxd user work queues
+//   DEVROOT/dsa/wqX.Y             idxd user work queues (svad grants the
+//                                 client access to the node; see kernel.h)
 //
 // Every node is opened O_RDWR | O_CLOEXEC. Names handed in (by bus callers)
 // must have the node's own shape (vfio<N>, vhost-vdpa-<N>, wq<X>.<Y>), so no
@@ -71,6 +72,11 @@ public:
     ports::Result<uint32_t> vdpaAsNum(int vhostFd) override;
 
     ports::Result<ports::UniqueFd> openWorkQueue(const std::string& wqName) override;
+
+    // POSIX ACLs (libacl) on nodes under the dev root; any other path is EINVAL.
+    std::string nodePath(const std::string& node) const override;
+    ports::Status grantNode(const std::string& path, uid_t uid) override;
+    ports::Status revokeNode(const std::string& path, uid_t uid) override;
 
     const std::string& devRoot() const { return devRoot_; }
     // Why the last openIommufd could not set RLIMIT_MODE; nullopt when it could

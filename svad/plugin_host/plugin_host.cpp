@@ -265,13 +265,17 @@ int hostVdpaAsNum(void* handle, int fd, uint32_t* out, char* err, size_t errSize
     });
 }
 
-int hostOpenWorkQueue(void* handle, const char* queue, char* err, size_t errSize) {
-    if (badArg(queue, err, errSize, "queue")) {
-        return -EINVAL;
-    }
-    return guarded(err, errSize, [&] {
-        return openResult(handle, hostOf(handle)->kernel().openWorkQueue(queue), err, errSize);
-    });
+// Refused since ABI 4: the kernel binds a work queue to the address space of
+// the process that opens it (drivers/dma/idxd/cdev.c: idxd_cdev_open binds
+// current->mm, idxd_cdev_mmap refuses any other mm with -EPERM), so a queue
+// svad opened is useless to the client. svad grants the owner the node.
+int hostOpenWorkQueue(void* /*handle*/, const char* queue, char* err, size_t errSize) {
+    putText(err, errSize,
+            std::string("svad does not open work queue ") + (queue != nullptr ? queue : "(null)") +
+                ": the kernel binds a queue to the address space of the process that opens it, "
+                "so the client opens the node svad grants its owner (plugin ABI 4: prepare "
+                "leaves the fd at -1)");
+    return -EOPNOTSUPP;
 }
 
 int hostBindDriver(void* handle, const char* address, const char* driver, char* previous,
@@ -802,6 +806,16 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
     if (l == nullptr) {
         return core::Failure{names::Error::NotSupported, "plugin " + plugin + " is not loaded", {}};
     }
+    const bool queue = query.kind == core::DeviceKind::Queue;
+    if (queue && l->info.abi < 4) {
+        // Before ABI 4 a queue's prepare opened the queue, which svad no longer
+        // hands out (hostOpenWorkQueue): nothing is left for it to do.
+        log::info("plugin " + plugin + " speaks plugin ABI " + std::to_string(l->info.abi) +
+                      ": its prepare is not called for a work queue (svad grants the owner the "
+                      "queue's node)",
+                  {{"PLUGIN", plugin}, {"DEVICE", query.deviceId}});
+        return core::PreparedDevice{};
+    }
     CQuery c(query);
     svad_prepared out{};
     out.struct_size = sizeof out;
@@ -823,7 +837,7 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
     tContext = 0;
     ports::UniqueFd fd;
     for (int o : opened) {
-        if (rc == 0 && o == out.fd && !fd.valid()) {
+        if (rc == 0 && !queue && o == out.fd && !fd.valid()) {
             fd.reset(o);
         } else {
             ::close(o);
@@ -836,7 +850,15 @@ core::Outcome<core::PreparedDevice> PluginHost::prepare(const std::string& plugi
                                  takeText(err, sizeof err),
                              {}};
     }
-    if (!fd.valid()) {
+    if (queue && out.fd != -1) {
+        return core::Failure{names::Error::KernelError,
+                             "plugin " + plugin + " prepared work queue " + query.deviceId +
+                                 " and handed back fd " + std::to_string(out.fd) +
+                                 "; since plugin ABI 4 a queue's prepare opens nothing and "
+                                 "leaves the fd at -1",
+                             {}};
+    }
+    if (!fd.valid() && !queue) {
         return core::Failure{names::Error::KernelError,
                              "plugin " + plugin + " prepared " + query.deviceId +
                                  " but handed back fd " + std::to_string(out.fd) +

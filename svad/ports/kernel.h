@@ -1,5 +1,6 @@
 // The port to the kernel's IOMMU uAPI: iommufd (/dev/iommu), VFIO device
-// cdevs, vhost-vdpa and idxd work queues. Two implementations: linux (the
+// cdevs, vhost-vdpa, and access to the device nodes a client opens itself
+// (idxd work queues). Two implementations: linux (the
 // real ioctls, under a dev root) and sim (the same semantics in process,
 // handing out memfds named after the object).
 //
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <sys/types.h>
 #include <unistd.h>
 #include <utility>
 #include <variant>
@@ -137,8 +139,23 @@ public:
     virtual Result<uint32_t> vdpaGroupNum(int vhostFd) = 0;
     virtual Result<uint32_t> vdpaAsNum(int vhostFd) = 0;
 
-    // idxd user work queue (wqX.Y).
+    // idxd user work queue (wqX.Y). svad itself never hands such an fd out: the
+    // queue binds the address space of the process that opens it (grantNode).
     virtual Result<UniqueFd> openWorkQueue(const std::string& wqName) = 0;
+
+    // Nodes the client opens itself. An idxd work queue opened with user PASIDs
+    // binds the opener's address space and refuses mmap, write and poll from
+    // any other process (drivers/dma/idxd/cdev.c), so svad lets the context's
+    // owner open the node instead of opening it for them.
+    // The absolute path of a node under the dev root ("dsa/wq0.1" -> "/dev/dsa/wq0.1").
+    virtual std::string nodePath(const std::string& node) const = 0;
+    // Lets `uid` open the node at `path` (under the dev root) for reading and
+    // writing: the POSIX ACL entry user:UID:rw-, with rw added to the mask so
+    // that it is effective; no other entry changes. Idempotent.
+    virtual Status grantNode(const std::string& path, uid_t uid) = 0;
+    // Removes that entry (and the mask, when no named entry is left). An fd
+    // opened meanwhile stays open, as with any permission. Idempotent.
+    virtual Status revokeNode(const std::string& path, uid_t uid) = 0;
 };
 
 } // namespace svad::ports

@@ -94,6 +94,12 @@ ports::Result<uint32_t> CrashingKernel::vdpaAsNum(int vhostFd) {
 ports::Result<ports::UniqueFd> CrashingKernel::openWorkQueue(const std::string& wqName) {
     return counted(crash_, "openWorkQueue", [&] { return inner_.openWorkQueue(wqName); });
 }
+ports::Status CrashingKernel::grantNode(const std::string& path, uid_t uid) {
+    return counted(crash_, "grantNode", [&] { return inner_.grantNode(path, uid); });
+}
+ports::Status CrashingKernel::revokeNode(const std::string& path, uid_t uid) {
+    return counted(crash_, "revokeNode", [&] { return inner_.revokeNode(path, uid); });
+}
 
 ports::Result<std::string> CrashingBinder::bind(const std::string& address,
                                                 const std::string& driver) {

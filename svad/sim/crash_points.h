@@ -54,6 +54,9 @@ public:
     ports::Result<uint32_t> vdpaGroupNum(int vhostFd) override;
     ports::Result<uint32_t> vdpaAsNum(int vhostFd) override;
     ports::Result<ports::UniqueFd> openWorkQueue(const std::string& wqName) override;
+    std::string nodePath(const std::string& node) const override { return inner_.nodePath(node); }
+    ports::Status grantNode(const std::string& path, uid_t uid) override;
+    ports::Status revokeNode(const std::string& path, uid_t uid) override;
 
 private:
     ports::Kernel& inner_;

@@ -1,6 +1,7 @@
 #include "svad/sim/kernel_sim.h"
 
 #include "svad/core/pasid_width.h"
+#include "svad/ports/node_acl.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -795,6 +796,57 @@ Result<UniqueFd> KernelSim::openWorkQueue(const std::string& wqName) {
     return openNodeLocked(FileKind::WorkQueue, config_.features.idxd, "idxd",
                           config_.workQueues.count(wqName) != 0, "/dsa/" + wqName,
                           "svad-sim:wq:", wqName);
+}
+
+// ---- nodes a client opens itself -------------------------------------------------------
+
+std::string KernelSim::nodePath(const std::string& node) const {
+    std::lock_guard lock(mu_);
+    return node_acl::underRoot(config_.devRoot, node);
+}
+
+Status KernelSim::grantNode(const std::string& path, uid_t uid) {
+    std::lock_guard lock(mu_);
+    const std::string what = "grant access to " + path;
+    if (!node_acl::lexicallyUnder(config_.devRoot, path)) {
+        return makeError(EINVAL, what, "not a node under " + config_.devRoot);
+    }
+    if (config_.nodeAcls) {
+        if (auto s = node_acl::grantUser(path, uid); !s) {
+            return s;
+        }
+    } else {
+        const std::string dsa = node_acl::underRoot(config_.devRoot, "dsa/");
+        if (path.rfind(dsa, 0) != 0 || config_.workQueues.count(path.substr(dsa.size())) == 0) {
+            return makeError(ENOENT, what);
+        }
+    }
+    grants_[path].insert(uid);
+    return ports::okStatus();
+}
+
+Status KernelSim::revokeNode(const std::string& path, uid_t uid) {
+    std::lock_guard lock(mu_);
+    if (!node_acl::lexicallyUnder(config_.devRoot, path)) {
+        return makeError(EINVAL, "revoke access to " + path, "not a node under " + config_.devRoot);
+    }
+    if (config_.nodeAcls) {
+        if (auto s = node_acl::revokeUser(path, uid); !s) {
+            return s;
+        }
+    }
+    if (auto it = grants_.find(path); it != grants_.end()) {
+        it->second.erase(uid);
+        if (it->second.empty()) {
+            grants_.erase(it);
+        }
+    }
+    return ports::okStatus();
+}
+
+std::map<std::string, std::set<uid_t>> KernelSim::grants() const {
+    std::lock_guard lock(mu_);
+    return grants_;
 }
 
 // ---- persistence ------------------------------------------------------------------

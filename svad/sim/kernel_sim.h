@@ -132,9 +132,14 @@ struct SimConfig {
     std::map<std::string, SimVdpa> vhostVdpa; // vhost-vdpa-N -> group and AS counts
     std::set<std::string> workQueues;         // wqX.Y
     SimFeatures features;
-    // Only for messages ("open /dev/vfio/devices/vfio9: ..."): the sim never
-    // touches the file system there.
+    // For messages ("open /dev/vfio/devices/vfio9: ..."), and the root of the
+    // nodes grantNode and revokeNode name. The sim touches the file system
+    // there only with nodeAcls.
     std::string devRoot = "/dev";
+    // grantNode and revokeNode set the real POSIX ACL on the node file under
+    // devRoot (a generated tree: svad's sim backend sets it); off, they only
+    // record the grants (grants()), for a node of a known work queue.
+    bool nodeAcls = false;
 
     // The devices of a discovered host: every PciDevice with a vfioDevice
     // (PASID log2 = min(the device's PASID width, its unit's VT-d PASID
@@ -183,6 +188,12 @@ public:
     ports::Result<uint32_t> vdpaAsNum(int vhostFd) override;
 
     ports::Result<ports::UniqueFd> openWorkQueue(const std::string& wqName) override;
+
+    std::string nodePath(const std::string& node) const override;
+    ports::Status grantNode(const std::string& path, uid_t uid) override;
+    ports::Status revokeNode(const std::string& path, uid_t uid) override;
+    // The uids granted each node now (node path -> uids).
+    std::map<std::string, std::set<uid_t>> grants() const;
 
     // Keeps the sim's state in the file at `path` from now on (see
     // Persistence above); call it before anything else. Loads the state
@@ -294,6 +305,7 @@ private:
     std::map<uint32_t, Context> contexts_; // by instance number
     uint32_t nextInstance_ = 1;
     size_t sweepAt_;
+    std::map<std::string, std::set<uid_t>> grants_;
     std::string persistPath_; // empty: no persistence
     std::string savedState_;  // what the file holds
     std::string loadError_;

@@ -39,10 +39,14 @@ TEST(Monitor, PrintsContextAndHostEvents) {
     f.proxy(kRoot)->callMethod("Rescan").onInterface(kManager);
 
     const std::string path = ctx;
+    // Each monitor is a process of its own: wait for both to have printed it all.
     ASSERT_TRUE(waitUntil([&] {
         return json->log().find("\"event\":\"change\",\"path\":\"/org/svad/Svad1\"") !=
-               std::string::npos;
-    })) << json->log();
+                   std::string::npos &&
+               text->log().find("remove    " + path + " (org.svad.Svad1.Context)") !=
+                   std::string::npos;
+    })) << json->log()
+        << text->log();
     const std::string t = text->log();
     EXPECT_NE(t.find("add       " + path + " (org.svad.Svad1.Context)"), std::string::npos) << t;
     EXPECT_NE(t.find("change    /org/svad/Svad1/queue/wq0_2e0 org.svad.Svad1.Queue HeldBy="),

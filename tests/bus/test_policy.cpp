@@ -300,7 +300,7 @@ TEST(Policy, SvactlListsThePluginsAndTheRefusedFiles) {
     SvadFixture f(testHost(), {"--config", config});
     auto r = f.svactl({"plugins"});
     EXPECT_EQ(r.exitCode, 0) << r.errors;
-    EXPECT_NE(r.output.find("idxd  1.0      3    queue"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("idxd  1.0      4    queue"), std::string::npos) << r.output;
     EXPECT_NE(
         r.output.find("refused: " + plugins.path() + "/vfio.so: is writable by others (mode 0666)"),
         std::string::npos)
@@ -309,7 +309,7 @@ TEST(Policy, SvactlListsThePluginsAndTheRefusedFiles) {
     EXPECT_NE(json.output.find("{\"plugins\":[{\"name\":\"idxd\",\"version\":\"1.0\""),
               std::string::npos)
         << json.output;
-    EXPECT_NE(json.output.find("\"abi\":3,\"kinds\":[\"queue\"]"), std::string::npos);
+    EXPECT_NE(json.output.find("\"abi\":4,\"kinds\":[\"queue\"]"), std::string::npos);
     // No vfio plugin: PCI devices are refused by nobody allowing them.
     std::ofstream(config) << "plugin_dir: " << plugins.path() << "\ndefault_policy: allow\n";
     reload(f);

@@ -2,6 +2,7 @@
 // held for a VM through the same policy as AllocateContext, with no fd handed
 // out, following the VM's name until an owner process is named, and then
 // that process. What libvirt's hook uses.
+#include "acl_entries.h"
 #include "fixture.h"
 
 #include <csignal>
@@ -356,6 +357,45 @@ TEST(Reservations, SvactlReservesHandsOverShowsAndReleases) {
     EXPECT_EQ(contextCount(f), 0U);
     r = f.svactl({"vm", "frobnicate"});
     EXPECT_EQ(r.exitCode, 2);
+}
+
+// A reserved work queue's node: its owner's uid may open it once the owner is
+// named (the VMM opens it itself), and not after the reservation ends.
+TEST(Reservations, AQueuesNodeFollowsTheOwnersUid) {
+    SvadFixture f(testHost());
+    const std::string node = f.devRoot() + "/dsa/wq0.0";
+    const Reserved r = reserve(f, "vm-q", {"wq0.0"});
+    EXPECT_EQ(r.info.at("nodes").get<Names>().at("wq0.0"), node);
+    // A VMM running as another uid (nobody).
+    const pid_t vmm = ::fork();
+    if (vmm == 0) {
+        if (::setresgid(65534, 65534, 65534) == 0 && ::setresuid(65534, 65534, 65534) == 0) {
+            ::pause();
+        }
+        ::_exit(0);
+    }
+    ASSERT_TRUE(waitUntil([vmm] {
+        std::ifstream in("/proc/" + std::to_string(vmm) + "/status");
+        std::string line;
+        while (std::getline(in, line)) {
+            if (line.rfind("Uid:", 0) == 0) {
+                return line.find("65534") != std::string::npos;
+            }
+        }
+        return false;
+    }));
+    (void)setOwner(f, "vm-q", vmm);
+    EXPECT_EQ(f.property(r.path, kContext, "OwnerUid").get<uint32_t>(), 65534U);
+    AclEntries acl = aclOf(node);
+    ASSERT_TRUE(acl.read);
+    ASSERT_EQ(acl.users.count(65534), 1U) << acl.text;
+    EXPECT_EQ(acl.users.at(65534).substr(0, 2), "rw") << acl.text;
+    // The VMM exits: the reservation ends, and the entry with it.
+    ::kill(vmm, SIGKILL);
+    ::waitpid(vmm, nullptr, 0);
+    EXPECT_TRUE(waitUntil([&f] { return contextCount(f) == 0; })) << f.svad().log();
+    acl = aclOf(node);
+    EXPECT_EQ(acl.users.count(65534), 0U) << acl.text;
 }
 
 } // namespace

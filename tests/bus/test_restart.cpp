@@ -158,19 +158,21 @@ TEST(Restart, UnderAServiceManagerContextsComeBackWithTheirFds) {
     } unset;
     SvadFixture f(testHost(), {"--state-dir", state.path() + "/state"});
 
-    const Allocated a = allocateContext(*f.proxy(kRoot), "vm-1", {"wq0.0"});
+    // A queue has no fd (the client opens its node): the vDPA device's is dev0.
+    const Allocated a = allocateContext(*f.proxy(kRoot), "vm-1", {"vdpa0", "wq0.0"});
     const sdbus::ObjectPath& path = a.path;
     const auto iommufdFile = fileOf(a.iommufd.get());
-    const auto queueFile = fileOf(a.fds.at("wq0.0").get());
+    const auto vdpaFile = fileOf(a.fds.at("vdpa0").get());
     ASSERT_TRUE(waitUntil([&manager] {
         return storedUnder(manager, "ctx1-iommufd") && storedUnder(manager, "ctx1-dev0");
     })) << f.svad().log();
+    EXPECT_FALSE(storedUnder(manager, "ctx1-dev1"));
 
     f.restart(SIGKILL, manager.stored());
 
     EXPECT_TRUE(f.property(path, kContext, "FdsHeld").get<bool>()) << f.svad().log();
     EXPECT_TRUE(holds(f.svad().pid(), iommufdFile)) << "svad does not hold the context's iommufd";
-    EXPECT_TRUE(holds(f.svad().pid(), queueFile)) << "svad does not hold the queue's fd";
+    EXPECT_TRUE(holds(f.svad().pid(), vdpaFile)) << "svad does not hold the vDPA device's fd";
     const std::string busy = errorOf([&f] { (void)f.allocate("vm-2", {"wq0.0"}); });
     EXPECT_NE(busy.find("org.svad.Svad1.Error.Busy"), std::string::npos) << busy;
 

@@ -124,7 +124,10 @@ TEST(SvactlContexts, AllocShowsTheFdsAndTheLeaseEndsWithSvactl) {
     EXPECT_NE(out.find("/memfd:svad-sim:iommufd:"), std::string::npos) << out;
     EXPECT_NE(out.find(std::string(kVf0) + "  "), std::string::npos) << out;
     EXPECT_NE(out.find("svad-sim:vfio:vfio1"), std::string::npos) << out;
-    EXPECT_NE(out.find("svad-sim:wq:wq0.0"), std::string::npos) << out;
+    // A work queue comes as its node, which the client opens itself.
+    EXPECT_NE(out.find("node " + f.devRoot() + "/dsa/wq0.0"), std::string::npos) << out;
+    EXPECT_NE(out.find("queue_nodes:"), std::string::npos) << out;
+    EXPECT_EQ(out.find("svad-sim:wq"), std::string::npos) << out;
     EXPECT_NE(out.find("svad-sim:vhost-vdpa"), std::string::npos) << out;
     EXPECT_NE(out.find("mode:"), std::string::npos) << out;
     EXPECT_NE(out.find("handoff"), std::string::npos) << out;
@@ -149,6 +152,30 @@ TEST(SvactlContexts, AllocJsonAttachedWithFaultQueue) {
     EXPECT_NE(out.find("\"ioas_id\":"), std::string::npos) << out;
     EXPECT_NE(out.find("\"fault_queue_fd\":{\"fd\":"), std::string::npos) << out;
     EXPECT_NE(out.find("svad-sim:fault"), std::string::npos) << out;
+    EXPECT_TRUE(waitNoContexts(f));
+}
+
+// A work queue reaches the command as its node's path ({path:QUEUE}); an fd
+// placeholder for it is a usage error that says what to write instead.
+TEST(SvactlContexts, ExecHandsAQueueOverAsItsNodePath) {
+    SvadFixture f(testHost());
+    auto r = f.svactl({"exec", "--vm", "t", "--device", "wq0.0", "--", "sh", "-c", "echo \"$0\"",
+                       "{path:wq0.0}"});
+    ASSERT_EQ(r.exitCode, 0) << r.errors;
+    EXPECT_EQ(r.output, f.devRoot() + "/dsa/wq0.0\n");
+    EXPECT_TRUE(waitNoContexts(f));
+
+    auto fd = f.svactl({"exec", "--vm", "t", "--device", "wq0.0", "--", "echo", "{fd:wq0.0}"});
+    EXPECT_EQ(fd.exitCode, 2) << fd.output;
+    EXPECT_NE(fd.errors.find("wq0.0 is a work queue"), std::string::npos) << fd.errors;
+    EXPECT_NE(fd.errors.find("use {path:wq0.0}"), std::string::npos) << fd.errors;
+    // {path:...} of a device that is no queue: svad's reply tells, and svactl says so.
+    auto path = f.svactl(
+        {"exec", "--vm", "t", "--device", kVf0, "--", "echo", std::string("{path:") + kVf0 + "}"});
+    EXPECT_EQ(path.exitCode, 2) << path.output;
+    EXPECT_NE(path.errors.find("is not a work queue"), std::string::npos) << path.errors;
+    EXPECT_NE(path.errors.find(std::string("use {fd:") + kVf0 + "}"), std::string::npos)
+        << path.errors;
     EXPECT_TRUE(waitNoContexts(f));
 }
 

@@ -40,6 +40,7 @@ needs+=(
 needs_packages+=(
   systemd-sysv udev dbus
   libsdbus-c++1 libyaml-cpp0.7 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libsqlite3-0
+  libxml2 libacl1
 )
 # needs:end
 

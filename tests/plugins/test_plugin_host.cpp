@@ -37,7 +37,7 @@ TEST_F(PluginPath, OwnPluginsLoadInTheOrderOfTheirFileNames) {
     EXPECT_EQ(loadedNames(*plugins_), (std::vector<std::string>{"idxd", "vdpa", "vfio"}));
     EXPECT_TRUE(plugins_->refusals().empty());
     for (const auto& p : plugins_->plugins()) {
-        EXPECT_EQ(p.abi, 3U) << p.name;
+        EXPECT_EQ(p.abi, 4U) << p.name;
         EXPECT_EQ(p.version, "1.0") << p.name;
         EXPECT_EQ(p.kinds.size(), 1U) << p.name;
     }
@@ -77,11 +77,14 @@ TEST_F(PluginPath, APluginBuiltAgainstTheOldestHeaderStillLoadsAndWorks) {
     EXPECT_EQ(plugins_->configure(*withSettings.config).size(), 1U);
     configure("default_policy: allow\n");
 
+    // Its prepare (which would open the queue) is not called since ABI 4: the
+    // queue comes without an fd, its node granted to the owner.
     auto ctx = engine_->allocate(request({"wq0.0"}), 1);
     ASSERT_TRUE(ctx.ok()) << ctx.failure().message;
     EXPECT_EQ(ctx.value()->devices.at(0).plugin, "legacy");
-    EXPECT_NE(fdLink(ctx.value()->devices.at(0).fd.get()).find("svad-sim:wq:wq0.0"),
-              std::string::npos);
+    EXPECT_FALSE(ctx.value()->devices.at(0).fd.valid());
+    EXPECT_EQ(ctx.value()->devices.at(0).node, dev() + "/dsa/wq0.0");
+    EXPECT_EQ(sim_->grants().count(dev() + "/dsa/wq0.0"), 1U);
 }
 
 TEST_F(PluginPath, APluginBuiltAgainstTheAbi2HeaderStillLoadsAndWorks) {
@@ -243,18 +246,29 @@ TEST_F(PluginPath, APluginRefusingItsSettingsKeepsThePreviousOnes) {
 
 TEST_F(PluginPath, APluginsStrayFdsAndExceptionsDoNoHarm) {
     ASSERT_EQ(plugins_->loadFile(std::string(SVAD_TEST_PLUGIN_DIR) + "/tester.so"), std::nullopt);
-    configure("default_policy: allow\nplugins:\n  tester:\n    stray_fd: wq0.0\n");
+    configure("default_policy: allow\nplugins:\n  tester:\n    stray_fd: vdpa0\n");
     const size_t fds = openFds();
-    auto stray = engine_->allocate(request({"wq0.0"}), 1);
+    auto stray = engine_->allocate(request({"vdpa0"}), 1);
     ASSERT_FALSE(stray.ok());
     EXPECT_EQ(stray.failure().error, Error::KernelError);
     EXPECT_NE(stray.failure().message.find("handed back fd 0, which the host did not open"),
               std::string::npos)
         << stray.failure().message;
     EXPECT_NE(::fcntl(0, F_GETFD), -1); // svad's fd 0 was not taken (nor closed)
-    EXPECT_EQ(openFds(), fds);          // the queue fd it opened and dropped was closed
+    EXPECT_EQ(openFds(), fds);          // the vhost fd it opened and dropped was closed
     sim_->collect();
     EXPECT_EQ(sim_->stats().files, 0U);
+    // Any fd for a queue is refused since ABI 4: a queue's prepare opens nothing.
+    configure("default_policy: allow\nplugins:\n  tester:\n    stray_fd: wq0.0\n");
+    auto strayQueue = engine_->allocate(request({"wq0.0"}), 1);
+    ASSERT_FALSE(strayQueue.ok());
+    EXPECT_EQ(strayQueue.failure().error, Error::KernelError);
+    EXPECT_NE(
+        strayQueue.failure().message.find("since plugin ABI 4 a queue's prepare opens nothing"),
+        std::string::npos)
+        << strayQueue.failure().message;
+    EXPECT_NE(::fcntl(0, F_GETFD), -1);
+    EXPECT_TRUE(sim_->grants().empty()); // nothing granted for a context that never was
 
     configure("default_policy: allow\nplugins:\n  tester:\n    throw_in: decide\n");
     auto threw = engine_->allocate(request({"wq0.0"}), 1);

@@ -55,8 +55,11 @@ int prepare(void* state, const svad_host* host, const svad_request* r, svad_prep
     const svad_device* d = r->device;
     int fd = -ENODEV;
     if (d->kind == SVAD_KIND_QUEUE) {
-        fd = host->open_work_queue(host->handle, d->id, err, size);
-    } else if (d->kind == SVAD_KIND_VDPA) {
+        // Since ABI 4 a queue is not opened: the fd stays -1 (a stray one is refused).
+        out->fd = s->strayFd == r->device->id ? 0 : -1;
+        return 0;
+    }
+    if (d->kind == SVAD_KIND_VDPA) {
         fd = host->open_vhost_vdpa(host->handle, d->vhost_node, err, size);
     } else {
         fd = host->open_vfio_device(host->handle, d->vfio_node, err, size);

@@ -1,6 +1,6 @@
 // A DeviceBroker for engine tests: allows every device and opens it through
-// the kernel port, as a plugin would. It records what it was asked, so that
-// tests can check the engine consults it and releases what it prepared.
+// the kernel port, as a plugin would (a work queue is not opened). It records what it was asked, so
+// that tests can check the engine consults it and releases what it prepared.
 #pragma once
 
 #include "svad/core/policy.h"
@@ -62,13 +62,8 @@ public:
             out.fd = std::move(fd.value());
             out.vdpaGroups = groups.value();
             out.vdpaAddressSpaces = spaces.value();
-        } else {
-            auto fd = kernel_.openWorkQueue(q.queue->name);
-            if (!fd) {
-                return failed(fd.error());
-            }
-            out.fd = std::move(fd.value());
         }
+        // A queue is not opened (plugin ABI 4): the engine grants the owner its node.
         prepared.push_back(q.deviceId);
         return out;
     }

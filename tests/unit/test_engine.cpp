@@ -111,6 +111,13 @@ public:
         return call<Result<UniqueFd>>("openWorkQueue",
                                       [&] { return inner_.openWorkQueue(wqName); });
     }
+    std::string nodePath(const std::string& node) const override { return inner_.nodePath(node); }
+    Status grantNode(const std::string& path, uid_t uid) override {
+        return call<Status>("grantNode", [&] { return inner_.grantNode(path, uid); });
+    }
+    Status revokeNode(const std::string& path, uid_t uid) override {
+        return call<Status>("revokeNode", [&] { return inner_.revokeNode(path, uid); });
+    }
 
 private:
     template <typename R, typename F> R call(const char* name, F&& f) {
@@ -487,7 +494,8 @@ TEST_F(EngineTest, FailNthAllocateRollsBackEverything) {
                 }
                 EXPECT_TRUE(succeeded)
                     << "no allocation succeeded within " << kMaxCalls << " calls";
-                // Every kernel call of a complete allocation was failed once.
+                // Every kernel call of a complete allocation was failed once (the
+                // queue's: the grant of its node).
                 const int expectedCalls = 1 + (mode == ContextMode::Attached ? 2 : 0) +
                                           2 * (mode == ContextMode::Attached ? 3 : 1) + 3 + 1 +
                                           (faultQueue ? 1 : 0);
@@ -567,6 +575,38 @@ TEST_F(EngineTest, FailNthReleaseStillReleasesEverything) {
 
 // ---- engine semantics ----------------------------------------------------------
 
+// A queue's node is granted per uid: each uid's entry goes with its last
+// context on the queue; a failed grant leaves no context and nothing granted.
+TEST_F(EngineTest, QueueNodesAreGrantedPerUidUntilItsLastContextEnds) {
+    Host shared = host_;
+    for (auto& q : shared.queues) {
+        q.mode = q.name == kQueue ? QueueMode::Shared : q.mode;
+    }
+    engine_->setHost(shared);
+    const std::string node = "/dev/dsa/" + std::string(kQueue);
+    const uint64_t a1 = allocOk(request({kQueue}));
+    const uint64_t a2 =
+        allocOk(request({kQueue}, ContextMode::Handoff, false, user(kAlice), "vm-2"));
+    const uint64_t b = allocOk(request({kQueue}, ContextMode::Handoff, false, user(kBob), "vm-3"));
+    EXPECT_EQ(engine_->find(a1)->devices.at(0).node, node);
+    EXPECT_EQ(sim_.grants().at(node), (std::set<uid_t>{kAlice, kBob}));
+    ASSERT_TRUE(engine_->release(a1, user(kAlice)).ok());
+    EXPECT_EQ(sim_.grants().at(node), (std::set<uid_t>{kAlice, kBob})); // a2 is alice's too
+    ASSERT_TRUE(engine_->release(b, user(kBob)).ok());
+    EXPECT_EQ(sim_.grants().at(node), (std::set<uid_t>{kAlice}));
+    ASSERT_TRUE(engine_->release(a2, user(kAlice)).ok());
+    EXPECT_EQ(sim_.grants().count(node), 0u);
+
+    // The grant fails (the node is gone from the kernel): a named error, nothing left.
+    sim::SimConfig none = sim_.config();
+    none.workQueues.clear();
+    sim_.setDevices(none);
+    const std::string why = allocFails(request({kNicA, kQueue}), Error::NotFound);
+    EXPECT_NE(why.find(node), std::string::npos) << why;
+    EXPECT_TRUE(sim_.grants().empty());
+    expectNothingHeld("after a failed grant");
+}
+
 TEST_F(EngineTest, HandoffAndAttachedContexts) {
     const uint64_t h = allocOk(request({kNicA, kVdpa, kQueue}));
     const Context* hc = engine_->find(h);
@@ -589,7 +629,8 @@ TEST_F(EngineTest, HandoffAndAttachedContexts) {
     EXPECT_EQ(hc->devices[1].vdpaAddressSpaces, 2u);
     EXPECT_EQ(hc->devices[2].kind, HeldKind::Queue);
     for (const auto& d : hc->devices) {
-        EXPECT_TRUE(d.fd.valid()) << d.id;
+        EXPECT_EQ(d.fd.valid(), d.kind != HeldKind::Queue) << d.id; // a queue: its node
+        EXPECT_EQ(d.node.empty(), d.kind != HeldKind::Queue) << d.id;
         EXPECT_EQ(d.pasidWidth, 20u) << d.id; // parents on dmar0 with PASID 20
     }
 
@@ -1315,14 +1356,16 @@ TEST_F(EngineTest, ContextsComeBackWithTheFdsTheStoreKept) {
     ASSERT_NE(ctx, nullptr);
     const ino_t iommufd = inodeOf(ctx->iommufd.get());
     const ino_t nic = inodeOf(ctx->devices[0].fd.get());
-    EXPECT_EQ(fdStore.fds.size(), 6u) << "iommufd, 2 devices and the fault queue; iommufd and a "
-                                         "device for the second";
+    EXPECT_EQ(fdStore.fds.size(), 5u) << "iommufd, the NIC (a queue has no fd) and the fault "
+                                         "queue; iommufd and a device for the second";
+    EXPECT_EQ(fdStore.fds.count("ctx" + std::to_string(a) + "-dev1"), 0u);
     EXPECT_EQ(fdStore.fds.count("ctx" + std::to_string(a) + "-fault"), 1u);
 
     auto passed = fdStore.passed();
     passed.push_back({"ctx999-iommufd", ports::UniqueFd(::fcntl(0, F_DUPFD_CLOEXEC, 3))});
     PasidAllocator pasids;
     restartEngine(pasids, &store, &fdStore);
+    ASSERT_TRUE(sim_.revokeNode("/dev/dsa/wq0.0", kAlice).ok()); // lost while svad was down
     // Both owners live; the second's device fd did not come back.
     passed.erase(std::remove_if(passed.begin(), passed.end(),
                                 [&b](const ports::StoredFd& f) {
@@ -1339,6 +1382,10 @@ TEST_F(EngineTest, ContextsComeBackWithTheFdsTheStoreKept) {
     EXPECT_EQ(inodeOf(back->iommufd.get()), iommufd);
     EXPECT_EQ(inodeOf(back->devices[0].fd.get()), nic);
     EXPECT_TRUE(back->faultQueueFd.valid());
+    // Its queue has no fd to take back: the owner's access to its node comes back.
+    EXPECT_FALSE(back->devices[1].fd.valid());
+    EXPECT_EQ(back->devices[1].node, "/dev/dsa/wq0.0");
+    EXPECT_EQ(sim_.grants().at("/dev/dsa/wq0.0"), (std::set<uid_t>{kAlice}));
     const Context* half = engine_->find(b);
     ASSERT_NE(half, nullptr);
     EXPECT_FALSE(half->fdsHeld);

@@ -2,6 +2,7 @@
 // regular files: the request numbers, the structs sent, the decoding of the
 // answers, the errors, the name checks and probe(). Nothing here touches the
 // machine's /dev.
+#include "../bus/acl_entries.h"
 #include "svad/linux/kernel_linux.h"
 #include "svad/linux/uapi.h"
 
@@ -747,6 +748,65 @@ TEST_F(KernelLinuxTest, OpenWorkQueue) {
     }
     EXPECT_TRUE(opens.empty());
     EXPECT_TRUE(KernelLinux::validWorkQueueName("wq12.34"));
+}
+
+// grantNode and revokeNode on a scratch node: the real ACL, read back with libacl.
+TEST_F(KernelLinuxTest, GrantAndRevokeNodeSetTheAclEntryAndItsMask) {
+    auto k = kernel();
+    const std::string node = k.nodePath("dsa/wq0.1");
+    EXPECT_EQ(node, dev.path("dsa/wq0.1"));
+    ASSERT_EQ(::chmod(node.c_str(), 0640), 0);
+    constexpr uid_t kUser = 4321;
+    constexpr uid_t kOther = 4242;
+
+    // A file with no ACL of its own: the entry, and a mask of the group class.
+    ASSERT_TRUE(k.grantNode(node, kUser).ok());
+    test::AclEntries acl = test::aclOf(node);
+    ASSERT_TRUE(acl.read);
+    EXPECT_EQ(acl.users, (std::map<uid_t, std::string>{{kUser, "rw-"}})) << acl.text;
+    EXPECT_EQ(acl.mask, "rw-") << acl.text;
+    EXPECT_TRUE(k.grantNode(node, kUser).ok()); // again: the same
+    EXPECT_EQ(test::aclOf(node).text, acl.text);
+    // Taken back: the mask goes with the last named entry; the mode is as it was.
+    ASSERT_TRUE(k.revokeNode(node, kUser).ok());
+    acl = test::aclOf(node);
+    EXPECT_TRUE(acl.users.empty()) << acl.text;
+    EXPECT_FALSE(acl.mask.has_value()) << acl.text;
+    struct stat st {};
+    ASSERT_EQ(::stat(node.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0640u);
+    EXPECT_TRUE(k.revokeNode(node, kUser).ok()); // nothing to take: fine
+
+    // Beside an entry svad did not make, under a narrow mask: that entry stays,
+    // the mask lets rw through, and stays when the grant goes.
+    ASSERT_TRUE(
+        test::setAcl(node, "u::rw-,u:" + std::to_string(kOther) + ":r--,g::r--,m::r--,o::---"));
+    ASSERT_TRUE(k.grantNode(node, kUser).ok());
+    acl = test::aclOf(node);
+    EXPECT_EQ(acl.users, (std::map<uid_t, std::string>{{kOther, "r--"}, {kUser, "rw-"}}))
+        << acl.text;
+    EXPECT_EQ(acl.mask, "rw-") << acl.text;
+    ASSERT_TRUE(k.revokeNode(node, kUser).ok());
+    acl = test::aclOf(node);
+    EXPECT_EQ(acl.users, (std::map<uid_t, std::string>{{kOther, "r--"}})) << acl.text;
+    EXPECT_TRUE(acl.mask.has_value()) << acl.text;
+
+    // Only nodes under the dev root; a missing one is ENOENT, named.
+    for (const std::string& bad :
+         {std::string("/etc/passwd"), dev.root(), dev.root() + "/", dev.path("dsa/../iommu"),
+          dev.path("dsa//wq0.1"), dev.path("./iommu"), std::string("dsa/wq0.1")}) {
+        auto r = k.grantNode(bad, kUser);
+        ASSERT_FALSE(r.ok()) << bad;
+        EXPECT_EQ(r.error().err, EINVAL) << bad;
+        EXPECT_NE(r.error().message.find("not a node under"), std::string::npos)
+            << r.error().message;
+        EXPECT_EQ(k.revokeNode(bad, kUser).error().err, EINVAL) << bad;
+    }
+    auto missing = k.grantNode(dev.path("dsa/wq9.9"), kUser);
+    ASSERT_FALSE(missing.ok());
+    EXPECT_EQ(missing.error().err, ENOENT);
+    EXPECT_NE(missing.error().message.find(dev.path("dsa/wq9.9")), std::string::npos)
+        << missing.error().message;
 }
 
 TEST_F(KernelLinuxTest, DevRootWithATrailingSlash) {

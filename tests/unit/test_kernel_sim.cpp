@@ -1,5 +1,6 @@
 // Unit tests of the simulated kernel: every semantic the header promises,
 // with real memfds.
+#include "../bus/acl_entries.h"
 #include "scratch_dir.h"
 #include "svad/sim/kernel_sim.h"
 
@@ -10,6 +11,8 @@
 #include <fstream>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <sys/mman.h>
@@ -933,6 +936,47 @@ TEST(KernelSim, WithoutPersistInNothingIsWritten) {
         ++entries;
     }
     EXPECT_EQ(entries, 1u);
+}
+
+} // namespace
+
+// ---- nodes a client opens itself --------------------------------------------------------
+
+namespace {
+
+// Without nodeAcls the sim only records the grants, for nodes of its work queues.
+TEST(KernelSimNodes, GrantsAreRecordedForKnownQueues) {
+    KernelSim sim(testConfig());
+    const std::string node = sim.nodePath("dsa/wq0.1");
+    EXPECT_EQ(node, "/dev/dsa/wq0.1");
+    ASSERT_TRUE(sim.grantNode(node, 1000).ok());
+    ASSERT_TRUE(sim.grantNode(node, 1001).ok());
+    EXPECT_EQ(sim.grants().at(node), (std::set<uid_t>{1000, 1001}));
+    ASSERT_TRUE(sim.revokeNode(node, 1000).ok());
+    ASSERT_TRUE(sim.revokeNode(node, 1001).ok());
+    EXPECT_TRUE(sim.grants().empty());
+    EXPECT_EQ(errOf(sim.grantNode("/dev/dsa/wq9.9", 1000)), ENOENT);
+    EXPECT_EQ(errOf(sim.grantNode("/dev/dsa/../iommu", 1000)), EINVAL);
+    EXPECT_EQ(errOf(sim.grantNode("/etc/passwd", 1000)), EINVAL);
+}
+
+// With nodeAcls it sets the real ACL on the node file under its dev root.
+TEST(KernelSimNodes, WithNodeAclsTheNodeFileGetsTheEntry) {
+    svad::test::ScratchDir dir;
+    std::filesystem::create_directories(dir.path() + "/dsa");
+    std::ofstream(dir.path() + "/dsa/wq0.0").put('\0');
+    SimConfig c = testConfig();
+    c.devRoot = dir.path();
+    c.nodeAcls = true;
+    KernelSim sim(c);
+    const std::string node = sim.nodePath("dsa/wq0.0");
+    ASSERT_TRUE(sim.grantNode(node, 4321).ok());
+    svad::test::AclEntries acl = svad::test::aclOf(node);
+    EXPECT_EQ(acl.users, (std::map<uid_t, std::string>{{4321, "rw-"}})) << acl.text;
+    EXPECT_EQ(acl.mask, "rw-") << acl.text;
+    ASSERT_TRUE(sim.revokeNode(node, 4321).ok());
+    EXPECT_TRUE(svad::test::aclOf(node).users.empty()) << svad::test::aclOf(node).text;
+    EXPECT_EQ(errOf(sim.grantNode(sim.nodePath("dsa/wq0.1"), 4321)), ENOENT); // no such file
 }
 
 } // namespace
