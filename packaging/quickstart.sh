@@ -25,7 +25,7 @@ needs+=(
 )
 needs_packages+=(
   libsdbus-c++-dev libsystemd-dev libudev-dev libyaml-cpp-dev prometheus-cpp-dev
-  libboost-dev libsqlite3-dev libumockdev-dev libgtest-dev libgmock-dev
+  libboost-dev libsqlite3-dev libxml2-dev libumockdev-dev libgtest-dev libgmock-dev
 )
 needs_load packaging/demo.sh
 # needs:end

@@ -79,6 +79,8 @@ bool contextOptionTakesValue(const std::string& option);
 int runContextCommand(const Options& o);
 // The VM commands: vm reserve, vm owner, vm release, vm show.
 int runVmCommand(const Options& o);
+// libvirt's qemu hook (packaging/libvirt/svad-hook): libvirt-hook NAME OPERATION SUB-OPERATION.
+int runLibvirtHook(const Options& o);
 
 // svactl monitor [--json]: prints svad's events until interrupted (monitor.cpp).
 int runMonitor(const Options& o);

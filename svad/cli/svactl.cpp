@@ -86,7 +86,12 @@ void printHelp() {
         "                  the VM's reservations follow process PID (its VMM) from now\n"
         "                  on: they end when it exits\n"
         "  vm release NAME release every reservation of the VM (0 if it holds none)\n"
-        "  vm show NAME    the VM's reservations; exit 1 when it holds none\n\n"
+        "  vm show NAME    the VM's reservations; exit 1 when it holds none\n"
+        "  libvirt-hook [--run-dir DIR] NAME OPERATION SUB-OPERATION [EXTRA]\n"
+        "                  libvirt's qemu hook (installed as qemu.d/50-svad), with the\n"
+        "                  domain XML on stdin: reserves at prepare, hands over to QEMU's\n"
+        "                  pid (DIR/NAME.pid, DIR /run/libvirt/qemu) at started, checks\n"
+        "                  at reconnect, releases at release\n\n"
         "Options:\n"
         "  --bus BUS       the bus svad serves on (default: system)\n"
         "  --json          machine-readable output\n"
@@ -191,6 +196,9 @@ int run(const Options& o) {
     }
     if (cmd == "vm") {
         return svad::cli::runVmCommand(o);
+    }
+    if (cmd == "libvirt-hook") {
+        return svad::cli::runLibvirtHook(o);
     }
     if (!o.command.empty()) {
         fail(kExitUsage, "unexpected '--' for " + cmd);
