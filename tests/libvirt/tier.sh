@@ -369,6 +369,10 @@ EOT
 </domain>
 EOT
   local direct=/etc/libvirt/hooks/qemu.d/50-svad
+  # For comparison with the hook's calls: what starting svactl alone costs.
+  t0=$(now_us)
+  /usr/bin/svactl --version >/dev/null || true
+  timing "svactl --version (a bare start of svactl, for comparison): $(ms_since "$t0") ms"
   rc=0
   "$direct" vm-hostdev prepare begin - <"$work/hostdev.xml" >"$work/hostdev-prepare.out" 2>&1 || rc=$?
   ctx=$(vm_contexts vm-hostdev)
