@@ -590,6 +590,10 @@ for tool in svad svactl svad-hostgen; do
 done
 [ -d "$build/plugins" ] || die "$build/plugins is missing: build first"
 [ -x "$hook" ] || die "$hook, the hook under test, is missing or not executable"
+# unshare makes the namespace's mounts private from / down, which must be a
+# mount point: in a chroot, bind the root onto itself first.
+grep -qE '^[^ ]+ [^ ]+ [^ ]+ [^ ]+ / ' /proc/self/mountinfo ||
+  die "/ is not a mount point (a chroot?), so the namespace's mounts cannot be made private"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/svad-libvirt-tier.XXXXXX")
 for dir in /run /var/run "${private_dirs[@]}" /usr/bin; do
