@@ -192,7 +192,13 @@ hook_mark() {
   grep -c '' "$work/hook-calls" || true
 }
 reconnected() {
-  hook_calls vm-svad "$mark" | grep -q '^reconnect '
+  [[ "$(hook_calls vm-svad "$mark")" == *"reconnect "* ]]
+}
+# Whether every hook call for domain $1 since mark $2 exited 0.
+hooks_all_ok() {
+  local calls
+  calls=$(hook_calls "$1" "$2")
+  [ -n "$calls" ] && ! grep -qv ' rc=0 ' <<<"$calls"
 }
 
 start_libvirtd() {
@@ -205,16 +211,20 @@ start_libvirtd() {
   fi
   timing "libvirtd start (to virsh version answering): $(ms_since "$t0") ms"
 }
-stop_libvirtd() {
-  [ -n "$libvirtd_pid" ] || return 0
-  kill -TERM "$libvirtd_pid" 2>/dev/null || true
+# SIGTERM (and SIGCONT, should it be stopped), 10 s to go, then SIGKILL.
+stop_pid() {
   local i
+  kill -TERM "$1" 2>/dev/null || true
+  kill -CONT "$1" 2>/dev/null || true
   for i in $(seq 100); do
-    kill -0 "$libvirtd_pid" 2>/dev/null || break
+    kill -0 "$1" 2>/dev/null || break
     sleep 0.1
   done
-  kill -KILL "$libvirtd_pid" 2>/dev/null || true
-  wait "$libvirtd_pid" 2>/dev/null || true
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+stop_libvirtd() {
+  [ -z "$libvirtd_pid" ] || stop_pid "$libvirtd_pid"
   libvirtd_pid=
 }
 
@@ -229,9 +239,7 @@ start_svad() {
   timing "svad start (to its name on the bus): $(ms_since "$t0") ms"
 }
 stop_svad() {
-  [ -n "$svad_pid" ] || return 0
-  kill -TERM "$svad_pid" 2>/dev/null || true
-  wait "$svad_pid" 2>/dev/null || true
+  [ -z "$svad_pid" ] || stop_pid "$svad_pid"
   svad_pid=
 }
 
@@ -247,7 +255,7 @@ inside_cleanup() {
   done
   stop_libvirtd
   stop_svad
-  [ -z "$dbus_pid" ] || kill -TERM "$dbus_pid" 2>/dev/null || true
+  [ -z "$dbus_pid" ] || stop_pid "$dbus_pid"
 }
 
 inside() {
@@ -411,7 +419,7 @@ EOT
   mark=$(hook_mark)
   if start_domain vm-plain; then
     calls=$(hook_calls vm-plain "$mark" | oneline)
-    if [ -n "$calls" ] && ! hook_calls vm-plain "$mark" | grep -qv ' rc=0 ' && context_count_is 0; then
+    if hooks_all_ok vm-plain "$mark" && context_count_is 0; then
       pass "plain-domain (vm-plain started; each hook call exited 0 and svad holds nothing: $calls)"
     else
       fail plain-domain "hook calls: '${calls:-none}'; ContextCount $(manager_prop ContextCount)"
@@ -506,7 +514,7 @@ EOT
   mark=$(hook_mark)
   if start_domain vm-plain; then
     calls=$(hook_calls vm-plain "$mark" | oneline)
-    if [ -n "$calls" ] && ! hook_calls vm-plain "$mark" | grep -qv ' rc=0 '; then
+    if hooks_all_ok vm-plain "$mark"; then
       pass "plain-without-svad (with svad stopped, vm-plain started: $calls)"
     else
       fail plain-without-svad "hook calls: '${calls:-none}'"
