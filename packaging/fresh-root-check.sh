@@ -6,8 +6,8 @@
 # /sys and /dev bound in and every cache empty:
 #   ./packaging/quickstart.sh demo
 #   ./packaging/quickstart.sh test
-#   bash .ci/run          (with CI=true: the tests again, then the libvirt
-#                          and kernel tiers, the package and the systemd tier)
+#   bash .ci/run          (with CI=true: the tests again, the libvirt tier,
+#                          fuzzing, the kernel tier, the package, the systemd tier)
 # printing the time each took. It takes long (a cold build and a kernel
 # build): it is not part of CI. Needs root.
 #

@@ -118,6 +118,24 @@ std::string linkBase(const ports::Sysfs& fs, const std::string& path) {
 }
 
 // Components of a link target, e.g. "../../../devices/pci0000:6a/0000:6a:01.0/dsa0/wq0.0".
+std::vector<std::string> components(const std::string& path);
+
+// The driver a device's "driver" link names: the kernel's leads into a
+// drivers/ directory ("../../../bus/pci/drivers/nvme"). One that does not (a
+// loop, a link elsewhere) names no driver and is a warning; no extra read.
+std::string driverOf(const ports::Sysfs& fs, const std::string& dir, Warnings& w) {
+    auto target = fs.readLink(dir + "/driver");
+    if (!target) {
+        return {};
+    }
+    const auto comps = components(*target);
+    if (comps.size() < 2 || comps[comps.size() - 2] != "drivers") {
+        w.add("driver: the link does not lead into a drivers/ directory: no driver");
+        return {};
+    }
+    return comps.back();
+}
+
 std::vector<std::string> components(const std::string& path) {
     std::vector<std::string> out;
     size_t start = 0;
@@ -283,7 +301,7 @@ PciDevice readPciDevice(const ports::Sysfs& fs, const std::string& address) {
         d.revision = narrow<uint8_t>(readHexAttr(fs, dir, "revision", w), 0xff, "revision", w);
     }
     if (has("driver")) {
-        d.driver = linkBase(fs, dir + "/driver");
+        d.driver = driverOf(fs, dir, w);
     }
     if (has("driver_override")) {
         if (auto ov = readAttr(fs, dir, "driver_override", w); ov && *ov != "(null)") {
@@ -522,7 +540,8 @@ void discoverVdpa(const ports::Sysfs& fs, Host& host) {
                 }
             }
         }
-        v.driver = linkBase(fs, dir + "/driver");
+        Warnings vw(v.warnings);
+        v.driver = driverOf(fs, dir, vw);
         if (auto entries = fs.list(dir)) {
             for (const auto& e : *entries) {
                 if (e.rfind("vhost-vdpa-", 0) == 0) {

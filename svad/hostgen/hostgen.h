@@ -147,6 +147,8 @@ struct HostSpec {
 
 // Parses a YAML host description; errors carry file:line:column.
 HostSpec loadHostYaml(const std::string& path);
+// The same for YAML text; `name` stands for the file in the errors.
+HostSpec parseHostYaml(const std::string& text, const std::string& name);
 
 // A synthetic host of `functions` PCI functions spread over units and groups,
 // with PASID-capable devices, SR-IOV PFs with VFs, DSA queues and vDPA devices.

@@ -109,7 +109,9 @@ private:
         }
         std::set<std::string> seen;
         for (auto it = map.begin(); it != map.end(); ++it) {
-            const YAML::Node& k = it->first;
+            // A copy: yaml-cpp's iterator hands out a temporary, and a reference
+            // to its member dangles after this line.
+            const YAML::Node k = it->first;
             if (!k.IsScalar()) {
                 fail(k, "expected a key name in " + std::string(what));
             }
@@ -541,17 +543,21 @@ HostSpec loadHostYaml(const std::string& path) {
     }
     std::ostringstream text;
     text << in.rdbuf();
+    return parseHostYaml(text.str(), path);
+}
+
+HostSpec parseHostYaml(const std::string& text, const std::string& name) {
     YAML::Node root;
     try {
-        root = YAML::Load(text.str());
+        root = YAML::Load(text);
     } catch (const YAML::ParserException& e) {
-        throw HostgenError(path + ":" + std::to_string(e.mark.line + 1) + ":" +
+        throw HostgenError(name + ":" + std::to_string(e.mark.line + 1) + ":" +
                            std::to_string(e.mark.column + 1) + ": YAML syntax error: " + e.msg);
     }
     try {
-        return Loader(path).load(root);
+        return Loader(name).load(root);
     } catch (const YAML::Exception& e) {
-        throw HostgenError(path + ":" + std::to_string(e.mark.line + 1) + ":" +
+        throw HostgenError(name + ":" + std::to_string(e.mark.line + 1) + ":" +
                            std::to_string(e.mark.column + 1) + ": " + e.msg);
     }
 }

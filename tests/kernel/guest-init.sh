@@ -509,6 +509,47 @@ else
     sc devices | sed 's/^/    /'
 fi
 
+# ---- QEMU 10.0 with svad's fds: vfio-pci on iommufd -----------------------------------------------------
+# QEMU binds the device and allocates its own IOAS, so it takes handoff fds.
+# -S: the guest never runs; QMP on a pipe (kt-client qmp) says what QEMU
+# realized and when: the milliseconds from the start of the command to QMP's
+# greeting and to query-pci's answer (QEMU realizes its devices between the
+# two). Realizing vfio-pci maps and pins all guest RAM: -m stays small.
+QEMU_ARGS="-machine q35 -accel tcg -nodefaults -display none -m 64 -S -qmp stdio"
+# The milliseconds of kt-client's step $2 in the file $1.
+qmp_ms() {
+    awk -v s="$2:" '$1 == "step" && $2 == s { print $3 }' "$1"
+}
+# QEMU alone first, for the start-up time without svad and devices.
+if kt-client qmp 300 -- qemu-system-x86_64 $QEMU_ARGS >/tmp/qemu.bare 2>&1; then
+    echo "qemu-start: $(qmp_ms /tmp/qemu.bare qmp-greeting) ms to the QMP greeting, $(qmp_ms /tmp/qemu.bare query-pci) ms to query-pci (no device, no svactl)"
+else
+    echo "qemu-start: QEMU without devices did not start:"
+    show /tmp/qemu.bare
+fi
+nic_ids=$(sed 's/^0x//' /sys/bus/pci/devices/$NIC/vendor):$(sed 's/^0x//' /sys/bus/pci/devices/$NIC/device)
+qemu_why=
+if ! kt-client qmp 300 -- svactl --bus "$BUS" exec --vm vm-qemu-vfio --device "$NIC" -- \
+    qemu-system-x86_64 $QEMU_ARGS -object 'iommufd,id=i0,fd={iommufd}' \
+    -device "vfio-pci,iommufd=i0,fd={fd:$NIC}" >/tmp/qemu.vfio 2>&1; then
+    qemu_why="$(oneline /tmp/qemu.vfio)"
+elif ! grep -q "^pci $nic_ids\$" /tmp/qemu.vfio; then
+    qemu_why="QEMU's query-pci has no $nic_ids: $(grep '^pci ' /tmp/qemu.vfio | cut -d' ' -f2 | tr '\n' ' ' | sed 's/ $//')"
+elif ! wait_for 'sc contexts | grep -q "no contexts"' 100; then
+    qemu_why="the context outlived QEMU: $(sc contexts | tr '\n' ' ')"
+elif ! grep 'context released: owner process exited' /tmp/svad.log | grep -q 'VM=vm-qemu-vfio'; then
+    qemu_why="svad released the context, not for its owner's exit: $(grep 'VM=vm-qemu-vfio' /tmp/svad.log | tail -n 1)"
+elif ! sc exec --vm vm-after-qemu --device "$NIC" -- true >/tmp/qemu.again 2>&1; then
+    qemu_why="$NIC cannot be allocated after QEMU quit: $(oneline /tmp/qemu.again)"
+fi
+if [ -z "$qemu_why" ]; then
+    pass "qemu-vfio-handoff ($NIC $nic_ids in QEMU's query-pci; released at QEMU's exit; allocatable again)"
+    echo "qemu-start: $(qmp_ms /tmp/qemu.vfio qmp-greeting) ms to the QMP greeting, $(qmp_ms /tmp/qemu.vfio query-pci) ms to query-pci (svactl exec, vfio-pci $NIC)"
+    show /tmp/qemu.vfio
+else
+    fail qemu-vfio-handoff "$qemu_why"
+fi
+
 # ---- vDPA: vdpa_sim's net device through vhost-vdpa ---------------------------------------------------
 if vdpa dev add mgmtdev vdpasim_net name vdpa0 >/tmp/vdpa 2>&1 &&
     wait_for '[ -c /dev/vhost-vdpa-0 ]' 50 && sc rescan >>/tmp/vdpa 2>&1 &&
@@ -530,6 +571,18 @@ if sc exec --vm vm-vdpa --device vdpa0 -- kt-client vdpa '{fd:vdpa0}' >/tmp/vdpa
     pass "vdpa-handoff ($(grep '^step VHOST' /tmp/vdpa.client | sed 's/^step VHOST_VDPA_//' | tr '\n' ' ' | sed 's/ $//'))"
 else
     fail vdpa-handoff "$(oneline /tmp/vdpa.client)"
+fi
+# QEMU 10.0 on the same device: -netdev vhost-vdpa with svad's fd.
+if ! kt-client qmp 300 -- svactl --bus "$BUS" exec --vm vm-qemu-vdpa --device vdpa0 -- \
+    qemu-system-x86_64 $QEMU_ARGS -netdev 'vhost-vdpa,id=n0,vhostfd={fd:vdpa0}' \
+    -device virtio-net-pci,netdev=n0 >/tmp/qemu.vdpa 2>&1; then
+    fail qemu-vhost-vdpa "$(oneline /tmp/qemu.vdpa)"
+elif grep -qE '^pci 1af4:(1000|1041)$' /tmp/qemu.vdpa; then
+    pass "qemu-vhost-vdpa (virtio-net-pci $(grep -E '^pci 1af4:(1000|1041)$' /tmp/qemu.vdpa | cut -d' ' -f2) on vdpa0 in QEMU's query-pci)"
+    echo "qemu-start: $(qmp_ms /tmp/qemu.vdpa qmp-greeting) ms to the QMP greeting, $(qmp_ms /tmp/qemu.vdpa query-pci) ms to query-pci (svactl exec, vhost-vdpa vdpa0)"
+    show /tmp/qemu.vdpa
+else
+    fail qemu-vhost-vdpa "QEMU's query-pci has no virtio-net (1af4:1000 or 1af4:1041): $(grep '^pci ' /tmp/qemu.vdpa | cut -d' ' -f2 | tr '\n' ' ' | sed 's/ $//')"
 fi
 if wait_for '[ "$(fd_count)" = "$svad_fds" ] && sc contexts | grep -q "no contexts"' 50; then
     pass "final-no-fd ($svad_fds fds in svad)"

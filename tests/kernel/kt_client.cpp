@@ -11,6 +11,13 @@
 //       device to, and a check that the device is bound already.
 //   kt-client vdpa VHOSTFD
 //       VHOST_VDPA_GET_DEVICE_ID, VHOST_VDPA_GET_GROUP_NUM, VHOST_VDPA_GET_AS_NUM.
+//   kt-client qmp SECONDS -- COMMAND ARGS...
+//       runs COMMAND (a QEMU with -qmp stdio, or svactl exec of one) with its
+//       stdin and stdout on pipes and drives QMP there: qmp_capabilities,
+//       query-pci (one "pci VENDOR:DEVICE" line per function), quit; prints
+//       the milliseconds from the start of COMMAND to the greeting and to the
+//       query-pci answer, and COMMAND's exit status. COMMAND is killed when
+//       it is not done within SECONDS.
 //
 // Each step prints one "step NAME: result" line on stdout; the first failing
 // step prints "kt-client: NAME: why" on stderr and the exit status is 1 (2 for
@@ -24,14 +31,20 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <linux/iommufd.h>
 #include <linux/vfio.h>
 #include <linux/vhost.h>
+#include <poll.h>
+#include <signal.h>
 #include <string>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+#include <vector>
 
 namespace {
 
@@ -46,7 +59,8 @@ constexpr size_t kMapSize = 1 << 20;
 [[noreturn]] void usage() {
     (void)std::fprintf(stderr, "usage: kt-client handoff IOMMUFD DEVFD [--hold]\n"
                                "       kt-client attached IOMMUFD DEVFD IOAS_ID\n"
-                               "       kt-client vdpa VHOSTFD\n");
+                               "       kt-client vdpa VHOSTFD\n"
+                               "       kt-client qmp SECONDS -- COMMAND ARGS...\n");
     std::exit(2);
 }
 
@@ -266,6 +280,198 @@ int vdpa(int fd) {
     return 0;
 }
 
+// ---- qmp ---------------------------------------------------------------------
+
+int64_t nowMs() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// One QEMU on two pipes: its lines in, commands out, within one deadline.
+class Qmp {
+public:
+    Qmp(char** command, int seconds) : start_(nowMs()), deadline_(start_ + seconds * 1000LL) {
+        int in[2];
+        int out[2];
+        if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) {
+            die("pipe", errText(errno));
+        }
+        pid_ = ::fork();
+        if (pid_ < 0) {
+            die("fork", errText(errno));
+        }
+        if (pid_ == 0) {
+            ::signal(SIGPIPE, SIG_DFL);
+            // dup2 clears close-on-exec on the copies: COMMAND gets only these two.
+            if (::dup2(in[0], STDIN_FILENO) < 0 || ::dup2(out[1], STDOUT_FILENO) < 0) {
+                _exit(127);
+            }
+            ::execvp(command[0], command);
+            (void)std::fprintf(stderr, "kt-client: exec %s: %s\n", command[0],
+                               std::strerror(errno));
+            _exit(127);
+        }
+        ::close(in[0]);
+        ::close(out[1]);
+        to_ = in[1];
+        from_ = out[0];
+        step("spawn", "pid " + std::to_string(pid_) + " " + command[0]);
+    }
+
+    int64_t elapsed() const { return nowMs() - start_; }
+
+    void send(const std::string& execute) {
+        const std::string line = "{\"execute\": \"" + execute + "\"}\n";
+        if (::write(to_, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+            fail("send " + execute, errText(errno));
+        }
+    }
+
+    // The next line that `want` starts; events in between are skipped, an
+    // error answer ends the run.
+    std::string expect(const std::string& what, const std::string& want) {
+        for (;;) {
+            std::string line = readLine(what);
+            if (line.rfind(want, 0) == 0) {
+                return line;
+            }
+            if (line.rfind("{\"error\"", 0) == 0) {
+                fail(what, line);
+            }
+        }
+    }
+
+    // After quit: QEMU closes its end and exits.
+    int finish() {
+        ::close(to_);
+        to_ = -1;
+        std::string rest;
+        while (readLineOrEof("exit", rest)) {
+        }
+        int status = 0;
+        for (;;) {
+            pid_t r = ::waitpid(pid_, &status, WNOHANG);
+            if (r == pid_) {
+                break;
+            }
+            if (r < 0 || nowMs() > deadline_) {
+                fail("exit", "pid " + std::to_string(pid_) + " did not exit after quit");
+            }
+            ::usleep(10000);
+        }
+        pid_ = -1;
+        return status;
+    }
+
+    [[noreturn]] void fail(const std::string& what, const std::string& why) {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        die("qmp " + what, why);
+    }
+
+private:
+    bool readLineOrEof(const std::string& what, std::string& line) {
+        for (;;) {
+            size_t nl = buf_.find('\n');
+            if (nl != std::string::npos) {
+                line = buf_.substr(0, nl);
+                buf_.erase(0, nl + 1);
+                return true;
+            }
+            int64_t left = deadline_ - nowMs();
+            if (left <= 0) {
+                fail(what, "no answer within the deadline (" + std::to_string(elapsed()) +
+                               " ms); last output: " + buf_.substr(0, 200));
+            }
+            pollfd p{from_, POLLIN, 0};
+            int r = ::poll(&p, 1, static_cast<int>(left));
+            if (r < 0 && errno != EINTR) {
+                fail(what, "poll: " + errText(errno));
+            }
+            if (r <= 0) {
+                continue;
+            }
+            char chunk[4096];
+            ssize_t n = ::read(from_, chunk, sizeof(chunk));
+            if (n < 0 && errno != EINTR) {
+                fail(what, "read: " + errText(errno));
+            }
+            if (n == 0) {
+                return false;
+            }
+            if (n > 0) {
+                buf_.append(chunk, static_cast<size_t>(n));
+            }
+        }
+    }
+
+    std::string readLine(const std::string& what) {
+        std::string line;
+        if (!readLineOrEof(what, line)) {
+            int status = 0;
+            ::waitpid(pid_, &status, 0);
+            pid_ = -1;
+            die("qmp " + what, "the command closed its QMP output (exit status " +
+                                   std::to_string(WIFEXITED(status) ? WEXITSTATUS(status)
+                                                                    : 128 + WTERMSIG(status)) +
+                                   ")");
+        }
+        return line;
+    }
+
+    int64_t start_;
+    int64_t deadline_;
+    pid_t pid_ = -1;
+    int to_ = -1;
+    int from_ = -1;
+    std::string buf_;
+};
+
+// The number after `"key": ` in `text` from `from`, or -1.
+long jsonNumber(const std::string& text, size_t from, size_t to, const std::string& key) {
+    size_t at = text.find("\"" + key + "\": ", from);
+    if (at == std::string::npos || at > to) {
+        return -1;
+    }
+    return std::strtol(text.c_str() + at + key.size() + 4, nullptr, 10);
+}
+
+int qmp(char** command, int seconds) {
+    // A QEMU that dies early makes a write fail with EPIPE, which is reported.
+    ::signal(SIGPIPE, SIG_IGN);
+    Qmp q(command, seconds);
+    q.expect("greeting", "{\"QMP\"");
+    step("qmp-greeting", std::to_string(q.elapsed()) + " ms");
+    q.send("qmp_capabilities");
+    q.expect("qmp_capabilities", "{\"return\"");
+    q.send("query-pci");
+    std::string pci = q.expect("query-pci", "{\"return\"");
+    step("query-pci", std::to_string(q.elapsed()) + " ms");
+    // Each function's ids are the object "id": {...} (vendor, device, subsystem ...).
+    size_t at = 0;
+    while ((at = pci.find("\"id\": {", at)) != std::string::npos) {
+        size_t end = pci.find('}', at);
+        long vendor = jsonNumber(pci, at, end, "vendor");
+        long device = jsonNumber(pci, at, end, "device");
+        char line[32];
+        (void)std::snprintf(line, sizeof(line), "pci %04lx:%04lx\n", vendor, device);
+        std::fputs(line, stdout);
+        at = end;
+    }
+    // QEMU answers quit and exits; the answer may not make it out first.
+    q.send("quit");
+    int status = q.finish();
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        die("exit", "status " + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status)
+                                                                 : 128 + WTERMSIG(status)));
+    }
+    step("exit", "status 0 after " + std::to_string(q.elapsed()) + " ms");
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -287,6 +493,14 @@ int main(int argc, char** argv) {
     }
     if (cmd == "vdpa" && argc == 3) {
         return vdpa(parseFd(argv[2], "vhost-vdpa"));
+    }
+    if (cmd == "qmp" && argc >= 5 && std::string(argv[3]) == "--") {
+        char* end = nullptr;
+        long seconds = std::strtol(argv[2], &end, 10);
+        if (end == argv[2] || *end != '\0' || seconds <= 0 || seconds > 3600) {
+            die("arguments", std::string("SECONDS '") + argv[2] + "' is not a number of seconds");
+        }
+        return qmp(argv + 4, static_cast<int>(seconds));
     }
     usage();
 }
