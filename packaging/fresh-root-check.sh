@@ -6,7 +6,8 @@
 # /sys and /dev bound in and every cache empty:
 #   ./packaging/quickstart.sh demo
 #   ./packaging/quickstart.sh test
-#   bash .ci/run          (with CI=true: the tests again, then the kernel tier)
+#   bash .ci/run          (with CI=true: the tests again, the libvirt tier,
+#                          fuzzing, the kernel tier, the package, the systemd tier)
 # printing the time each took. It takes long (a cold build and a kernel
 # build): it is not part of CI. Needs root.
 #
@@ -93,6 +94,11 @@ mmdebstrap_s=$(($(date +%s) - start))
 echo "fresh-root: root built in $mmdebstrap_s s ($(du -sm "$root" | cut -f1) MiB)"
 
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+# The root bound onto itself, private: the libvirt tier's namespace needs / to
+# be a mount point whose propagation it can change.
+mount --bind "$root" "$root"
+mount --make-private "$root"
+mounted+=("$root")
 for m in proc sys dev; do
   mkdir -p "$root/$m"
   mount --rbind "/$m" "$root/$m"
