@@ -151,7 +151,13 @@ void Metrics::serve(const std::string& address) {
         return;
     }
     try {
-        exposer_ = std::make_unique<prometheus::Exposer>(address, 2);
+        // civetweb's options (see metrics.h); its other defaults stay: keep-alive off,
+        // no linger on close (a close never waits for the client).
+        exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+            "listening_ports", address, "num_threads", std::to_string(kHttpThreads),
+            "request_timeout_ms", std::to_string(kHttpRequestTimeoutMs), "connection_queue",
+            std::to_string(kHttpConnectionQueue), "listen_backlog",
+            std::to_string(kHttpListenBacklog)});
     } catch (const std::exception& e) {
         throw MetricsError("cannot serve metrics on " + address + ": " + e.what());
     }
