@@ -109,8 +109,14 @@ private:
                           std::map<Labels, prometheus::Gauge*>& series,
                           const std::map<Labels, double>& values);
 
+    // Stops the HTTP server without waiting out its accept thread's poll.
+    void stopServer();
+
     std::shared_ptr<prometheus::Registry> registry_;
     std::unique_ptr<prometheus::Exposer> exposer_;
+    // Where a connection reaches the endpoint (a wildcard address as loopback).
+    std::string wakeHost_;
+    bool wakeIpv6_ = false;
 
     prometheus::Family<prometheus::Gauge>* devices_;
     prometheus::Gauge* pasidDevices_;
