@@ -40,21 +40,56 @@ int fdCount(pid_t pid) {
     return n;
 }
 
-// A connection to 127.0.0.1:port, blocking; -1 if it fails.
-int connectTo(uint16_t port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return -1;
-    }
+// `count` connections to 127.0.0.1:port, made at once and waited for up to timeoutMs
+// (a full listen queue drops a SYN, and the client retries it 1 s, 3 s, ... later);
+// -1 for each that did not connect. The sockets stay non-blocking.
+std::vector<int> connectMany(uint16_t port, int count, int timeoutMs) {
     struct sockaddr_in sa {};
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     sa.sin_port = htons(port);
-    if (::connect(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) != 0) {
-        ::close(fd);
-        return -1;
+    std::vector<int> fds;
+    std::vector<struct pollfd> pending;
+    fds.reserve(count);
+    for (int i = 0; i < count; ++i) {
+        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && ::connect(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) != 0 &&
+            errno != EINPROGRESS) {
+            ::close(fd);
+            fd = -1;
+        }
+        fds.push_back(fd);
     }
-    return fd;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
+    for (;;) {
+        pending.clear();
+        for (int fd : fds) {
+            if (fd >= 0) {
+                pending.push_back({fd, POLLOUT, 0});
+            }
+        }
+        (void)::poll(pending.data(), pending.size(), 0);
+        const bool all = std::all_of(pending.begin(), pending.end(),
+                                     [](const struct pollfd& p) { return p.revents != 0; });
+        if (all || Clock::now() >= deadline) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    size_t j = 0;
+    for (int& fd : fds) {
+        if (fd < 0) {
+            continue;
+        }
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (pending[j++].revents == 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 ||
+            err != 0) {
+            ::close(fd);
+            fd = -1;
+        }
+    }
+    return fds;
 }
 
 // Whether the server closed its end of `fd` (end of file, or a reset); reads away
@@ -82,11 +117,8 @@ void raiseFileLimit(rlim_t want) {
 // dropped each of them.
 class SlowClients {
 public:
-    SlowClients(uint16_t port, int count) {
-        for (int i = 0; i < count; ++i) {
-            fds_.push_back(connectTo(port));
-            dropped_.push_back(-1);
-        }
+    SlowClients(uint16_t port, int count)
+        : fds_(connectMany(port, count, 5000)), dropped_(fds_.size(), -1) {
         start_ = Clock::now();
         thread_ = std::thread([this] { run(); });
     }
@@ -175,11 +207,7 @@ TEST(MetricsSlowClients, ScrapesAnsweredAndFdsBounded) {
 
     const auto opened = Clock::now();
     SlowClients slow(port, kSlow);
-    std::vector<int> idle;
-    idle.reserve(kIdle);
-    for (int i = 0; i < kIdle; ++i) {
-        idle.push_back(connectTo(port));
-    }
+    const std::vector<int> idle = connectMany(port, kIdle, 5000);
     const int idleConnected =
         static_cast<int>(std::count_if(idle.begin(), idle.end(), [](int fd) { return fd >= 0; }));
     std::printf("opened %d idle and %d slow connections in %.2f s\n", idleConnected,
