@@ -105,12 +105,18 @@ bool closedByServer(int fd) {
     }
 }
 
-void raiseFileLimit(rlim_t want) {
+// Raises this process's soft fd limit towards `want`; the limit it has then.
+rlim_t raiseFileLimit(rlim_t want) {
     struct rlimit rl {};
-    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
+    if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return 0;
+    }
+    if (rl.rlim_cur < want) {
         rl.rlim_cur = std::min(want, rl.rlim_max);
         (void)::setrlimit(RLIMIT_NOFILE, &rl);
+        (void)::getrlimit(RLIMIT_NOFILE, &rl);
     }
+    return rl.rlim_cur;
 }
 
 // Clients that send a request one byte every 2 s, on one thread, and note when svad
@@ -181,7 +187,11 @@ private:
 // A scrape is answered within 1 s while 50 slow and 1,000 idle clients hold
 // connections open, and svad's fds stay bounded by civetweb's queue and workers.
 TEST(MetricsSlowClients, ScrapesAnsweredAndFdsBounded) {
-    raiseFileLimit(4096);
+    // The clients' sockets, and room for the fixture's own.
+    const rlim_t need = kIdle + kSlow + 256;
+    if (raiseFileLimit(4096) < need) {
+        GTEST_SKIP() << "the hard limit on open files is below " << need;
+    }
     const uint16_t port = freePort();
     SvadFixture f(testHost(), {"--metrics-address", "127.0.0.1:" + std::to_string(port)});
     const pid_t pid = f.svad().pid();
@@ -201,7 +211,7 @@ TEST(MetricsSlowClients, ScrapesAnsweredAndFdsBounded) {
             int seen = maxFds.load();
             while (n > seen && !maxFds.compare_exchange_weak(seen, n)) {
             }
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
     });
 
@@ -221,10 +231,11 @@ TEST(MetricsSlowClients, ScrapesAnsweredAndFdsBounded) {
     std::printf("D-Bus answered in %.3f s\n", secondsSince(dbusAsked));
 
     // Every connection is dropped: a burst of N connections takes about
-    // N * timeout / threads to go through the workers; allow twice that and 5 s more.
+    // N * timeout / threads to go through the workers; allow three times that and 5 s
+    // more (a worker that wakes from its poll may wait for a CPU on a loaded machine).
     const double expected =
         (kIdle + kSlow) * metrics::kHttpRequestTimeoutMs / 1000.0 / metrics::kHttpThreads;
-    const int budgetMs = static_cast<int>(2000 * expected) + 5000;
+    const int budgetMs = static_cast<int>(3000 * expected) + 5000;
     std::vector<bool> idleDropped(idle.size(), false);
     auto allDropped = [&idle, &idleDropped, &slow] {
         bool all = true;
@@ -235,7 +246,10 @@ TEST(MetricsSlowClients, ScrapesAnsweredAndFdsBounded) {
         auto s = slow.dropped();
         return all && std::all_of(s.begin(), s.end(), [](double t) { return t >= 0; });
     };
-    const bool drained = waitUntil(allDropped, budgetMs);
+    bool drained = false;
+    while (!(drained = allDropped()) && secondsSince(opened) * 1000 < budgetMs) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
     const auto slowDrops = slow.dropped();
     const auto [firstSlow, lastSlow] = std::minmax_element(slowDrops.begin(), slowDrops.end());
     std::printf("the %d connections were dropped after %.2f s (expected about %.2f s); the slow "
