@@ -33,6 +33,33 @@ struct MetricsError : std::runtime_error {
 // The default of --metrics-address; "off" turns the endpoint off.
 inline constexpr const char* kDefaultAddress = "127.0.0.1:9464";
 
+// The HTTP server's settings (civetweb options, through prometheus-cpp's Exposer).
+// civetweb's accept thread moves each accepted connection into a queue of
+// kHttpConnectionQueue, and kHttpThreads workers take them from it in order, one
+// connection per worker, until its request is answered or kHttpRequestTimeoutMs
+// passes without the whole request head (civetweb's request_timeout_ms). A scrape
+// waits behind the connections accepted before it, so a client that sends nothing,
+// or one byte every few seconds, must lose its worker quickly:
+//  - kHttpThreads: metrics are a side job of svad, and a scrape takes a worker for
+//    a few ms; four threads (each with a request buffer) keep scrapes flowing
+//    while some are held by slow clients, without a pool sized for an attack.
+//  - kHttpRequestTimeoutMs: a scraper sends its request with the connection (it is
+//    there when a worker takes it); an idle or slow client is dropped after 100 ms
+//    (each read waits up to the timeout, and the time is checked after it, so under
+//    200 ms when a byte came just before), so a burst of N such connections costs
+//    about N * 100 ms / kHttpThreads before a scrape behind it is answered.
+//    Keep-alive stays off (civetweb's default): each connection is one request.
+//  - kHttpConnectionQueue: accepted connections waiting for a worker. svad holds at
+//    most kHttpThreads + kHttpConnectionQueue + 1 client sockets (the +1 is the one
+//    the accept thread holds while the queue is full), whatever the number of clients.
+//  - kHttpListenBacklog: connections the kernel completes before civetweb accepts
+//    them (capped by net.core.somaxconn); they cost kernel memory, not svad's fds,
+//    and a burst beyond it makes the clients retry their SYN.
+inline constexpr int kHttpThreads = 4;
+inline constexpr int kHttpRequestTimeoutMs = 100;
+inline constexpr int kHttpConnectionQueue = 16;
+inline constexpr int kHttpListenBacklog = 1024;
+
 // Whether the HTTP server (civetweb) of this build can listen on IPv6.
 bool httpServerHasIpv6();
 
@@ -82,8 +109,14 @@ private:
                           std::map<Labels, prometheus::Gauge*>& series,
                           const std::map<Labels, double>& values);
 
+    // Stops the HTTP server without waiting out its accept thread's poll.
+    void stopServer();
+
     std::shared_ptr<prometheus::Registry> registry_;
     std::unique_ptr<prometheus::Exposer> exposer_;
+    // Where a connection reaches the endpoint (a wildcard address as loopback).
+    std::string wakeHost_;
+    bool wakeIpv6_ = false;
 
     prometheus::Family<prometheus::Gauge>* devices_;
     prometheus::Gauge* pasidDevices_;
