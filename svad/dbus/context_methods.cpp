@@ -72,6 +72,19 @@ void decodeOptions(const std::map<std::string, sdbus::Variant>& options,
     }
 }
 
+// One audit line for a refused allocation or reservation.
+void logRefusal(const char* what, const std::string& vm, const std::vector<std::string>& devices,
+                const core::Failure& f, const core::Caller& caller) {
+    log::warning(std::string(what) + " refused: " + f.message,
+                 {{"VM", core::echo(vm)},
+                  {"DEVICE", echoList(devices)},
+                  {"VERDICT", "DENY"},
+                  {"ERROR", std::string(names::errorInfo(f.error).dbusName)},
+                  {"REASON", f.message},
+                  {"CALLER_UID", std::to_string(caller.uid)},
+                  {"CALLER_PID", std::to_string(caller.pid)}});
+}
+
 void replyError(sdbus::MethodCall& call, const sdbus::Error& error) {
     try {
         call.createErrorReply(error).send();
@@ -154,32 +167,24 @@ void ContextMethods::allocate(sdbus::MethodCall call, const std::string& sender,
                 replyError(*held, e);
                 return;
             }
-            engine_.allocate(
-                req, realtimeUsec(),
-                [this, alive, held, started, vm, devices,
-                 caller](core::Outcome<const core::Context*> outcome) {
-                    if (!alive.lock()) {
-                        return;
-                    }
-                    if (outcome.ok()) {
-                        handOver(std::move(*held), *outcome.value(), started, caller);
-                    } else {
-                        const core::Failure& f = outcome.failure();
-                        log::warning("allocation refused: " + f.message,
-                                     {{"VM", core::echo(vm)},
-                                      {"DEVICE", echoList(devices)},
-                                      {"VERDICT", "DENY"},
-                                      {"ERROR", std::string(names::errorInfo(f.error).dbusName)},
-                                      {"REASON", f.message},
-                                      {"CALLER_UID", std::to_string(caller.uid)},
-                                      {"CALLER_PID", std::to_string(caller.pid)}});
-                        metrics_.allocation(started, f);
-                        replyError(*held, busError(f));
-                    }
-                    if (hooks_.kick) {
-                        hooks_.kick();
-                    }
-                });
+            engine_.allocate(req, realtimeUsec(),
+                             [this, alive, held, started, vm, devices,
+                              caller](core::Outcome<const core::Context*> outcome) {
+                                 if (!alive.lock()) {
+                                     return;
+                                 }
+                                 if (outcome.ok()) {
+                                     handOver(std::move(*held), *outcome.value(), started, caller);
+                                 } else {
+                                     const core::Failure& f = outcome.failure();
+                                     logRefusal("allocation", vm, devices, f, caller);
+                                     metrics_.allocation(started, f);
+                                     replyError(*held, busError(f));
+                                 }
+                                 if (hooks_.kick) {
+                                     hooks_.kick();
+                                 }
+                             });
         });
 }
 
@@ -580,57 +585,49 @@ void ContextMethods::reserve(const std::shared_ptr<ReserveResult>& result,
                 req.ownerPid = static_cast<pid_t>(pid);
                 req.ownerUid = uid.value();
             }
-            engine_.allocate(
-                req, realtimeUsec(),
-                [this, alive, result, started, vm, devices,
-                 caller](core::Outcome<const core::Context*> outcome) {
-                    if (!alive.lock()) {
-                        return;
-                    }
-                    if (!outcome.ok()) {
-                        const core::Failure& f = outcome.failure();
-                        log::warning("reservation refused: " + f.message,
-                                     {{"VM", core::echo(vm)},
-                                      {"DEVICE", echoList(devices)},
-                                      {"VERDICT", "DENY"},
-                                      {"ERROR", std::string(names::errorInfo(f.error).dbusName)},
-                                      {"REASON", f.message},
-                                      {"CALLER_UID", std::to_string(caller.uid)},
-                                      {"CALLER_PID", std::to_string(caller.pid)}});
-                        metrics_.allocation(started, f);
-                        result->returnError(busError(f));
-                    } else {
-                        const core::Context& ctx = *outcome.value();
-                        std::set<std::string> used;
-                        std::vector<std::string> plugins;
-                        for (const auto& d : ctx.devices) {
-                            used.insert(d.plugin);
-                            plugins.push_back(d.plugin);
-                        }
-                        log::notice("devices reserved for the VM",
-                                    {{"VM", ctx.vm},
-                                     {"CONTEXT", std::to_string(ctx.id)},
-                                     {"DEVICE", joined(devices)},
-                                     {"PLUGIN", joined(plugins)},
-                                     {"MODE", core::contextModeName(ctx.mode)},
-                                     {"VERDICT", "ALLOW"},
-                                     {"OWNER_PID", std::to_string(ctx.ownerPid)},
-                                     {"CALLER_UID", std::to_string(caller.uid)},
-                                     {"CALLER_PID", std::to_string(caller.pid)}});
-                        const bool hostChanged = ctx.hostChanged;
-                        result->returnResults(sdbus::ObjectPath(contextPath(ctx.id)),
-                                              reservationInfo(ctx));
-                        metrics_.allocation(
-                            started, std::nullopt,
-                            joined(std::vector<std::string>(used.begin(), used.end())));
-                        if (hostChanged && hooks_.rescan) {
-                            hooks_.rescan();
-                        }
-                    }
-                    if (hooks_.kick) {
-                        hooks_.kick();
-                    }
-                });
+            engine_.allocate(req, realtimeUsec(),
+                             [this, alive, result, started, vm, devices,
+                              caller](core::Outcome<const core::Context*> outcome) {
+                                 if (!alive.lock()) {
+                                     return;
+                                 }
+                                 if (!outcome.ok()) {
+                                     const core::Failure& f = outcome.failure();
+                                     logRefusal("reservation", vm, devices, f, caller);
+                                     metrics_.allocation(started, f);
+                                     result->returnError(busError(f));
+                                 } else {
+                                     const core::Context& ctx = *outcome.value();
+                                     std::set<std::string> used;
+                                     std::vector<std::string> plugins;
+                                     for (const auto& d : ctx.devices) {
+                                         used.insert(d.plugin);
+                                         plugins.push_back(d.plugin);
+                                     }
+                                     log::notice("devices reserved for the VM",
+                                                 {{"VM", ctx.vm},
+                                                  {"CONTEXT", std::to_string(ctx.id)},
+                                                  {"DEVICE", joined(devices)},
+                                                  {"PLUGIN", joined(plugins)},
+                                                  {"MODE", core::contextModeName(ctx.mode)},
+                                                  {"VERDICT", "ALLOW"},
+                                                  {"OWNER_PID", std::to_string(ctx.ownerPid)},
+                                                  {"CALLER_UID", std::to_string(caller.uid)},
+                                                  {"CALLER_PID", std::to_string(caller.pid)}});
+                                     const bool hostChanged = ctx.hostChanged;
+                                     result->returnResults(sdbus::ObjectPath(contextPath(ctx.id)),
+                                                           reservationInfo(ctx));
+                                     metrics_.allocation(started, std::nullopt,
+                                                         joined(std::vector<std::string>(
+                                                             used.begin(), used.end())));
+                                     if (hostChanged && hooks_.rescan) {
+                                         hooks_.rescan();
+                                     }
+                                 }
+                                 if (hooks_.kick) {
+                                     hooks_.kick();
+                                 }
+                             });
         });
 }
 

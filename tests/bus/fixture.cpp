@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
@@ -580,6 +581,30 @@ Allocated allocateContext(sdbus::IProxy& manager, const std::string& vm,
 
 double micros(std::chrono::steady_clock::duration d) {
     return std::chrono::duration<double, std::micro>(d).count();
+}
+
+int fdCount(pid_t pid) {
+    DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+    if (d == nullptr) {
+        return -1;
+    }
+    int n = 0;
+    while (const struct dirent* e = ::readdir(d)) {
+        n += e->d_name[0] != '.' ? 1 : 0;
+    }
+    ::closedir(d);
+    return n;
+}
+
+long rssKiB(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.rfind("VmRSS:", 0) == 0) {
+            return std::atol(line.c_str() + 6);
+        }
+    }
+    return -1;
 }
 
 hostgen::HostSpec vfioHost(const std::string& name, uint32_t count) {

@@ -114,6 +114,11 @@ double micros(std::chrono::steady_clock::duration d);
 // IOMMU group with a VFIO cdev, behind one Sapphire Rapids-like VT-d unit (benchmarks).
 hostgen::HostSpec vfioHost(const std::string& name, uint32_t count);
 
+// How many fds a process has open (-1: it is not there).
+int fdCount(pid_t pid);
+// A process's resident set (VmRSS of /proc/PID/status) in KiB; -1 if unknown.
+long rssKiB(pid_t pid);
+
 // A loopback TCP port free at the time of the call.
 uint16_t freePort();
 // GET http://127.0.0.1:PORT/PATH; the body, or throws std::runtime_error.

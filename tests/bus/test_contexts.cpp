@@ -76,19 +76,6 @@ std::string fdTarget(int fd) {
     return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
 }
 
-size_t fdCount(pid_t pid) {
-    size_t n = 0;
-    DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
-    if (d == nullptr) {
-        return 0;
-    }
-    while (struct dirent* e = ::readdir(d)) {
-        n += e->d_name[0] != '.' ? 1 : 0;
-    }
-    ::closedir(d);
-    return n;
-}
-
 // The VFs of the test host's NIC: bound to vfio-pci, one viable group each.
 std::vector<std::string> vfs(SvadFixture& f) {
     auto paths = f.property("/org/svad/Svad1/device/0000_3b_00_0", kDevice, "VirtualFunctions")
@@ -145,7 +132,7 @@ TEST(Contexts, HandoffHandsOverRealFds) {
     release(f, allocate(f, "warm-up", {vf[0]}, {{"mode", sdbus::Variant(std::string("attached"))}})
                    .context);
     (void)errorOf([&] { allocate(f, "vm1", {vf[0]}, {{"colour", sdbus::Variant(true)}}); });
-    const size_t fdsBefore = fdCount(f.svad().pid());
+    const int fdsBefore = fdCount(f.svad().pid());
 
     auto a = allocate(f, "vm1", {vf[0], "wq0.0", "vdpa0"});
     EXPECT_EQ(a.context.rfind("/org/svad/Svad1/context/", 0), 0U);
@@ -474,7 +461,7 @@ TEST(Contexts, BadRequestsAreNamedErrorsAndLeakNothing) {
                   "org.svad.Svad1.Error.NotFound");
     };
     round();
-    const size_t fdsBefore = fdCount(f.svad().pid());
+    const int fdsBefore = fdCount(f.svad().pid());
     round();
     round();
     EXPECT_EQ(fdCount(f.svad().pid()), fdsBefore);

@@ -56,27 +56,6 @@ std::string fdTargets(pid_t pid) {
     return out;
 }
 
-size_t fdCount(pid_t pid) {
-    size_t n = 0;
-    for ([[maybe_unused]] const auto& e :
-         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
-        ++n;
-    }
-    return n;
-}
-
-// VmRSS of /proc/PID/status, in KiB.
-long rssKiB(pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.rfind("VmRSS:", 0) == 0) {
-            return std::atol(line.c_str() + 6);
-        }
-    }
-    return -1;
-}
-
 // Every context object with the properties the invariants need.
 Objects contexts(sdbus::IProxy& proxy) {
     Objects out;
@@ -133,7 +112,7 @@ TEST(Load, SixteenClientsForAMinuteKeepEveryInvariantAndSvadStaysFlat) {
             .withArguments(a.path, addresses[0], uint64_t{1});
         proxy->callMethod("ReleaseContext").onInterface(kManager).withArguments(a.path);
     }
-    const size_t fdsIdle = fdCount(svad); // nothing held
+    const int fdsIdle = fdCount(svad); // nothing held
     const std::string fdsIdleTargets = fdTargets(svad);
     Counts counts;
     std::mutex failuresMutex;
@@ -217,7 +196,7 @@ TEST(Load, SixteenClientsForAMinuteKeepEveryInvariantAndSvadStaysFlat) {
         }
     };
     long rssStart = -1;
-    size_t fdsStart = 0; // under load, for the report
+    int fdsStart = 0; // under load, for the report
     const auto warmUp = started + std::chrono::milliseconds(std::min(5000, seconds * 100));
     auto checkerConn = sdbus::createSessionBusConnectionWithAddress(f.bus());
     auto checker = svad::dbus::compat::makeProxy(*checkerConn, "org.svad.Svad1", kRoot);
@@ -274,7 +253,7 @@ TEST(Load, SixteenClientsForAMinuteKeepEveryInvariantAndSvadStaysFlat) {
     EXPECT_TRUE(waitUntil(
         [&f] { return f.property(kRoot, kManager, "ContextCount").get<uint32_t>() == 0; }));
     const long rssEnd = rssKiB(svad);
-    const size_t fdsEnd = fdCount(svad);
+    const int fdsEnd = fdCount(svad);
     std::cout << "[ measured ] load: " << kClients << " clients, " << elapsed
               << " s: " << counts.allocs << " allocations (" << counts.allocs / elapsed << "/s), "
               << counts.pasids << " PASIDs, " << counts.virtIds << " virtual IDs, "

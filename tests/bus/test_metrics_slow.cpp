@@ -27,19 +27,6 @@ double secondsSince(Clock::time_point t) {
     return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-int fdCount(pid_t pid) {
-    DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
-    if (d == nullptr) {
-        return -1;
-    }
-    int n = 0;
-    while (const struct dirent* e = ::readdir(d)) {
-        n += e->d_name[0] != '.' ? 1 : 0;
-    }
-    ::closedir(d);
-    return n;
-}
-
 // `count` connections to 127.0.0.1:port, made at once and waited for up to timeoutMs
 // (a full listen queue drops a SYN, and the client retries it 1 s, 3 s, ... later);
 // -1 for each that did not connect. The sockets stay non-blocking.

@@ -272,26 +272,6 @@ std::string sweep(sdbus::IConnection& conn, int rounds, size_t& calls, size_t& r
     return "";
 }
 
-size_t fdCount(pid_t pid) {
-    size_t n = 0;
-    for ([[maybe_unused]] const auto& e :
-         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
-        ++n;
-    }
-    return n;
-}
-
-long rssKiB(pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.rfind("VmRSS:", 0) == 0) {
-            return std::atol(line.c_str() + 6);
-        }
-    }
-    return -1;
-}
-
 uintmax_t logSize(SvadFixture& f) {
     std::error_code ec;
     const auto n = std::filesystem::file_size(f.root() + "/svad.log", ec);
@@ -314,7 +294,7 @@ TEST(Sweep, EveryMethodAndPropertyAnswersBadInputWithANamedErrorForAThousandRoun
     // rounds shows between the two.
     std::string bad = sweep(f.client(), 100, calls, refused);
     ASSERT_EQ(bad, "") << f.svad().log().substr(0, 4096);
-    const size_t fds = fdCount(svad);
+    const int fds = fdCount(svad);
     const long rss = rssKiB(svad);
     const uintmax_t log = logSize(f);
     const size_t refusedBefore = refused;
@@ -324,7 +304,7 @@ TEST(Sweep, EveryMethodAndPropertyAnswersBadInputWithANamedErrorForAThousandRoun
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     EXPECT_EQ(bad, "");
     ASSERT_TRUE(f.svad().running()) << f.svad().log().substr(0, 4096);
-    const size_t fdsEnd = fdCount(svad);
+    const int fdsEnd = fdCount(svad);
     const long rssEnd = rssKiB(svad);
     const double logPerRefusal =
         static_cast<double>(logSize(f) - log) / static_cast<double>(refused - refusedBefore);
