@@ -14,7 +14,8 @@
 //
 //   prepare begin   reserve the devices for the VM (ReserveDevices)
 //   started begin   hand the reservation to QEMU's pid (SetVmOwner)
-//   reconnect begin check it is still there (SetVmOwner again: libvirtd restarted)
+//   reconnect begin hand it to QEMU's pid again (libvirtd restarted); a lost one is
+//                   taken again, and only devices svad refuses stop the domain
 //   release end     release it (ReleaseVm); auto-bound functions go back
 //   migrate, restore: the XML passes through unchanged
 #include "svad/cli/client.h"
@@ -268,6 +269,53 @@ std::string joined(const std::vector<std::string>& items) {
     return out;
 }
 
+// libvirtd restarted and found the domain running. A failure here makes
+// libvirt kill it, so only a breach of isolation does: svad not running (it
+// cannot be asked) is a warning; a reservation svad no longer holds (it found
+// QEMU gone at a restart, say) is taken again; only devices svad now refuses
+// to the domain (another VM has them) stop it.
+int reconnect(const Options& o, const std::string& runDir, const std::string& name,
+              const std::vector<std::string>& devices) {
+    const pid_t pid = qemuPid(runDir, name);
+    std::unique_ptr<sdbus::IConnection> conn;
+    try {
+        conn = dbus::connectBus(o.bus);
+    } catch (const sdbus::Error& e) {
+        (void)std::fprintf(stderr,
+                           "svactl: warning: svad is not running (%s): domain '%s' keeps running "
+                           "without svad's reservation check\n",
+                           e.getMessage().c_str(), name.c_str());
+        return 0;
+    }
+    ManagerProxy manager(*conn);
+    try {
+        (void)manager.SetVmOwner(name, static_cast<uint32_t>(pid));
+        return 0;
+    } catch (const sdbus::Error& e) {
+        if (svadAbsent(e)) {
+            (void)std::fprintf(stderr,
+                               "svactl: warning: svad is not running (%s): domain '%s' keeps "
+                               "running without svad's reservation check\n",
+                               e.getMessage().c_str(), name.c_str());
+            return 0;
+        }
+        if (e.getName() != names::errorInfo(names::Error::NotFound).dbusName) {
+            refuse("domain '" + name + "': svad refuses its reservation", e);
+        }
+    }
+    const std::string what = "domain '" + name + "' lost its svad reservation and cannot take " +
+                             joined(devices) + " again";
+    try {
+        (void)manager.ReserveDevices(name, devices, {});
+        (void)manager.SetVmOwner(name, static_cast<uint32_t>(pid));
+    } catch (const sdbus::Error& e) {
+        refuse(what, e);
+    }
+    (void)std::fprintf(stderr, "svactl: domain '%s' had lost its svad reservation: taken again\n",
+                       name.c_str());
+    return 0;
+}
+
 } // namespace
 
 int runLibvirtHook(const Options& o) {
@@ -324,12 +372,13 @@ int runLibvirtHook(const Options& o) {
         }
         return 0;
     }
-    if (op == "started" || op == "reconnect") {
+    if (op == "reconnect") {
+        return reconnect(o, runDir, name, w.devices);
+    }
+    if (op == "started") {
         const pid_t pid = qemuPid(runDir, name);
         const std::string what =
-            op == "started"
-                ? "cannot hand domain '" + name + "' to QEMU (pid " + std::to_string(pid) + ")"
-                : "domain '" + name + "' lost its svad reservation";
+            "cannot hand domain '" + name + "' to QEMU (pid " + std::to_string(pid) + ")";
         auto conn = connect(o, what);
         ManagerProxy manager(*conn);
         try {

@@ -542,11 +542,6 @@ void Engine::finishRelease(uint64_t id) {
     leaving_.erase(leaving);
     std::unique_ptr<Context> ctx = std::move(it->second);
     contexts_.erase(it);
-    if (store_ != nullptr) {
-        // A failure leaves a stale record: the next start finds its owner gone.
-        (void)record("forget context " + std::to_string(id),
-                     [this, id] { store_->removeContext(id); });
-    }
     if (fdStore_ != nullptr) {
         for (const auto& [name, fd] : fdNames(*ctx)) {
             fdStore_->drop(name);
@@ -562,7 +557,14 @@ void Engine::finishRelease(uint64_t id) {
             }
         }
     }
+    // Access goes before the record: a crash in between leaves a record whose
+    // owner is gone (released at the next start), never a grant without one.
     revokeQueues(*ctx);
+    if (store_ != nullptr) {
+        // A failure leaves a stale record: the next start finds its owner gone.
+        (void)record("forget context " + std::to_string(id),
+                     [this, id] { store_->removeContext(id); });
+    }
     for (auto* o : std::vector<ContextObserver*>(observers_)) {
         o->contextReleased(*ctx, l.reason);
     }
@@ -978,53 +980,84 @@ Outcome<std::vector<uint64_t>> Engine::setVmOwner(const std::string& vm, pid_t p
     if (ids.empty()) {
         return fail(names::Error::NotFound, "vm " + echo(vm) + " holds no reservation");
     }
+    // As for owner_pid: only root hands devices to another user's process (the
+    // new owner's uid gets the queues' nodes, and only it may release them).
+    if (caller.uid != 0 && uid != caller.uid) {
+        return fail(names::Error::PermissionDenied,
+                    "only root may hand a reservation to a process of another user (pid " +
+                        std::to_string(pid) + " runs as uid " + std::to_string(uid) + ")");
+    }
     for (uint64_t id : ids) {
         if (auto ok = checkOwner(*contexts_.at(id), caller); !ok.ok()) {
             return ok.failure();
         }
     }
     const uint64_t startTime = startTimeOf_ ? startTimeOf_(pid) : 0;
+    struct Before {
+        pid_t pid;
+        uid_t uid;
+        uint64_t startTime;
+    };
+    std::vector<Before> before;
     for (uint64_t id : ids) {
-        Context& ctx = *contexts_.at(id);
-        Context before;
-        before.ownerPid = ctx.ownerPid;
-        before.ownerUid = ctx.ownerUid;
-        before.ownerStartTime = ctx.ownerStartTime;
-        auto undo = [&ctx, &before] {
-            ctx.ownerPid = before.ownerPid;
-            ctx.ownerUid = before.ownerUid;
-            ctx.ownerStartTime = before.ownerStartTime;
-        };
+        const Context& ctx = *contexts_.at(id);
+        before.push_back({ctx.ownerPid, ctx.ownerUid, ctx.ownerStartTime});
+    }
+    // All or nothing: every reservation moves, or none does.
+    auto undo = [this, &ids, &before](size_t count, bool revoke) {
+        for (size_t i = 0; i < count; ++i) {
+            Context& ctx = *contexts_.at(ids[i]);
+            if (revoke && ctx.ownerUid != before[i].uid) {
+                revokeQueues(ctx);
+            }
+            ctx.ownerPid = before[i].pid;
+            ctx.ownerUid = before[i].uid;
+            ctx.ownerStartTime = before[i].startTime;
+        }
+    };
+    for (size_t i = 0; i < ids.size(); ++i) {
+        Context& ctx = *contexts_.at(ids[i]);
         ctx.ownerPid = pid;
         ctx.ownerUid = uid;
         ctx.ownerStartTime = startTime;
-        // Its work queues' nodes: the new owner's uid may open them, then the old one's may not.
-        const bool newUid = uid != before.ownerUid;
-        if (newUid) {
+        // Its work queues' nodes: the new owner's uid may open them (the old one's
+        // goes once all are recorded).
+        if (uid != before[i].uid) {
             if (auto granted = grantQueues(ctx); !granted.ok()) {
-                undo();
+                undo(i, true);
+                ctx.ownerPid = before[i].pid;
+                ctx.ownerUid = before[i].uid;
+                ctx.ownerStartTime = before[i].startTime;
                 return granted.failure();
             }
         }
-        if (store_ != nullptr) {
+    }
+    if (store_ != nullptr) {
+        for (size_t i = 0; i < ids.size(); ++i) {
+            Context& ctx = *contexts_.at(ids[i]);
             auto recorded = record("record a reservation's owner",
                                    [this, &ctx] { store_->putContext(stored(ctx)); });
             if (!recorded.ok()) {
-                if (newUid) {
-                    revokeQueues(ctx);
+                undo(ids.size(), true);
+                for (size_t k = 0; k < i; ++k) { // the ones recorded already, as they were
+                    const Context& back = *contexts_.at(ids[k]);
+                    (void)record("restore a reservation's owner",
+                                 [this, &back] { store_->putContext(stored(back)); });
                 }
-                undo();
                 return recorded.failure();
             }
         }
-        if (newUid) {
-            ctx.ownerUid = before.ownerUid;
+    }
+    for (size_t i = 0; i < ids.size(); ++i) {
+        Context& ctx = *contexts_.at(ids[i]);
+        if (uid != before[i].uid) {
+            ctx.ownerUid = before[i].uid;
             revokeQueues(ctx);
             ctx.ownerUid = uid;
         }
         log::notice("reservation handed to its owner",
                     {{"VM", ctx.vm},
-                     {"CONTEXT", std::to_string(id)},
+                     {"CONTEXT", std::to_string(ids[i])},
                      {"OWNER_PID", std::to_string(pid)},
                      {"OWNER_UID", std::to_string(uid)},
                      {"CALLER_UID", std::to_string(caller.uid)}});

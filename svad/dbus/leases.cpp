@@ -34,6 +34,15 @@ void Leases::end(uint64_t id, const std::string& reason) {
     engine_.releaseAsync(id, reason, released_);
 }
 
+void Leases::endIfOwner(uint64_t id, pid_t owner, const std::string& reason) {
+    // A reservation handed to a new owner meanwhile (SetVmOwner) follows that one:
+    // the old owner's exit, already queued, ends nothing.
+    const core::Context* ctx = engine_.find(id);
+    if (ctx != nullptr && ctx->ownerPid == owner) {
+        end(id, reason);
+    }
+}
+
 void Leases::contextCreated(const core::Context& ctx) {
     follow(ctx);
 }
@@ -66,12 +75,13 @@ void Leases::follow(const core::Context& ctx) {
             return;
         }
         std::weak_ptr<int> alive = alive_;
+        const pid_t owner = ctx.ownerPid;
         watch->async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                          [this, alive, id](const boost::system::error_code& ec) {
+                          [this, alive, id, owner](const boost::system::error_code& ec) {
                               if (ec || !alive.lock()) {
                                   return;
                               }
-                              end(id, "owner process exited");
+                              endIfOwner(id, owner, "owner process exited");
                           });
         pidWatches_.emplace(id, std::move(watch));
         return;
@@ -79,9 +89,9 @@ void Leases::follow(const core::Context& ctx) {
     if (errno == ESRCH) {
         // The owner is already gone: the lease ends as soon as it began.
         std::weak_ptr<int> alive = alive_;
-        boost::asio::post(io_, [this, alive, id] {
+        boost::asio::post(io_, [this, alive, id, owner = ctx.ownerPid] {
             if (alive.lock()) {
-                end(id, "owner process exited");
+                endIfOwner(id, owner, "owner process exited");
             }
         });
         return;

@@ -41,6 +41,8 @@ private:
     void forget(uint64_t id);
     size_t nameWatched() const;
     void end(uint64_t id, const std::string& reason);
+    // Ends the lease if `owner` still owns the context.
+    void endIfOwner(uint64_t id, pid_t owner, const std::string& reason);
 
     boost::asio::io_context& io_;
     core::Engine& engine_;

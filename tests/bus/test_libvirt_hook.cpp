@@ -123,11 +123,30 @@ TEST(LibvirtHook, ADomainsDevicesAreReservedHandedToQemuAndReleased) {
     r = hook.call("guest1", "release", "end", xml);
     EXPECT_EQ(r.exitCode, 0) << r.errors;
     EXPECT_EQ(contextCount(f), 0U);
-    // Without a reservation, reconnect fails (libvirt then kills the domain).
+    // libvirtd restarted and the reservation is gone (svad found QEMU dead at a
+    // restart, say): reconnect takes the devices again for the running domain.
+    r = hook.call("guest1", "reconnect", "begin", xml);
+    EXPECT_EQ(r.exitCode, 0) << r.errors;
+    EXPECT_NE(r.errors.find("taken again"), std::string::npos) << r.errors;
+    held = contextsOf(f);
+    ASSERT_EQ(held.size(), 1U);
+    EXPECT_EQ(f.property(held[0], kContext, "OwnerPid").get<uint32_t>(),
+              static_cast<uint32_t>(qemu));
+    r = hook.call("guest1", "release", "end", xml);
+    EXPECT_EQ(r.exitCode, 0) << r.errors;
+    // Another VM holds a device meanwhile: that is a breach, and the domain must stop.
+    auto other = allocateContext(*f.proxy(kRoot), "other", {"vdpa0"});
     r = hook.call("guest1", "reconnect", "begin", xml);
     EXPECT_EQ(r.exitCode, 1);
-    EXPECT_NE(r.errors.find("lost its svad reservation"), std::string::npos) << r.errors;
-    EXPECT_NE(r.errors.find("NotFound"), std::string::npos) << r.errors;
+    EXPECT_NE(r.errors.find("lost its svad reservation and cannot take"), std::string::npos)
+        << r.errors;
+    EXPECT_NE(r.errors.find("Busy"), std::string::npos) << r.errors;
+    f.proxy(kRoot)->callMethod("ReleaseContext").onInterface(kManager).withArguments(other.path);
+    // svad not running: libvirt is told nothing that would kill the domain.
+    r = hook.call("guest1", "reconnect", "begin", xml, "unix:path=" + f.root() + "/no-such-bus");
+    EXPECT_EQ(r.exitCode, 0) << r.errors;
+    EXPECT_NE(r.errors.find("svad is not running"), std::string::npos) << r.errors;
+    EXPECT_EQ(contextCount(f), 0U);
     ::kill(qemu, SIGKILL);
     ::waitpid(qemu, nullptr, 0);
 }

@@ -812,6 +812,34 @@ TEST_F(EngineTest, OwnerPidIsRootOnly) {
     EXPECT_EQ(engine_->find(id)->ownerUid, 0u);
 }
 
+// A reservation's owner: only root hands it to another user's process, and
+// either all of a VM's reservations move or none.
+TEST_F(EngineTest, OnlyRootHandsAReservationToAnotherUser) {
+    const uint64_t a = allocOk(request({kNicA}, ContextMode::Reserved));
+    const uint64_t b = allocOk(request({kQueue}, ContextMode::Reserved));
+    ASSERT_NE(a, 0u);
+    ASSERT_NE(b, 0u);
+    EXPECT_EQ(engine_->find(a)->ownerPid, 0);
+    // Alice may name a process of her own, not Bob's.
+    auto refused = engine_->setVmOwner("vm-1", 4242, kBob, user(kAlice));
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.failure().error, Error::PermissionDenied);
+    EXPECT_EQ(engine_->find(a)->ownerPid, 0);
+    EXPECT_EQ(engine_->find(b)->ownerUid, kAlice);
+    // Bob may not move Alice's reservations at all.
+    EXPECT_EQ(engine_->setVmOwner("vm-1", 4243, kBob, user(kBob)).failure().error,
+              Error::PermissionDenied);
+    auto mine = engine_->setVmOwner("vm-1", 4244, kAlice, user(kAlice));
+    ASSERT_TRUE(mine.ok()) << mine.failure().message;
+    EXPECT_EQ(mine.value(), (std::vector<uint64_t>{a, b}));
+    EXPECT_EQ(engine_->find(a)->ownerPid, 4244);
+    EXPECT_EQ(engine_->find(b)->ownerPid, 4244);
+    // Root may hand them to Bob's process.
+    ASSERT_TRUE(engine_->setVmOwner("vm-1", 4245, kBob, root()).ok());
+    EXPECT_EQ(engine_->find(a)->ownerUid, kBob);
+    EXPECT_EQ(engine_->setVmOwner("vm-none", 1, 0, root()).failure().error, Error::NotFound);
+}
+
 TEST_F(EngineTest, OnlyTheOwnerOrRootActsOnAContext) {
     const uint64_t id = allocOk(request({kNicA, kNicB}));
     ASSERT_NE(id, 0u);
