@@ -2,82 +2,179 @@
 
 #include "svad/core/log.h"
 #include "svad/core/paths.h"
-#include "svad/dbus/sdbus_compat.h"
 #include "svad/names.h"
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
 #include <unordered_map>
 
 namespace svad::dbus {
 
 namespace {
 
-// Brings `objects` in line with `next`: removes, updates and adds, emitting
-// the ObjectManager and Properties signals when `emit` is set.
-template <typename Object, typename Data>
-void syncObjects(sdbus::IConnection& connection,
-                 std::map<std::string, std::unique_ptr<Object>>& objects,
-                 std::map<std::string, Data> next, bool emit) {
-    for (auto it = objects.begin(); it != objects.end();) {
-        if (next.find(it->first) == next.end()) {
-            if (emit) {
-                it->second->emitInterfacesRemovedSignal();
-            }
-            it = objects.erase(it);
-        } else {
-            ++it;
-        }
-    }
-    for (auto& [path, data] : next) {
-        auto it = objects.find(path);
-        if (it == objects.end()) {
-            auto obj = std::make_unique<Object>(connection, path, std::move(data));
-            if (emit) {
-                obj->emitInterfacesAddedSignal();
-            }
-            objects.emplace(path, std::move(obj));
-        } else if (!(it->second->data() == data)) {
-            it->second->update(std::move(data));
-            if (emit) {
-                it->second->emitPropertiesChangedSignal(Object::Adaptor::INTERFACE_NAME);
-            }
-        }
-    }
-}
-
-template <typename Objects>
-void take(const Objects& objects, const std::string& iface, const std::string& start,
-          uint32_t limit, std::vector<ListedObject>& out) {
-    uint32_t n = 0;
-    for (auto it = objects.lower_bound(start); it != objects.end(); ++it) {
-        if (limit != 0 && n++ >= limit) {
-            break;
-        }
-        auto* object = it->second.get();
-        out.push_back({it->first, iface, [object] { return propertiesOf(*object); },
-                       [object] { return wireBytesOf(*object); }});
+void warnIfFailed(int r, const char* what, const std::string& path) {
+    if (r < 0) {
+        log::warning(std::string("cannot emit ") + what + ": " + std::strerror(-r),
+                     {{"OBJECT", path}});
     }
 }
 
 } // namespace
 
-HostPublisher::HostPublisher(sdbus::IConnection& connection, std::string devRoot,
-                             const core::Engine& engine)
-    : connection_(connection), devRoot_(std::move(devRoot)), engine_(engine) {}
-
-HostPublisher::~HostPublisher() {
-    // Objects that others point at go last.
-    queues_.clear();
-    devices_.clear();
-    groups_.clear();
-    units_.clear();
+template <typename Data>
+Subtree<Data>::Subtree(sd_bus* bus, std::string_view prefix) : bus_(bus), prefix_(prefix) {
+    // sd-bus takes the prefix without its trailing '/'.
+    const std::string base = prefix_.substr(0, prefix_.size() - 1);
+    const PropertyTable<Data>& table = propertyTable<Data>();
+    int r = sd_bus_add_fallback_vtable(bus_, &vtableSlot_, base.c_str(), table.interface(),
+                                       table.vtable(), &Subtree::find, this);
+    if (r >= 0) {
+        r = sd_bus_add_node_enumerator(bus_, &enumeratorSlot_, base.c_str(), &Subtree::enumerate,
+                                       this);
+    }
+    if (r < 0) {
+        vtableSlot_ = sd_bus_slot_unref(vtableSlot_);
+        throw std::runtime_error("cannot serve " + base + " on the bus: " + std::strerror(-r));
+    }
 }
 
+template <typename Data> Subtree<Data>::~Subtree() {
+    enumeratorSlot_ = sd_bus_slot_unref(enumeratorSlot_);
+    vtableSlot_ = sd_bus_slot_unref(vtableSlot_);
+}
+
+template <typename Data>
+int Subtree<Data>::find(sd_bus* /*bus*/, const char* path, const char* /*interface*/,
+                        void* userdata, void** found, sd_bus_error* /*error*/) {
+    const auto* self = static_cast<const Subtree*>(userdata);
+    auto it = self->rows_.find(std::string_view(path));
+    if (it == self->rows_.end()) {
+        return 0;
+    }
+    *found = const_cast<Data*>(&it->second);
+    return 1;
+}
+
+// sd-bus asks for the nodes under `path`, the object asked about: all of this
+// kind when `path` is the prefix or above it, none when it is one of them
+// (they have no children). Answering all of them for every path would make
+// introspecting the whole tree quadratic.
+template <typename Data>
+int Subtree<Data>::enumerate(sd_bus* /*bus*/, const char* path, void* userdata, char*** nodes,
+                             sd_bus_error* /*error*/) {
+    const auto* self = static_cast<const Subtree*>(userdata);
+    *nodes = nullptr;
+    const std::string_view asked(path);
+    // prefix_ ends in '/': asked is the prefix itself or a whole path above it.
+    const bool above = asked == "/" || (self->prefix_.size() > asked.size() &&
+                                        self->prefix_.compare(0, asked.size(), asked) == 0 &&
+                                        self->prefix_[asked.size()] == '/');
+    if (!above || self->rows_.empty()) {
+        return 0;
+    }
+    auto** out = static_cast<char**>(std::calloc(self->rows_.size() + 1, sizeof(char*)));
+    if (out == nullptr) {
+        return -ENOMEM;
+    }
+    size_t n = 0;
+    for (const auto& [p, row] : self->rows_) {
+        out[n] = strdup(p.c_str());
+        if (out[n] == nullptr) {
+            for (size_t i = 0; i < n; ++i) {
+                std::free(out[i]);
+            }
+            std::free(out);
+            return -ENOMEM;
+        }
+        ++n;
+    }
+    *nodes = out;
+    return 1;
+}
+
+template <typename Data> void Subtree<Data>::removeMissing(const Rows& next, bool emit) {
+    for (auto it = rows_.begin(); it != rows_.end();) {
+        if (next.find(it->first) != next.end()) {
+            ++it;
+            continue;
+        }
+        if (emit) {
+            // sd-bus names the interfaces the object still has: it goes after.
+            warnIfFailed(sd_bus_emit_object_removed(bus_, it->first.c_str()), "InterfacesRemoved",
+                         it->first);
+        }
+        it = rows_.erase(it);
+    }
+}
+
+template <typename Data> void Subtree<Data>::addOrUpdate(Rows& next, bool emit) {
+    const char* iface = propertyTable<Data>().interface();
+    for (auto& [path, data] : next) {
+        auto it = rows_.find(path);
+        if (it == rows_.end()) {
+            it = rows_.emplace(path, std::move(data)).first;
+            if (emit) {
+                warnIfFailed(sd_bus_emit_object_added(bus_, path.c_str()), "InterfacesAdded", path);
+            }
+        } else if (!(it->second == data)) {
+            it->second = std::move(data);
+            if (emit) {
+                warnIfFailed(
+                    sd_bus_emit_properties_changed_strv(bus_, path.c_str(), iface, nullptr),
+                    "PropertiesChanged", path);
+            }
+        }
+    }
+    next.clear();
+}
+
+template <typename Data>
+bool Subtree<Data>::announce(const std::string& path, const char* property) {
+    if (rows_.find(path) == rows_.end()) {
+        return false;
+    }
+    const char* names[] = {property, nullptr};
+    warnIfFailed(sd_bus_emit_properties_changed_strv(bus_, path.c_str(),
+                                                     propertyTable<Data>().interface(),
+                                                     const_cast<char**>(names)),
+                 "PropertiesChanged", path);
+    return true;
+}
+
+template <typename Data>
+void Subtree<Data>::list(const std::string& start, uint32_t limit,
+                         std::vector<ListedObject>& out) const {
+    const PropertyTable<Data>& table = propertyTable<Data>();
+    uint32_t n = 0;
+    for (auto it = rows_.lower_bound(start); it != rows_.end(); ++it) {
+        if (limit != 0 && n++ >= limit) {
+            break;
+        }
+        const Data* row = &it->second;
+        out.push_back({it->first, table.interface(), [&table, row] { return table.variants(*row); },
+                       [&table, row] { return table.wireBytes(*row); },
+                       [&table, row](sd_bus_message* m) { return table.appendAll(m, *row); }});
+    }
+}
+
+template class Subtree<core::IommuUnit>;
+template class Subtree<core::IommuGroup>;
+template class Subtree<DeviceData>;
+template class Subtree<QueueData>;
+
+HostPublisher::HostPublisher(sd_bus* bus, std::string devRoot, const core::Engine& engine)
+    : devRoot_(std::move(devRoot)), engine_(engine), units_(bus, names::kUnitPrefix),
+      groups_(bus, names::kGroupPrefix), devices_(bus, names::kDevicePrefix),
+      vdpa_(bus, names::kVdpaPrefix), queues_(bus, names::kQueuePrefix) {}
+
 void HostPublisher::publish(const core::Host& host, bool emit) {
-    std::map<std::string, core::IommuUnit> units;
+    Subtree<core::IommuUnit>::Rows units;
     for (const auto& u : host.units) {
         units.emplace(core::unitPath(u.name), u);
     }
-    std::map<std::string, core::IommuGroup> groups;
+    Subtree<core::IommuGroup>::Rows groups;
     for (const auto& g : host.groups) {
         groups.emplace(core::groupPath(g.id), g);
     }
@@ -88,7 +185,7 @@ void HostPublisher::publish(const core::Host& host, bool emit) {
     for (const auto& v : host.vdpa) {
         links[v.parentDevice].vdpa.push_back(v.name);
     }
-    std::map<std::string, DeviceData> devices;
+    Subtree<DeviceData>::Rows devices;
     for (const auto& d : host.devices) {
         DeviceData data{devRoot_, &engine_, d, std::nullopt, {}};
         if (auto it = links.find(d.address); it != links.end()) {
@@ -96,43 +193,44 @@ void HostPublisher::publish(const core::Host& host, bool emit) {
         }
         devices.emplace(core::devicePath(d.address), std::move(data));
     }
+    Subtree<DeviceData>::Rows vdpa;
     for (const auto& v : host.vdpa) {
-        DeviceData data{devRoot_, &engine_, {}, v, {}};
-        devices.emplace(core::vdpaPath(v.name), std::move(data));
+        vdpa.emplace(core::vdpaPath(v.name), DeviceData{devRoot_, &engine_, {}, v, {}});
     }
-    std::map<std::string, QueueData> queues;
+    Subtree<QueueData>::Rows queues;
     for (const auto& q : host.queues) {
         queues.emplace(core::queuePath(q.name), QueueData{devRoot_, &engine_, q});
     }
 
     // Objects that others point at appear first and go last.
-    syncObjects(connection_, units_, std::move(units), emit);
-    syncObjects(connection_, groups_, std::move(groups), emit);
-    syncObjects(connection_, devices_, std::move(devices), emit);
-    syncObjects(connection_, queues_, std::move(queues), emit);
+    queues_.removeMissing(queues, emit);
+    vdpa_.removeMissing(vdpa, emit);
+    devices_.removeMissing(devices, emit);
+    groups_.removeMissing(groups, emit);
+    units_.removeMissing(units, emit);
+    units_.addOrUpdate(units, emit);
+    groups_.addOrUpdate(groups, emit);
+    devices_.addOrUpdate(devices, emit);
+    vdpa_.addOrUpdate(vdpa, emit);
+    queues_.addOrUpdate(queues, emit);
 }
 
 void HostPublisher::announceHolders(const std::vector<std::string>& devices) {
     for (const auto& id : devices) {
-        if (auto it = devices_.find(core::devicePath(id)); it != devices_.end()) {
-            it->second->emitPropertiesChangedSignal(DeviceObject::Adaptor::INTERFACE_NAME,
-                                                    compat::propertyNames({"HeldBy"}));
-        } else if (auto v = devices_.find(core::vdpaPath(id)); v != devices_.end()) {
-            v->second->emitPropertiesChangedSignal(DeviceObject::Adaptor::INTERFACE_NAME,
-                                                   compat::propertyNames({"HeldBy"}));
-        } else if (auto q = queues_.find(core::queuePath(id)); q != queues_.end()) {
-            q->second->emitPropertiesChangedSignal(QueueObject::Adaptor::INTERFACE_NAME,
-                                                   compat::propertyNames({"HeldBy"}));
+        if (!devices_.announce(core::devicePath(id), "HeldBy") &&
+            !vdpa_.announce(core::vdpaPath(id), "HeldBy")) {
+            (void)queues_.announce(core::queuePath(id), "HeldBy");
         }
     }
 }
 
 void HostPublisher::list(const std::string& start, uint32_t limit,
                          std::vector<ListedObject>& out) const {
-    take(units_, std::string(names::kUnitInterface), start, limit, out);
-    take(groups_, std::string(names::kGroupInterface), start, limit, out);
-    take(devices_, std::string(names::kDeviceInterface), start, limit, out);
-    take(queues_, std::string(names::kQueueInterface), start, limit, out);
+    units_.list(start, limit, out);
+    groups_.list(start, limit, out);
+    devices_.list(start, limit, out);
+    vdpa_.list(start, limit, out);
+    queues_.list(start, limit, out);
 }
 
 void logWarnings(const core::Host& host) {

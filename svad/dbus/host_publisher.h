@@ -1,6 +1,10 @@
 // The host on the bus: one object per IOMMU unit, group, device (PCI function
-// or vDPA device) and work queue. Publishes a scanned host and, on a rescan,
-// only the differences (InterfacesAdded/Removed, PropertiesChanged).
+// or vDPA device) and work queue, served from rows of model data. No object is
+// registered on its own: each kind is one sd-bus fallback vtable over its path
+// prefix, a find callback that looks the path up in the rows, and a node
+// enumerator for introspection and GetManagedObjects, the way systemd serves
+// its units. Publishes a scanned host and, on a rescan, only the differences
+// (InterfacesAdded/Removed, PropertiesChanged).
 #pragma once
 
 #include "svad/core/engine.h"
@@ -8,19 +12,55 @@
 #include "svad/dbus/object_listing.h"
 #include "svad/dbus/objects.h"
 
+#include <functional>
 #include <map>
-#include <memory>
-#include <sdbus-c++/sdbus-c++.h>
 #include <string>
+#include <string_view>
+#include <systemd/sd-bus.h>
 #include <vector>
 
 namespace svad::dbus {
 
+// The objects of one kind: rows keyed by object path, all under `prefix`.
+template <typename Data> class Subtree {
+public:
+    using Rows = std::map<std::string, Data, std::less<>>;
+    // Registers the kind's interface on `bus` for every path under `prefix`
+    // ("/org/svad/Svad1/device/"); throws when sd-bus refuses.
+    Subtree(sd_bus* bus, std::string_view prefix);
+    ~Subtree();
+    Subtree(const Subtree&) = delete;
+    Subtree& operator=(const Subtree&) = delete;
+
+    // Brings the rows in line with `next` in two steps, with signals when
+    // `emit` is set: first the rows `next` lacks go, then the others are
+    // added or updated (and `next` is emptied).
+    void removeMissing(const Rows& next, bool emit);
+    void addOrUpdate(Rows& next, bool emit);
+    // Announces that `property` of the object at `path` changed; false if there is none.
+    bool announce(const std::string& path, const char* property);
+    const Rows& rows() const { return rows_; }
+    // The objects at or after `start`, at most `limit` (0: all), appended to `out`.
+    void list(const std::string& start, uint32_t limit, std::vector<ListedObject>& out) const;
+
+private:
+    static int find(sd_bus* bus, const char* path, const char* interface, void* userdata,
+                    void** found, sd_bus_error* error);
+    static int enumerate(sd_bus* bus, const char* path, void* userdata, char*** nodes,
+                         sd_bus_error* error);
+
+    sd_bus* bus_;
+    std::string prefix_; // with its trailing '/'
+    Rows rows_;
+    sd_bus_slot* vtableSlot_ = nullptr;
+    sd_bus_slot* enumeratorSlot_ = nullptr;
+};
+
 class HostPublisher {
 public:
-    HostPublisher(sdbus::IConnection& connection, std::string devRoot, const core::Engine& engine);
+    // `bus` is the connection under the service's sdbus-c++ connection; call on its loop.
+    HostPublisher(sd_bus* bus, std::string devRoot, const core::Engine& engine);
     const std::string& devRoot() const { return devRoot_; }
-    ~HostPublisher();
     HostPublisher(const HostPublisher&) = delete;
     HostPublisher& operator=(const HostPublisher&) = delete;
 
@@ -31,16 +71,19 @@ public:
     // The objects at or after `start` in path order, at most `limit` of each kind
     // (0: all of them), appended to `out` unsorted.
     void list(const std::string& start, uint32_t limit, std::vector<ListedObject>& out) const;
-    const std::map<std::string, std::unique_ptr<DeviceObject>>& devices() const { return devices_; }
+    // PCI functions, then vDPA devices, each in path order.
+    const Subtree<DeviceData>::Rows& pciDevices() const { return devices_.rows(); }
+    const Subtree<DeviceData>::Rows& vdpaDevices() const { return vdpa_.rows(); }
 
 private:
-    sdbus::IConnection& connection_;
     std::string devRoot_;
     const core::Engine& engine_;
-    std::map<std::string, std::unique_ptr<UnitObject>> units_;
-    std::map<std::string, std::unique_ptr<GroupObject>> groups_;
-    std::map<std::string, std::unique_ptr<DeviceObject>> devices_;
-    std::map<std::string, std::unique_ptr<QueueObject>> queues_;
+    // Objects that others point at appear first and go last.
+    Subtree<core::IommuUnit> units_;
+    Subtree<core::IommuGroup> groups_;
+    Subtree<DeviceData> devices_;
+    Subtree<DeviceData> vdpa_;
+    Subtree<QueueData> queues_;
 };
 
 // Writes every warning of a host to the log, with the object it is about.

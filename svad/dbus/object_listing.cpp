@@ -18,28 +18,62 @@ size_t objectWireBytes(const std::string& path, const std::string& iface, size_t
     return n;
 }
 
-Page pageOf(const std::vector<ListedObject>& objects, const std::string& start, uint32_t limit) {
+PageRange pageRangeOf(const std::vector<ListedObject>& objects, const std::string& start,
+                      uint32_t limit) {
     if (limit == 0 || limit > kMaxPageObjects) {
         limit = kMaxPageObjects;
     }
     auto it =
         std::lower_bound(objects.begin(), objects.end(), start,
                          [](const ListedObject& o, const std::string& s) { return o.path < s; });
-    Page page;
+    PageRange page;
+    page.begin = static_cast<size_t>(it - objects.begin());
     size_t bytes = 0;
     for (; it != objects.end(); ++it) {
-        if (page.objects.size() >= limit) {
+        const size_t n = static_cast<size_t>(it - objects.begin()) - page.begin;
+        if (n >= limit) {
             break;
         }
         const size_t size = objectWireBytes(it->path, it->iface, it->wireBytes());
-        if (!page.objects.empty() && bytes + size > kMaxPageBytes) {
+        if (n > 0 && bytes + size > kMaxPageBytes) {
             break;
         }
         bytes += size;
-        page.objects[sdbus::ObjectPath(it->path)][it->iface] = it->properties();
     }
+    page.end = static_cast<size_t>(it - objects.begin());
     page.next = it == objects.end() ? std::string() : it->path;
     return page;
+}
+
+Page pageOf(const std::vector<ListedObject>& objects, const std::string& start, uint32_t limit) {
+    PageRange range = pageRangeOf(objects, start, limit);
+    Page page;
+    for (size_t i = range.begin; i < range.end; ++i) {
+        page.objects[sdbus::ObjectPath(objects[i].path)][objects[i].iface] =
+            objects[i].properties();
+    }
+    page.next = std::move(range.next);
+    return page;
+}
+
+int appendPage(sd_bus_message* m, const std::vector<ListedObject>& objects,
+               const std::string& start, uint32_t limit) {
+    const PageRange range = pageRangeOf(objects, start, limit);
+    int r = sd_bus_message_open_container(m, SD_BUS_TYPE_ARRAY, "{oa{sa{sv}}}");
+    for (size_t i = range.begin; r >= 0 && i < range.end; ++i) {
+        const ListedObject& o = objects[i];
+        r = sd_bus_message_open_container(m, SD_BUS_TYPE_DICT_ENTRY, "oa{sa{sv}}");
+        r = r < 0 ? r : sd_bus_message_append_basic(m, SD_BUS_TYPE_OBJECT_PATH, o.path.c_str());
+        r = r < 0 ? r : sd_bus_message_open_container(m, SD_BUS_TYPE_ARRAY, "{sa{sv}}");
+        r = r < 0 ? r : sd_bus_message_open_container(m, SD_BUS_TYPE_DICT_ENTRY, "sa{sv}");
+        r = r < 0 ? r : sd_bus_message_append_basic(m, SD_BUS_TYPE_STRING, o.iface.c_str());
+        r = r < 0 ? r : o.append(m);
+        r = r < 0 ? r : sd_bus_message_close_container(m);
+        r = r < 0 ? r : sd_bus_message_close_container(m);
+        r = r < 0 ? r : sd_bus_message_close_container(m);
+    }
+    r = r < 0 ? r : sd_bus_message_close_container(m);
+    return r < 0 ? r : sd_bus_message_append_basic(m, SD_BUS_TYPE_STRING, range.next.c_str());
 }
 
 } // namespace svad::dbus

@@ -10,6 +10,7 @@
 #include <map>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
+#include <systemd/sd-bus.h>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -52,6 +53,50 @@ template <typename T> size_t bytes(const std::vector<T>& items) {
 }
 } // namespace wire
 
+// Appends typed values to an sd-bus message, as sdbus-c++ would; < 0 on error.
+namespace append {
+inline int value(sd_bus_message* m, const std::string& s) {
+    return sd_bus_message_append_basic(m, SD_BUS_TYPE_STRING, s.c_str());
+}
+inline int value(sd_bus_message* m, const sdbus::ObjectPath& p) {
+    return sd_bus_message_append_basic(m, SD_BUS_TYPE_OBJECT_PATH, p.c_str());
+}
+inline int value(sd_bus_message* m, bool b) {
+    const int v = b ? 1 : 0;
+    return sd_bus_message_append_basic(m, SD_BUS_TYPE_BOOLEAN, &v);
+}
+template <typename T> std::enable_if_t<std::is_arithmetic_v<T>, int> value(sd_bus_message* m, T v) {
+    return sd_bus_message_append_basic(m, sdbus::signature_of<T>::str()[0], &v);
+}
+template <typename T> int value(sd_bus_message* m, const std::vector<T>& items);
+template <typename... Ts> int value(sd_bus_message* m, const sdbus::Struct<Ts...>& s) {
+    const std::string sig = sdbus::signature_of<sdbus::Struct<Ts...>>::str();
+    int r =
+        sd_bus_message_open_container(m, SD_BUS_TYPE_STRUCT, sig.substr(1, sig.size() - 2).c_str());
+    if (r < 0) {
+        return r;
+    }
+    std::apply([&](const auto&... x) { ((r = r < 0 ? r : value(m, x)), ...); },
+               static_cast<const std::tuple<Ts...>&>(s));
+    return r < 0 ? r : sd_bus_message_close_container(m);
+}
+template <typename T> int value(sd_bus_message* m, const std::vector<T>& items) {
+    int r =
+        sd_bus_message_open_container(m, SD_BUS_TYPE_ARRAY, sdbus::signature_of<T>::str().c_str());
+    for (auto it = items.begin(); r >= 0 && it != items.end(); ++it) {
+        r = value(m, *it);
+    }
+    return r < 0 ? r : sd_bus_message_close_container(m);
+}
+// A value in a variant, as GetAll and GetManagedObjects carry it.
+template <typename T> int variant(sd_bus_message* m, const T& v) {
+    int r = sd_bus_message_open_container(m, SD_BUS_TYPE_VARIANT,
+                                          sdbus::signature_of<T>::str().c_str());
+    r = r < 0 ? r : value(m, v);
+    return r < 0 ? r : sd_bus_message_close_container(m);
+}
+} // namespace append
+
 // Visitors of an object's properties (visitProperties in objects.h).
 // The properties as variants, as GetAll gives them.
 struct VariantCollector {
@@ -82,6 +127,23 @@ template <typename Object> size_t wireBytesOf(Object& object) {
     object.visitProperties(c);
     return c.bytes;
 }
+// Appends them as an a{sv}, as GetAll gives them.
+struct PropertyAppender {
+    sd_bus_message* m;
+    int r = 0;
+    template <typename T> void operator()(const char* name, const T& value) {
+        r = r < 0 ? r : sd_bus_message_open_container(m, SD_BUS_TYPE_DICT_ENTRY, "sv");
+        r = r < 0 ? r : sd_bus_message_append_basic(m, SD_BUS_TYPE_STRING, name);
+        r = r < 0 ? r : append::variant(m, value);
+        r = r < 0 ? r : sd_bus_message_close_container(m);
+    }
+};
+template <typename Object> int appendPropertiesOf(sd_bus_message* m, Object& object) {
+    PropertyAppender a{m};
+    a.r = sd_bus_message_open_container(m, SD_BUS_TYPE_ARRAY, "{sv}");
+    object.visitProperties(a);
+    return a.r < 0 ? a.r : sd_bus_message_close_container(m);
+}
 
 // At least the bytes of one object's entry in a GetManagedObjects reply: its path,
 // its interface with properties of `propertyBytes`, and the standard interfaces
@@ -93,7 +155,8 @@ struct ListedObject {
     std::string path;
     std::string iface;
     std::function<std::map<std::string, sdbus::Variant>()> properties;
-    std::function<size_t()> wireBytes; // of the properties (WireSizeCounter)
+    std::function<size_t()> wireBytes;          // of the properties (WireSizeCounter)
+    std::function<int(sd_bus_message*)> append; // the properties as an a{sv}
 };
 
 using ObjectTree =
@@ -107,6 +170,17 @@ struct Page {
 // The page of `objects` (sorted by path) at or after `start`: at most `limit`
 // objects (0 or over kMaxPageObjects: kMaxPageObjects) and at most
 // kMaxPageBytes, but always at least one object when there is one.
+struct PageRange {
+    size_t begin = 0;
+    size_t end = 0;   // one past the page's last object
+    std::string next; // "" at the end
+};
+PageRange pageRangeOf(const std::vector<ListedObject>& objects, const std::string& start,
+                      uint32_t limit);
 Page pageOf(const std::vector<ListedObject>& objects, const std::string& start, uint32_t limit);
+// The same page as a ListObjects reply's body, a{oa{sa{sv}}} then s, appended
+// straight to `m`: no variant is made on the way.
+int appendPage(sd_bus_message* m, const std::vector<ListedObject>& objects,
+               const std::string& start, uint32_t limit);
 
 } // namespace svad::dbus

@@ -3,6 +3,10 @@
 #include "svad/core/parse.h"
 #include "svad/core/paths.h"
 #include "svad/core/text.h"
+#include "svad/dbus/Device_properties.h"
+#include "svad/dbus/Group_properties.h"
+#include "svad/dbus/Queue_properties.h"
+#include "svad/dbus/Unit_properties.h"
 
 #include <cctype>
 
@@ -37,205 +41,242 @@ std::vector<sdbus::ObjectPath> devicePaths(const std::vector<std::string>& addre
 
 // ---- Device -------------------------------------------------------------------
 
-DeviceObject::DeviceObject(sdbus::IConnection& connection, std::string path, DeviceData data)
-    : AdaptorInterfaces(connection, sdbus::ObjectPath(std::move(path))), data_(std::move(data)) {
-    registerAdaptor();
+namespace {
+
+using Dvsec = sdbus::Struct<uint16_t, uint16_t, uint8_t>;
+
+const std::string& idOf(const DeviceData& d) {
+    return d.vdpa ? d.vdpa->name : d.pci.address;
 }
 
-DeviceObject::~DeviceObject() {
-    unregisterAdaptor();
+const core::VtdCaps& vtdOf(const core::IommuUnit& u) {
+    static const core::VtdCaps kNone{};
+    return u.vtd ? *u.vtd : kNone;
 }
 
-void DeviceObject::update(DeviceData data) {
-    data_ = std::move(data);
-}
+} // namespace
 
-std::string DeviceObject::Address() {
-    return data_.vdpa ? data_.vdpa->name : data_.pci.address;
-}
-
-uint32_t DeviceObject::Kind() {
-    return data_.vdpa ? 2 : 1;
-}
-
-std::string DeviceObject::Driver() {
-    return data_.vdpa ? data_.vdpa->driver : data_.pci.driver;
-}
-
-sdbus::ObjectPath DeviceObject::Group() {
-    return data_.pci.group ? sdbus::ObjectPath(core::groupPath(*data_.pci.group)) : none();
-}
-
-sdbus::ObjectPath DeviceObject::Unit() {
-    return data_.pci.iommuUnit.empty() ? none()
-                                       : sdbus::ObjectPath(core::unitPath(data_.pci.iommuUnit));
-}
-
-sdbus::ObjectPath DeviceObject::PhysicalFunction() {
-    return data_.pci.physfn.empty() ? none()
-                                    : sdbus::ObjectPath(core::devicePath(data_.pci.physfn));
-}
-
-std::vector<sdbus::ObjectPath> DeviceObject::VirtualFunctions() {
-    return devicePaths(data_.pci.virtfns);
-}
-
-std::string DeviceObject::VfioCdev() {
-    return data_.pci.vfioDevice.empty()
-               ? std::string()
-               : underRoot(data_.devRoot, "vfio/devices/" + data_.pci.vfioDevice);
-}
-
-std::vector<sdbus::Struct<uint16_t, uint16_t, uint8_t>> DeviceObject::Dvsecs() {
-    std::vector<sdbus::Struct<uint16_t, uint16_t, uint8_t>> out;
-    for (const auto& d : data_.pci.caps.dvsecs) {
-        out.emplace_back(d.vendor, d.id, d.revision);
-    }
-    return out;
-}
-
-std::vector<sdbus::Struct<uint16_t, uint16_t, uint8_t>> DeviceObject::ExtendedCapabilities() {
-    std::vector<sdbus::Struct<uint16_t, uint16_t, uint8_t>> out;
-    for (const auto& c : data_.pci.caps.extended) {
-        out.emplace_back(c.offset, c.id, c.version);
-    }
-    return out;
-}
-
-std::vector<sdbus::ObjectPath> DeviceObject::Queues() {
-    std::vector<sdbus::ObjectPath> out;
-    for (const auto& q : data_.links.queues) {
-        out.emplace_back(core::queuePath(q));
-    }
-    return out;
-}
-
-std::string DeviceObject::VdpaManagementDevice() {
-    return data_.vdpa ? data_.vdpa->mgmtdev : std::string();
-}
-
-sdbus::ObjectPath DeviceObject::ParentDevice() {
-    if (data_.vdpa && !data_.vdpa->parentDevice.empty()) {
-        return sdbus::ObjectPath(core::devicePath(data_.vdpa->parentDevice));
-    }
-    return none();
-}
-
-std::string DeviceObject::VhostDevice() {
-    return data_.vdpa ? underRoot(data_.devRoot, data_.vdpa->vhostDevice) : std::string();
-}
-
-std::vector<sdbus::ObjectPath> DeviceObject::VdpaDevices() {
-    std::vector<sdbus::ObjectPath> out;
-    for (const auto& v : data_.links.vdpa) {
-        out.emplace_back(core::vdpaPath(v));
-    }
-    return out;
-}
-
-sdbus::ObjectPath DeviceObject::HeldBy() {
-    const std::string& id = data_.vdpa ? data_.vdpa->name : data_.pci.address;
-    uint64_t holder = data_.engine != nullptr ? data_.engine->holderOf(id) : 0;
-    return holder == 0 ? none() : sdbus::ObjectPath(contextPath(holder));
-}
-
-std::vector<std::string> DeviceObject::Warnings() {
-    return data_.vdpa ? data_.vdpa->warnings : data_.pci.warnings;
+template <> const PropertyTable<DeviceData>& propertyTable<DeviceData>() {
+    using D = DeviceData;
+    static const PropertyTable<D> table(
+        spec::Device::kInterface, spec::Device::kProperties,
+        {
+            property<D>("Address", [](const D& d) { return idOf(d); }),
+            property<D>("Kind", [](const D& d) { return uint32_t{d.vdpa ? 2U : 1U}; }),
+            property<D>("VendorId", [](const D& d) { return d.pci.vendor; }),
+            property<D>("DeviceId", [](const D& d) { return d.pci.device; }),
+            property<D>("SubsystemVendorId", [](const D& d) { return d.pci.subsystemVendor; }),
+            property<D>("SubsystemDeviceId", [](const D& d) { return d.pci.subsystemDevice; }),
+            property<D>("ClassCode", [](const D& d) { return d.pci.classCode; }),
+            property<D>("Revision", [](const D& d) { return d.pci.revision; }),
+            property<D>("Driver",
+                        [](const D& d) { return d.vdpa ? d.vdpa->driver : d.pci.driver; }),
+            property<D>("DriverOverride", [](const D& d) { return d.pci.driverOverride; }),
+            property<D>("NumaNode", [](const D& d) { return d.pci.numaNode; }),
+            property<D>("Group",
+                        [](const D& d) {
+                            return d.pci.group ? sdbus::ObjectPath(core::groupPath(*d.pci.group))
+                                               : none();
+                        }),
+            property<D>("Unit",
+                        [](const D& d) {
+                            return d.pci.iommuUnit.empty()
+                                       ? none()
+                                       : sdbus::ObjectPath(core::unitPath(d.pci.iommuUnit));
+                        }),
+            property<D>("PhysicalFunction",
+                        [](const D& d) {
+                            return d.pci.physfn.empty()
+                                       ? none()
+                                       : sdbus::ObjectPath(core::devicePath(d.pci.physfn));
+                        }),
+            property<D>("VirtualFunctions", [](const D& d) { return devicePaths(d.pci.virtfns); }),
+            property<D>("SriovTotalVfs", [](const D& d) { return d.pci.sriovTotalVfs; }),
+            property<D>("SriovNumVfs", [](const D& d) { return d.pci.sriovNumVfs; }),
+            property<D>("VfioDevice", [](const D& d) { return d.pci.vfioDevice; }),
+            property<D>("VfioCdev",
+                        [](const D& d) {
+                            return d.pci.vfioDevice.empty()
+                                       ? std::string()
+                                       : underRoot(d.devRoot, "vfio/devices/" + d.pci.vfioDevice);
+                        }),
+            property<D>("HeaderType", [](const D& d) { return d.pci.headerType; }),
+            property<D>("ConfigSize", [](const D& d) { return d.pci.configSize; }),
+            property<D>("Pasid", [](const D& d) { return d.pci.caps.pasid.present; }),
+            property<D>("PasidExec", [](const D& d) { return d.pci.caps.pasid.exec; }),
+            property<D>("PasidPriv", [](const D& d) { return d.pci.caps.pasid.priv; }),
+            property<D>("PasidMaxWidth", [](const D& d) { return d.pci.caps.pasid.maxWidth; }),
+            property<D>("Ats", [](const D& d) { return d.pci.caps.ats.present; }),
+            property<D>("AtsInvalidateQueueDepth",
+                        [](const D& d) { return d.pci.caps.ats.invalidateQueueDepth; }),
+            property<D>("Pri", [](const D& d) { return d.pci.caps.pri.present; }),
+            property<D>("PriOutstandingCapacity",
+                        [](const D& d) { return d.pci.caps.pri.outstandingCapacity; }),
+            property<D>("Acs", [](const D& d) { return d.pci.caps.acs.present; }),
+            property<D>("AcsCapability", [](const D& d) { return d.pci.caps.acs.capability; }),
+            property<D>("Sriov", [](const D& d) { return d.pci.caps.sriov.present; }),
+            property<D>("Siov", [](const D& d) { return d.pci.caps.siov; }),
+            property<D>("Dvsecs",
+                        [](const D& d) {
+                            std::vector<Dvsec> out;
+                            out.reserve(d.pci.caps.dvsecs.size());
+                            for (const auto& v : d.pci.caps.dvsecs) {
+                                out.emplace_back(v.vendor, v.id, v.revision);
+                            }
+                            return out;
+                        }),
+            property<D>("ExtendedCapabilities",
+                        [](const D& d) {
+                            std::vector<Dvsec> out;
+                            out.reserve(d.pci.caps.extended.size());
+                            for (const auto& c : d.pci.caps.extended) {
+                                out.emplace_back(c.offset, c.id, c.version);
+                            }
+                            return out;
+                        }),
+            property<D>("Queues",
+                        [](const D& d) {
+                            std::vector<sdbus::ObjectPath> out;
+                            out.reserve(d.links.queues.size());
+                            for (const auto& q : d.links.queues) {
+                                out.emplace_back(core::queuePath(q));
+                            }
+                            return out;
+                        }),
+            property<D>("VdpaManagementDevice",
+                        [](const D& d) { return d.vdpa ? d.vdpa->mgmtdev : std::string(); }),
+            property<D>("ParentDevice",
+                        [](const D& d) {
+                            return d.vdpa && !d.vdpa->parentDevice.empty()
+                                       ? sdbus::ObjectPath(core::devicePath(d.vdpa->parentDevice))
+                                       : none();
+                        }),
+            property<D>("VhostDevice",
+                        [](const D& d) {
+                            return d.vdpa ? underRoot(d.devRoot, d.vdpa->vhostDevice)
+                                          : std::string();
+                        }),
+            property<D>("VdpaDevices",
+                        [](const D& d) {
+                            std::vector<sdbus::ObjectPath> out;
+                            out.reserve(d.links.vdpa.size());
+                            for (const auto& v : d.links.vdpa) {
+                                out.emplace_back(core::vdpaPath(v));
+                            }
+                            return out;
+                        }),
+            property<D>("HeldBy",
+                        [](const D& d) {
+                            const uint64_t holder =
+                                d.engine != nullptr ? d.engine->holderOf(idOf(d)) : 0;
+                            return holder == 0 ? none() : sdbus::ObjectPath(contextPath(holder));
+                        }),
+            property<D>("Warnings",
+                        [](const D& d) { return d.vdpa ? d.vdpa->warnings : d.pci.warnings; }),
+        });
+    return table;
 }
 
 // ---- Group --------------------------------------------------------------------
 
-GroupObject::GroupObject(sdbus::IConnection& connection, std::string path, core::IommuGroup data)
-    : AdaptorInterfaces(connection, sdbus::ObjectPath(std::move(path))), data_(std::move(data)) {
-    registerAdaptor();
-}
-
-GroupObject::~GroupObject() {
-    unregisterAdaptor();
-}
-
-void GroupObject::update(core::IommuGroup data) {
-    data_ = std::move(data);
-}
-
-std::vector<sdbus::Struct<uint64_t, uint64_t, std::string>> GroupObject::ReservedRegions() {
-    std::vector<sdbus::Struct<uint64_t, uint64_t, std::string>> out;
-    for (const auto& r : data_.reservedRegions) {
-        out.emplace_back(r.start, r.end, r.type);
-    }
-    return out;
-}
-
-std::vector<sdbus::ObjectPath> GroupObject::Devices() {
-    return devicePaths(data_.devices);
-}
-
-std::vector<std::string> GroupObject::Blockers() {
-    std::vector<std::string> out;
-    out.reserve(data_.blockers.size());
-    for (const auto& b : data_.blockers) {
-        out.push_back(core::blockerText(b));
-    }
-    return out;
+template <> const PropertyTable<core::IommuGroup>& propertyTable<core::IommuGroup>() {
+    using G = core::IommuGroup;
+    static const PropertyTable<G> table(
+        spec::Group::kInterface, spec::Group::kProperties,
+        {
+            property<G>("Id", [](const G& g) { return g.id; }),
+            property<G>("Type", [](const G& g) { return static_cast<uint32_t>(g.type); }),
+            property<G>("TypeName", [](const G& g) { return g.typeName; }),
+            property<G>("ReservedRegions",
+                        [](const G& g) {
+                            std::vector<sdbus::Struct<uint64_t, uint64_t, std::string>> out;
+                            out.reserve(g.reservedRegions.size());
+                            for (const auto& r : g.reservedRegions) {
+                                out.emplace_back(r.start, r.end, r.type);
+                            }
+                            return out;
+                        }),
+            property<G>("Devices", [](const G& g) { return devicePaths(g.devices); }),
+            property<G>("Viable", [](const G& g) { return g.viable; }),
+            property<G>("Blockers",
+                        [](const G& g) {
+                            std::vector<std::string> out;
+                            out.reserve(g.blockers.size());
+                            for (const auto& b : g.blockers) {
+                                out.push_back(core::blockerText(b));
+                            }
+                            return out;
+                        }),
+            property<G>("Warnings", [](const G& g) { return g.warnings; }),
+        });
+    return table;
 }
 
 // ---- Unit ---------------------------------------------------------------------
 
-UnitObject::UnitObject(sdbus::IConnection& connection, std::string path, core::IommuUnit data)
-    : AdaptorInterfaces(connection, sdbus::ObjectPath(std::move(path))), data_(std::move(data)) {
-    registerAdaptor();
-}
-
-UnitObject::~UnitObject() {
-    unregisterAdaptor();
-}
-
-void UnitObject::update(core::IommuUnit data) {
-    data_ = std::move(data);
-}
-
-const core::VtdCaps& UnitObject::vtd() const {
-    static const core::VtdCaps kNone{};
-    return data_.vtd ? *data_.vtd : kNone;
-}
-
-std::vector<sdbus::ObjectPath> UnitObject::Devices() {
-    return devicePaths(data_.devices);
+template <> const PropertyTable<core::IommuUnit>& propertyTable<core::IommuUnit>() {
+    using U = core::IommuUnit;
+    static const PropertyTable<U> table(
+        spec::Unit::kInterface, spec::Unit::kProperties,
+        {
+            property<U>("Name", [](const U& u) { return u.name; }),
+            property<U>("Kind", [](const U& u) { return static_cast<uint32_t>(u.kind); }),
+            property<U>("Version", [](const U& u) { return u.version; }),
+            property<U>("Cap", [](const U& u) { return vtdOf(u).cap; }),
+            property<U>("Ecap", [](const U& u) { return vtdOf(u).ecap; }),
+            property<U>("ScalableMode", [](const U& u) { return vtdOf(u).scalableMode; }),
+            property<U>("Pasid", [](const U& u) { return vtdOf(u).pasid; }),
+            property<U>("PasidWidth", [](const U& u) { return vtdOf(u).pasidWidth; }),
+            property<U>("Nesting", [](const U& u) { return vtdOf(u).nesting; }),
+            property<U>("PageRequest", [](const U& u) { return vtdOf(u).pageRequest; }),
+            property<U>("FirstLevel", [](const U& u) { return vtdOf(u).firstLevel; }),
+            property<U>("SecondLevel", [](const U& u) { return vtdOf(u).secondLevel; }),
+            property<U>("DeviceTlb", [](const U& u) { return vtdOf(u).deviceTlb; }),
+            property<U>("MaxAddressWidth", [](const U& u) { return vtdOf(u).maxAddressWidth; }),
+            property<U>("Devices", [](const U& u) { return devicePaths(u.devices); }),
+            property<U>("Warnings", [](const U& u) { return u.warnings; }),
+        });
+    return table;
 }
 
 // ---- Queue --------------------------------------------------------------------
 
-QueueObject::QueueObject(sdbus::IConnection& connection, std::string path, QueueData data)
-    : AdaptorInterfaces(connection, sdbus::ObjectPath(std::move(path))), data_(std::move(data)) {
-    registerAdaptor();
-}
-
-QueueObject::~QueueObject() {
-    unregisterAdaptor();
-}
-
-void QueueObject::update(QueueData data) {
-    data_ = std::move(data);
-}
-
-sdbus::ObjectPath QueueObject::Device() {
-    return data_.queue.parentDevice.empty()
-               ? none()
-               : sdbus::ObjectPath(core::devicePath(data_.queue.parentDevice));
-}
-
-std::string QueueObject::CharDevice() {
-    return underRoot(data_.devRoot, data_.queue.charDevice);
-}
-
-std::vector<sdbus::ObjectPath> QueueObject::HeldBy() {
-    std::vector<sdbus::ObjectPath> out;
-    if (data_.engine != nullptr) {
-        for (uint64_t holder : data_.engine->holdersOf(data_.queue.name)) {
-            out.emplace_back(contextPath(holder));
-        }
-    }
-    return out;
+template <> const PropertyTable<QueueData>& propertyTable<QueueData>() {
+    using Q = QueueData;
+    static const PropertyTable<Q> table(
+        spec::Queue::kInterface, spec::Queue::kProperties,
+        {
+            property<Q>("Name", [](const Q& q) { return q.queue.name; }),
+            property<Q>("Device",
+                        [](const Q& q) {
+                            return q.queue.parentDevice.empty()
+                                       ? none()
+                                       : sdbus::ObjectPath(core::devicePath(q.queue.parentDevice));
+                        }),
+            property<Q>("IdxdDevice", [](const Q& q) { return q.queue.idxdDevice; }),
+            property<Q>("Mode", [](const Q& q) { return static_cast<uint32_t>(q.queue.mode); }),
+            property<Q>("Type", [](const Q& q) { return static_cast<uint32_t>(q.queue.type); }),
+            property<Q>("State", [](const Q& q) { return static_cast<uint32_t>(q.queue.state); }),
+            property<Q>("Size", [](const Q& q) { return q.queue.size; }),
+            property<Q>("GroupId", [](const Q& q) { return q.queue.groupId; }),
+            property<Q>("Priority", [](const Q& q) { return q.queue.priority; }),
+            property<Q>("Threshold", [](const Q& q) { return q.queue.threshold; }),
+            property<Q>("WqName", [](const Q& q) { return q.queue.wqName; }),
+            property<Q>("CharDevice",
+                        [](const Q& q) { return underRoot(q.devRoot, q.queue.charDevice); }),
+            property<Q>("HeldBy",
+                        [](const Q& q) {
+                            std::vector<sdbus::ObjectPath> out;
+                            if (q.engine != nullptr) {
+                                for (uint64_t holder : q.engine->holdersOf(q.queue.name)) {
+                                    out.emplace_back(contextPath(holder));
+                                }
+                            }
+                            return out;
+                        }),
+            property<Q>("Warnings", [](const Q& q) { return q.queue.warnings; }),
+        });
+    return table;
 }
 
 // ---- Context ------------------------------------------------------------------

@@ -189,6 +189,13 @@ inline sd_bus* rawBus(sdbus::IObject& object, const std::string& interface) {
     return sd_bus_message_get_bus(rawMessage(probe));
 }
 
+// The sd-bus connection under `connection` (through an object made for the
+// purpose and never registered).
+inline sd_bus* rawBus(sdbus::IConnection& connection) {
+    auto probe = sdbus::createObject(connection, sdbus::ObjectPath("/"));
+    return rawBus(*probe, "org.freedesktop.DBus.Peer");
+}
+
 // The sender of the message `object` is handling, if it is handling one.
 inline std::optional<std::string> currentSender(const sdbus::IObject& object) {
 #if SVAD_SDBUS_CPP_MAJOR >= 2

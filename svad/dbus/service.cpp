@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
+#include <cstring>
 #include <systemd/sd-bus.h>
 
 namespace svad::dbus {
@@ -40,8 +41,9 @@ Service::Service(boost::asio::io_context& io, sdbus::IConnection& connection, Bu
       connection_(connection), loop_(loop), options_(std::move(options)), engine_(engine),
       features_(std::move(features)), offload_(io, kWorkers),
       busProxy_(compat::makeProxy(connection, "org.freedesktop.DBus", "/org/freedesktop/DBus")),
-      hostObjects_(connection, options_.devRoot, engine), metrics_(options_.metrics, engine),
-      identity_(io, *busProxy_), leases_(io, engine, [&loop] { loop.kick(); }),
+      hostObjects_(compat::rawBus(connection), options_.devRoot, engine),
+      metrics_(options_.metrics, engine), identity_(io, *busProxy_),
+      leases_(io, engine, [&loop] { loop.kick(); }),
       contexts_(connection, *busProxy_, engine, identity_, hostObjects_, metrics_,
                 ContextMethods::Hooks{[this] { rescan(); }, [&loop] { loop.kick(); },
                                       options_.processUid}),
@@ -65,9 +67,8 @@ Service::Service(boost::asio::io_context& io, sdbus::IConnection& connection, Bu
                      });
     compat::finishRegistration(*busProxy_);
     sd_bus* bus = compat::rawBus(getObject(), std::string(names::kManagerInterface));
-    if (bus == nullptr ||
-        sd_bus_add_filter(bus, &treeFilter_, &Service::objectManagerFilter, this) < 0) {
-        throw std::runtime_error("cannot install the GetManagedObjects size check on the bus");
+    if (bus == nullptr || sd_bus_add_filter(bus, &treeFilter_, &Service::busFilter, this) < 0) {
+        throw std::runtime_error("cannot install svad's message filter on the bus");
     }
 }
 
@@ -229,12 +230,51 @@ std::tuple<ObjectTree, std::string> Service::ListObjects(const std::string& star
     return {std::move(page.objects), std::move(page.next)};
 }
 
-int Service::objectManagerFilter(sd_bus_message* m, void* userdata, sd_bus_error* /*unused*/) {
+int Service::busFilter(sd_bus_message* m, void* userdata, sd_bus_error* /*unused*/) {
+    auto* self = static_cast<Service*>(userdata);
     if (sd_bus_message_is_method_call(m, "org.freedesktop.DBus.ObjectManager",
-                                      "GetManagedObjects") <= 0) {
+                                      "GetManagedObjects") > 0) {
+        return self->refuseLargeTree(m);
+    }
+    if (sd_bus_message_is_method_call(m, names::kManagerInterface.data(), "ListObjects") > 0) {
+        const char* path = sd_bus_message_get_path(m);
+        if (path != nullptr && names::kRootPath == path) {
+            return self->answerListObjects(m);
+        }
+    }
+    return 0;
+}
+
+int Service::answerListObjects(sd_bus_message* m) {
+    const char* start = nullptr;
+    uint32_t limit = 0;
+    if (sd_bus_message_read(m, "su", &start, &limit) < 0 || sd_bus_message_at_end(m, false) <= 0) {
+        // Not (s, u): sdbus-c++ answers it with its error.
+        (void)sd_bus_message_rewind(m, true);
         return 0;
     }
-    auto* self = static_cast<Service*>(userdata);
+    const uint32_t pageLimit = limit == 0 || limit > kMaxPageObjects ? kMaxPageObjects : limit;
+    // One more of each kind than a page holds: the object after the page is then
+    // among them, whichever kind it is.
+    const std::string from(start);
+    const std::vector<ListedObject> objects = listedObjects(from, pageLimit + 1);
+    sd_bus_message* reply = nullptr;
+    int r = sd_bus_message_new_method_return(m, &reply);
+    r = r < 0 ? r : appendPage(reply, objects, from, pageLimit);
+    r = r < 0 ? r : sd_bus_send(nullptr, reply, nullptr);
+    reply = sd_bus_message_unref(reply);
+    if (r < 0) {
+        log::warning(std::string("cannot answer ListObjects: ") + std::strerror(-r));
+        const sd_bus_error error =
+            SD_BUS_ERROR_MAKE_CONST(names::errorInfo(names::Error::KernelError).dbusName.data(),
+                                    "the page could not be written");
+        (void)sd_bus_reply_method_error(m, &error);
+    }
+    return 1;
+}
+
+int Service::refuseLargeTree(sd_bus_message* m) {
+    Service* self = this;
     const char* at = sd_bus_message_get_path(m);
     const std::string under = at == nullptr ? std::string() : std::string(at) + "/";
     size_t bytes = 0;
@@ -278,9 +318,11 @@ std::vector<sdbus::ObjectPath>
 Service::ListDevices(const std::map<std::string, sdbus::Variant>& filter) {
     const DeviceFilter f = DeviceFilter::parse(filter);
     std::vector<sdbus::ObjectPath> out;
-    for (const auto& [path, obj] : hostObjects_.devices()) {
-        if (f.matches(obj->data())) {
-            out.emplace_back(path);
+    for (const auto* rows : {&hostObjects_.pciDevices(), &hostObjects_.vdpaDevices()}) {
+        for (const auto& [path, data] : *rows) {
+            if (f.matches(data)) {
+                out.emplace_back(path);
+            }
         }
     }
     return out;

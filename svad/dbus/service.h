@@ -147,9 +147,14 @@ private:
     // The published objects at or after `start` in path order, at most `limit` of
     // each kind (for ListObjects), or all of them (limit 0).
     std::vector<ListedObject> listedObjects(const std::string& start, uint32_t limit);
-    // GetManagedObjects is answered by sd-bus; this filter answers it first with
-    // TooLarge when its reply could pass what a bus message may carry.
-    static int objectManagerFilter(sd_bus_message* m, void* userdata, sd_bus_error* error);
+    // Sees every message before sdbus-c++ and sd-bus dispatch it:
+    // - GetManagedObjects is answered by sd-bus; the filter answers it first
+    //   with TooLarge when its reply could pass what a bus message may carry;
+    // - Manager.ListObjects is answered here, its page written straight into
+    //   the reply (ListObjects below answers only a call the filter let by).
+    static int busFilter(sd_bus_message* m, void* userdata, sd_bus_error* error);
+    int refuseLargeTree(sd_bus_message* m);
+    int answerListObjects(sd_bus_message* m);
 
     void apply(core::Host host, bool emit);
     // Probes the kernel again; announces KernelFeatures when they changed.

@@ -1,0 +1,128 @@
+// Build tool: writes the properties of a D-Bus interface, read from its XML in
+// dbus/, as a C++ table (name, signature, sd-bus flags), so that the vtables
+// svad registers by hand come from the same XML as sdbus-c++'s adaptors.
+//
+//   svad-property-specs INTERFACE.xml NAME OUT.h
+//
+// NAME is the C++ namespace the table goes in (Device: spec::Device::kProperties).
+// A property's EmitsChangedSignal annotation, or else its interface's, gives
+// its flags: true (the default) emits the change, invalidates emits the name,
+// const never changes, false says nothing.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <string>
+#include <vector>
+
+namespace {
+
+std::string attr(xmlNode* n, const char* name) {
+    xmlChar* v = xmlGetProp(n, reinterpret_cast<const xmlChar*>(name));
+    if (v == nullptr) {
+        return {};
+    }
+    std::string out(reinterpret_cast<const char*>(v));
+    xmlFree(v);
+    return out;
+}
+
+bool named(xmlNode* n, const char* name) {
+    return n->type == XML_ELEMENT_NODE &&
+           xmlStrcmp(n->name, reinterpret_cast<const xmlChar*>(name)) == 0;
+}
+
+// The EmitsChangedSignal annotation among `n`'s children; `fallback` if none.
+std::string emits(xmlNode* n, const std::string& fallback) {
+    for (xmlNode* c = n->children; c != nullptr; c = c->next) {
+        if (named(c, "annotation") &&
+            attr(c, "name") == "org.freedesktop.DBus.Property.EmitsChangedSignal") {
+            return attr(c, "value");
+        }
+    }
+    return fallback;
+}
+
+bool flagsOf(const std::string& emit, std::string& out) {
+    if (emit == "true") {
+        out = "SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE";
+    } else if (emit == "invalidates") {
+        out = "SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION";
+    } else if (emit == "const") {
+        out = "SD_BUS_VTABLE_PROPERTY_CONST";
+    } else if (emit == "false") {
+        out = "0";
+    } else {
+        return false;
+    }
+    return true;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 4) {
+        std::cerr << "usage: svad-property-specs INTERFACE.xml NAME OUT.h\n";
+        return 2;
+    }
+    xmlDoc* doc = xmlReadFile(argv[1], nullptr, XML_PARSE_NONET);
+    if (doc == nullptr) {
+        std::cerr << argv[1] << ": not well-formed XML\n";
+        return 1;
+    }
+    xmlNode* root = xmlDocGetRootElement(doc);
+    xmlNode* iface = nullptr;
+    for (xmlNode* c = root != nullptr ? root->children : nullptr; c != nullptr; c = c->next) {
+        if (named(c, "interface")) {
+            if (iface != nullptr) {
+                std::cerr << argv[1] << ": more than one interface\n";
+                return 1;
+            }
+            iface = c;
+        }
+    }
+    if (iface == nullptr) {
+        std::cerr << argv[1] << ": no interface\n";
+        return 1;
+    }
+    const std::string ifaceEmits = emits(iface, "true");
+    std::string source = argv[1];
+    source = source.substr(source.find_last_of('/') + 1);
+    std::string out = "// Generated from dbus/" + source +
+                      " by svad-property-specs: do not edit.\n"
+                      "#pragma once\n\n#include \"svad/dbus/property_spec.h\"\n\n"
+                      "namespace svad::dbus::spec::" +
+                      argv[2] + " {\n\ninline constexpr const char* kInterface = \"" +
+                      attr(iface, "name") +
+                      "\";\n\ninline constexpr PropertySpec kProperties[] = {\n";
+    size_t count = 0;
+    for (xmlNode* p = iface->children; p != nullptr; p = p->next) {
+        if (!named(p, "property")) {
+            continue;
+        }
+        const std::string name = attr(p, "name");
+        const std::string type = attr(p, "type");
+        const std::string access = attr(p, "access");
+        std::string flags;
+        if (name.empty() || type.empty() || !flagsOf(emits(p, ifaceEmits), flags)) {
+            std::cerr << argv[1] << ": property '" << name
+                      << "' lacks a name or type, or has an unknown EmitsChangedSignal\n";
+            return 1;
+        }
+        if (access != "read") {
+            std::cerr << argv[1] << ": property '" << name << "' is not read-only\n";
+            return 1;
+        }
+        out += "    {\"" + name + "\", \"" + type + "\", " + flags + "},\n";
+        ++count;
+    }
+    if (count == 0) {
+        out += "    {nullptr, nullptr, 0},\n";
+    }
+    out += "};\n\n} // namespace svad::dbus::spec::" + std::string(argv[2]) + "\n";
+    xmlFreeDoc(doc);
+    std::ofstream file(argv[3]);
+    file << out;
+    return file ? 0 : 1;
+}

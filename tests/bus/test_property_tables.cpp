@@ -1,0 +1,124 @@
+// The property tables that serve the host's objects (svad/dbus/property_table.h):
+// each follows its interface's XML in dbus/, property by property, and a table
+// that strays from its XML is refused when it is made.
+#include "svad/dbus/Device_properties.h"
+#include "svad/dbus/objects.h"
+
+#include <fstream>
+#include <gtest/gtest.h>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace svad::dbus {
+namespace {
+
+using NameAndType = std::pair<std::string, std::string>;
+
+// The properties of dbus/org.svad.Svad1.NAME.xml, read here with a pattern,
+// not with the build's generator.
+std::vector<NameAndType> xmlProperties(const std::string& name) {
+    std::ifstream in(std::string(SVAD_SOURCE_DIR) + "/dbus/org.svad.Svad1." + name + ".xml");
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string s = text.str();
+    std::vector<NameAndType> out;
+    const std::regex property(R"re(<property\s+name="([A-Za-z]+)"\s+type="([^"]+)")re");
+    for (auto it = std::sregex_iterator(s.begin(), s.end(), property); it != std::sregex_iterator();
+         ++it) {
+        out.emplace_back((*it)[1], (*it)[2]);
+    }
+    return out;
+}
+
+template <typename Data> std::vector<NameAndType> tableProperties() {
+    std::vector<NameAndType> out;
+    for (const auto& e : propertyTable<Data>().entries()) {
+        out.emplace_back(e.name, e.signature);
+    }
+    return out;
+}
+
+TEST(PropertyTables, EachFollowsItsInterfaceXml) {
+    const auto device = xmlProperties("Device");
+    ASSERT_GT(device.size(), 40U);
+    EXPECT_EQ(tableProperties<DeviceData>(), device);
+    EXPECT_EQ(tableProperties<core::IommuGroup>(), xmlProperties("Group"));
+    EXPECT_EQ(tableProperties<core::IommuUnit>(), xmlProperties("Unit"));
+    EXPECT_EQ(tableProperties<QueueData>(), xmlProperties("Queue"));
+    EXPECT_STREQ(propertyTable<DeviceData>().interface(), "org.svad.Svad1.Device");
+}
+
+TEST(PropertyTables, TheVtableHasOneEntryPerPropertyWithItsXmlType) {
+    const sd_bus_vtable* v = propertyTable<core::IommuGroup>().vtable();
+    ASSERT_EQ(v[0].type, _SD_BUS_VTABLE_START);
+    std::vector<NameAndType> seen;
+    for (++v; v->type != _SD_BUS_VTABLE_END; ++v) {
+        ASSERT_EQ(v->type, _SD_BUS_VTABLE_PROPERTY);
+        EXPECT_EQ(v->flags & SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE,
+                  SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE);
+        seen.emplace_back(v->x.property.member, v->x.property.signature);
+    }
+    EXPECT_EQ(seen, xmlProperties("Group"));
+}
+
+struct Row {
+    std::string name;
+    uint32_t size = 0;
+};
+
+constexpr PropertySpec kTwo[] = {{"Name", "s", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE},
+                                 {"Size", "u", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE}};
+
+} // namespace
+
+// The table a Row's vtable getter looks its properties up in.
+template <> const PropertyTable<Row>& propertyTable<Row>() {
+    static const PropertyTable<Row> table(
+        "org.example.Row", kTwo,
+        {property<Row>("Name", [](const Row& r) { return r.name; }),
+         property<Row>("Size", [](const Row& r) { return r.size; })});
+    return table;
+}
+
+namespace {
+
+std::string refusal(std::vector<PropertyEntry<Row>> entries) {
+    try {
+        PropertyTable<Row> table("org.example.Row", kTwo, std::move(entries));
+        return "";
+    } catch (const std::logic_error& e) {
+        return e.what();
+    }
+}
+
+TEST(PropertyTables, ATableThatStraysFromItsXmlIsRefused) {
+    auto name = property<Row>("Name", [](const Row& r) { return r.name; });
+    auto size = property<Row>("Size", [](const Row& r) { return r.size; });
+    EXPECT_EQ(refusal({name, size}), "");
+    EXPECT_EQ(refusal({size, name}), ""); // the XML gives the order
+    EXPECT_EQ(refusal({name}), "org.example.Row.Size is in the XML but has no value");
+    EXPECT_EQ(refusal({name, property<Row>("Size", [](const Row& r) { return uint64_t{r.size}; })}),
+              "org.example.Row.Size is 'u' in the XML but 't' here");
+    EXPECT_EQ(refusal({name, size, property<Row>("Colour", [](const Row&) { return true; })}),
+              "org.example.Row.Colour is not in the XML");
+    EXPECT_EQ(refusal({name, name, size}), "org.example.Row.Name given twice");
+}
+
+TEST(PropertyTables, VariantsAndWireBytesComeFromTheSameValues) {
+    const PropertyTable<Row>& table = propertyTable<Row>();
+    const Row row{"wq0.0", 128};
+    auto v = table.variants(row);
+    ASSERT_EQ(v.size(), 2U);
+    EXPECT_EQ(v.at("Name").get<std::string>(), "wq0.0");
+    EXPECT_EQ(v.at("Size").get<uint32_t>(), 128U);
+    const Row longer{std::string(1000, 'x'), 128};
+    EXPECT_GE(table.wireBytes(longer), table.wireBytes(row) + 995);
+    EXPECT_NE(table.find("Size"), nullptr);
+    EXPECT_EQ(table.find("Colour"), nullptr);
+}
+
+} // namespace
+} // namespace svad::dbus
