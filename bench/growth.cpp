@@ -59,6 +59,7 @@
 #include <sdbus-c++/sdbus-c++.h>
 #include <signal.h>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <sys/resource.h>
 #include <sys/statfs.h>
@@ -89,9 +90,15 @@ double median(std::vector<double> v) {
     return v.empty() ? 0 : v[v.size() / 2];
 }
 
-[[noreturn]] void fail(const std::string& what) {
+// A bad command line: nothing is started yet.
+[[noreturn]] void usage(const std::string& what) {
     (void)std::fprintf(stderr, "%s\n", what.c_str());
-    std::exit(1);
+    std::exit(2);
+}
+
+// Thrown to main, so that svad, the bus and the trees go on the way out.
+[[noreturn]] void fail(const std::string& what) {
+    throw std::runtime_error(what);
 }
 
 // Where a tree of many small files is cheap to write and to remove: a tmpfs
@@ -117,15 +124,15 @@ std::vector<uint32_t> parseList(const std::string& flag, const std::string& text
         char* end = nullptr;
         const long v = std::strtol(item.c_str(), &end, 10);
         if (item.empty() || *end != '\0' || v < 1 || v > 1000000) {
-            fail(flag + " takes counts from 1 to 1000000 separated by commas, or none; not '" +
-                 text + "'");
+            usage(flag + " takes counts from 1 to 1000000 separated by commas, or none; not '" +
+                  text + "'");
         }
         out.push_back(static_cast<uint32_t>(v));
     }
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
     if (out.empty()) {
-        fail(flag + " needs at least one count");
+        usage(flag + " needs at least one count");
     }
     return out;
 }
@@ -480,7 +487,25 @@ std::vector<ContextFigures> measureContexts(Setup& s, const std::vector<uint32_t
     std::vector<ContextFigures> out;
     std::vector<sdbus::ObjectPath> held;
     double allocMs = 0;
+    // svad inherits this program's open-files limit: a count whose fds would pass
+    // it is cut to what fits (with a margin), and is the last.
+    struct rlimit rl {};
+    (void)::getrlimit(RLIMIT_NOFILE, &rl);
+    double fdsEach = 4; // a guess until the first count is held
     for (uint32_t n : counts) {
+        const double room = (static_cast<double>(rl.rlim_cur) - none->fds - 256) / fdsEach;
+        const bool cut = n > room;
+        if (cut) {
+            const auto fit = static_cast<uint32_t>(room / 100) * 100;
+            std::printf("note: %u contexts need about %.0f open files in svad (%.0f each), over "
+                        "its limit of %llu; counted up to %u instead\n",
+                        n, none->fds + n * fdsEach, fdsEach,
+                        static_cast<unsigned long long>(rl.rlim_cur), fit);
+            if (fit <= held.size()) {
+                break;
+            }
+            n = fit;
+        }
         ContextFigures c;
         c.contexts = n;
         call("AllocateContext", [&] {
@@ -520,6 +545,10 @@ std::vector<ContextFigures> measureContexts(Setup& s, const std::vector<uint32_t
                     c.fds);
         std::fflush(stdout);
         out.push_back(c);
+        fdsEach = std::max(1.0, static_cast<double>(c.fds - none->fds) / n);
+        if (cut) {
+            break;
+        }
     }
     stopSvad(s, svad);
     return out;
@@ -546,6 +575,9 @@ rlim_t raiseFdLimit(rlim_t want) {
     return rl.rlim_cur;
 }
 
+void run(const std::vector<uint32_t>& functions, const std::vector<uint32_t>& contexts, int runs,
+         int calls);
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -561,9 +593,9 @@ int main(int argc, char** argv) {
             continue;
         }
         if (i + 1 >= argc) {
-            fail(a == "--functions" || a == "--contexts" || a == "--runs" || a == "--calls"
-                     ? a + " needs a value"
-                     : "unknown argument '" + a + "'");
+            usage(a == "--functions" || a == "--contexts" || a == "--runs" || a == "--calls"
+                      ? a + " needs a value"
+                      : "unknown argument '" + a + "'");
         }
         const std::string v = argv[++i];
         if (a == "--functions") {
@@ -573,11 +605,11 @@ int main(int argc, char** argv) {
         } else if (a == "--runs" || a == "--calls") {
             const int n = std::atoi(v.c_str());
             if (n < 1 || n > 1000000) {
-                fail(a + " needs a whole number from 1, not '" + v + "'");
+                usage(a + " needs a whole number from 1, not '" + v + "'");
             }
             (a == "--runs" ? runs : calls) = n;
         } else {
-            fail("unknown argument '" + a + "'");
+            usage("unknown argument '" + a + "'");
         }
     }
     if (!contexts.empty()) {
@@ -585,13 +617,26 @@ int main(int argc, char** argv) {
         const rlim_t want = static_cast<rlim_t>(contexts.back()) * 4 + 4096;
         const rlim_t got = raiseFdLimit(want);
         if (got < want) {
-            std::printf("note: open files limited to %llu (%llu wanted); svad may refuse the "
-                        "last contexts\n",
+            std::printf("note: open files limited to %llu (%llu wanted; raising the hard limit "
+                        "needs CAP_SYS_RESOURCE)\n",
                         static_cast<unsigned long long>(got),
                         static_cast<unsigned long long>(want));
         }
     }
 
+    try {
+        run(functions, contexts, runs, calls);
+    } catch (const std::exception& e) {
+        (void)std::fprintf(stderr, "%s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
+
+namespace {
+
+void run(const std::vector<uint32_t>& functions, const std::vector<uint32_t>& contexts, int runs,
+         int calls) {
     svad::test::TempDir dir;
     const std::string config = dir.path() + "/svad.yaml";
     std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\n"
@@ -683,5 +728,6 @@ int main(int argc, char** argv) {
                   ping);
         printSlope("svad's open fds above none held", "contexts", "fds", 1, "fds/context", fds);
     }
-    return 0;
 }
+
+} // namespace
