@@ -34,8 +34,8 @@
 //   RSS         above the RSS with none held, per context (each read with a
 //               full listing before it, so that what a listing leaves counts alike)
 //   allocation  the time the N allocations took, one after the other, per context
-//   listing     a full listing as above, per object (and above the listing with
-//               none, per context)
+//   listing     a full listing as above, per object (the host's objects among
+//               them: the listing with none held is printed for reference)
 //   Get         Properties.Get of a held context's Vm (median of C)
 //   alloc       AllocateContext+ReleaseContext of the spare function with N held
 //               (median of C)
@@ -698,7 +698,6 @@ void run(const std::vector<uint32_t>& functions, const std::vector<uint32_t>& co
         std::vector<Row> rss;
         std::vector<Row> alloc;
         std::vector<Row> list;
-        std::vector<Row> listAbove;
         std::vector<Row> get;
         std::vector<Row> pair;
         std::vector<Row> fds;
@@ -708,8 +707,6 @@ void run(const std::vector<uint32_t>& functions, const std::vector<uint32_t>& co
             alloc.push_back({c.contexts, c.allocTotalMs, c.allocTotalMs * 1000 / n});
             list.push_back(
                 {c.contexts, c.listMs, c.listMs * 1000 / static_cast<double>(c.objects)});
-            listAbove.push_back(
-                {c.contexts, c.listMs - none.listMs, (c.listMs - none.listMs) * 1000 / n});
             get.push_back({c.contexts, c.getUs, c.getUs});
             pair.push_back({c.contexts, c.allocUs, c.allocUs});
             fds.push_back({c.contexts, static_cast<double>(c.fds - none.fds),
@@ -721,8 +718,6 @@ void run(const std::vector<uint32_t>& functions, const std::vector<uint32_t>& co
                    alloc);
         printSlope("full listing, per object listed", "contexts", "ms", 0, "us/object", list,
                    false);
-        printSlope("  the same, above the listing with none, per context", "contexts", "ms", 1000,
-                   "us/context", listAbove);
         printFlat("Properties.Get of a context's Vm", "contexts", get, ping);
         printFlat("AllocateContext+ReleaseContext of a spare function, N held", "contexts", pair,
                   ping);
