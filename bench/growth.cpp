@@ -39,7 +39,9 @@
 //   Get         Properties.Get of a held context's Vm (median of C)
 //   alloc       AllocateContext+ReleaseContext of the spare function with N held
 //               (median of C)
-// with the same ratios to the smallest N.
+// with the same ratios to the smallest N, and svad's open fds per context. svad
+// inherits this program's open-files limit, raised as far as it may be: a count
+// whose fds would pass it is cut to what fits, with a note saying so.
 //
 // Trees go to /dev/shm when it is a tmpfs (writing and removing the files of
 // 16,384 functions on a disk takes minutes) and are removed after each host.
