@@ -24,7 +24,57 @@ void ServiceMetrics::observe() {
         metrics_->updateHost(engine_.host());
         hostGeneration_ = engine_.hostGeneration();
     }
-    metrics_->updateContexts(engine_);
+    push();
+}
+
+ServiceMetrics::Share ServiceMetrics::shareOf(const core::Context& ctx) {
+    Share share;
+    for (const auto& d : ctx.devices) {
+        share.labels.emplace(d.plugin.empty() ? "none" : d.plugin, ctx.mode);
+    }
+    share.faultQueue = ctx.faultQueueFd.valid();
+    return share;
+}
+
+void ServiceMetrics::add(uint64_t id, Share share) {
+    if (metrics_ == nullptr) {
+        return;
+    }
+    remove(id);
+    for (const auto& key : share.labels) {
+        counts_[key] += 1;
+    }
+    faultQueues_ += share.faultQueue ? 1 : 0;
+    shares_.emplace(id, std::move(share));
+}
+
+void ServiceMetrics::remove(uint64_t id) {
+    auto it = shares_.find(id);
+    if (it == shares_.end()) {
+        return;
+    }
+    for (const auto& key : it->second.labels) {
+        if (auto c = counts_.find(key); c != counts_.end() && (c->second -= 1) <= 0) {
+            counts_.erase(c);
+        }
+    }
+    faultQueues_ -= it->second.faultQueue ? 1 : 0;
+    shares_.erase(it);
+}
+
+void ServiceMetrics::recount() {
+    shares_.clear();
+    counts_.clear();
+    faultQueues_ = 0;
+    for (const auto& [id, ctx] : engine_.contexts()) {
+        add(id, shareOf(*ctx));
+    }
+}
+
+void ServiceMetrics::push() {
+    if (metrics_ != nullptr) {
+        metrics_->setContexts(counts_, faultQueues_, static_cast<double>(engine_.pasidCount()));
+    }
 }
 
 void ServiceMetrics::allocation(std::chrono::steady_clock::time_point started,
@@ -56,13 +106,15 @@ void ServiceMetrics::pasidQuotaRefusal() {
     }
 }
 
-void ServiceMetrics::contextCreated(const core::Context& /*ctx*/) {
-    if (!engine_.restoring()) { // else once, at contextsRestored
+void ServiceMetrics::contextCreated(const core::Context& ctx) {
+    if (!engine_.restoring()) { // else all at once, at contextsRestored
+        add(ctx.id, shareOf(ctx));
         observe();
     }
 }
 
 void ServiceMetrics::contextsRestored() {
+    recount();
     observe();
 }
 
@@ -70,13 +122,15 @@ void ServiceMetrics::contextStateChanged(const core::Context& ctx, const std::st
     if (metrics_ != nullptr && ctx.state == core::ContextState::Degraded) {
         metrics_->contextDegraded();
     }
+    add(ctx.id, shareOf(ctx));
     observe();
 }
 
-void ServiceMetrics::contextReleased(const core::Context& /*ctx*/, const std::string& reason) {
+void ServiceMetrics::contextReleased(const core::Context& ctx, const std::string& reason) {
     if (metrics_ != nullptr) {
         metrics_->release(reason);
     }
+    remove(ctx.id);
     observe();
 }
 

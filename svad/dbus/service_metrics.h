@@ -4,14 +4,14 @@
 #pragma once
 
 #include "svad/core/engine.h"
+#include "svad/metrics/metrics.h"
 
 #include <chrono>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
-
-namespace svad::metrics {
-class Metrics;
-} // namespace svad::metrics
+#include <utility>
 
 namespace svad::dbus {
 
@@ -22,7 +22,8 @@ public:
     ServiceMetrics(const ServiceMetrics&) = delete;
     ServiceMetrics& operator=(const ServiceMetrics&) = delete;
 
-    // The gauges again, from the engine's host and contexts.
+    // The gauges again: the host's when the engine has a new one, the
+    // contexts' from the counts kept as they come and go (no walk over them).
     void observe();
     // One allocation answered; `plugins` ("idxd,vfio") on success.
     void allocation(std::chrono::steady_clock::time_point started,
@@ -35,9 +36,25 @@ public:
     void contextsRestored() override;
 
 private:
+    // What one context adds to the gauges.
+    struct Share {
+        std::set<std::pair<std::string, core::ContextMode>> labels;
+        bool faultQueue = false;
+        bool operator==(const Share&) const = default;
+    };
+    static Share shareOf(const core::Context& ctx);
+    void add(uint64_t id, Share share);
+    void remove(uint64_t id);
+    // All shares again from the engine's contexts (after a restore).
+    void recount();
+    void push();
+
     metrics::Metrics* metrics_;
     core::Engine& engine_;
     uint64_t hostGeneration_ = 0; // the engine's host the gauges show (0: none yet)
+    std::map<uint64_t, Share> shares_;
+    metrics::Metrics::ContextCounts counts_;
+    double faultQueues_ = 0;
 };
 
 } // namespace svad::dbus

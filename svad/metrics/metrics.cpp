@@ -281,21 +281,30 @@ void Metrics::updateHost(const core::Host& host) {
 }
 
 void Metrics::updateContexts(const core::Engine& engine) {
-    std::map<Labels, double> contexts;
+    ContextCounts counts;
     double faultQueues = 0;
     for (const auto& [id, ctx] : engine.contexts()) {
-        // A context counts once under each plugin that prepared one of its devices.
         std::set<std::string> plugins;
         for (const auto& d : ctx->devices) {
             plugins.insert(d.plugin.empty() ? "none" : d.plugin);
         }
         for (const auto& plugin : plugins) {
-            contexts[{{"plugin", plugin}, {"mode", modeLabel(ctx->mode)}}] += 1;
+            counts[{plugin, ctx->mode}] += 1;
         }
         faultQueues += ctx->faultQueueFd.valid() ? 1 : 0;
     }
+    setContexts(counts, faultQueues, static_cast<double>(engine.pasidCount()));
+}
+
+void Metrics::setContexts(const ContextCounts& counts, double faultQueues, double pasids) {
+    std::map<Labels, double> contexts;
+    for (const auto& [key, n] : counts) {
+        if (n > 0) {
+            contexts[{{"plugin", key.first}, {"mode", modeLabel(key.second)}}] += n;
+        }
+    }
     setSeries(*contexts_, contextSeries_, contexts);
-    pasids_->Set(static_cast<double>(engine.pasidCount()));
+    pasids_->Set(pasids);
     faultQueues_->Set(faultQueues);
 }
 

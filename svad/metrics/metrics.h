@@ -86,6 +86,10 @@ public:
     // Gauges recomputed from a snapshot, on the loop thread.
     void updateHost(const core::Host& host);
     void updateContexts(const core::Engine& engine);
+    // The context gauges from counts kept elsewhere: contexts by (plugin, mode),
+    // a context counting once under each plugin that prepared one of its devices.
+    using ContextCounts = std::map<std::pair<std::string, core::ContextMode>, double>;
+    void setContexts(const ContextCounts& counts, double faultQueues, double pasids);
 
     // Events. `plugin` is the policy plugin that decided ("config" for the rules, "none" before any
     // was asked).
