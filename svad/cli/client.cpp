@@ -3,9 +3,15 @@
 #include "svad/cli/progress.h"
 #include "svad/core/parse.h"
 #include "svad/dbus/connect.h"
+#include "svad/dbus/sdbus_compat.h"
+#include "svad/names.h"
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string_view>
+#include <systemd/sd-bus.h>
 
 namespace svad::cli {
 
@@ -66,23 +72,92 @@ std::unique_ptr<sdbus::IConnection> connectBus(const std::string& bus) {
     }
 }
 
-Objects listObjects(ManagerProxy& manager, const std::string& prefix, bool progress, size_t max) {
-    Objects out;
-    Progress shown("reading svad's objects", progress);
-    std::string start = prefix;
-    for (;;) {
-        auto [page, next] = manager.ListObjects(start, 0);
-        if (page.empty()) {
+namespace {
+
+// One ListObjects page, decoded straight from the reply into `out` (objects
+// from `prefix` on, at most `max` in all); the start of the next page, or
+// "" when the listing ends here.
+std::string readPage(sd_bus* bus, const std::string& start, const std::string& prefix, size_t max,
+                     const std::set<std::string>* only, Objects& out) {
+    sd_bus_error error = SD_BUS_ERROR_NULL;
+    sd_bus_message* reply = nullptr;
+    const int r = sd_bus_call_method(bus, std::string(names::kService).c_str(),
+                                     std::string(names::kRootPath).c_str(),
+                                     std::string(names::kManagerInterface).c_str(), "ListObjects",
+                                     &error, &reply, "su", start.c_str(), uint32_t{0});
+    if (r < 0) {
+        const sdbus::Error e = dbus::compat::makeError(
+            error.name != nullptr ? error.name : "org.freedesktop.DBus.Error.Failed",
+            error.message != nullptr ? error.message : std::strerror(-r));
+        sd_bus_error_free(&error);
+        throw e;
+    }
+    struct Unref {
+        sd_bus_message* m;
+        ~Unref() { sd_bus_message_unref(m); }
+    } hold{reply};
+    auto check = [](int rc) {
+        if (rc < 0) {
+            throw std::runtime_error(std::string("svad's ListObjects reply is malformed: ") +
+                                     std::strerror(-rc));
+        }
+        return rc;
+    };
+    check(sd_bus_message_enter_container(reply, SD_BUS_TYPE_ARRAY, "{oa{sa{sv}}}"));
+    bool past = false;
+    while (!past &&
+           check(sd_bus_message_enter_container(reply, SD_BUS_TYPE_DICT_ENTRY, "oa{sa{sv}}")) > 0) {
+        const char* path = nullptr;
+        check(sd_bus_message_read_basic(reply, SD_BUS_TYPE_OBJECT_PATH, &path));
+        if (std::string_view(path).rfind(prefix, 0) != 0 || out.size() >= max) {
+            past = true; // sorted: past the prefix
             break;
         }
-        for (auto& [path, ifaces] : page) {
-            if (path.rfind(prefix, 0) != 0 || out.size() >= max) {
-                return out; // sorted: past the prefix
+        auto& interfaces = out[sdbus::ObjectPath(path)];
+        check(sd_bus_message_enter_container(reply, SD_BUS_TYPE_ARRAY, "{sa{sv}}"));
+        while (check(sd_bus_message_enter_container(reply, SD_BUS_TYPE_DICT_ENTRY, "sa{sv}")) > 0) {
+            const char* iface = nullptr;
+            check(sd_bus_message_read_basic(reply, SD_BUS_TYPE_STRING, &iface));
+            auto& props = interfaces[iface];
+            check(sd_bus_message_enter_container(reply, SD_BUS_TYPE_ARRAY, "{sv}"));
+            while (check(sd_bus_message_enter_container(reply, SD_BUS_TYPE_DICT_ENTRY, "sv")) > 0) {
+                const char* name = nullptr;
+                check(sd_bus_message_read_basic(reply, SD_BUS_TYPE_STRING, &name));
+                if (only != nullptr && only->count(name) == 0) {
+                    check(sd_bus_message_skip(reply, "v"));
+                } else {
+                    props.insert_or_assign(name, Value::read(reply));
+                }
+                check(sd_bus_message_exit_container(reply));
             }
-            out.emplace(path, std::move(ifaces));
+            check(sd_bus_message_exit_container(reply));
+            check(sd_bus_message_exit_container(reply));
         }
+        check(sd_bus_message_exit_container(reply));
+        check(sd_bus_message_exit_container(reply));
+    }
+    if (past) {
+        return {};
+    }
+    check(sd_bus_message_exit_container(reply));
+    const char* next = nullptr;
+    check(sd_bus_message_read_basic(reply, SD_BUS_TYPE_STRING, &next));
+    return next != nullptr ? next : "";
+}
+
+} // namespace
+
+Objects listObjects(ManagerProxy& manager, const std::string& prefix, bool progress, size_t max,
+                    const std::set<std::string>* only) {
+    Objects out;
+    Progress shown("reading svad's objects", progress);
+    sd_bus* bus = dbus::compat::rawBus(manager.connection());
+    std::string start = prefix;
+    for (;;) {
+        const size_t before = out.size();
+        const std::string next = readPage(bus, start, prefix, max, only, out);
         shown.set("reading svad's objects: " + std::to_string(out.size()));
-        if (next.empty() || next.rfind(prefix, 0) != 0) {
+        if (out.size() == before || next.empty() || next.rfind(prefix, 0) != 0) {
             break;
         }
         start = next;

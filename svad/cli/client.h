@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <sdbus-c++/sdbus-c++.h>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,12 +41,11 @@ public:
 
     // ObjectManager's and Properties' calls, keyed by plain strings (they hide
     // the sdbus-c++ proxies' own, whose keys are strong types on sdbus-c++ 2).
-    Objects GetManagedObjects() { // NOLINT(readability-identifier-naming)
-        return dbus::compat::managedObjects(getProxy());
-    }
-    Properties GetAll(const std::string& interface) { // NOLINT(readability-identifier-naming)
+    VariantProperties
+    GetAll(const std::string& interface) { // NOLINT(readability-identifier-naming)
         return dbus::compat::allProperties(getProxy(), interface);
     }
+    sdbus::IConnection& connection() { return getProxy().getConnection(); }
 
 private:
     void onInterfacesAdded(const sdbus::ObjectPath&,
@@ -66,9 +66,10 @@ std::string busLabel(const std::string& bus);
 std::unique_ptr<sdbus::IConnection> connectBus(const std::string& bus);
 // The objects whose path starts with `prefix` (at most `max`), read page by page
 // with ListObjects, so that any host fits in bus messages; `progress` shows the
-// count on a terminal.
+// count on a terminal. With `only`, properties of other names are skipped
+// unread (a table's columns need a few of them).
 Objects listObjects(ManagerProxy& manager, const std::string& prefix, bool progress,
-                    size_t max = SIZE_MAX);
+                    size_t max = SIZE_MAX, const std::set<std::string>* only = nullptr);
 // A PCI address as typed (6a:01.0) completed to 0000:6a:01.0; anything else unchanged.
 std::string normalizeAddress(const std::string& id);
 

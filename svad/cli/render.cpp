@@ -10,6 +10,8 @@
 #include <ctime>
 #include <functional>
 #include <map>
+#include <set>
+#include <string>
 #include <unistd.h>
 #include <vector>
 
@@ -188,9 +190,9 @@ std::string joinList(const std::vector<T>& items, bool json,
 
 // A property value of interface `iface` as text for a person (json=false) or as an
 // exact JSON value (json=true).
-std::string valueText(const std::string& iface, const std::string& name, const sdbus::Variant& v,
+std::string valueText(const std::string& iface, const std::string& name, const Value& v,
                       bool json) {
-    const std::string sig = v.peekValueType();
+    const std::string& sig = v.peekValueType();
     auto q = [json](const std::string& s) { return json ? jsonString(s) : s; };
     if (!json && sig == "u" && enumOf(iface, name) != nullptr) {
         return enumName(iface, name, v.get<uint32_t>());
@@ -277,11 +279,6 @@ std::string valueText(const std::string& iface, const std::string& name, const s
     }
     if (sig == "d") {
         return std::to_string(v.get<double>());
-    }
-    if (sig == "h") {
-        // A copy of the fd, closed again right away: what it is, not its number.
-        auto fd = v.get<sdbus::UnixFd>();
-        return q(fdTarget(fd.get()));
     }
     if (sig == "a{sb}" || sig == "a{ss}" || sig == "a{su}" || sig == "a{st}") {
         std::vector<std::pair<std::string, std::string>> items;
@@ -434,9 +431,20 @@ std::string renderTable(const std::vector<std::vector<std::string>>& rows) {
     return out;
 }
 
-std::string renderValue(const std::string& name, const sdbus::Variant& v, bool json,
+std::string renderValue(const std::string& name, const Value& v, bool json,
                         const std::string& iface) {
     return valueText(iface, name, v, json);
+}
+
+std::string renderValue(const std::string& name, const sdbus::Variant& v, bool json,
+                        const std::string& iface) {
+    if (std::string(v.peekValueType()) == "h") {
+        // A copy of the fd, closed again right away: what it is, not its number.
+        auto fd = v.get<sdbus::UnixFd>();
+        const std::string target = fdTarget(fd.get());
+        return json ? jsonString(target) : target;
+    }
+    return valueText(iface, name, Value::of(v), json);
 }
 
 std::string fdTarget(int fd) {
@@ -480,6 +488,15 @@ std::string renderProperties(const Properties& props, bool json, const std::stri
     return out;
 }
 
+std::string renderProperties(const VariantProperties& props, bool json, const std::string& path,
+                             const std::string& iface) {
+    Properties values;
+    for (const auto& [k, v] : props) {
+        values.emplace(k, Value::of(v));
+    }
+    return renderProperties(values, json, path, iface);
+}
+
 std::string listingPrefix(const std::string& what) {
     if (what == "devices") {
         return std::string(names::kDevicePrefix);
@@ -494,6 +511,24 @@ std::string listingPrefix(const std::string& what) {
         return std::string(names::kUnitPrefix);
     }
     return std::string(names::kQueuePrefix);
+}
+
+const std::set<std::string>& listingColumns(const std::string& what) {
+    static const std::map<std::string, std::set<std::string>> kColumns = {
+        {"devices",
+         {"Address", "VendorId", "DeviceId", "ClassCode", "Driver", "Group", "Unit", "Pasid",
+          "PasidMaxWidth", "PasidExec", "PasidPriv", "Ats", "Pri", "Siov", "VfioDevice",
+          "Warnings"}},
+        {"vdpa", {"Address", "VdpaManagementDevice", "Driver", "ParentDevice", "VhostDevice"}},
+        {"groups", {"Id", "TypeName", "Viable", "Devices", "Blockers"}},
+        {"units",
+         {"Name", "Kind", "ScalableMode", "Pasid", "PasidWidth", "Nesting", "PageRequest",
+          "FirstLevel", "Devices"}},
+        {"queues", {"Name", "Device", "IdxdDevice", "Mode", "Type", "State", "Size", "CharDevice"}},
+    };
+    static const std::set<std::string> kNone;
+    auto it = kColumns.find(what);
+    return it == kColumns.end() ? kNone : it->second;
 }
 
 std::string renderListing(const std::string& what, const Objects& objects, bool json,

@@ -1,15 +1,21 @@
 // svactl's output: tables for people, JSON for programs.
 #pragma once
 
+#include "svad/cli/value.h"
+
 #include <cstdint>
 #include <map>
 #include <sdbus-c++/sdbus-c++.h>
+#include <set>
 #include <string>
 #include <vector>
 
 namespace svad::cli {
 
-using Properties = std::map<std::string, sdbus::Variant>;
+// Listed properties (decoded straight from a listing), and properties as a
+// proxy's call or signal gives them.
+using Properties = std::map<std::string, Value>;
+using VariantProperties = std::map<std::string, sdbus::Variant>;
 using Objects = std::map<sdbus::ObjectPath, std::map<std::string, Properties>>;
 
 // One object's properties of interface `iface`: "Name: value" lines for a person
@@ -17,8 +23,12 @@ using Objects = std::map<sdbus::ObjectPath, std::map<std::string, Properties>>;
 // one JSON object with the exact values.
 std::string renderProperties(const Properties& props, bool json, const std::string& path = {},
                              const std::string& iface = {});
+std::string renderProperties(const VariantProperties& props, bool json,
+                             const std::string& path = {}, const std::string& iface = {});
 // The object path prefix of a listing: devices | vdpa | groups | units | queues.
 std::string listingPrefix(const std::string& what);
+// The properties a listing's table shows (renderListing reads no other).
+const std::set<std::string>& listingColumns(const std::string& what);
 // devices | vdpa | groups | units | queues
 std::string renderListing(const std::string& what, const Objects& objects, bool json,
                           bool pasidOnly);
@@ -36,6 +46,8 @@ renderPlugins(const std::vector<sdbus::Struct<std::string, std::string, std::str
 // One value as text or as JSON (any type svad uses, "<sig>"/null for others); with
 // the interface, its enumerations read as names.
 std::string renderValue(const std::string& name, const sdbus::Variant& v, bool json,
+                        const std::string& iface = {});
+std::string renderValue(const std::string& name, const Value& v, bool json,
                         const std::string& iface = {});
 // The name of value `value` of enumeration property `iface`.`name`
 // ("org.svad.Svad1.Queue", "Mode", 2 -> "shared"), or "unknown (N)".

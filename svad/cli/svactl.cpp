@@ -288,8 +288,9 @@ int run(const Options& o) {
         }
         return 0;
     }
-    const Objects objects = svad::cli::listObjects(manager, svad::cli::listingPrefix(cmd),
-                                                   svad::cli::Progress::terminal() && !o.json);
+    const Objects objects = svad::cli::listObjects(
+        manager, svad::cli::listingPrefix(cmd), svad::cli::Progress::terminal() && !o.json,
+        SIZE_MAX, o.json ? nullptr : &svad::cli::listingColumns(cmd));
     (void)std::fputs(svad::cli::renderListing(cmd, objects, o.json, pasidOnly).c_str(), stdout);
     return 0;
 }

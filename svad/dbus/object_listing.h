@@ -4,6 +4,8 @@
 // max_message_size (32 MiB by default on the system bus); svad never sends one.
 #pragma once
 
+#include "svad/dbus/sdbus_compat.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -66,11 +68,11 @@ inline int value(sd_bus_message* m, bool b) {
     return sd_bus_message_append_basic(m, SD_BUS_TYPE_BOOLEAN, &v);
 }
 template <typename T> std::enable_if_t<std::is_arithmetic_v<T>, int> value(sd_bus_message* m, T v) {
-    return sd_bus_message_append_basic(m, sdbus::signature_of<T>::str()[0], &v);
+    return sd_bus_message_append_basic(m, dbus::compat::signatureOf<T>()[0], &v);
 }
 template <typename T> int value(sd_bus_message* m, const std::vector<T>& items);
 template <typename... Ts> int value(sd_bus_message* m, const sdbus::Struct<Ts...>& s) {
-    const std::string sig = sdbus::signature_of<sdbus::Struct<Ts...>>::str();
+    const std::string sig = dbus::compat::signatureOf<sdbus::Struct<Ts...>>();
     int r =
         sd_bus_message_open_container(m, SD_BUS_TYPE_STRUCT, sig.substr(1, sig.size() - 2).c_str());
     if (r < 0) {
@@ -82,7 +84,7 @@ template <typename... Ts> int value(sd_bus_message* m, const sdbus::Struct<Ts...
 }
 template <typename T> int value(sd_bus_message* m, const std::vector<T>& items) {
     int r =
-        sd_bus_message_open_container(m, SD_BUS_TYPE_ARRAY, sdbus::signature_of<T>::str().c_str());
+        sd_bus_message_open_container(m, SD_BUS_TYPE_ARRAY, dbus::compat::signatureOf<T>().c_str());
     for (auto it = items.begin(); r >= 0 && it != items.end(); ++it) {
         r = value(m, *it);
     }
@@ -91,7 +93,7 @@ template <typename T> int value(sd_bus_message* m, const std::vector<T>& items) 
 // A value in a variant, as GetAll and GetManagedObjects carry it.
 template <typename T> int variant(sd_bus_message* m, const T& v) {
     int r = sd_bus_message_open_container(m, SD_BUS_TYPE_VARIANT,
-                                          sdbus::signature_of<T>::str().c_str());
+                                          dbus::compat::signatureOf<T>().c_str());
     r = r < 0 ? r : value(m, v);
     return r < 0 ? r : sd_bus_message_close_container(m);
 }

@@ -8,6 +8,7 @@
 
 #include "svad/dbus/object_listing.h"
 #include "svad/dbus/property_spec.h"
+#include "svad/dbus/sdbus_compat.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -50,7 +51,7 @@ template <typename Data, typename F> struct Thunks {
 // One property: `f` is a captureless lambda of `const Data&`.
 template <typename Data, typename F> PropertyEntry<Data> property(const char* name, F /*f*/) {
     using T = detail::Thunks<Data, F>;
-    return {name,          sdbus::signature_of<typename T::Value>::str(),
+    return {name,          dbus::compat::signatureOf<typename T::Value>(),
             &T::append,    &T::appendVariant,
             &T::wireBytes, &T::variant};
 }

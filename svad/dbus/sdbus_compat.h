@@ -85,6 +85,17 @@ makeProxy(sdbus::IConnection& connection, const std::string& service, const std:
     return sdbus::createProxy(connection, ServiceName(service), sdbus::ObjectPath(path));
 }
 
+// The D-Bus signature of a C++ type ("a(qqy)"): a string on 1.x, a character
+// array on 2.x.
+template <typename T> std::string signatureOf() {
+#if SVAD_SDBUS_CPP_MAJOR >= 2
+    const auto& s = sdbus::signature_of<T>::value;
+    return std::string(s.begin(), s.end());
+#else
+    return sdbus::signature_of<T>::str();
+#endif
+}
+
 inline PropertyNames propertyNames(const std::vector<std::string>& names) {
     return {names.begin(), names.end()};
 }

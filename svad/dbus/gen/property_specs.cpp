@@ -114,7 +114,8 @@ int main(int argc, char** argv) {
             std::cerr << argv[1] << ": property '" << name << "' is not read-only\n";
             return 1;
         }
-        out += "    {\"" + name + "\", \"" + type + "\", " + flags + "},\n";
+        out.append("    {\"").append(name).append("\", \"").append(type).append("\", ");
+        out.append(flags).append("},\n");
         ++count;
     }
     if (count == 0) {

@@ -1,0 +1,150 @@
+#include "svad/cli/value.h"
+
+#include <cerrno>
+#include <cstring>
+
+namespace svad::cli {
+
+namespace {
+
+void check(int r, const char* what) {
+    if (r < 0) {
+        throw std::runtime_error(std::string("cannot read ") + what +
+                                 " from svad's reply: " + std::strerror(-r));
+    }
+}
+
+} // namespace
+
+namespace {
+
+template <typename T> bool as(const sdbus::Variant& v, const std::string& sig, Value& out) {
+    if (sig != sdbus::signature_of<T>::str()) {
+        return false;
+    }
+    out = Value::from(v.get<T>());
+    return true;
+}
+
+} // namespace
+
+Value Value::of(const sdbus::Variant& v) {
+    using sdbus::ObjectPath;
+    using sdbus::Struct;
+    using std::map;
+    using std::string;
+    using std::vector;
+    const std::string sig = v.peekValueType();
+    Value out;
+    if (as<string>(v, sig, out) || as<ObjectPath>(v, sig, out) || as<bool>(v, sig, out) ||
+        as<uint8_t>(v, sig, out) || as<uint16_t>(v, sig, out) || as<uint32_t>(v, sig, out) ||
+        as<uint64_t>(v, sig, out) || as<int16_t>(v, sig, out) || as<int32_t>(v, sig, out) ||
+        as<int64_t>(v, sig, out) || as<double>(v, sig, out) || as<vector<string>>(v, sig, out) ||
+        as<vector<ObjectPath>>(v, sig, out) ||
+        as<vector<Struct<uint16_t, uint16_t, uint8_t>>>(v, sig, out) ||
+        as<vector<Struct<uint64_t, uint64_t, string>>>(v, sig, out) ||
+        as<vector<Struct<uint64_t, uint64_t>>>(v, sig, out) ||
+        as<vector<Struct<uint32_t, string>>>(v, sig, out) ||
+        as<vector<Struct<string, uint64_t>>>(v, sig, out) ||
+        as<vector<Struct<string, string>>>(v, sig, out) ||
+        as<vector<Struct<string, string, string, uint32_t, vector<string>>>>(v, sig, out) ||
+        as<map<string, bool>>(v, sig, out) || as<map<string, string>>(v, sig, out) ||
+        as<map<string, uint32_t>>(v, sig, out) || as<map<string, uint64_t>>(v, sig, out)) {
+        return out;
+    }
+    out.signature_ = sig;
+    return out;
+}
+
+Value Value::read(sd_bus_message* m) {
+    char type = 0;
+    const char* contents = nullptr;
+    check(sd_bus_message_peek_type(m, &type, &contents), "a value");
+    Value v;
+    switch (type) {
+    case SD_BUS_TYPE_VARIANT: {
+        check(sd_bus_message_enter_container(m, SD_BUS_TYPE_VARIANT, contents), "a variant");
+        v = read(m);
+        check(sd_bus_message_exit_container(m), "a variant");
+        return v;
+    }
+    case SD_BUS_TYPE_ARRAY:
+    case SD_BUS_TYPE_STRUCT:
+    case SD_BUS_TYPE_DICT_ENTRY: {
+        v.signature_ = type == SD_BUS_TYPE_ARRAY    ? "a" + std::string(contents)
+                       : type == SD_BUS_TYPE_STRUCT ? "(" + std::string(contents) + ")"
+                                                    : "{" + std::string(contents) + "}";
+        check(sd_bus_message_enter_container(m, type, contents), "a container");
+        for (;;) {
+            const int end = sd_bus_message_at_end(m, false);
+            check(end, "a container");
+            if (end > 0) {
+                break;
+            }
+            v.items_.push_back(read(m));
+        }
+        check(sd_bus_message_exit_container(m), "a container");
+        return v;
+    }
+    default:
+        break;
+    }
+    v.signature_ = std::string(1, type);
+    switch (type) {
+    case SD_BUS_TYPE_STRING:
+    case SD_BUS_TYPE_OBJECT_PATH:
+    case SD_BUS_TYPE_SIGNATURE: {
+        const char* s = nullptr;
+        check(sd_bus_message_read_basic(m, type, &s), "a string");
+        v.text_ = s != nullptr ? s : "";
+        return v;
+    }
+    case SD_BUS_TYPE_DOUBLE:
+        check(sd_bus_message_read_basic(m, type, &v.real_), "a number");
+        return v;
+    case SD_BUS_TYPE_BOOLEAN:
+    case SD_BUS_TYPE_INT32:
+    case SD_BUS_TYPE_UNIX_FD: {
+        int32_t x = 0;
+        check(sd_bus_message_read_basic(m, type, &x), "a number");
+        v.signed_ = x;
+        v.unsigned_ = static_cast<uint64_t>(x);
+        return v;
+    }
+    case SD_BUS_TYPE_INT16: {
+        int16_t x = 0;
+        check(sd_bus_message_read_basic(m, type, &x), "a number");
+        v.signed_ = x;
+        return v;
+    }
+    case SD_BUS_TYPE_INT64:
+        check(sd_bus_message_read_basic(m, type, &v.signed_), "a number");
+        return v;
+    case SD_BUS_TYPE_BYTE: {
+        uint8_t x = 0;
+        check(sd_bus_message_read_basic(m, type, &x), "a number");
+        v.unsigned_ = x;
+        return v;
+    }
+    case SD_BUS_TYPE_UINT16: {
+        uint16_t x = 0;
+        check(sd_bus_message_read_basic(m, type, &x), "a number");
+        v.unsigned_ = x;
+        return v;
+    }
+    case SD_BUS_TYPE_UINT32: {
+        uint32_t x = 0;
+        check(sd_bus_message_read_basic(m, type, &x), "a number");
+        v.unsigned_ = x;
+        return v;
+    }
+    case SD_BUS_TYPE_UINT64:
+        check(sd_bus_message_read_basic(m, type, &v.unsigned_), "a number");
+        return v;
+    default:
+        throw std::runtime_error(std::string("svad's reply holds a value of unknown type '") +
+                                 type + "'");
+    }
+}
+
+} // namespace svad::cli
