@@ -9,7 +9,8 @@
 // median of R runs. svad runs with a configuration of its own (deny all) and
 // metrics served on a free port, as a host runs it; discovery alone is timed
 // with as many readers as svad uses. Also printed: svad's resident memory
-// once ready, and a client's GetManagedObjects of the whole host.
+// once ready, a client's GetManagedObjects of the whole host, and
+// `svactl devices` (the table of every function) against lspci.
 #include "fixture.h"
 #include "svad/core/discovery.h"
 #include "svad/linux/sysfs_reader.h"
@@ -130,6 +131,7 @@ int main(int argc, char** argv) {
         svad::dbus::compat::makeProxy(*client, "org.freedesktop.DBus", "/org/freedesktop/DBus");
     std::vector<double> svad;
     std::vector<double> managed;
+    std::vector<double> listing;
     long rssKb = 0;
     long hwmKb = 0;
     size_t objects = 0;
@@ -160,6 +162,15 @@ int main(int argc, char** argv) {
         managed.push_back(ms(Clock::now() - m));
         objects = all.size();
 
+        // What an administrator runs: the table of every PCI function.
+        auto l = Clock::now();
+        Process ls({SVACTL_BINARY, "--bus", bus.address(), "devices"}, "/dev/null");
+        if (int st = ls.wait(120000); st != 0) {
+            (void)std::fprintf(stderr, "svactl devices failed (status %d)\n", st);
+            return 1;
+        }
+        listing.push_back(ms(Clock::now() - l));
+
         p.signal(SIGTERM);
         p.wait(10000);
         // Wait for the name to go, so the next run starts from nothing.
@@ -176,7 +187,10 @@ int main(int argc, char** argv) {
                 median(discovery), readers);
     std::printf("svad RSS when ready:             %8.1f MiB (peak %.1f MiB)\n", rssKb / 1024.0,
                 hwmKb / 1024.0);
-    std::printf("GetManagedObjects (%zu objects): %8.1f ms\n", objects, median(managed));
+    std::printf("GetManagedObjects (%zu objects): %8.1f ms (into sdbus-c++ variants)\n", objects,
+                median(managed));
+    std::printf("svactl devices:                  %8.1f ms\n", median(listing));
     std::printf("ratio svad / lspci:              %8.2f (target <= 0.25)\n", s / l);
+    std::printf("ratio svactl devices / lspci:    %8.2f (target <= 0.25)\n", median(listing) / l);
     return 0;
 }
