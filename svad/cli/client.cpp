@@ -79,12 +79,33 @@ namespace {
 // "" when the listing ends here.
 std::string readPage(sd_bus* bus, const std::string& start, const std::string& prefix, size_t max,
                      const std::set<std::string>* only, Objects& out) {
+    // With `only`, svad cuts each object's properties to those names; an svad
+    // that does not know that call yet sends them all.
+    static bool cutBySvad = true;
+    const bool cut = only != nullptr && cutBySvad;
     sd_bus_error error = SD_BUS_ERROR_NULL;
+    sd_bus_message* call = nullptr;
     sd_bus_message* reply = nullptr;
-    const int r = sd_bus_call_method(bus, std::string(names::kService).c_str(),
-                                     std::string(names::kRootPath).c_str(),
-                                     std::string(names::kManagerInterface).c_str(), "ListObjects",
-                                     &error, &reply, "su", start.c_str(), uint32_t{0});
+    int r = sd_bus_message_new_method_call(bus, &call, std::string(names::kService).c_str(),
+                                           std::string(names::kRootPath).c_str(),
+                                           std::string(names::kManagerInterface).c_str(),
+                                           cut ? "ListObjectsWithProperties" : "ListObjects");
+    r = r < 0 ? r : sd_bus_message_append(call, "su", start.c_str(), uint32_t{0});
+    if (cut) {
+        std::vector<const char*> names;
+        for (const auto& n : *only) {
+            names.push_back(n.c_str());
+        }
+        names.push_back(nullptr);
+        r = r < 0 ? r : sd_bus_message_append_strv(call, const_cast<char**>(names.data()));
+    }
+    r = r < 0 ? r : sd_bus_call(bus, call, 0, &error, &reply);
+    sd_bus_message_unref(call);
+    if (r < 0 && cut && sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_METHOD) > 0) {
+        sd_bus_error_free(&error);
+        cutBySvad = false;
+        return readPage(bus, start, prefix, max, only, out);
+    }
     if (r < 0) {
         const sdbus::Error e = dbus::compat::makeError(
             error.name != nullptr ? error.name : "org.freedesktop.DBus.Error.Failed",

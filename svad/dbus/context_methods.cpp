@@ -702,8 +702,11 @@ void ContextMethods::list(const std::string& start, std::vector<ListedObject>& o
         if (path >= start) {
             auto* o = object.get();
             out.push_back({std::move(path), std::string(names::kContextInterface),
-                           [o] { return propertiesOf(*o); }, [o] { return wireBytesOf(*o); },
-                           [o](sd_bus_message* m) { return appendPropertiesOf(m, *o); }});
+                           [o] { return propertiesOf(*o); },
+                           [o](const PropertyNames* only) { return wireBytesOf(*o, only); },
+                           [o](sd_bus_message* m, const PropertyNames* only) {
+                               return appendPropertiesOf(m, *o, only);
+                           }});
         }
     }
 }

@@ -153,9 +153,12 @@ void Subtree<Data>::list(const std::string& start, uint32_t limit,
             break;
         }
         const Data* row = &it->second;
-        out.push_back({it->first, table.interface(), [&table, row] { return table.variants(*row); },
-                       [&table, row] { return table.wireBytes(*row); },
-                       [&table, row](sd_bus_message* m) { return table.appendAll(m, *row); }});
+        out.push_back(
+            {it->first, table.interface(), [&table, row] { return table.variants(*row); },
+             [&table, row](const PropertyNames* only) { return table.wireBytes(*row, only); },
+             [&table, row](sd_bus_message* m, const PropertyNames* only) {
+                 return table.appendAll(m, *row, only);
+             }});
     }
 }
 

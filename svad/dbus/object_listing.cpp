@@ -19,7 +19,7 @@ size_t objectWireBytes(const std::string& path, const std::string& iface, size_t
 }
 
 PageRange pageRangeOf(const std::vector<ListedObject>& objects, const std::string& start,
-                      uint32_t limit) {
+                      uint32_t limit, const PropertyNames* only) {
     if (limit == 0 || limit > kMaxPageObjects) {
         limit = kMaxPageObjects;
     }
@@ -34,7 +34,7 @@ PageRange pageRangeOf(const std::vector<ListedObject>& objects, const std::strin
         if (n >= limit) {
             break;
         }
-        const size_t size = objectWireBytes(it->path, it->iface, it->wireBytes());
+        const size_t size = objectWireBytes(it->path, it->iface, it->wireBytes(only));
         if (n > 0 && bytes + size > kMaxPageBytes) {
             break;
         }
@@ -45,20 +45,24 @@ PageRange pageRangeOf(const std::vector<ListedObject>& objects, const std::strin
     return page;
 }
 
-Page pageOf(const std::vector<ListedObject>& objects, const std::string& start, uint32_t limit) {
-    PageRange range = pageRangeOf(objects, start, limit);
+Page pageOf(const std::vector<ListedObject>& objects, const std::string& start, uint32_t limit,
+            const PropertyNames* only) {
+    PageRange range = pageRangeOf(objects, start, limit, only);
     Page page;
     for (size_t i = range.begin; i < range.end; ++i) {
-        page.objects[sdbus::ObjectPath(objects[i].path)][objects[i].iface] =
-            objects[i].properties();
+        auto properties = objects[i].properties();
+        for (auto it = properties.begin(); it != properties.end();) {
+            it = wanted(only, it->first) ? std::next(it) : properties.erase(it);
+        }
+        page.objects[sdbus::ObjectPath(objects[i].path)][objects[i].iface] = std::move(properties);
     }
     page.next = std::move(range.next);
     return page;
 }
 
 int appendPage(sd_bus_message* m, const std::vector<ListedObject>& objects,
-               const std::string& start, uint32_t limit) {
-    const PageRange range = pageRangeOf(objects, start, limit);
+               const std::string& start, uint32_t limit, const PropertyNames* only) {
+    const PageRange range = pageRangeOf(objects, start, limit, only);
     int r = sd_bus_message_open_container(m, SD_BUS_TYPE_ARRAY, "{oa{sa{sv}}}");
     for (size_t i = range.begin; r >= 0 && i < range.end; ++i) {
         const ListedObject& o = objects[i];
@@ -67,7 +71,7 @@ int appendPage(sd_bus_message* m, const std::vector<ListedObject>& objects,
         r = r < 0 ? r : sd_bus_message_open_container(m, SD_BUS_TYPE_ARRAY, "{sa{sv}}");
         r = r < 0 ? r : sd_bus_message_open_container(m, SD_BUS_TYPE_DICT_ENTRY, "sa{sv}");
         r = r < 0 ? r : sd_bus_message_append_basic(m, SD_BUS_TYPE_STRING, o.iface.c_str());
-        r = r < 0 ? r : o.append(m);
+        r = r < 0 ? r : o.append(m, only);
         r = r < 0 ? r : sd_bus_message_close_container(m);
         r = r < 0 ? r : sd_bus_message_close_container(m);
         r = r < 0 ? r : sd_bus_message_close_container(m);

@@ -11,7 +11,9 @@
 #include <functional>
 #include <map>
 #include <sdbus-c++/sdbus-c++.h>
+#include <set>
 #include <string>
+#include <string_view>
 #include <systemd/sd-bus.h>
 #include <tuple>
 #include <type_traits>
@@ -99,6 +101,12 @@ template <typename T> int variant(sd_bus_message* m, const T& v) {
 }
 } // namespace append
 
+// The names of the properties a listing carries; none: all of them.
+using PropertyNames = std::set<std::string, std::less<>>;
+inline bool wanted(const PropertyNames* only, std::string_view name) {
+    return only == nullptr || only->find(name) != only->end();
+}
+
 // Visitors of an object's properties (visitProperties in objects.h).
 // The properties as variants, as GetAll gives them.
 struct VariantCollector {
@@ -111,9 +119,13 @@ struct VariantCollector {
 // variant (its signature, counted as the longest a property has, and its value).
 struct WireSizeCounter {
     static constexpr size_t kSignature = 1 + 16 + 1; // length, up to 16 characters, NUL
+    const PropertyNames* only = nullptr;             // those, or all
     size_t bytes = wire::kAlign + 4;
     template <typename T> void operator()(const char* name, const T& value) {
-        bytes += wire::kAlign + wire::bytes(std::string(name)) + kSignature + wire::bytes(value);
+        if (wanted(only, name)) {
+            bytes +=
+                wire::kAlign + wire::bytes(std::string(name)) + kSignature + wire::bytes(value);
+        }
     }
 };
 
@@ -124,24 +136,29 @@ template <typename Object> std::map<std::string, sdbus::Variant> propertiesOf(Ob
     object.visitProperties(c);
     return std::move(c.properties);
 }
-template <typename Object> size_t wireBytesOf(Object& object) {
-    WireSizeCounter c;
+template <typename Object> size_t wireBytesOf(Object& object, const PropertyNames* only = nullptr) {
+    WireSizeCounter c{only};
     object.visitProperties(c);
     return c.bytes;
 }
-// Appends them as an a{sv}, as GetAll gives them.
+// Appends them as an a{sv}, as GetAll gives them (only those in `only`, if set).
 struct PropertyAppender {
     sd_bus_message* m;
+    const PropertyNames* only = nullptr;
     int r = 0;
     template <typename T> void operator()(const char* name, const T& value) {
+        if (!wanted(only, name)) {
+            return;
+        }
         r = r < 0 ? r : sd_bus_message_open_container(m, SD_BUS_TYPE_DICT_ENTRY, "sv");
         r = r < 0 ? r : sd_bus_message_append_basic(m, SD_BUS_TYPE_STRING, name);
         r = r < 0 ? r : append::variant(m, value);
         r = r < 0 ? r : sd_bus_message_close_container(m);
     }
 };
-template <typename Object> int appendPropertiesOf(sd_bus_message* m, Object& object) {
-    PropertyAppender a{m};
+template <typename Object>
+int appendPropertiesOf(sd_bus_message* m, Object& object, const PropertyNames* only = nullptr) {
+    PropertyAppender a{m, only};
     a.r = sd_bus_message_open_container(m, SD_BUS_TYPE_ARRAY, "{sv}");
     object.visitProperties(a);
     return a.r < 0 ? a.r : sd_bus_message_close_container(m);
@@ -157,8 +174,10 @@ struct ListedObject {
     std::string path;
     std::string iface;
     std::function<std::map<std::string, sdbus::Variant>()> properties;
-    std::function<size_t()> wireBytes;          // of the properties (WireSizeCounter)
-    std::function<int(sd_bus_message*)> append; // the properties as an a{sv}
+    // At least the bytes of the properties (WireSizeCounter): those in `only`, or all.
+    std::function<size_t(const PropertyNames* only)> wireBytes;
+    // The properties as an a{sv}: those in `only`, or all of them.
+    std::function<int(sd_bus_message*, const PropertyNames* only)> append;
 };
 
 using ObjectTree =
@@ -171,18 +190,21 @@ struct Page {
 
 // The page of `objects` (sorted by path) at or after `start`: at most `limit`
 // objects (0 or over kMaxPageObjects: kMaxPageObjects) and at most
-// kMaxPageBytes, but always at least one object when there is one.
+// kMaxPageBytes of the properties it carries (`only`, or all), but always at
+// least one object when there is one.
 struct PageRange {
     size_t begin = 0;
     size_t end = 0;   // one past the page's last object
     std::string next; // "" at the end
 };
 PageRange pageRangeOf(const std::vector<ListedObject>& objects, const std::string& start,
-                      uint32_t limit);
-Page pageOf(const std::vector<ListedObject>& objects, const std::string& start, uint32_t limit);
+                      uint32_t limit, const PropertyNames* only = nullptr);
+Page pageOf(const std::vector<ListedObject>& objects, const std::string& start, uint32_t limit,
+            const PropertyNames* only = nullptr);
 // The same page as a ListObjects reply's body, a{oa{sa{sv}}} then s, appended
 // straight to `m`: no variant is made on the way.
+// With `only`, each object carries those of its properties.
 int appendPage(sd_bus_message* m, const std::vector<ListedObject>& objects,
-               const std::string& start, uint32_t limit);
+               const std::string& start, uint32_t limit, const PropertyNames* only = nullptr);
 
 } // namespace svad::dbus

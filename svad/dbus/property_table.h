@@ -109,10 +109,13 @@ public:
     // The sd-bus vtable; its getters take a `const Data*` as their userdata.
     const sd_bus_vtable* vtable() const { return vtable_.data(); }
 
-    // Appends an a{sv} of every property of `d`.
-    int appendAll(sd_bus_message* m, const Data& d) const {
+    // Appends an a{sv} of every property of `d` (those in `only`, if set).
+    int appendAll(sd_bus_message* m, const Data& d, const PropertyNames* only = nullptr) const {
         int r = sd_bus_message_open_container(m, SD_BUS_TYPE_ARRAY, "{sv}");
         for (auto it = entries_.begin(); r >= 0 && it != entries_.end(); ++it) {
+            if (!wanted(only, it->name)) {
+                continue;
+            }
             r = sd_bus_message_open_container(m, SD_BUS_TYPE_DICT_ENTRY, "sv");
             r = r < 0 ? r : sd_bus_message_append_basic(m, SD_BUS_TYPE_STRING, it->name);
             r = r < 0 ? r : it->appendVariant(m, d);
@@ -128,9 +131,12 @@ public:
         return out;
     }
     // At least the bytes of appendAll's a{sv} (as WireSizeCounter counts them).
-    size_t wireBytes(const Data& d) const {
+    size_t wireBytes(const Data& d, const PropertyNames* only = nullptr) const {
         size_t n = wire::kAlign + 4;
         for (const auto& e : entries_) {
+            if (!wanted(only, e.name)) {
+                continue;
+            }
             n += wire::kAlign + wire::bytes(std::string(e.name)) + WireSizeCounter::kSignature +
                  e.wireBytes(d);
         }

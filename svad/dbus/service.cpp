@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
+#include <cstdlib>
 #include <cstring>
 #include <systemd/sd-bus.h>
 
@@ -221,12 +222,51 @@ void Service::reprobe() {
     }
 }
 
+namespace {
+
+// The names a ListObjectsWithProperties call asks for; nullopt (with `why`) when
+// there are too many or one is too long to be a property's.
+constexpr size_t kMaxPropertyNames = 256;
+constexpr size_t kMaxPropertyName = 255;
+std::optional<PropertyNames> propertyNamesOf(const std::vector<std::string>& names,
+                                             std::string& why) {
+    if (names.size() > kMaxPropertyNames) {
+        why = std::to_string(names.size()) + " property names: at most " +
+              std::to_string(kMaxPropertyNames) + " may be asked for";
+        return std::nullopt;
+    }
+    PropertyNames out;
+    for (const auto& n : names) {
+        if (n.size() > kMaxPropertyName) {
+            why = "a property name of " + std::to_string(n.size()) + " bytes: at most " +
+                  std::to_string(kMaxPropertyName);
+            return std::nullopt;
+        }
+        out.insert(n);
+    }
+    return out;
+}
+
+} // namespace
+
 std::tuple<ObjectTree, std::string> Service::ListObjects(const std::string& start,
                                                          const uint32_t& limit) {
+    return ListObjectsWithProperties(start, limit, {});
+}
+
+std::tuple<ObjectTree, std::string>
+Service::ListObjectsWithProperties(const std::string& start, const uint32_t& limit,
+                                   const std::vector<std::string>& properties) {
+    std::string why;
+    const auto only = propertyNamesOf(properties, why);
+    if (!only) {
+        throwError(names::Error::InvalidArgument, why);
+    }
     const uint32_t pageLimit = limit == 0 || limit > kMaxPageObjects ? kMaxPageObjects : limit;
     // One more of each kind than a page holds: the object after the page is then
     // among them, whichever kind it is.
-    Page page = pageOf(listedObjects(start, pageLimit + 1), start, pageLimit);
+    Page page = pageOf(listedObjects(start, pageLimit + 1), start, pageLimit,
+                       properties.empty() ? nullptr : &*only);
     return {std::move(page.objects), std::move(page.next)};
 }
 
@@ -236,22 +276,47 @@ int Service::busFilter(sd_bus_message* m, void* userdata, sd_bus_error* /*unused
                                       "GetManagedObjects") > 0) {
         return self->refuseLargeTree(m);
     }
-    if (sd_bus_message_is_method_call(m, names::kManagerInterface.data(), "ListObjects") > 0) {
+    const bool all =
+        sd_bus_message_is_method_call(m, names::kManagerInterface.data(), "ListObjects") > 0;
+    if (all || sd_bus_message_is_method_call(m, names::kManagerInterface.data(),
+                                             "ListObjectsWithProperties") > 0) {
         const char* path = sd_bus_message_get_path(m);
         if (path != nullptr && names::kRootPath == path) {
-            return self->answerListObjects(m);
+            return self->answerListObjects(m, !all);
         }
     }
     return 0;
 }
 
-int Service::answerListObjects(sd_bus_message* m) {
+int Service::answerListObjects(sd_bus_message* m, bool withProperties) {
+    auto refuse = [m](names::Error error, const std::string& message) {
+        const sd_bus_error e =
+            SD_BUS_ERROR_MAKE_CONST(names::errorInfo(error).dbusName.data(), message.c_str());
+        (void)sd_bus_reply_method_error(m, &e);
+        return 1;
+    };
     const char* start = nullptr;
     uint32_t limit = 0;
-    if (sd_bus_message_read(m, "su", &start, &limit) < 0 || sd_bus_message_at_end(m, false) <= 0) {
-        // Not (s, u): sdbus-c++ answers it with its error.
+    char** asked = nullptr;
+    int r = sd_bus_message_read(m, "su", &start, &limit);
+    if (r >= 0 && withProperties) {
+        r = sd_bus_message_read_strv(m, &asked);
+    }
+    std::vector<std::string> properties;
+    for (char** n = asked; n != nullptr && *n != nullptr; ++n) {
+        properties.emplace_back(*n);
+        std::free(*n);
+    }
+    std::free(static_cast<void*>(asked));
+    if (r < 0 || sd_bus_message_at_end(m, false) <= 0) {
+        // Not the method's arguments: sdbus-c++ answers it with its error.
         (void)sd_bus_message_rewind(m, true);
         return 0;
+    }
+    std::string why;
+    const auto only = propertyNamesOf(properties, why);
+    if (!only) {
+        return refuse(names::Error::InvalidArgument, why);
     }
     const uint32_t pageLimit = limit == 0 || limit > kMaxPageObjects ? kMaxPageObjects : limit;
     // One more of each kind than a page holds: the object after the page is then
@@ -259,16 +324,14 @@ int Service::answerListObjects(sd_bus_message* m) {
     const std::string from(start);
     const std::vector<ListedObject> objects = listedObjects(from, pageLimit + 1);
     sd_bus_message* reply = nullptr;
-    int r = sd_bus_message_new_method_return(m, &reply);
-    r = r < 0 ? r : appendPage(reply, objects, from, pageLimit);
+    r = sd_bus_message_new_method_return(m, &reply);
+    r = r < 0 ? r
+              : appendPage(reply, objects, from, pageLimit, properties.empty() ? nullptr : &*only);
     r = r < 0 ? r : sd_bus_send(nullptr, reply, nullptr);
     reply = sd_bus_message_unref(reply);
     if (r < 0) {
         log::warning(std::string("cannot answer ListObjects: ") + std::strerror(-r));
-        const sd_bus_error error =
-            SD_BUS_ERROR_MAKE_CONST(names::errorInfo(names::Error::KernelError).dbusName.data(),
-                                    "the page could not be written");
-        (void)sd_bus_reply_method_error(m, &error);
+        return refuse(names::Error::KernelError, "the page could not be written");
     }
     return 1;
 }
@@ -284,7 +347,7 @@ int Service::refuseLargeTree(sd_bus_message* m) {
             break; // sorted: past the subtree
         }
         ++objects;
-        bytes += objectWireBytes(o.path, o.iface, o.wireBytes());
+        bytes += objectWireBytes(o.path, o.iface, o.wireBytes(nullptr));
         if (bytes > kMaxReplyBytes) {
             break;
         }

@@ -99,6 +99,9 @@ private:
     ListDevices(const std::map<std::string, sdbus::Variant>& filter) override;
     std::tuple<ObjectTree, std::string> ListObjects(const std::string& start,
                                                     const uint32_t& limit) override;
+    std::tuple<ObjectTree, std::string>
+    ListObjectsWithProperties(const std::string& start, const uint32_t& limit,
+                              const std::vector<std::string>& properties) override;
     void Rescan(sdbus::Result<>&& result) override;
     using AllocateResult =
         sdbus::Result<sdbus::ObjectPath, sdbus::UnixFd, std::map<std::string, sdbus::UnixFd>,
@@ -150,11 +153,12 @@ private:
     // Sees every message before sdbus-c++ and sd-bus dispatch it:
     // - GetManagedObjects is answered by sd-bus; the filter answers it first
     //   with TooLarge when its reply could pass what a bus message may carry;
-    // - Manager.ListObjects is answered here, its page written straight into
-    //   the reply (ListObjects below answers only a call the filter let by).
+    // - Manager.ListObjects and ListObjectsWithProperties are answered here,
+    //   their pages written straight into the reply (the methods below answer
+    //   only a call the filter let by).
     static int busFilter(sd_bus_message* m, void* userdata, sd_bus_error* error);
     int refuseLargeTree(sd_bus_message* m);
-    int answerListObjects(sd_bus_message* m);
+    int answerListObjects(sd_bus_message* m, bool withProperties);
 
     void apply(core::Host host, bool emit);
     // Probes the kernel again; announces KernelFeatures when they changed.

@@ -56,6 +56,29 @@ Tree readPages(SvadFixture& f, uint32_t limit, size_t* pages = nullptr) {
     return all;
 }
 
+// Every page of ListObjectsWithProperties(start, limit, names).
+Tree readPagesWith(SvadFixture& f, uint32_t limit, const std::vector<std::string>& names) {
+    Tree all;
+    std::string start;
+    for (int guard = 0; guard < 10000; ++guard) {
+        Tree page;
+        std::string next;
+        f.proxy(kRoot)
+            ->callMethod("ListObjectsWithProperties")
+            .onInterface(kManager)
+            .withArguments(start, limit, names)
+            .storeResultsTo(page, next);
+        for (auto& [path, ifaces] : page) {
+            EXPECT_TRUE(all.emplace(path, std::move(ifaces)).second) << "twice: " << path;
+        }
+        if (next.empty()) {
+            break;
+        }
+        start = next;
+    }
+    return all;
+}
+
 // Where a tree of half a million small files is cheap to write and to remove:
 // a tmpfs (/dev/shm on Debian) when there is one, else the temporary directory.
 // (Removing such a tree from a disk mounted with `discard` takes minutes.)
@@ -196,6 +219,91 @@ TEST(Listing, ALargeHostFitsOnASystemBus) {
     auto status = f.svactl({"status"});
     EXPECT_EQ(status.exitCode, 0) << status.errors;
     EXPECT_EQ(f.svad().wait(0), -1) << "svad exited: " << f.svad().log();
+}
+
+// Pages that carry only the named properties: the same objects, those of their
+// properties with the values GetManagedObjects gives, and nothing else.
+TEST(Listing, PagesWithPropertiesCarryOnlyThose) {
+    SvadFixture f(testHost());
+    f.allocate("vm-some", {"wq0.1"});
+    Tree managed;
+    f.proxy(kRoot)
+        ->callMethod("GetManagedObjects")
+        .onInterface("org.freedesktop.DBus.ObjectManager")
+        .storeResultsTo(managed);
+    const std::vector<std::string> names = {"Address", "Driver", "Vm", "NoSuchProperty"};
+    const Tree some = readPagesWith(f, 3, names);
+    ASSERT_EQ(some.size(), managed.size());
+    size_t carried = 0;
+    for (const auto& [path, ifaces] : managed) {
+        auto it = some.find(path);
+        ASSERT_NE(it, some.end()) << path;
+        for (const auto& [iface, props] : ifaces) {
+            if (iface.rfind("org.svad.Svad1.", 0) != 0) {
+                continue;
+            }
+            auto got = it->second.find(iface);
+            ASSERT_NE(got, it->second.end()) << path << " " << iface;
+            size_t expected = 0;
+            for (const auto& n : names) {
+                auto want = props.find(n);
+                if (want == props.end()) {
+                    EXPECT_EQ(got->second.count(n), 0U) << path << " " << n;
+                    continue;
+                }
+                ++expected;
+                auto p = got->second.find(n);
+                ASSERT_NE(p, got->second.end()) << path << " " << n;
+                EXPECT_EQ(p->second.get<std::string>(), want->second.get<std::string>())
+                    << path << " " << n;
+                ++carried;
+            }
+            EXPECT_EQ(got->second.size(), expected) << path << " " << iface;
+        }
+    }
+    EXPECT_GT(carried, 10U); // two of each device, the context's Vm
+    EXPECT_EQ(some.at(sdbus::ObjectPath("/org/svad/Svad1/context/1"))
+                  .at("org.svad.Svad1.Context")
+                  .at("Vm")
+                  .get<std::string>(),
+              "vm-some");
+
+    // No names: every property, as ListObjects gives them.
+    const Tree all = readPagesWith(f, 0, {});
+    const Tree plain = readPages(f, 0);
+    ASSERT_EQ(all.size(), plain.size());
+    for (const auto& [path, ifaces] : plain) {
+        for (const auto& [iface, props] : ifaces) {
+            EXPECT_EQ(all.at(path).at(iface).size(), props.size()) << path;
+        }
+    }
+}
+
+TEST(Listing, TooManyOrTooLongPropertyNamesAreRefused) {
+    SvadFixture f(testHost());
+    auto call = [&f](const std::vector<std::string>& names) {
+        Tree page;
+        std::string next;
+        try {
+            f.proxy(kRoot)
+                ->callMethod("ListObjectsWithProperties")
+                .onInterface(kManager)
+                .withArguments(std::string(), uint32_t{1}, names)
+                .storeResultsTo(page, next);
+            return std::string("ok");
+        } catch (const sdbus::Error& e) {
+            EXPECT_LT(e.getMessage().size(), 200U) << e.getMessage();
+            return std::string(e.getName());
+        }
+    };
+    EXPECT_EQ(call(std::vector<std::string>(256, "Address")), "ok");
+    EXPECT_EQ(call(std::vector<std::string>(257, "Address")),
+              "org.svad.Svad1.Error.InvalidArgument");
+    EXPECT_EQ(call({std::string(255, 'x')}), "ok");
+    EXPECT_EQ(call({std::string(256, 'x')}), "org.svad.Svad1.Error.InvalidArgument");
+    EXPECT_EQ(call(std::vector<std::string>(10000, "Address")),
+              "org.svad.Svad1.Error.InvalidArgument");
+    EXPECT_TRUE(svadAnswersPing(f));
 }
 
 } // namespace

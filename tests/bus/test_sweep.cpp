@@ -128,6 +128,7 @@ std::vector<Call> sweepCalls(bool heavy) {
     const std::map<std::string, std::vector<Arg>> good = {
         {"ListDevices", {dict({})}},
         {"ListObjects", {str(""), u32(0)}},
+        {"ListObjectsWithProperties", {str(""), u32(0), strings({"Address"})}},
         {"AllocateContext", {str("sweep"), strings({"0000:ff:00.0"}), dict({})}},
         {"ReleaseContext", {path("/org/svad/Svad1/context/99")}},
         {"AllocatePasid", {path("/org/svad/Svad1/context/99"), str("wq0.0"), dict({})}},
@@ -162,6 +163,8 @@ std::vector<Call> sweepCalls(bool heavy) {
             {str("sweep"), strings({s}), dict({})});
         add("ReserveDevices vm " + tag, "ReserveDevices", {str(s), strings({"wq0.0"}), dict({})});
         add("ListObjects start " + tag, "ListObjects", {str(s), u32(3)});
+        add("ListObjectsWithProperties name " + tag, "ListObjectsWithProperties",
+            {str(""), u32(3), strings({s})});
         add("AllocatePasid device " + tag, "AllocatePasid",
             {path("/org/svad/Svad1/context/99"), str(s), dict({})});
         add("SetVmOwner " + tag, "SetVmOwner", {str(s), u32(1)});
@@ -186,11 +189,15 @@ std::vector<Call> sweepCalls(bool heavy) {
     add("SetVmOwner pid 0", "SetVmOwner", {str("sweep"), u32(0)});
     add("SetVmOwner pid max", "SetVmOwner", {str("sweep"), u32(0xffffffffU)});
     add("ListObjects limit max", "ListObjects", {str(""), u32(0xffffffffU)});
+    add("ListObjectsWithProperties duplicate names", "ListObjectsWithProperties",
+        {str(""), u32(3), strings(manyStrings(100, true))});
     if (heavy) {
         add("AllocateContext 10,000 devices", "AllocateContext",
             {str("sweep"), strings(manyStrings(10000, false)), dict({})});
         add("AllocateContext 10,000 duplicates", "AllocateContext",
             {str("sweep"), strings(manyStrings(10000, true)), dict({})});
+        add("ListObjectsWithProperties 10,000 names", "ListObjectsWithProperties",
+            {str(""), u32(3), strings(manyStrings(10000, false))});
         add("ReserveDevices 10,000 devices", "ReserveDevices",
             {str("sweep"), strings(manyStrings(10000, false)), dict({})});
         add("AllocateContext 10,000 options", "AllocateContext",
