@@ -428,10 +428,12 @@ void Engine::teardown(Context& ctx) const {
     broker_.giveBack(ctx.id, ids);
 }
 
+// For a context just taken out of contexts_: its PASIDs leave the count with it.
 void Engine::returnPasids(Context& ctx) {
     for (const auto& [pasid, device] : ctx.pasids) {
         pasids_.release(pasid, ctx.vm);
     }
+    pasidsHeld_ -= ctx.pasids.size();
     ctx.pasids.clear();
 }
 
@@ -847,7 +849,7 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
         }
         for (const auto& [pasid, device] : s.pasids) {
             if (pasids_.claim(pasid, s.vm)) {
-                ctx->pasids[pasid] = device;
+                pasidsHeld_ += ctx->pasids.insert_or_assign(pasid, device).second ? 1 : 0;
             } else {
                 log::warning("PASID " + std::to_string(pasid) + " of context " +
                                  std::to_string(s.id) + " is held twice in svad's state; dropped",
@@ -1195,7 +1197,7 @@ Outcome<uint32_t> Engine::allocatePasid(uint64_t id, const std::string& device,
             return recorded.failure();
         }
     }
-    ctx.pasids[got.pasid] = device;
+    pasidsHeld_ += ctx.pasids.insert_or_assign(got.pasid, device).second ? 1 : 0;
     return got.pasid;
 }
 
@@ -1224,6 +1226,7 @@ Outcome<Done> Engine::releasePasid(uint64_t id, uint32_t pasid, const Caller& ca
     }
     pasids_.release(pasid, ctx.vm);
     ctx.pasids.erase(p);
+    --pasidsHeld_;
     return Done{};
 }
 
@@ -1267,11 +1270,7 @@ Outcome<Done> Engine::setVirtualId(uint64_t id, const std::string& device, uint6
 }
 
 size_t Engine::pasidCount() const {
-    size_t n = 0;
-    for (const auto& [id, ctx] : contexts_) {
-        n += ctx->pasids.size();
-    }
-    return n;
+    return pasidsHeld_;
 }
 
 } // namespace svad::core

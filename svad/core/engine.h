@@ -220,6 +220,7 @@ public:
     // Marks contexts whose devices are no longer on the host degraded (and those
     // whose devices are back active), telling the observers; returns their ids.
     std::vector<uint64_t> markDegraded();
+    // The PASIDs the contexts hold, all together (kept as they come and go).
     size_t pasidCount() const;
     // Allocations under way, and releases still tearing down.
     size_t inFlight() const { return reservations_.size() + leaving_.size(); }
@@ -300,6 +301,7 @@ private:
     bool restoring_ = false;
     uint64_t hostGeneration_ = 0;
     std::map<uint64_t, std::unique_ptr<Context>> contexts_;
+    size_t pasidsHeld_ = 0;                             // the sum of contexts_' pasids.size()
     std::map<std::string, std::vector<uint64_t>> held_; // device id -> contexts
     uint64_t nextReservation_ = 1;
     std::map<uint64_t, Reservation> reservations_;
