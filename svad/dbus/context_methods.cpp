@@ -4,6 +4,7 @@
 #include "svad/core/text.h"
 #include "svad/dbus/clock.h"
 #include "svad/dbus/errors.h"
+#include "svad/dbus/request_options.h"
 #include "svad/dbus/sdbus_compat.h"
 #include "svad/names.h"
 
@@ -42,34 +43,6 @@ std::string echoList(const std::vector<std::string>& items) {
         out += ",\u2026 (" + std::to_string(items.size()) + " names)";
     }
     return out;
-}
-
-template <typename T>
-T optionValue(const std::string& key, const sdbus::Variant& v, const char* signature) {
-    return typedValue<T>("option", key, v, signature);
-}
-
-// Decodes AllocateContext's options into the request; throws the bus error.
-void decodeOptions(const std::map<std::string, sdbus::Variant>& options,
-                   core::AllocateRequest& req) {
-    for (const auto& [key, value] : options) {
-        if (key == "mode") {
-            const auto mode = optionValue<std::string>(key, value, "s");
-            // Anything else is Unknown, which the admission table's mode check refuses.
-            req.mode = core::contextModeFromName(mode);
-        } else if (key == "fault_queue") {
-            req.faultQueue = optionValue<bool>(key, value, "b");
-        } else if (key == "owner_pid") {
-            auto pid = optionValue<uint32_t>(key, value, "u");
-            if (pid == 0 || pid > INT32_MAX) {
-                throwError(names::Error::InvalidArgument, "option 'owner_pid' is not a pid");
-            }
-            req.ownerPid = static_cast<pid_t>(pid);
-        } else {
-            throwError(names::Error::InvalidArgument, "unknown option '" + core::echo(key) +
-                                                          "' (known: mode fault_queue owner_pid)");
-        }
-    }
 }
 
 // One audit line for a refused allocation or reservation.
@@ -162,7 +135,7 @@ void ContextMethods::allocate(sdbus::MethodCall call, const std::string& sender,
             req.devices = devices;
             req.caller = caller;
             try {
-                decodeOptions(options, req);
+                decodeAllocateOptions(options, req);
             } catch (const sdbus::Error& e) {
                 replyError(*held, e);
                 return;
@@ -393,11 +366,7 @@ void ContextMethods::allocatePasid(const std::shared_ptr<sdbus::Result<uint32_t>
                                    const std::string& sender, const std::string& context,
                                    std::string device,
                                    std::map<std::string, sdbus::Variant> options) {
-    if (!options.empty()) {
-        throwError(names::Error::InvalidArgument, "unknown option '" +
-                                                      core::echo(options.begin()->first) +
-                                                      "' (none are defined yet)");
-    }
+    decodePasidOptions(options);
     asAdmin(
         "AllocatePasid", sender,
         [result](const core::Failure& f) { result->returnError(busError(f)); },
@@ -563,27 +532,13 @@ void ContextMethods::reserve(const std::shared_ptr<ReserveResult>& result,
             req.devices = devices;
             req.caller = caller;
             req.mode = core::ContextMode::Reserved;
-            for (const auto& [key, value] : options) {
-                if (key != "owner_pid") {
-                    result->returnError(
-                        busError(names::Error::InvalidArgument,
-                                 "unknown option '" + core::echo(key) + "' (known: owner_pid)"));
-                    return;
-                }
-                uint32_t pid = 0;
-                try {
-                    pid = optionValue<uint32_t>(key, value, "u");
-                } catch (const sdbus::Error& e) {
-                    result->returnError(e);
-                    return;
-                }
-                auto uid = ownerUidOf("option 'owner_pid'", pid);
-                if (!uid.ok()) {
-                    result->returnError(busError(uid.failure()));
-                    return;
-                }
-                req.ownerPid = static_cast<pid_t>(pid);
-                req.ownerUid = uid.value();
+            try {
+                decodeReserveOptions(options, req, [this](uint32_t pid) {
+                    return ownerUidOf("option 'owner_pid'", pid);
+                });
+            } catch (const sdbus::Error& e) {
+                result->returnError(e);
+                return;
             }
             engine_.allocate(req, realtimeUsec(),
                              [this, alive, result, started, vm, devices,

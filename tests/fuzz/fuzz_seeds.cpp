@@ -1,7 +1,9 @@
 // svad-fuzz-seeds OUT PCI_DUMPS CONFIG_DIR: writes the seed corpora of the
 // fuzz targets under OUT/<target>/: each real dump's configuration spaces,
 // VT-d registers of the sample hosts, generated sysfs trees in mem_sysfs.h's
-// record format, and the configuration and host YAML files as they are.
+// record format, the configuration and host YAML files as they are, and the
+// D-Bus argument dictionaries in dbus_args_bytes.h's layout.
+#include "dbus_args_bytes.h"
 #include "mem_sysfs.h"
 #include "svad/hostgen/hostgen.h"
 
@@ -44,6 +46,91 @@ std::string records(const fs::path& sys) {
         }
     }
     return out;
+}
+
+// The D-Bus arguments: each known key once with a value of its type and once
+// with a value of another, and a few whole dictionaries.
+size_t writeDbusArgsSeeds(const fs::path& dir) {
+    using namespace svad::fuzz::dbus_args;
+    size_t n = 0;
+    auto one = [&dir, &n](const std::string& name, const Writer& w) {
+        write(dir, name, w.bytes());
+        ++n;
+    };
+    using Write = void (*)(Writer&);
+    struct Key {
+        KeySet set;
+        const char* name;
+        Write good;
+        Write wrong;
+    };
+    const Key keys[] = {
+        {KeySet::Filter, "kind", [](Writer& w) { w.number<uint32_t>(ValueType::Uint32, 1); },
+         [](Writer& w) { w.number<int32_t>(ValueType::Int32, 1); }},
+        {KeySet::Filter, "address", [](Writer& w) { w.string("0000:6a:01.0"); },
+         [](Writer& w) { w.string("/org/svad/Svad1/device/0000_6a_01_0", ValueType::ObjectPath); }},
+        {KeySet::Filter, "driver", [](Writer& w) { w.string("vfio-pci"); },
+         [](Writer& w) { w.count(ValueType::StringArray, 0); }},
+        {KeySet::Filter, "unit", [](Writer& w) { w.string("dmar0"); },
+         [](Writer& w) { w.number<uint32_t>(ValueType::Uint32, 0); }},
+        {KeySet::Filter, "vendor", [](Writer& w) { w.number<uint16_t>(ValueType::Uint16, 0x8086); },
+         [](Writer& w) { w.number<uint32_t>(ValueType::Uint32, 0x8086); }},
+        {KeySet::Filter, "device", [](Writer& w) { w.number<uint16_t>(ValueType::Uint16, 0x0b25); },
+         [](Writer& w) { w.number<int16_t>(ValueType::Int16, 0x0b25); }},
+        {KeySet::Filter, "group", [](Writer& w) { w.number<uint32_t>(ValueType::Uint32, 12); },
+         [](Writer& w) { w.number<uint64_t>(ValueType::Uint64, 12); }},
+        {KeySet::Filter, "pasid", [](Writer& w) { w.boolean(true); },
+         [](Writer& w) { w.number<uint8_t>(ValueType::Byte, 1); }},
+        {KeySet::Filter, "ats", [](Writer& w) { w.boolean(true); },
+         [](Writer& w) { w.string("true"); }},
+        {KeySet::Filter, "pri", [](Writer& w) { w.boolean(false); },
+         [](Writer& w) { w.number<uint32_t>(ValueType::Uint32, 0); }},
+        {KeySet::Filter, "siov", [](Writer& w) { w.boolean(true); },
+         [](Writer& w) { w.number<double>(ValueType::Double, 1.0); }},
+        {KeySet::Filter, "vfio", [](Writer& w) { w.boolean(true); },
+         [](Writer& w) { w.count(ValueType::VariantArray, 1).boolean(true); }},
+        {KeySet::Allocate, "mode", [](Writer& w) { w.string("attached"); },
+         [](Writer& w) { w.number<uint32_t>(ValueType::Uint32, 1); }},
+        {KeySet::Allocate, "fault_queue", [](Writer& w) { w.boolean(true); },
+         [](Writer& w) { w.number<int64_t>(ValueType::Int64, 1); }},
+        {KeySet::Allocate, "owner_pid",
+         [](Writer& w) { w.number<uint32_t>(ValueType::Uint32, 1234); },
+         [](Writer& w) { w.number<int32_t>(ValueType::Int32, 1234); }},
+        {KeySet::Reserve, "owner_pid", [](Writer& w) { w.number<uint32_t>(ValueType::Uint32, 0); },
+         [](Writer& w) { w.count(ValueType::StringDict, 0); }},
+    };
+    for (const Key& k : keys) {
+        const std::string name = std::string(k.set == KeySet::Reserve ? "reserve-" : "") + k.name;
+        Writer good(k.set, 1);
+        good.key(k.name);
+        k.good(good);
+        one(name, good);
+        Writer wrong(k.set, 1);
+        wrong.key(k.name);
+        k.wrong(wrong);
+        one(name + "-wrong-type", wrong);
+    }
+    one("empty", Writer(KeySet::All, 0));
+    Writer unknown(KeySet::All, 1);
+    unknown.rawKey("colour").string("blue");
+    one("unknown-key", unknown);
+    Writer longKey(KeySet::All, 1);
+    longKey.rawKey(std::string(300, 'k')).boolean(true);
+    one("long-key", longKey);
+    Writer filter(KeySet::Filter, 3);
+    filter.key("kind").number<uint32_t>(ValueType::Uint32, 1);
+    filter.key("vendor").number<uint16_t>(ValueType::Uint16, 0x8086);
+    filter.key("pasid").boolean(true);
+    one("filter-pci-pasid", filter);
+    Writer options(KeySet::Allocate, 3);
+    options.key("mode").string("handoff");
+    options.key("fault_queue").boolean(false);
+    options.key("owner_pid").number<uint32_t>(ValueType::Uint32, 4242);
+    one("allocate-options", options);
+    Writer nested(KeySet::All, 1);
+    nested.key("mode").count(ValueType::Dict, 1).key("mode").string("handoff");
+    one("nested-dict", nested);
+    return n;
 }
 
 } // namespace
@@ -100,6 +187,7 @@ int main(int argc, char** argv) {
         ++n;
     }
     fs::remove_all(scratch);
+    n += writeDbusArgsSeeds(out / "dbus_args");
     std::cout << "svad-fuzz-seeds: " << n << " seeds under " << out.string() << "\n";
     return 0;
 }

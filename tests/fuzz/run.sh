@@ -4,10 +4,10 @@
 #
 #   tests/fuzz/run.sh TARGET|all SECONDS [--no-install]
 #
-# TARGET: pci_config, vtd, sysfs, config, hostgen_yaml (all: each in turn,
-# SECONDS each). The committed corpus tests/fuzz/corpus/TARGET (inputs that
-# once crashed a target, kept so that they never do again) and the seeds are
-# replayed first; new inputs the fuzzer finds go to FUZZ_BUILD_DIR/corpus/TARGET.
+# TARGET: pci_config, vtd, sysfs, config, hostgen_yaml, dbus_args (all: each
+# in turn, SECONDS each). The committed corpus tests/fuzz/corpus/TARGET (inputs
+# that once crashed a target, kept so that they never do again) and the seeds
+# are replayed first; new inputs the fuzzer finds go to FUZZ_BUILD_DIR/corpus/TARGET.
 # A crash leaves its input in FUZZ_BUILD_DIR/crashes/TARGET and exits 1.
 # FUZZ_BUILD_DIR (default build-fuzz/) is the build folder, JOBS (default 2)
 # the build jobs.
@@ -17,7 +17,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(cd "$here/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$top/build-fuzz}
 jobs=${JOBS:-2}
-targets_all=(pci_config vtd sysfs config hostgen_yaml)
+targets_all=(pci_config vtd sysfs config hostgen_yaml dbus_args)
 
 die() {
   echo "fuzz: $*" >&2
