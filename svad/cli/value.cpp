@@ -19,7 +19,7 @@ void check(int r, const char* what) {
 namespace {
 
 template <typename T> bool as(const sdbus::Variant& v, const std::string& sig, Value& out) {
-    if (sig != sdbus::signature_of<T>::str()) {
+    if (sig != dbus::compat::signatureOf<T>()) {
         return false;
     }
     out = Value::from(v.get<T>());

@@ -4,6 +4,7 @@
 #include "svad/core/text.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <charconv>
 #include <set>
@@ -433,6 +434,7 @@ void Engine::returnPasids(Context& ctx) {
     for (const auto& [pasid, device] : ctx.pasids) {
         pasids_.release(pasid, ctx.vm);
     }
+    assert(pasidsHeld_ >= ctx.pasids.size());
     pasidsHeld_ -= ctx.pasids.size();
     ctx.pasids.clear();
 }
@@ -849,7 +851,7 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
         }
         for (const auto& [pasid, device] : s.pasids) {
             if (pasids_.claim(pasid, s.vm)) {
-                pasidsHeld_ += ctx->pasids.insert_or_assign(pasid, device).second ? 1 : 0;
+                ctx->pasids[pasid] = device;
             } else {
                 log::warning("PASID " + std::to_string(pasid) + " of context " +
                                  std::to_string(s.id) + " is held twice in svad's state; dropped",
@@ -873,6 +875,7 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
                      {"OWNER_PID", std::to_string(ctx->ownerPid)}});
         Context* raw = ctx.get();
         contexts_.emplace(raw->id, std::move(ctx));
+        pasidsHeld_ += raw->pasids.size();
         for (auto* o : std::vector<ContextObserver*>(observers_)) {
             o->contextCreated(*raw);
         }

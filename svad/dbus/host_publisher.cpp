@@ -14,10 +14,26 @@ namespace svad::dbus {
 
 namespace {
 
+// Signals sd-bus could not send in one publish: told once, not once an object.
+struct EmitFailures {
+    size_t count = 0;
+    int firstError = 0;
+    std::string firstObject;
+};
+thread_local EmitFailures* failures = nullptr;
+
 void warnIfFailed(int r, const char* what, const std::string& path) {
-    if (r < 0) {
+    if (r >= 0) {
+        return;
+    }
+    if (failures == nullptr) {
         log::warning(std::string("cannot emit ") + what + ": " + std::strerror(-r),
                      {{"OBJECT", path}});
+        return;
+    }
+    if (failures->count++ == 0) {
+        failures->firstError = r;
+        failures->firstObject = path;
     }
 }
 
@@ -206,6 +222,11 @@ void HostPublisher::publish(const core::Host& host, bool emit) {
     }
 
     // Objects that others point at appear first and go last.
+    EmitFailures failed;
+    failures = &failed;
+    struct Reset {
+        ~Reset() { failures = nullptr; }
+    } reset;
     queues_.removeMissing(queues, emit);
     vdpa_.removeMissing(vdpa, emit);
     devices_.removeMissing(devices, emit);
@@ -216,6 +237,11 @@ void HostPublisher::publish(const core::Host& host, bool emit) {
     devices_.addOrUpdate(devices, emit);
     vdpa_.addOrUpdate(vdpa, emit);
     queues_.addOrUpdate(queues, emit);
+    if (failed.count > 0) {
+        log::warning("cannot emit the host's changes: " + std::to_string(failed.count) +
+                         " signals not sent, the first: " + std::strerror(-failed.firstError),
+                     {{"OBJECT", failed.firstObject}});
+    }
 }
 
 void HostPublisher::announceHolders(const std::vector<std::string>& devices) {

@@ -2,9 +2,10 @@
 // or vDPA device) and work queue, served from rows of model data. No object is
 // registered on its own: each kind is one sd-bus fallback vtable over its path
 // prefix, a find callback that looks the path up in the rows, and a node
-// enumerator for introspection and GetManagedObjects, the way systemd serves
-// its units. Publishes a scanned host and, on a rescan, only the differences
-// (InterfacesAdded/Removed, PropertiesChanged).
+// enumerator for introspection and GetManagedObjects. Publishes a scanned host
+// and, on a rescan, only the differences (InterfacesAdded/Removed,
+// PropertiesChanged). Everything here runs on the bus loop's thread, as every
+// sd-bus call on svad's connection does.
 #pragma once
 
 #include "svad/core/engine.h"

@@ -10,9 +10,11 @@
 #include "svad/dbus/property_spec.h"
 #include "svad/dbus/sdbus_compat.h"
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <new>
 #include <sdbus-c++/sdbus-c++.h>
 #include <stdexcept>
 #include <string>
@@ -184,7 +186,13 @@ int PropertyTable<Data>::get(sd_bus* /*bus*/, const char* /*path*/, const char* 
     if (e == nullptr || userdata == nullptr) {
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "no property %s", property);
     }
-    return e->append(reply, *static_cast<const Data*>(userdata));
+    try { // sd-bus calls this from C: nothing may be thrown through it
+        return e->append(reply, *static_cast<const Data*>(userdata));
+    } catch (const std::bad_alloc&) {
+        return -ENOMEM;
+    } catch (const std::exception& ex) {
+        return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "%s", ex.what());
+    }
 }
 
 } // namespace svad::dbus

@@ -270,7 +270,8 @@ Service::ListObjectsWithProperties(const std::string& start, const uint32_t& lim
     return {std::move(page.objects), std::move(page.next)};
 }
 
-int Service::busFilter(sd_bus_message* m, void* userdata, sd_bus_error* /*unused*/) {
+// sd-bus calls this from C: nothing may be thrown through it.
+int Service::busFilter(sd_bus_message* m, void* userdata, sd_bus_error* /*unused*/) try {
     auto* self = static_cast<Service*>(userdata);
     if (sd_bus_message_is_method_call(m, "org.freedesktop.DBus.ObjectManager",
                                       "GetManagedObjects") > 0) {
@@ -286,6 +287,9 @@ int Service::busFilter(sd_bus_message* m, void* userdata, sd_bus_error* /*unused
         }
     }
     return 0;
+} catch (const std::exception& e) {
+    log::error(std::string("a message could not be looked at: ") + e.what());
+    return -ENOMEM;
 }
 
 int Service::answerListObjects(sd_bus_message* m, bool withProperties) {
@@ -313,6 +317,9 @@ int Service::answerListObjects(sd_bus_message* m, bool withProperties) {
         (void)sd_bus_message_rewind(m, true);
         return 0;
     }
+    if (sd_bus_message_get_expect_reply(m) == 0) {
+        return 1; // no one waits for the page
+    }
     std::string why;
     const auto only = propertyNamesOf(properties, why);
     if (!only) {
@@ -331,7 +338,8 @@ int Service::answerListObjects(sd_bus_message* m, bool withProperties) {
     reply = sd_bus_message_unref(reply);
     if (r < 0) {
         log::warning(std::string("cannot answer ListObjects: ") + std::strerror(-r));
-        return refuse(names::Error::KernelError, "the page could not be written");
+        return refuse(names::Error::KernelError,
+                      std::string("the page could not be written: ") + std::strerror(-r));
     }
     return 1;
 }

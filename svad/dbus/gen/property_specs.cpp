@@ -13,6 +13,7 @@
 #include <iostream>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -66,12 +67,13 @@ int main(int argc, char** argv) {
         std::cerr << "usage: svad-property-specs INTERFACE.xml NAME OUT.h\n";
         return 2;
     }
-    xmlDoc* doc = xmlReadFile(argv[1], nullptr, XML_PARSE_NONET);
-    if (doc == nullptr) {
+    std::unique_ptr<xmlDoc, void (*)(xmlDoc*)> doc(xmlReadFile(argv[1], nullptr, XML_PARSE_NONET),
+                                                   xmlFreeDoc);
+    if (!doc) {
         std::cerr << argv[1] << ": not well-formed XML\n";
         return 1;
     }
-    xmlNode* root = xmlDocGetRootElement(doc);
+    xmlNode* root = xmlDocGetRootElement(doc.get());
     xmlNode* iface = nullptr;
     for (xmlNode* c = root != nullptr ? root->children : nullptr; c != nullptr; c = c->next) {
         if (named(c, "interface")) {
@@ -122,8 +124,22 @@ int main(int argc, char** argv) {
         out += "    {nullptr, nullptr, 0},\n";
     }
     out += "};\n\n} // namespace svad::dbus::spec::" + std::string(argv[2]) + "\n";
-    xmlFreeDoc(doc);
-    std::ofstream file(argv[3]);
-    file << out;
-    return file ? 0 : 1;
+    // Written whole or not at all: a half header would build and mislead.
+    const std::string tmp = std::string(argv[3]) + ".tmp";
+    {
+        std::ofstream file(tmp);
+        file << out;
+        file.close();
+        if (!file) {
+            std::cerr << tmp << ": cannot write\n";
+            (void)std::remove(tmp.c_str());
+            return 1;
+        }
+    }
+    if (std::rename(tmp.c_str(), argv[3]) != 0) {
+        std::cerr << argv[3] << ": cannot write\n";
+        (void)std::remove(tmp.c_str());
+        return 1;
+    }
+    return 0;
 }
