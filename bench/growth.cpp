@@ -166,19 +166,11 @@ public:
     void ping() { root_->callMethod("Ping").onInterface("org.freedesktop.DBus.Peer"); }
 
     sdbus::ObjectPath allocate(const std::string& vm, const std::string& device) {
-        sdbus::ObjectPath context;
-        sdbus::UnixFd iommufd;
-        std::map<std::string, sdbus::UnixFd> fds;
-        std::map<std::string, sdbus::Variant> info;
-        root_->callMethod("AllocateContext")
-            .onInterface(kManager)
-            .withArguments(vm, std::vector<std::string>{device},
-                           std::map<std::string, sdbus::Variant>{})
-            .storeResultsTo(context, iommufd, fds, info);
-        if (!iommufd.isValid() || fds.count(device) == 0) {
+        const svad::test::Allocated a = svad::test::allocateContext(*root_, vm, {device});
+        if (!a.iommufd.isValid() || a.fds.count(device) == 0) {
             fail("AllocateContext gave no fds for " + device);
         }
-        return context; // the fds close here, as a VMM that is done with them would
+        return a.path; // the fds close here, as a VMM that is done with them would
     }
 
     void release(const sdbus::ObjectPath& context) {

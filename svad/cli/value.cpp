@@ -56,6 +56,13 @@ Value Value::of(const sdbus::Variant& v) {
     return out;
 }
 
+template <typename T> Value& Value::readNumber(sd_bus_message* m, char type) {
+    T x{};
+    check(sd_bus_message_read_basic(m, type, &x), "a number");
+    set(x);
+    return *this;
+}
+
 Value Value::read(sd_bus_message* m) {
     char type = 0;
     const char* contents = nullptr;
@@ -100,47 +107,27 @@ Value Value::read(sd_bus_message* m) {
         return v;
     }
     case SD_BUS_TYPE_DOUBLE:
-        check(sd_bus_message_read_basic(m, type, &v.real_), "a number");
+        return v.readNumber<double>(m, type);
+    case SD_BUS_TYPE_BOOLEAN: {
+        v.readNumber<int32_t>(m, type); // sd-bus reads a boolean as an int
+        v.set(v.signed_ != 0);
         return v;
-    case SD_BUS_TYPE_BOOLEAN:
+    }
     case SD_BUS_TYPE_INT32:
-    case SD_BUS_TYPE_UNIX_FD: {
-        int32_t x = 0;
-        check(sd_bus_message_read_basic(m, type, &x), "a number");
-        v.signed_ = x;
-        v.unsigned_ = static_cast<uint64_t>(x);
-        return v;
-    }
-    case SD_BUS_TYPE_INT16: {
-        int16_t x = 0;
-        check(sd_bus_message_read_basic(m, type, &x), "a number");
-        v.signed_ = x;
-        return v;
-    }
+    case SD_BUS_TYPE_UNIX_FD:
+        return v.readNumber<int32_t>(m, type);
+    case SD_BUS_TYPE_INT16:
+        return v.readNumber<int16_t>(m, type);
     case SD_BUS_TYPE_INT64:
-        check(sd_bus_message_read_basic(m, type, &v.signed_), "a number");
-        return v;
-    case SD_BUS_TYPE_BYTE: {
-        uint8_t x = 0;
-        check(sd_bus_message_read_basic(m, type, &x), "a number");
-        v.unsigned_ = x;
-        return v;
-    }
-    case SD_BUS_TYPE_UINT16: {
-        uint16_t x = 0;
-        check(sd_bus_message_read_basic(m, type, &x), "a number");
-        v.unsigned_ = x;
-        return v;
-    }
-    case SD_BUS_TYPE_UINT32: {
-        uint32_t x = 0;
-        check(sd_bus_message_read_basic(m, type, &x), "a number");
-        v.unsigned_ = x;
-        return v;
-    }
+        return v.readNumber<int64_t>(m, type);
+    case SD_BUS_TYPE_BYTE:
+        return v.readNumber<uint8_t>(m, type);
+    case SD_BUS_TYPE_UINT16:
+        return v.readNumber<uint16_t>(m, type);
+    case SD_BUS_TYPE_UINT32:
+        return v.readNumber<uint32_t>(m, type);
     case SD_BUS_TYPE_UINT64:
-        check(sd_bus_message_read_basic(m, type, &v.unsigned_), "a number");
-        return v;
+        return v.readNumber<uint64_t>(m, type);
     default:
         throw std::runtime_error(std::string("svad's reply holds a value of unknown type '") +
                                  type + "'");

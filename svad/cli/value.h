@@ -54,6 +54,8 @@ public:
     }
 
 private:
+    // Reads one number of D-Bus type `type` (a T on the wire) into this value.
+    template <typename T> Value& readNumber(sd_bus_message* m, char type);
     template <typename T> std::enable_if_t<std::is_arithmetic_v<T>> set(T x) {
         if constexpr (std::is_floating_point_v<T>) {
             real_ = x;

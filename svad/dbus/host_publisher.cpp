@@ -14,26 +14,20 @@ namespace svad::dbus {
 
 namespace {
 
-// Signals sd-bus could not send in one publish: told once, not once an object.
-struct EmitFailures {
-    size_t count = 0;
-    int firstError = 0;
-    std::string firstObject;
-};
-thread_local EmitFailures* failures = nullptr;
-
-void warnIfFailed(int r, const char* what, const std::string& path) {
+// A signal sd-bus could not send: told now, or counted into `failed` when given.
+void warnIfFailed(int r, const char* what, const std::string& path,
+                  EmitFailures* failed = nullptr) {
     if (r >= 0) {
         return;
     }
-    if (failures == nullptr) {
+    if (failed == nullptr) {
         log::warning(std::string("cannot emit ") + what + ": " + std::strerror(-r),
                      {{"OBJECT", path}});
         return;
     }
-    if (failures->count++ == 0) {
-        failures->firstError = r;
-        failures->firstObject = path;
+    if (failed->count++ == 0) {
+        failed->firstError = r;
+        failed->firstObject = path;
     }
 }
 
@@ -110,7 +104,8 @@ int Subtree<Data>::enumerate(sd_bus* /*bus*/, const char* path, void* userdata, 
     return 1;
 }
 
-template <typename Data> void Subtree<Data>::removeMissing(const Rows& next, bool emit) {
+template <typename Data>
+void Subtree<Data>::removeMissing(const Rows& next, bool emit, EmitFailures& failed) {
     for (auto it = rows_.begin(); it != rows_.end();) {
         if (next.find(it->first) != next.end()) {
             ++it;
@@ -119,27 +114,29 @@ template <typename Data> void Subtree<Data>::removeMissing(const Rows& next, boo
         if (emit) {
             // sd-bus names the interfaces the object still has: it goes after.
             warnIfFailed(sd_bus_emit_object_removed(bus_, it->first.c_str()), "InterfacesRemoved",
-                         it->first);
+                         it->first, &failed);
         }
         it = rows_.erase(it);
     }
 }
 
-template <typename Data> void Subtree<Data>::addOrUpdate(Rows& next, bool emit) {
+template <typename Data>
+void Subtree<Data>::addOrUpdate(Rows& next, bool emit, EmitFailures& failed) {
     const char* iface = propertyTable<Data>().interface();
     for (auto& [path, data] : next) {
         auto it = rows_.find(path);
         if (it == rows_.end()) {
             it = rows_.emplace(path, std::move(data)).first;
             if (emit) {
-                warnIfFailed(sd_bus_emit_object_added(bus_, path.c_str()), "InterfacesAdded", path);
+                warnIfFailed(sd_bus_emit_object_added(bus_, path.c_str()), "InterfacesAdded", path,
+                             &failed);
             }
         } else if (!(it->second == data)) {
             it->second = std::move(data);
             if (emit) {
                 warnIfFailed(
                     sd_bus_emit_properties_changed_strv(bus_, path.c_str(), iface, nullptr),
-                    "PropertiesChanged", path);
+                    "PropertiesChanged", path, &failed);
             }
         }
     }
@@ -223,20 +220,16 @@ void HostPublisher::publish(const core::Host& host, bool emit) {
 
     // Objects that others point at appear first and go last.
     EmitFailures failed;
-    failures = &failed;
-    struct Reset {
-        ~Reset() { failures = nullptr; }
-    } reset;
-    queues_.removeMissing(queues, emit);
-    vdpa_.removeMissing(vdpa, emit);
-    devices_.removeMissing(devices, emit);
-    groups_.removeMissing(groups, emit);
-    units_.removeMissing(units, emit);
-    units_.addOrUpdate(units, emit);
-    groups_.addOrUpdate(groups, emit);
-    devices_.addOrUpdate(devices, emit);
-    vdpa_.addOrUpdate(vdpa, emit);
-    queues_.addOrUpdate(queues, emit);
+    queues_.removeMissing(queues, emit, failed);
+    vdpa_.removeMissing(vdpa, emit, failed);
+    devices_.removeMissing(devices, emit, failed);
+    groups_.removeMissing(groups, emit, failed);
+    units_.removeMissing(units, emit, failed);
+    units_.addOrUpdate(units, emit, failed);
+    groups_.addOrUpdate(groups, emit, failed);
+    devices_.addOrUpdate(devices, emit, failed);
+    vdpa_.addOrUpdate(vdpa, emit, failed);
+    queues_.addOrUpdate(queues, emit, failed);
     if (failed.count > 0) {
         log::warning("cannot emit the host's changes: " + std::to_string(failed.count) +
                          " signals not sent, the first: " + std::strerror(-failed.firstError),

@@ -22,6 +22,13 @@
 
 namespace svad::dbus {
 
+// Signals sd-bus could not send in one publish: told once, not once an object.
+struct EmitFailures {
+    size_t count = 0;
+    int firstError = 0;
+    std::string firstObject;
+};
+
 // The objects of one kind: rows keyed by object path, all under `prefix`.
 template <typename Data> class Subtree {
 public:
@@ -35,9 +42,9 @@ public:
 
     // Brings the rows in line with `next` in two steps, with signals when
     // `emit` is set: first the rows `next` lacks go, then the others are
-    // added or updated (and `next` is emptied).
-    void removeMissing(const Rows& next, bool emit);
-    void addOrUpdate(Rows& next, bool emit);
+    // added or updated (and `next` is emptied). Signals not sent are counted in `failed`.
+    void removeMissing(const Rows& next, bool emit, EmitFailures& failed);
+    void addOrUpdate(Rows& next, bool emit, EmitFailures& failed);
     // Announces that `property` of the object at `path` changed; false if there is none.
     bool announce(const std::string& path, const char* property);
     const Rows& rows() const { return rows_; }

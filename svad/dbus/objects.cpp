@@ -28,13 +28,19 @@ sdbus::ObjectPath none() {
     return sdbus::ObjectPath("/");
 }
 
-std::vector<sdbus::ObjectPath> devicePaths(const std::vector<std::string>& addresses) {
+// The object paths of `names`, each made by `pathOf` (core::devicePath, ...).
+std::vector<sdbus::ObjectPath> pathsOf(const std::vector<std::string>& names,
+                                       std::string (*pathOf)(const std::string&)) {
     std::vector<sdbus::ObjectPath> out;
-    out.reserve(addresses.size());
-    for (const auto& a : addresses) {
-        out.emplace_back(core::devicePath(a));
+    out.reserve(names.size());
+    for (const auto& n : names) {
+        out.emplace_back(pathOf(n));
     }
     return out;
+}
+
+std::vector<sdbus::ObjectPath> devicePaths(const std::vector<std::string>& addresses) {
+    return pathsOf(addresses, core::devicePath);
 }
 
 } // namespace
@@ -135,14 +141,7 @@ template <> const PropertyTable<DeviceData>& propertyTable<DeviceData>() {
                             return out;
                         }),
             property<D>("Queues",
-                        [](const D& d) {
-                            std::vector<sdbus::ObjectPath> out;
-                            out.reserve(d.links.queues.size());
-                            for (const auto& q : d.links.queues) {
-                                out.emplace_back(core::queuePath(q));
-                            }
-                            return out;
-                        }),
+                        [](const D& d) { return pathsOf(d.links.queues, core::queuePath); }),
             property<D>("VdpaManagementDevice",
                         [](const D& d) { return d.vdpa ? d.vdpa->mgmtdev : std::string(); }),
             property<D>("ParentDevice",
@@ -157,14 +156,7 @@ template <> const PropertyTable<DeviceData>& propertyTable<DeviceData>() {
                                           : std::string();
                         }),
             property<D>("VdpaDevices",
-                        [](const D& d) {
-                            std::vector<sdbus::ObjectPath> out;
-                            out.reserve(d.links.vdpa.size());
-                            for (const auto& v : d.links.vdpa) {
-                                out.emplace_back(core::vdpaPath(v));
-                            }
-                            return out;
-                        }),
+                        [](const D& d) { return pathsOf(d.links.vdpa, core::vdpaPath); }),
             property<D>("HeldBy",
                         [](const D& d) {
                             const uint64_t holder =
