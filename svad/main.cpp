@@ -12,6 +12,7 @@
 #include "svad/dbus/sdbus_compat.h"
 #include "svad/dbus/service.h"
 #include "svad/dbus/service_manager.h"
+#include "svad/dbus/thread_pool_names.h"
 #include "svad/linux/config_file.h"
 #include "svad/linux/driver_binder_linux.h"
 #include "svad/linux/fd_store.h"
@@ -417,6 +418,7 @@ int main(int argc, char** argv) {
         // plugin never holds up the loop; only installing the result runs on the loop.
         std::shared_ptr<const svad::core::Config> configured = config; // reload thread only
         boost::asio::thread_pool reloadThread(1);
+        svad::dbus::nameThreads(reloadThread, 1, "svad-reload");
         auto reload = [&io, &engine, &plugins, &reloadThread, &configured,
                        configPath](svad::dbus::ServiceOptions::ReloadDone done) {
             boost::asio::post(reloadThread, [&io, &engine, &plugins, &configured, configPath,

@@ -3,6 +3,7 @@
 #include "svad/core/parse.h"
 #include "svad/core/pci_caps.h"
 #include "svad/core/text.h"
+#include "svad/core/thread_name.h"
 #include "svad/core/vtd.h"
 
 #include <algorithm>
@@ -832,6 +833,7 @@ Host discover(const SysfsFactory& makeSysfs, unsigned threads) {
         try {
             helpers.emplace_back([&work, &makeSysfs, &failures, t] {
                 try {
+                    nameThisThread("svad-scan");
                     auto reader = makeSysfs();
                     work(*reader);
                 } catch (...) {

@@ -2,6 +2,7 @@
 
 #include "svad/core/log.h"
 #include "svad/dbus/sdbus_compat.h"
+#include "svad/dbus/thread_pool_names.h"
 #include "svad/names.h"
 
 #include <boost/asio/post.hpp>
@@ -48,7 +49,9 @@ core::Caller callerOf(const std::string& sender, uid_t uid, pid_t pid,
 } // namespace
 
 CallerIdentity::CallerIdentity(boost::asio::io_context& io, sdbus::IProxy& bus)
-    : io_(io), bus_(bus) {}
+    : io_(io), bus_(bus) {
+    nameThreads(nss_, 1, "svad-nss");
+}
 
 CallerIdentity::~CallerIdentity() {
     alive_.reset();

@@ -3,6 +3,7 @@
 #include "svad/core/hotplug.h"
 #include "svad/core/log.h"
 #include "svad/dbus/service.h"
+#include "svad/dbus/thread_pool_names.h"
 #include "svad/metrics/metrics.h"
 
 #include <boost/asio/post.hpp>
@@ -25,7 +26,9 @@ Hotplug::Hotplug(boost::asio::io_context& io, Service& service, ports::HotplugSo
                  RefreshFunction refresh, metrics::Metrics* metrics,
                  std::chrono::milliseconds settle)
     : io_(io), service_(service), source_(source), refresh_(std::move(refresh)), metrics_(metrics),
-      settle_(settle), timer_(io) {}
+      settle_(settle), timer_(io) {
+    nameThreads(worker_, 1, "svad-hotplug");
+}
 
 Hotplug::~Hotplug() {
     alive_.reset();

@@ -1,6 +1,7 @@
 #include "svad/dbus/offload.h"
 
 #include "svad/core/log.h"
+#include "svad/dbus/thread_pool_names.h"
 
 #include <boost/asio/post.hpp>
 #include <exception>
@@ -8,7 +9,9 @@
 namespace svad::dbus {
 
 AsioOffload::AsioOffload(boost::asio::io_context& io, unsigned threads)
-    : io_(io), pool_(threads == 0 ? 1 : threads) {}
+    : io_(io), pool_(threads == 0 ? 1 : threads) {
+    nameThreads(pool_, threads == 0 ? 1 : threads, "svad-work");
+}
 
 AsioOffload::~AsioOffload() {
     alive_.reset();

@@ -1,6 +1,7 @@
 #include "svad/dbus/rescan_queue.h"
 
 #include "svad/core/log.h"
+#include "svad/dbus/thread_pool_names.h"
 
 #include <boost/asio/post.hpp>
 #include <iterator>
@@ -8,7 +9,9 @@
 namespace svad::dbus {
 
 RescanQueue::RescanQueue(boost::asio::io_context& io, Scan scan, Apply apply)
-    : io_(io), scan_(std::move(scan)), apply_(std::move(apply)) {}
+    : io_(io), scan_(std::move(scan)), apply_(std::move(apply)) {
+    nameThreads(worker_, 1, "svad-rescan");
+}
 
 RescanQueue::~RescanQueue() {
     alive_.reset();

@@ -1,6 +1,7 @@
 #include "svad/plugin_host/plugin_host.h"
 
 #include "svad/core/log.h"
+#include "svad/core/thread_name.h"
 #include "svad/names.h"
 
 #include <algorithm>
@@ -374,7 +375,10 @@ PluginHost::PluginHost(ports::Kernel& kernel, ports::DriverBinder& binder)
     host_->bind_driver = hostBindDriver;
     host_->restore_driver = hostRestoreDriver;
     host_->vfio_node = hostVfioNode;
-    releaser_ = std::thread([this] { releaseLoop(); });
+    releaser_ = std::thread([this] {
+        core::nameThisThread("svad-plugin-rel");
+        releaseLoop();
+    });
 }
 
 PluginHost::~PluginHost() {

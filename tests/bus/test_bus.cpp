@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <gtest/gtest.h>
+#include <map>
 #include <mutex>
 #include <set>
 #include <signal.h>
@@ -319,6 +320,31 @@ TEST(Bus, SighupRescansAndSigtermStopsCleanly) {
     ASSERT_NE(st, -1) << "svad did not stop on SIGTERM";
     EXPECT_TRUE(WIFEXITED(st));
     EXPECT_EQ(WEXITSTATUS(st), 0);
+}
+
+// svad's threads carry names (ps -L, top -H; the kernel tier arms the workers'
+// fail-nth by name): four workers for its kernel and plugin calls, one each
+// for rescans and user lookups, and no thread of its own left unnamed.
+TEST(Bus, ThreadsAreNamedForTheAdministrator) {
+    SvadFixture f(testHost());
+    std::map<std::string, int> names;
+    const std::string tasks = "/proc/" + std::to_string(f.svad().pid()) + "/task";
+    for (const auto& task : fs::directory_iterator(tasks)) {
+        std::ifstream in(task.path() / "comm");
+        std::string name;
+        std::getline(in, name);
+        ++names[name];
+    }
+    EXPECT_EQ(names["svad-work"], 4);
+    EXPECT_EQ(names["svad-rescan"], 1);
+    EXPECT_EQ(names["svad-nss"], 1);
+    // The main thread keeps the program's name; every other is "svad-<what>" or
+    // belongs to a library (the metrics endpoint's civetweb, when it is on).
+    EXPECT_EQ(names["svad"], 1);
+    for (const auto& [name, count] : names) {
+        EXPECT_TRUE(name == "svad" || name.starts_with("svad-") || name.starts_with("civetweb"))
+            << count << " thread(s) named '" << name << "'";
+    }
 }
 
 TEST(Bus, SecondInstanceRefusesToStart) {

@@ -1,0 +1,20 @@
+// Names the calling thread, as `ps -L`, `top -H`, gdb and
+// /proc/<pid>/task/<tid>/comm show it. The kernel keeps 15 bytes; a longer
+// name is cut there. svad's threads are all named "svad-<what>", so that an
+// administrator sees which of them is busy, and so that the kernel tier can
+// find the workers that make svad's kernel calls.
+#pragma once
+
+#include <pthread.h>
+#include <string>
+#include <string_view>
+
+namespace svad::core {
+
+inline void nameThisThread(std::string_view name) {
+    constexpr size_t kMax = 15; // TASK_COMM_LEN less its NUL
+    const std::string cut(name.substr(0, kMax));
+    (void)pthread_setname_np(pthread_self(), cut.c_str());
+}
+
+} // namespace svad::core
