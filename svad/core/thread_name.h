@@ -11,10 +11,16 @@
 
 namespace svad::core {
 
-inline void nameThisThread(std::string_view name) {
+// Names `thread`; its creator calls it, so that the name is there before anyone
+// can look.
+inline void nameThread(pthread_t thread, std::string_view name) {
     constexpr size_t kMax = 15; // TASK_COMM_LEN less its NUL
     const std::string cut(name.substr(0, kMax));
-    (void)pthread_setname_np(pthread_self(), cut.c_str());
+    (void)pthread_setname_np(thread, cut.c_str());
+}
+
+inline void nameThisThread(std::string_view name) {
+    nameThread(pthread_self(), name);
 }
 
 } // namespace svad::core

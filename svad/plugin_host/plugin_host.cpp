@@ -375,10 +375,8 @@ PluginHost::PluginHost(ports::Kernel& kernel, ports::DriverBinder& binder)
     host_->bind_driver = hostBindDriver;
     host_->restore_driver = hostRestoreDriver;
     host_->vfio_node = hostVfioNode;
-    releaser_ = std::thread([this] {
-        core::nameThisThread("svad-plugin-rel");
-        releaseLoop();
-    });
+    releaser_ = std::thread([this] { releaseLoop(); });
+    core::nameThread(releaser_.native_handle(), "svad-plugin-rel");
 }
 
 PluginHost::~PluginHost() {
