@@ -833,13 +833,13 @@ Host discover(const SysfsFactory& makeSysfs, unsigned threads) {
         try {
             helpers.emplace_back([&work, &makeSysfs, &failures, t] {
                 try {
-                    nameThisThread("svad-scan");
                     auto reader = makeSysfs();
                     work(*reader);
                 } catch (...) {
                     failures[t + 1] = std::current_exception();
                 }
             });
+            nameThread(helpers.back().native_handle(), "svad-scan");
         } catch (const std::system_error&) {
             break; // no more threads: the ones there (and this one) share the work
         }

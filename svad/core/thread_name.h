@@ -1,8 +1,9 @@
 // Names the calling thread, as `ps -L`, `top -H`, gdb and
 // /proc/<pid>/task/<tid>/comm show it. The kernel keeps 15 bytes; a longer
-// name is cut there. svad's threads are all named "svad-<what>", so that an
-// administrator sees which of them is busy, and so that the kernel tier can
-// find the workers that make svad's kernel calls.
+// name is cut there. svad's own threads are named "svad-<what>" (the main
+// thread keeps the program's name), so that an administrator sees which of
+// them is busy, and the workers that make svad's kernel calls ("svad-work")
+// can be told from the rest.
 #pragma once
 
 #include <pthread.h>

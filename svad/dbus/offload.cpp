@@ -3,14 +3,15 @@
 #include "svad/core/log.h"
 #include "svad/dbus/thread_pool_names.h"
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <exception>
 
 namespace svad::dbus {
 
 AsioOffload::AsioOffload(boost::asio::io_context& io, unsigned threads)
-    : io_(io), pool_(threads == 0 ? 1 : threads) {
-    nameThreads(pool_, threads == 0 ? 1 : threads, "svad-work");
+    : io_(io), pool_(std::max(threads, 1U)) {
+    nameThreads(pool_, std::max(threads, 1U), "svad-work");
 }
 
 AsioOffload::~AsioOffload() {

@@ -322,9 +322,9 @@ TEST(Bus, SighupRescansAndSigtermStopsCleanly) {
     EXPECT_EQ(WEXITSTATUS(st), 0);
 }
 
-// svad's threads carry names (ps -L, top -H; the kernel tier arms the workers'
-// fail-nth by name): four workers for its kernel and plugin calls, one each
-// for rescans and user lookups, and no thread of its own left unnamed.
+// svad's threads carry names (ps -L, top -H): four workers for its kernel and
+// plugin calls, one each for rescans and user lookups, and no thread of its
+// own left unnamed.
 TEST(Bus, ThreadsAreNamedForTheAdministrator) {
     SvadFixture f(testHost());
     std::map<std::string, int> names;
