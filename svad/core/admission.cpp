@@ -1,7 +1,6 @@
 #include "svad/core/admission.h"
 
 #include "svad/core/log.h"
-#include "svad/core/pasid_width.h"
 #include "svad/core/text.h"
 
 #include <algorithm>
@@ -29,34 +28,10 @@ bool validVmName(const std::string& vm) {
     });
 }
 
-const IommuGroup* groupOf(const Host& host, const PciDevice& dev) {
-    if (!dev.group) {
-        return nullptr;
-    }
-    for (const auto& g : host.groups) {
-        if (g.id == *dev.group) {
-            return &g;
-        }
-    }
-    return nullptr;
-}
-
-const VdpaDevice* findVdpa(const Host& host, const std::string& name) {
-    auto v = std::find_if(host.vdpa.begin(), host.vdpa.end(),
-                          [&name](const VdpaDevice& x) { return x.name == name; });
-    return v == host.vdpa.end() ? nullptr : &*v;
-}
-
-const SiovQueue* findQueue(const Host& host, const std::string& name) {
-    auto q = std::find_if(host.queues.begin(), host.queues.end(),
-                          [&name](const SiovQueue& x) { return x.name == name; });
-    return q == host.queues.end() ? nullptr : &*q;
-}
-
 // What the checks work on.
 struct Admission {
     const AllocateRequest& request;
-    const Host& host;
+    const HostIndex& host;
     const Config& config;
     const Claims& claims;
     Requester requester;
@@ -73,12 +48,12 @@ struct Claim {
     std::optional<Holder> holder;      // none: the request being judged
 };
 
-bool governs(const Host& host, const PciDevice& whole, const std::string& function) {
+bool governs(const HostIndex& host, const PciDevice& whole, const std::string& function) {
     if (function == whole.address ||
         std::find(whole.virtfns.begin(), whole.virtfns.end(), function) != whole.virtfns.end()) {
         return true;
     }
-    const IommuGroup* g = groupOf(host, whole);
+    const IommuGroup* g = host.groupOf(whole);
     return g != nullptr &&
            std::find(g->devices.begin(), g->devices.end(), function) != g->devices.end();
 }
@@ -92,7 +67,8 @@ bool governs(const Host& host, const PciDevice& whole, const std::string& functi
 //  - functions that govern one another (one IOMMU group, PF and VF) may be held
 //    together only by one context.
 // A shared queue in several contexts and sibling queues or vDPA devices are not relatives.
-std::optional<std::string> relativeClash(const Host& host, const Claim& mine, const Claim& other) {
+std::optional<std::string> relativeClash(const HostIndex& host, const Claim& mine,
+                                         const Claim& other) {
     if (mine.id == other.id) {
         return std::nullopt; // the same device: not-held decides (a shared queue may be held again)
     }
@@ -136,7 +112,7 @@ std::optional<std::string> relativeClash(const Host& host, const Claim& mine, co
 // Every function of the family of the device's own function (its IOMMU group, its PF
 // or VFs), and every vDPA device and work queue on one of them: a superset of what
 // relativeClash() can find against c.
-std::set<std::string> relativesOf(const Host& host, const Claim& c) {
+std::set<std::string> relativesOf(const HostIndex& host, const Claim& c) {
     std::set<std::string> ids;
     auto addFamily = [&host, &ids](const PciDevice& f) {
         ids.insert(f.address);
@@ -144,7 +120,7 @@ std::set<std::string> relativesOf(const Host& host, const Claim& c) {
         if (!f.physfn.empty()) {
             ids.insert(f.physfn);
         }
-        if (const IommuGroup* g = groupOf(host, f)) {
+        if (const IommuGroup* g = host.groupOf(f)) {
             ids.insert(g->devices.begin(), g->devices.end());
         }
     };
@@ -155,14 +131,9 @@ std::set<std::string> relativesOf(const Host& host, const Claim& c) {
         addFamily(*c.parent);
     }
     std::vector<std::string> children;
-    for (const auto& q : host.queues) {
-        if (ids.count(q.parentDevice) != 0) {
-            children.push_back(q.name);
-        }
-    }
-    for (const auto& v : host.vdpa) {
-        if (ids.count(v.parentDevice) != 0) {
-            children.push_back(v.name);
+    for (const auto& function : ids) {
+        for (std::string_view child : host.childrenOf(function)) {
+            children.emplace_back(child);
         }
     }
     ids.insert(children.begin(), children.end());
@@ -229,32 +200,32 @@ Outcome<Done> checkDevicesKnown(Admission& a) {
         Resolved r;
         r.id = id;
         r.facts.id = id;
-        if (const PciDevice* dev = findPci(a.host, id)) {
+        if (const PciDevice* dev = a.host.pci(id)) {
             r.kind = HeldKind::Vfio;
             r.pci = dev;
-            r.pasidWidth = pasidWidthOn(a.host, *dev);
+            r.pasidWidth = a.host.pasidWidth(*dev);
             r.facts.kind = DeviceKind::Pci;
             r.facts.vendor = dev->vendor;
             r.facts.device = dev->device;
             r.facts.classCode = dev->classCode;
             r.facts.group = dev->group;
-            r.group = groupOf(a.host, *dev);
-        } else if (const VdpaDevice* v = findVdpa(a.host, id)) {
+            r.group = a.host.groupOf(*dev);
+        } else if (const VdpaDevice* v = a.host.vdpa(id)) {
             r.kind = HeldKind::Vdpa;
             r.vdpa = v;
-            r.parent = findPci(a.host, v->parentDevice);
+            r.parent = a.host.pci(v->parentDevice);
             r.facts.kind = DeviceKind::Vdpa;
-        } else if (const SiovQueue* q = findQueue(a.host, id)) {
+        } else if (const SiovQueue* q = a.host.queue(id)) {
             r.kind = HeldKind::Queue;
             r.queue = q;
-            r.parent = findPci(a.host, q->parentDevice);
+            r.parent = a.host.pci(q->parentDevice);
             r.facts.kind = DeviceKind::Queue;
         } else {
             return fail(names::Error::NotFound,
                         "no PCI device, vDPA device or work queue named '" + echo(id) + "'");
         }
         if (r.parent != nullptr) {
-            r.pasidWidth = pasidWidthOn(a.host, *r.parent);
+            r.pasidWidth = a.host.pasidWidth(*r.parent);
             r.facts.vendor = r.parent->vendor;
             r.facts.device = r.parent->device;
             r.facts.classCode = r.parent->classCode;
@@ -355,7 +326,7 @@ Outcome<Done> checkAutoBind(Admission& a, Resolved& r) {
     // the rules give this requester too.
     for (const auto& b : r.group->blockers) {
         const std::string& member = b.device;
-        const PciDevice* m = findPci(a.host, member);
+        const PciDevice* m = a.host.pci(member);
         if (m == nullptr) {
             continue;
         }
@@ -423,14 +394,14 @@ Outcome<Done> checkRelatives(Admission& a, Resolved& r) {
             continue;
         }
         Claim other{id, HeldKind::Vfio, nullptr, nullptr, holders.front()};
-        if (const PciDevice* dev = findPci(a.host, id)) {
+        if (const PciDevice* dev = a.host.pci(id)) {
             other.pci = dev;
-        } else if (const VdpaDevice* v = findVdpa(a.host, id)) {
+        } else if (const VdpaDevice* v = a.host.vdpa(id)) {
             other.kind = HeldKind::Vdpa;
-            other.parent = findPci(a.host, v->parentDevice);
-        } else if (const SiovQueue* q = findQueue(a.host, id)) {
+            other.parent = a.host.pci(v->parentDevice);
+        } else if (const SiovQueue* q = a.host.queue(id)) {
             other.kind = HeldKind::Queue;
-            other.parent = findPci(a.host, q->parentDevice);
+            other.parent = a.host.pci(q->parentDevice);
         } else {
             continue; // gone from the host (a degraded context): nothing left to clash with
         }
@@ -529,7 +500,7 @@ std::span<const AdmissionCheck> admissionChecks() {
     return kTable;
 }
 
-Outcome<std::vector<Resolved>> admit(const AllocateRequest& request, const Host& host,
+Outcome<std::vector<Resolved>> admit(const AllocateRequest& request, const HostIndex& host,
                                      const Config& config, const Claims& claims) {
     Admission a{request,
                 host,
@@ -550,19 +521,6 @@ Outcome<std::vector<Resolved>> admit(const AllocateRequest& request, const Host&
         }
     }
     return std::move(a.resolved);
-}
-
-const PciDevice* findPci(const Host& host, const std::string& address) {
-    for (const auto& d : host.devices) {
-        if (d.address == address) {
-            return &d;
-        }
-    }
-    return nullptr;
-}
-
-uint32_t pasidWidthOn(const Host& host, const PciDevice& dev) {
-    return pasidWidth(dev, dev.physfn.empty() ? nullptr : findPci(host, dev.physfn), host.units);
 }
 
 PolicyQuery policyQuery(const AllocateRequest& request, const Resolved& r) {

@@ -25,6 +25,7 @@
 #pragma once
 
 #include "svad/core/config.h"
+#include "svad/core/host_index.h"
 #include "svad/core/model.h"
 #include "svad/core/outcome.h"
 #include "svad/core/policy.h"
@@ -111,13 +112,10 @@ struct AdmissionCheck {
 // The table, in the order it runs.
 std::span<const AdmissionCheck> admissionChecks();
 
-// Runs the table. On success, every device resolved, with its rule.
-Outcome<std::vector<Resolved>> admit(const AllocateRequest& request, const Host& host,
+// Runs the table. On success, every device resolved, with its rule (the
+// pointers point into host.host()).
+Outcome<std::vector<Resolved>> admit(const AllocateRequest& request, const HostIndex& host,
                                      const Config& config, const Claims& claims);
-
-// The usable PASID width of a PCI function (a VF: its PF's) on this host.
-uint32_t pasidWidthOn(const Host& host, const PciDevice& dev);
-const PciDevice* findPci(const Host& host, const std::string& address);
 
 // The query a plugin gets for one device of an admitted request.
 PolicyQuery policyQuery(const AllocateRequest& request, const Resolved& r);

@@ -33,7 +33,7 @@ struct Engine::Ticket {
     AllocateRequest request;
     uint64_t nowUsec = 0;
     uint64_t reservation = 0;
-    std::shared_ptr<const Host> host;
+    std::shared_ptr<const HostIndex> host;
     std::shared_ptr<const Config> config;
     std::vector<Resolved> resolved;
 };
@@ -49,7 +49,7 @@ const ContextDevice* Context::device(const std::string& id) const {
 
 Engine::Engine(ports::Kernel& kernel, PasidAllocator& pasids, DeviceBroker& broker)
     : kernel_(kernel), pasids_(pasids), broker_(broker), config_(defaultConfig("")),
-      host_(std::make_shared<const Host>()) {}
+      host_(std::make_shared<const HostIndex>()) {}
 
 Engine::~Engine() {
     alive_.reset();
@@ -72,7 +72,7 @@ void Engine::removeObserver(ContextObserver* observer) {
 }
 
 void Engine::setHost(Host host) {
-    host_ = std::make_shared<const Host>(std::move(host));
+    host_ = std::make_shared<const HostIndex>(std::make_shared<const Host>(std::move(host)));
     ++hostGeneration_;
 }
 
@@ -312,7 +312,7 @@ Outcome<Context*> Engine::commit(Ticket& t, Outcome<std::unique_ptr<Context>> bu
     }
     // The host may have changed while it was built: a device gone already degrades it.
     // (On the host it was admitted on, every device was there.)
-    const std::string gone = t.host == host_ ? std::string() : degradedReason(*ctx, presentIds());
+    const std::string gone = t.host == host_ ? std::string() : degradedReason(*ctx, *host_);
     ctx->state = gone.empty() ? ContextState::Active : ContextState::Degraded;
     Context* raw = ctx.get();
     contexts_.emplace(raw->id, std::move(ctx));
@@ -484,12 +484,8 @@ void Engine::revokeQueues(const Context& ctx, size_t count) {
 }
 
 std::string Engine::queueNode(const std::string& queue) const {
-    for (const auto& q : host_->queues) {
-        if (q.name == queue && !q.charDevice.empty()) {
-            return kernel_.nodePath(q.charDevice);
-        }
-    }
-    return {};
+    const SiovQueue* q = host_->queue(queue);
+    return q != nullptr && !q->charDevice.empty() ? kernel_.nodePath(q->charDevice) : std::string();
 }
 
 std::unique_ptr<Context> Engine::takeKernelObjects(Context& ctx) {
@@ -693,21 +689,16 @@ void Engine::keepFds(const Context& ctx) {
 uint32_t Engine::pasidWidthOf(const std::string& device) const {
     // As admission finds it: a function's own (a VF: its PF's), a vDPA
     // device's or queue's parent function's.
-    const Host& h = *host_;
-    const PciDevice* pci = findPci(h, device);
+    const HostIndex& h = *host_;
+    const PciDevice* pci = h.pci(device);
     if (pci == nullptr) {
-        for (const auto& v : h.vdpa) {
-            if (v.name == device) {
-                pci = findPci(h, v.parentDevice);
-            }
-        }
-        for (const auto& q : h.queues) {
-            if (q.name == device) {
-                pci = findPci(h, q.parentDevice);
-            }
+        if (const VdpaDevice* v = h.vdpa(device)) {
+            pci = h.pci(v->parentDevice);
+        } else if (const SiovQueue* q = h.queue(device)) {
+            pci = h.pci(q->parentDevice);
         }
     }
-    return pci != nullptr ? pasidWidthOn(h, *pci) : 0;
+    return pci != nullptr ? h.pasidWidth(*pci) : 0;
 }
 
 uint64_t Engine::contextOfFdName(const std::string& name) {
@@ -925,24 +916,10 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
     return out;
 }
 
-std::set<std::string> Engine::presentIds() const {
-    std::set<std::string> present;
-    for (const auto& d : host_->devices) {
-        present.insert(d.address);
-    }
-    for (const auto& v : host_->vdpa) {
-        present.insert(v.name);
-    }
-    for (const auto& q : host_->queues) {
-        present.insert(q.name);
-    }
-    return present;
-}
-
-std::string Engine::degradedReason(const Context& ctx, const std::set<std::string>& present) {
+std::string Engine::degradedReason(const Context& ctx, const HostIndex& host) {
     std::string gone;
     for (const auto& d : ctx.devices) {
-        if (present.count(d.id) == 0) {
+        if (!host.has(d.id)) {
             gone += (gone.empty() ? "" : ",") + d.id;
         }
     }
@@ -951,12 +928,11 @@ std::string Engine::degradedReason(const Context& ctx, const std::set<std::strin
 
 std::vector<uint64_t> Engine::markDegraded() {
     std::vector<uint64_t> changed;
-    const std::set<std::string> present = presentIds();
     for (auto& [id, ctx] : contexts_) {
         if (leaving_.count(id) != 0) {
             continue; // going anyway
         }
-        const std::string reason = degradedReason(*ctx, present);
+        const std::string reason = degradedReason(*ctx, *host_);
         ContextState next = reason.empty() ? ContextState::Active : ContextState::Degraded;
         if (next != ctx->state) {
             ctx->state = next;

@@ -22,6 +22,7 @@
 
 #include "svad/core/admission.h"
 #include "svad/core/config.h"
+#include "svad/core/host_index.h"
 #include "svad/core/model.h"
 #include "svad/core/outcome.h"
 #include "svad/core/pasid_allocator.h"
@@ -164,9 +165,12 @@ public:
     void addObserver(ContextObserver* observer);
     void removeObserver(ContextObserver* observer);
 
-    // The host the next requests resolve devices against.
+    // The host the next requests resolve devices against; it is indexed here,
+    // once, for the lookups of every request until the next.
     void setHost(Host host);
-    const Host& host() const { return *host_; }
+    const Host& host() const { return host_->host(); }
+    // The same host's index (valid until the next setHost; share it to keep it).
+    const HostIndex& hostIndex() const { return *host_; }
     // How many hosts were set: a reader of host() knows whether it changed.
     uint64_t hostGeneration() const { return hostGeneration_; }
     // The rules the next requests are judged by; contexts already made stay.
@@ -269,8 +273,8 @@ private:
     void revokeQueues(const Context& ctx, size_t count = SIZE_MAX);
     // The node path of a queue on the current host; empty when it has none.
     std::string queueNode(const std::string& queue) const;
-    std::set<std::string> presentIds() const;
-    static std::string degradedReason(const Context& ctx, const std::set<std::string>& present);
+    // "device X,Y removed from the host"; empty when every device of the context is on it.
+    static std::string degradedReason(const Context& ctx, const HostIndex& host);
 
     // The context as the state store keeps it.
     ports::StoredContext stored(const Context& ctx) const;
@@ -296,7 +300,7 @@ private:
     Offload* offload_ = &inline_;
     std::vector<ContextObserver*> observers_;
     std::shared_ptr<const Config> config_;
-    std::shared_ptr<const Host> host_;
+    std::shared_ptr<const HostIndex> host_;
     uint64_t nextId_ = 1;
     bool restoring_ = false;
     uint64_t hostGeneration_ = 0;

@@ -470,7 +470,7 @@ core::Outcome<uid_t> ContextMethods::ownerUidOf(const std::string& what, uint32_
 
 std::map<std::string, sdbus::Variant>
 ContextMethods::reservationInfo(const core::Context& ctx) const {
-    const core::Host& host = engine_.host();
+    const core::HostIndex& host = engine_.hostIndex();
     const std::string& root = host_.devRoot();
     std::map<std::string, std::string> nodes;
     std::map<std::string, uint32_t> groups;
@@ -481,7 +481,7 @@ ContextMethods::reservationInfo(const core::Context& ctx) const {
         pluginOf[d.id] = d.plugin;
         std::string node;
         if (d.kind == core::HeldKind::Vfio) {
-            if (const core::PciDevice* pci = core::findPci(host, d.id)) {
+            if (const core::PciDevice* pci = host.pci(d.id)) {
                 // An auto-bound function has its cdev once the rescan after the rebind is in.
                 if (!pci->vfioDevice.empty()) {
                     node = underRoot(root, "vfio/devices/" + pci->vfioDevice);
@@ -491,17 +491,11 @@ ContextMethods::reservationInfo(const core::Context& ctx) const {
                 }
             }
         } else if (d.kind == core::HeldKind::Vdpa) {
-            for (const auto& v : host.vdpa) {
-                if (v.name == d.id) {
-                    node = underRoot(root, v.vhostDevice);
-                }
+            if (const core::VdpaDevice* v = host.vdpa(d.id)) {
+                node = underRoot(root, v->vhostDevice);
             }
-        } else {
-            for (const auto& q : host.queues) {
-                if (q.name == d.id) {
-                    node = underRoot(root, q.charDevice);
-                }
-            }
+        } else if (const core::SiovQueue* q = host.queue(d.id)) {
+            node = underRoot(root, q->charDevice);
         }
         if (!node.empty()) {
             nodes[d.id] = node;
@@ -691,19 +685,10 @@ void ContextMethods::contextStateChanged(const core::Context& ctx, const std::st
     if (object != objects_.end()) {
         object->second->announceDegraded(reason);
     }
-    std::set<std::string> present;
-    for (const auto& d : engine_.host().devices) {
-        present.insert(d.address);
-    }
-    for (const auto& v : engine_.host().vdpa) {
-        present.insert(v.name);
-    }
-    for (const auto& q : engine_.host().queues) {
-        present.insert(q.name);
-    }
+    const core::HostIndex& host = engine_.hostIndex();
     std::string gone;
     for (const auto& d : ctx.devices) {
-        if (present.count(d.id) == 0) {
+        if (!host.has(d.id)) {
             gone += (gone.empty() ? "" : ",") + d.id;
         }
     }

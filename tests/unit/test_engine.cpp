@@ -1181,6 +1181,82 @@ TEST_F(EngineTest, MarkDegradedFollowsTheHost) {
     EXPECT_TRUE(engine_->markDegraded().empty());
 }
 
+TEST_F(EngineTest, RequestsResolveAgainstTheHostSetLast) {
+    // kNicA and the queue gone, kPf's PASID width 8, vdpa0's parent without PASID.
+    Host next = testHost();
+    std::erase_if(next.devices, [](const PciDevice& d) { return d.address == kNicA; });
+    std::erase_if(next.queues, [](const SiovQueue& q) { return q.name == kQueue; });
+    for (auto& d : next.devices) {
+        if (d.address == kPf) {
+            d.caps.pasid.maxWidth = 8;
+        }
+        if (d.address == kVdpaPf) {
+            d.caps.pasid.present = false;
+        }
+    }
+    engine_->setHost(next);
+    next = Host{}; // the engine keeps its own
+    std::string m = allocFails(request({kNicA}), Error::NotFound);
+    EXPECT_NE(m.find(kNicA), std::string::npos) << m;
+    m = allocFails(request({kQueue}), Error::NotFound);
+    EXPECT_NE(m.find(kQueue), std::string::npos) << m;
+    const uint64_t vf = allocOk(request({kVf}));
+    const uint64_t v = allocOk(request({kVdpa}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    ASSERT_NE(vf, 0u);
+    ASSERT_NE(v, 0u);
+    EXPECT_EQ(engine_->find(vf)->device(kVf)->pasidWidth, 8u); // its PF's on this host
+    EXPECT_EQ(engine_->find(v)->device(kVdpa)->pasidWidth, 0u);
+    EXPECT_EQ(engine_->hostIndex().pci(kNicA), nullptr);
+    EXPECT_EQ(engine_->hostIndex().pci(kPf), &engine_->host().devices[6]);
+
+    // The first host again: what it has is found again, with its own widths.
+    EXPECT_TRUE(engine_->release(vf, user(kAlice)).ok());
+    EXPECT_TRUE(engine_->release(v, user(kBob)).ok());
+    engine_->setHost(testHost());
+    const uint64_t a = allocOk(request({kNicA, kQueue, kVf}));
+    ASSERT_NE(a, 0u);
+    EXPECT_EQ(engine_->find(a)->device(kNicA)->pasidWidth, 20u);
+    EXPECT_EQ(engine_->find(a)->device(kQueue)->pasidWidth, 20u); // kDsa's
+    EXPECT_EQ(engine_->find(a)->device(kVf)->pasidWidth, 20u);
+    const uint64_t b = allocOk(request({kVdpa}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    ASSERT_NE(b, 0u);
+    EXPECT_EQ(engine_->find(b)->device(kVdpa)->pasidWidth, 20u);
+    EXPECT_TRUE(engine_->release(a, user(kAlice)).ok());
+    EXPECT_TRUE(engine_->release(b, user(kBob)).ok());
+    expectNothingHeld("after both hosts");
+}
+
+TEST_F(EngineTest, RelativesAreFoundOnTheHostSetLast) {
+    // A held queue on kNicB's function keeps kNicB from being handed out whole,
+    // on the host where it lives there and only there.
+    Host moved = testHost();
+    for (auto& wq : moved.queues) {
+        wq.parentDevice = kNicB;
+    }
+    engine_->setHost(moved);
+    EXPECT_TRUE(engine_->hostIndex().childrenOf(kDsa).empty());
+    EXPECT_EQ(engine_->hostIndex().childrenOf(kNicB).size(), 3u);
+    const uint64_t q = allocOk(request({kQueue}));
+    std::string m =
+        allocFails(request({kNicB}, ContextMode::Handoff, false, user(kBob), "vm-2"), Error::Busy);
+    EXPECT_NE(m.find(kQueue), std::string::npos) << m;
+
+    engine_->setHost(testHost()); // the queue back on kDsa
+    EXPECT_TRUE(engine_->hostIndex().childrenOf(kNicB).empty());
+    const uint64_t nic = allocOk(request({kNicB}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    EXPECT_NE(nic, 0u);
+    EXPECT_TRUE(engine_->release(nic, user(kBob)).ok());
+    EXPECT_TRUE(engine_->release(q, user(kAlice)).ok());
+
+    // The other way: kNicB held, then a host on which the queue is on it.
+    const uint64_t whole = allocOk(request({kNicB}));
+    engine_->setHost(moved);
+    m = allocFails(request({kQueue}, ContextMode::Handoff, false, user(kBob), "vm-2"), Error::Busy);
+    EXPECT_NE(m.find(kNicB), std::string::npos) << m;
+    EXPECT_TRUE(engine_->release(whole, user(kAlice)).ok());
+    expectNothingHeld("at the end");
+}
+
 } // namespace
 } // namespace svad::core
 
@@ -1294,6 +1370,34 @@ TEST_F(EngineTest, DevicesStayReservedWhileAnAllocationOrAReleaseIsInFlight) {
     engine_->setOffload(nullptr);
     expectNothingHeld("after the release");
     EXPECT_NE(allocOk(request({kNicA})), 0u);
+}
+
+TEST_F(EngineTest, AnAllocationInFlightIsBuiltOnTheHostItWasAdmittedOn) {
+    HeldOffload offload;
+    engine_->setOffload(&offload);
+    std::optional<Outcome<const Context*>> got;
+    engine_->allocate(request({kVf, kVdpa}), 1,
+                      [&got](const Outcome<const Context*>& o) { got = o; });
+    // The host changes under the build: kVf and its PF leave, and every other
+    // object the admission resolved is replaced by one of the new host.
+    Host next = testHost();
+    std::erase_if(next.devices, [](const PciDevice& d) { return d.address == kVf; });
+    std::erase_if(next.devices, [](const PciDevice& d) { return d.address == kPf; });
+    engine_->setHost(next);
+    engine_->setHost(next); // twice: a host freed too early would have its memory taken again
+    offload.finishAll();
+    ASSERT_TRUE(got.has_value());
+    ASSERT_TRUE(got->ok()) << got->failure().message;
+    const Context* ctx = got->value();
+    // Built from the admitted host's objects: the VF's PF's width, its VFIO cdev.
+    EXPECT_EQ(ctx->device(kVf)->pasidWidth, 20u);
+    EXPECT_TRUE(ctx->device(kVf)->fd.valid());
+    EXPECT_EQ(ctx->device(kVdpa)->pasidWidth, 20u);
+    // And degraded at once: kVf is not on the host the engine has now.
+    EXPECT_EQ(ctx->state, ContextState::Degraded);
+    engine_->setOffload(nullptr);
+    EXPECT_TRUE(engine_->release(ctx->id, user(kAlice)).ok());
+    expectNothingHeld("after the release");
 }
 
 TEST_F(EngineTest, ContextsComeBackFromTheStateStoreWithoutTheirFds) {
