@@ -255,35 +255,4 @@ void HostPublisher::list(const std::string& start, uint32_t limit,
     queues_.list(start, limit, out);
 }
 
-void logWarnings(const core::Host& host) {
-    for (const auto& w : host.warnings) {
-        log::warning(w);
-    }
-    for (const auto& d : host.devices) {
-        for (const auto& w : d.warnings) {
-            log::warning(w, {{"DEVICE", d.address}});
-        }
-    }
-    for (const auto& g : host.groups) {
-        for (const auto& w : g.warnings) {
-            log::warning(w, {{"GROUP", std::to_string(g.id)}});
-        }
-    }
-    for (const auto& u : host.units) {
-        for (const auto& w : u.warnings) {
-            log::warning(w, {{"UNIT", u.name}});
-        }
-    }
-    for (const auto& q : host.queues) {
-        for (const auto& w : q.warnings) {
-            log::warning(w, {{"QUEUE", q.name}});
-        }
-    }
-    for (const auto& v : host.vdpa) {
-        for (const auto& w : v.warnings) {
-            log::warning(w, {{"DEVICE", v.name}});
-        }
-    }
-}
-
 } // namespace svad::dbus

@@ -94,7 +94,4 @@ private:
     Subtree<QueueData> queues_;
 };
 
-// Writes every warning of a host to the log, with the object it is about.
-void logWarnings(const core::Host& host);
-
 } // namespace svad::dbus

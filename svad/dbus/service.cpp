@@ -112,7 +112,7 @@ void Service::publishInitial(core::Host host) {
 }
 
 void Service::apply(core::Host host, bool emit) {
-    logWarnings(host);
+    warnings_.update(host);
     hostObjects_.publish(host, emit);
     if (options_.onHostChanged) {
         options_.onHostChanged(host);

@@ -13,6 +13,7 @@
 #pragma once
 
 #include "svad/core/engine.h"
+#include "svad/core/host_warnings.h"
 #include "svad/core/model.h"
 #include "svad/core/rate_limit.h"
 #include "svad/dbus/Manager_adaptor.h"
@@ -178,6 +179,8 @@ private:
     ports::KernelFeatures features_;
     uint64_t lastScanUsec_ = 0;
     uint32_t scanCount_ = 0;
+    // The warnings of the host last applied, each logged once.
+    core::HostWarnings warnings_;
 
     // Declared in the order they depend on each other; they go in reverse.
     AsioOffload offload_;

@@ -2,6 +2,7 @@
 // store alike (typed tests), and what only the SQLite store does: durability
 // across a reopen and a crash, migrations, and a damaged or newer database
 // moved aside.
+#include "log_capture.h"
 #include "scratch_dir.h"
 #include "svad/core/log.h"
 #include "svad/linux/state_sqlite.h"
@@ -271,27 +272,7 @@ private:
     sqlite3* db_ = nullptr;
 };
 
-// Collects the log lines of one test.
-class LogCapture {
-public:
-    LogCapture() {
-        svad::log::setSink(
-            [this](svad::log::Priority p, const std::string& m, const svad::log::Fields& f) {
-                lines.push_back(svad::log::formatLine(p, m, f));
-            });
-    }
-    ~LogCapture() { svad::log::setSink(nullptr); }
-    LogCapture(const LogCapture&) = delete;
-    LogCapture& operator=(const LogCapture&) = delete;
-    std::string all() const {
-        std::string out;
-        for (const auto& l : lines) {
-            out += l + "\n";
-        }
-        return out;
-    }
-    std::vector<std::string> lines;
-};
+using svad::test::LogCapture;
 
 // The schema version this svad writes.
 int current() {
