@@ -13,8 +13,11 @@
 #include <mutex>
 #include <set>
 #include <signal.h>
+#include <sstream>
+#include <string>
 #include <sys/wait.h>
 #include <thread>
+#include <vector>
 
 namespace svad::test {
 namespace {
@@ -233,6 +236,59 @@ TEST(Bus, BadSysfsInputBecomesWarningsNotCrashes) {
     EXPECT_GE(f.property(kRoot, kManager, "WarningCount").get<uint32_t>(), 2U);
     EXPECT_TRUE(f.svad().running());
     EXPECT_NE(f.svad().log().find("DEVICE=0000:6a:01.0"), std::string::npos);
+}
+
+// The lines of svad's log holding every one of `needles`.
+size_t logLines(const std::string& log, const std::vector<std::string>& needles) {
+    std::istringstream in(log);
+    size_t n = 0;
+    for (std::string line; std::getline(in, line);) {
+        n +=
+            std::all_of(needles.begin(), needles.end(),
+                        [&line](const std::string& x) { return line.find(x) != std::string::npos; })
+                ? 1
+                : 0;
+    }
+    return n;
+}
+
+TEST(Bus, AWarningIsLoggedWhenItAppearsNotOnEveryRescan) {
+    auto host = testHost();
+    SvadFixture f(host);
+    const std::vector<std::string> nvme{"svad: warning: ", "DEVICE=0000:5e:00.0"};
+    const std::vector<std::string> dsa{"svad: warning: ", "DEVICE=0000:6a:01.0"};
+    const size_t atStart = logLines(f.svad().log(), nvme);
+    ASSERT_GE(atStart, 1U) << f.svad().log(); // its 64-byte config space
+    auto p = f.proxy(kRoot);
+    p->callMethod("Rescan").onInterface(kManager);
+    p->callMethod("Rescan").onInterface(kManager);
+    EXPECT_EQ(logLines(f.svad().log(), nvme), atStart) << f.svad().log();
+    EXPECT_EQ(logLines(f.svad().log(), dsa), 0U) << f.svad().log();
+
+    // A new warning: that one is logged, once, and no other again.
+    const std::string vendor = f.sysfs() + "/bus/pci/devices/0000:6a:01.0/vendor";
+    std::string good;
+    std::getline(std::ifstream(vendor), good);
+    std::ofstream(vendor) << "0xzz86\n";
+    p->callMethod("Rescan").onInterface(kManager);
+    const size_t broken = logLines(f.svad().log(), dsa);
+    EXPECT_GE(broken, 1U) << f.svad().log();
+    p->callMethod("Rescan").onInterface(kManager);
+    EXPECT_EQ(logLines(f.svad().log(), dsa), broken) << f.svad().log();
+    EXPECT_EQ(logLines(f.svad().log(), {"vendor", "DEVICE=0000:6a:01.0"}), 1U) << f.svad().log();
+    EXPECT_EQ(logLines(f.svad().log(), nvme), atStart) << f.svad().log();
+
+    // Mended: told once as cleared; broken again: logged again.
+    std::ofstream(vendor) << good << "\n";
+    p->callMethod("Rescan").onInterface(kManager);
+    p->callMethod("Rescan").onInterface(kManager);
+    EXPECT_EQ(logLines(f.svad().log(), {"svad: info: warning cleared: ", "DEVICE=0000:6a:01.0"}),
+              broken)
+        << f.svad().log();
+    std::ofstream(vendor) << "0xzz86\n";
+    p->callMethod("Rescan").onInterface(kManager);
+    EXPECT_EQ(logLines(f.svad().log(), dsa), 2 * broken) << f.svad().log();
+    EXPECT_EQ(logLines(f.svad().log(), nvme), atStart) << f.svad().log();
 }
 
 // Watches the ObjectManager signals of svad from a client connection.
