@@ -1,4 +1,4 @@
-// What a scrape of /metrics costs svad, against the floor of its HTTP stack
+// What a scrape of /metrics costs svad, against prometheus-cpp's own exposer
 // serving the same body, and where keeping the metrics current costs instead,
 // in the same run.
 //
@@ -9,19 +9,22 @@
 // created, changed or released, Metrics::updateContexts walks all the held
 // contexts and sets the context gauges; the host's gauges are set when a new
 // host is read. There is no collectable computed at scrape time: a scrape is
-// prometheus-cpp's Registry::Collect and text serialization on civetweb's
-// threads, reading atomics, and the loop thread takes no part in it.
+// prometheus-cpp's Registry::Collect and text serialization on svad's HTTP
+// endpoint's thread (svad/metrics/http_endpoint.h), reading atomics, and the
+// loop thread takes no part in it.
 //
 // So the benchmark compares:
 //  1. A scrape of svad holding N contexts (sim backend, a generated host of N+1
 //     vfio-pci functions, one IOMMU group each; this program allocates the
 //     contexts, one function each, and stays their owner), against a bare
-//     exposer: another process running prometheus-cpp's exposer with svad's
-//     civetweb options (svad/metrics/metrics.h) and a registry holding exactly
+//     exposer: another process running prometheus-cpp's Exposer (civetweb, the
+//     HTTP stack svad used before its own endpoint, with the options svad gave
+//     it: kBare* below) and a registry holding exactly
 //     svad's series, every family, type, help text, label and value, histograms
 //     included, rebuilt from svad's exposition and pushed ahead; its body is
 //     checked to hold the same lines as svad's. That is the floor of
-//     prometheus-cpp and civetweb for that body. Each scrape is a fresh HTTP/1.0
+//     prometheus-cpp and civetweb for that body, the baseline svad's own
+//     endpoint is held to. Each scrape is a fresh HTTP/1.0
 //     GET over loopback, alternating between the two; printed: p50/p99 latency,
 //     each process's CPU time per scrape (all its threads, from
 //     /proc/PID/task/*/schedstat), and svad's extra per scrape (svad's minus the
@@ -33,7 +36,7 @@
 //     and --metrics-address off (no metrics object at all); the calls alternate
 //     between the two.
 #include "fixture.h"
-#include "svad/metrics/metrics.h"
+#include "svad/metrics/http_endpoint.h"
 
 #include <algorithm>
 #include <chrono>
@@ -74,9 +77,16 @@ constexpr const char* kManager = "org.svad.Svad1.Manager";
     throw std::runtime_error(what);
 }
 
+// The civetweb options of the bare exposer: those svad gave prometheus-cpp's
+// Exposer when it served its metrics through it (4 workers, a request head
+// within 100 ms, 16 accepted connections waiting for a worker).
+constexpr int kBareThreads = 4;
+constexpr int kBareRequestTimeoutMs = 100;
+constexpr int kBareConnectionQueue = 16;
+
 // prometheus-cpp's Exposer serves metrics of its own beside the registry's
 // (exposer_scrapes_total, exposer_transferred_bytes_total,
-// exposer_request_latencies): the bare exposer has them too, of its own.
+// exposer_request_latencies): the bare exposer has them, svad's endpoint not.
 bool exposerOwn(const std::string& line) {
     for (const char* p : {"exposer_", "# HELP exposer_", "# TYPE exposer_"}) {
         if (line.rfind(p, 0) == 0) {
@@ -249,18 +259,17 @@ std::shared_ptr<prometheus::Registry> rebuild(const std::string& exposition) {
 }
 
 // The bare exposer: serves the series of the exposition in `file` on `port`
-// with svad's civetweb options, until killed.
+// with the civetweb options svad used, until killed.
 int serveBare(const std::string& file, const std::string& port) {
     std::ifstream in(file);
     std::stringstream text;
     text << in.rdbuf();
     auto registry = rebuild(text.str());
-    using namespace svad::metrics;
     prometheus::Exposer exposer(std::vector<std::string>{
-        "listening_ports", "127.0.0.1:" + port, "num_threads", std::to_string(kHttpThreads),
-        "request_timeout_ms", std::to_string(kHttpRequestTimeoutMs), "connection_queue",
-        std::to_string(kHttpConnectionQueue), "listen_backlog",
-        std::to_string(kHttpListenBacklog)});
+        "listening_ports", "127.0.0.1:" + port, "num_threads", std::to_string(kBareThreads),
+        "request_timeout_ms", std::to_string(kBareRequestTimeoutMs), "connection_queue",
+        std::to_string(kBareConnectionQueue), "listen_backlog",
+        std::to_string(svad::metrics::kHttpListenBacklog)});
     exposer.RegisterCollectable(registry);
     for (;;) {
         ::pause();
@@ -451,10 +460,11 @@ int run(int contexts, int scrapes, int calls) {
     std::printf("svad holds %.0f contexts on %d+1 functions; its body: %zu series, %zu bytes\n",
                 held, contexts, series, bytes);
     std::printf("svad pushes its gauges on change; nothing is computed at scrape time\n");
-    std::printf("bare exposer: the same series and values pushed ahead, svad's civetweb "
-                "options; the same lines as svad's body (the exposer's own metrics aside): %s (in "
-                "the same order: %s)\n",
-                sameLines ? "yes" : "no", sameOrder ? "yes" : "no, series in another order");
+    std::printf(
+        "bare exposer: prometheus-cpp's Exposer (civetweb), the same series and values "
+        "pushed ahead; the same lines as svad's body (the exposer's own metrics aside): %s (in "
+        "the same order: %s)\n",
+        sameLines ? "yes" : "no", sameOrder ? "yes" : "no, series in another order");
     std::printf("\nscrape of /metrics, N=%d, alternating (us)       p50       p99   p50 ratio\n",
                 scrapes);
     std::printf("  bare exposer (the floor)                   %9.1f %9.1f\n", b.p50, b.p99);

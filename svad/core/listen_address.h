@@ -1,5 +1,5 @@
 // The one check of a listen address (the metrics endpoint's), used by the
-// configuration validator, the command line and the metrics exposer alike, so
+// configuration validator, the command line and the metrics endpoint alike, so
 // that what --check-config accepts is what svad can serve.
 #pragma once
 

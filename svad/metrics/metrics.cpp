@@ -1,26 +1,14 @@
 #include "svad/metrics/metrics.h"
 
 #include "svad/core/listen_address.h"
-#include "svad/core/parse.h"
-#include "svad/core/text.h"
+#include "svad/metrics/http_endpoint.h"
 
-#include <algorithm>
-#include <arpa/inet.h>
-#include <atomic>
-#include <chrono>
-#ifdef SVAD_HAVE_CIVETWEB
-#include <civetweb.h>
-#endif
-#include <netinet/in.h>
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 #include <set>
-#include <sys/socket.h>
-#include <thread>
-#include <unistd.h>
 
 namespace svad::metrics {
 
@@ -44,51 +32,12 @@ const char* modeLabel(core::ContextMode m) {
     }
 }
 
-// Opens and closes a connection to host:port, without waiting for it.
-void poke(const std::string& host, bool ipv6, uint16_t port) {
-    const int fd =
-        ::socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return;
-    }
-    if (ipv6) {
-        struct sockaddr_in6 sa {};
-        sa.sin6_family = AF_INET6;
-        sa.sin6_port = htons(port);
-        if (::inet_pton(AF_INET6, host.c_str(), &sa.sin6_addr) == 1) {
-            (void)::connect(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa);
-        }
-    } else {
-        struct sockaddr_in sa {};
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons(port);
-        if (::inet_pton(AF_INET, host.c_str(), &sa.sin_addr) == 1) {
-            (void)::connect(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa);
-        }
-    }
-    ::close(fd);
-}
-
 } // namespace
-
-bool httpServerHasIpv6() {
-#ifdef SVAD_HAVE_CIVETWEB
-    constexpr unsigned kIpv6Feature = 8; // civetweb.h: mg_check_feature
-    return mg_check_feature(kIpv6Feature) != 0;
-#else
-    return true;
-#endif
-}
 
 std::optional<std::string> unservable(const std::string& address) {
     std::string err;
-    auto a = core::parseListenAddress(address, &err);
-    if (!a) {
+    if (!core::parseListenAddress(address, &err)) {
         return err;
-    }
-    if (a->ipv6 && !httpServerHasIpv6()) {
-        return "'" + core::echo(address) +
-               "': this build's HTTP server (civetweb) has no IPv6 support; use an IPv4 address";
     }
     return std::nullopt;
 }
@@ -173,31 +122,9 @@ Metrics::Metrics(const std::string& version, const std::string& backend)
                      .Add({});
 }
 
+// The endpoint stops first (its thread reads the registry).
 Metrics::~Metrics() {
-    stopServer();
-}
-
-void Metrics::stopServer() {
-    if (!exposer_) {
-        return;
-    }
-    // civetweb's accept thread sees its stop flag only when its poll of the listening
-    // socket returns, which it does every 2 s (SOCKET_TIMEOUT_QUANTUM in civetweb.c) or
-    // on a new connection; the workers see it within kHttpRequestTimeoutMs. Connections
-    // made while the exposer stops end that poll, so svad stops in milliseconds.
-    const std::vector<uint16_t> listening = ports();
-    std::atomic<bool> stopped{false};
-    std::thread waker([&stopped, listening, host = wakeHost_, ipv6 = wakeIpv6_] {
-        while (!stopped.load()) {
-            for (uint16_t port : listening) {
-                poke(host, ipv6, port);
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        }
-    });
-    exposer_.reset();
-    stopped = true;
-    waker.join();
+    endpoint_.reset();
 }
 
 void Metrics::serve(const std::string& address) {
@@ -211,32 +138,19 @@ void Metrics::serve(const std::string& address) {
     if (!parsed) {
         throw MetricsError("cannot serve metrics on " + address);
     }
-    wakeIpv6_ = parsed->ipv6;
-    if (parsed->host == "0.0.0.0" || parsed->host == "::") {
-        wakeHost_ = wakeIpv6_ ? "::1" : "127.0.0.1";
-    } else {
-        wakeHost_ = parsed->host;
-    }
     try {
-        // civetweb's options (see metrics.h); its other defaults stay: keep-alive off,
-        // no linger on close (a close never waits for the client).
-        exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
-            "listening_ports", address, "num_threads", std::to_string(kHttpThreads),
-            "request_timeout_ms", std::to_string(kHttpRequestTimeoutMs), "connection_queue",
-            std::to_string(kHttpConnectionQueue), "listen_backlog",
-            std::to_string(kHttpListenBacklog)});
+        endpoint_ = std::make_unique<HttpEndpoint>(*parsed, [registry = registry_] {
+            return prometheus::TextSerializer().Serialize(registry->Collect());
+        });
     } catch (const std::exception& e) {
         throw MetricsError("cannot serve metrics on " + address + ": " + e.what());
     }
-    exposer_->RegisterCollectable(registry_);
 }
 
 std::vector<uint16_t> Metrics::ports() const {
     std::vector<uint16_t> out;
-    if (exposer_) {
-        for (int p : exposer_->GetListeningPorts()) {
-            out.push_back(static_cast<uint16_t>(p));
-        }
+    if (endpoint_) {
+        out.push_back(endpoint_->port());
     }
     return out;
 }

@@ -1,6 +1,7 @@
-// svad's Prometheus metrics: a prometheus-cpp registry, and a pull exposer
-// serving it over HTTP. The loop thread updates the metrics (counters and
-// gauges are atomic); the exposer's own threads only read them.
+// svad's Prometheus metrics: a prometheus-cpp registry, and svad's HTTP endpoint
+// (http_endpoint.h) serving it. The loop thread updates the metrics (counters
+// and gauges are atomic); the endpoint's own thread only reads them, collecting
+// the registry at each scrape.
 #pragma once
 
 #include "svad/core/engine.h"
@@ -17,7 +18,6 @@
 
 namespace prometheus {
 class Counter;
-class Exposer;
 class Gauge;
 class Histogram;
 class Registry;
@@ -33,41 +33,12 @@ struct MetricsError : std::runtime_error {
 // The default of --metrics-address; "off" turns the endpoint off.
 inline constexpr const char* kDefaultAddress = "127.0.0.1:9464";
 
-// The HTTP server's settings (civetweb options, through prometheus-cpp's Exposer).
-// civetweb's accept thread moves each accepted connection into a queue of
-// kHttpConnectionQueue, and kHttpThreads workers take them from it in order, one
-// connection per worker, until its request is answered or kHttpRequestTimeoutMs
-// passes without the whole request head (civetweb's request_timeout_ms). A scrape
-// waits behind the connections accepted before it, so a client that sends nothing,
-// or one byte every few seconds, must lose its worker quickly:
-//  - kHttpThreads: metrics are a side job of svad, and a scrape takes a worker for
-//    a few ms; four threads (each with a request buffer) keep scrapes flowing
-//    while some are held by slow clients, without a pool sized for an attack.
-//  - kHttpRequestTimeoutMs: a scraper sends its request with the connection (it is
-//    there when a worker takes it); an idle or slow client is dropped after 100 ms
-//    (each read waits up to the timeout, and the time is checked after it, so under
-//    200 ms when a byte came just before), so a burst of N such connections costs
-//    about N * 100 ms / kHttpThreads before a scrape behind it is answered.
-//    Keep-alive stays off (civetweb's default): each connection is one request.
-//  - kHttpConnectionQueue: accepted connections waiting for a worker. svad holds at
-//    most kHttpThreads + kHttpConnectionQueue + 1 client sockets (the +1 is the one
-//    the accept thread holds while the queue is full), whatever the number of clients.
-//  - kHttpListenBacklog: connections the kernel completes before civetweb accepts
-//    them (capped by net.core.somaxconn); they cost kernel memory, not svad's fds,
-//    and a burst beyond it makes the clients retry their SYN.
-inline constexpr int kHttpThreads = 4;
-inline constexpr int kHttpRequestTimeoutMs = 100;
-inline constexpr int kHttpConnectionQueue = 16;
-inline constexpr int kHttpListenBacklog = 1024;
-
-// Whether the HTTP server (civetweb) of this build can listen on IPv6.
-bool httpServerHasIpv6();
-
-// What keeps `address` from being served by this build, or nothing: first the
-// one listen-address check (core::parseListenAddress), then what the HTTP
-// server lacks (IPv6, when civetweb was built without it). --check-config,
-// --metrics-address and serve() all ask this.
+// What keeps `address` from being served: the one listen-address check
+// (core::parseListenAddress). --check-config, --metrics-address and serve()
+// all ask this.
 std::optional<std::string> unservable(const std::string& address);
+
+class HttpEndpoint;
 
 class Metrics {
 public:
@@ -77,7 +48,8 @@ public:
     Metrics& operator=(const Metrics&) = delete;
 
     // Serves GET /metrics on `address` (as core::parseListenAddress reads it; "off"
-    // serves nothing); throws MetricsError (bad address, port taken).
+    // serves nothing), on a thread of its own; throws MetricsError (bad address,
+    // port taken).
     void serve(const std::string& address);
     // The ports the endpoint listens on (one once serve() succeeded).
     std::vector<uint16_t> ports() const;
@@ -113,14 +85,8 @@ private:
                           std::map<Labels, prometheus::Gauge*>& series,
                           const std::map<Labels, double>& values);
 
-    // Stops the HTTP server without waiting out its accept thread's poll.
-    void stopServer();
-
     std::shared_ptr<prometheus::Registry> registry_;
-    std::unique_ptr<prometheus::Exposer> exposer_;
-    // Where a connection reaches the endpoint (a wildcard address as loopback).
-    std::string wakeHost_;
-    bool wakeIpv6_ = false;
+    std::unique_ptr<HttpEndpoint> endpoint_;
 
     prometheus::Family<prometheus::Gauge>* devices_;
     prometheus::Gauge* pasidDevices_;

@@ -379,10 +379,10 @@ TEST(Bus, SighupRescansAndSigtermStopsCleanly) {
 }
 
 // svad's threads carry names (ps -L, top -H): four workers for its kernel and
-// plugin calls, one each for rescans and user lookups, and no thread of its
-// own left unnamed.
+// plugin calls, one each for rescans, user lookups and the metrics endpoint,
+// and no thread of its own left unnamed.
 TEST(Bus, ThreadsAreNamedForTheAdministrator) {
-    SvadFixture f(testHost());
+    SvadFixture f(testHost(), {"--metrics-address", "127.0.0.1:0"});
     std::map<std::string, int> names;
     const std::string tasks = "/proc/" + std::to_string(f.svad().pid()) + "/task";
     for (const auto& task : fs::directory_iterator(tasks)) {
@@ -394,11 +394,11 @@ TEST(Bus, ThreadsAreNamedForTheAdministrator) {
     EXPECT_EQ(names["svad-work"], 4);
     EXPECT_EQ(names["svad-rescan"], 1);
     EXPECT_EQ(names["svad-nss"], 1);
-    // The main thread keeps the program's name; every other is "svad-<what>" or
-    // belongs to a library (the metrics endpoint's civetweb, when it is on).
+    EXPECT_EQ(names["svad-metrics"], 1);
+    // The main thread keeps the program's name; every other is "svad-<what>".
     EXPECT_EQ(names["svad"], 1);
     for (const auto& [name, count] : names) {
-        EXPECT_TRUE(name == "svad" || name.starts_with("svad-") || name.starts_with("civetweb"))
+        EXPECT_TRUE(name == "svad" || name.starts_with("svad-"))
             << count << " thread(s) named '" << name << "'";
     }
 }

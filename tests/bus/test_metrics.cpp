@@ -121,20 +121,17 @@ TEST(Metrics, CheckConfigAndStartAgreeOnTheAddress) {
         r = runCommand({SVAD_BINARY, "--check-config", file});
         EXPECT_EQ(r.exitCode, 0) << good << ": " << r.errors;
     }
-    // [::1] is well formed; whether it can be served depends on the build's HTTP
-    // server (civetweb with or without IPv6). The check and the start agree.
+    // [::1] is well formed and served (svad's endpoint binds IPv6 itself): the
+    // check passes, and the start gets past the address to the missing bus.
     const std::string bracketed = conf.path() + "/bracketed.yaml";
     std::ofstream(bracketed) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\n"
                              << "metrics: {address: \"[::1]:0\"}\n";
     auto check = runCommand({SVAD_BINARY, "--check-config", bracketed});
     auto start = runCommand(
         {SVAD_BINARY, "--bus", "unix:path=/nonexistent", "--metrics-address", "[::1]:0"});
+    EXPECT_EQ(check.exitCode, 0) << check.errors;
     EXPECT_NE(start.exitCode, 0); // no bus there
-    EXPECT_EQ(check.exitCode == 0, start.exitCode != 2) << check.errors << start.errors;
-    if (check.exitCode != 0) {
-        EXPECT_NE(check.errors.find("no IPv6 support"), std::string::npos) << check.errors;
-        EXPECT_NE(start.errors.find("no IPv6 support"), std::string::npos) << start.errors;
-    }
+    EXPECT_NE(start.exitCode, 2) << start.errors;
 }
 
 TEST(Metrics, PortTakenIsAClearError) {
