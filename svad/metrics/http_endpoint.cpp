@@ -11,6 +11,7 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <fcntl.h>
+#include <future>
 #include <list>
 #include <stdexcept>
 #include <thread>
@@ -344,8 +345,9 @@ struct HttpEndpoint::Impl {
                           });
     }
 
-    void run() {
+    void run(std::promise<void>& named) {
         core::nameThisThread("svad-metrics");
+        named.set_value();
         for (;;) {
             try {
                 io.run();
@@ -384,7 +386,13 @@ struct HttpEndpoint::Impl {
 HttpEndpoint::HttpEndpoint(const core::ListenAddress& address, Body body)
     : impl_(std::make_unique<Impl>(address, std::move(body))) {
     impl_->accept();
-    impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
+    // Returns once the thread has its name, so that whoever lists svad's threads
+    // after serve() sees it named.
+    std::promise<void> named;
+    std::future<void> ready = named.get_future();
+    impl_->thread =
+        std::thread([impl = impl_.get(), named = std::move(named)]() mutable { impl->run(named); });
+    ready.wait();
 }
 
 HttpEndpoint::~HttpEndpoint() {

@@ -277,7 +277,7 @@ TEST(HttpEndpoint, AFloodOfIdleConnectionsEvictsItself) {
 // client that sent its request but reads slowly keeps its place.
 TEST(HttpEndpoint, AnAnswerInProgressIsNotEvictedFirst) {
     const std::string big(16 << 20, 'x'); // far more than the socket buffers hold
-    HttpEndpoint e(loopback(), [&big] { return big; });
+    HttpEndpoint e(loopback(), [&big]() -> const std::string& { return big; });
     const int reader = connectTo(e.port());
     sendAll(reader, "GET /metrics HTTP/1.1\r\n\r\n");
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
