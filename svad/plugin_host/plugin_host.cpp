@@ -1003,7 +1003,7 @@ std::vector<std::string> PluginHost::giveBackNow(uint64_t context) {
 
 void PluginHost::release(const std::string& plugin, const core::PolicyQuery& query) {
     // Queued for the release thread, with nothing that points into the host.
-    PendingRelease job{plugin, query};
+    PendingRelease job{plugin, query, 0, {}};
     job.query.pci = nullptr;
     job.query.vdpa = nullptr;
     job.query.queue = nullptr;
