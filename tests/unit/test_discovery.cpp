@@ -92,9 +92,10 @@ private:
     std::map<std::string, std::set<std::string>> dirs_;
 };
 
-// A minimal config space: ids, status with a capability list holding PCI Express.
+// A minimal config space: ids, status with a capability list holding PCI
+// Express, cut to `size` bytes (a short one keeps the pointer to what it lost).
 std::vector<uint8_t> config(uint16_t vendor, uint16_t device, size_t size = 4096) {
-    std::vector<uint8_t> c(size, 0);
+    std::vector<uint8_t> c(4096, 0);
     c[0] = vendor & 0xff;
     c[1] = vendor >> 8;
     c[2] = device & 0xff;
@@ -102,6 +103,7 @@ std::vector<uint8_t> config(uint16_t vendor, uint16_t device, size_t size = 4096
     c[6] = 0x10; // capability list
     c[0x34] = 0x40;
     c[0x40] = 0x10; // PCI Express
+    c.resize(size);
     return c;
 }
 
