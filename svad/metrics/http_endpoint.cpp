@@ -3,6 +3,7 @@
 #include "svad/core/log.h"
 #include "svad/core/thread_name.h"
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -61,8 +62,10 @@ std::string error(std::string_view status, bool withBody, std::string_view extra
 }
 
 // Where the request head in `bytes` ends (just past its empty line), or npos.
-size_t headEnd(std::string_view bytes) {
-    for (size_t i = bytes.find('\n'); i != std::string_view::npos; i = bytes.find('\n', i + 1)) {
+// The search starts at `from`: what came before it was searched already.
+size_t headEnd(std::string_view bytes, size_t from) {
+    for (size_t i = bytes.find('\n', from); i != std::string_view::npos;
+         i = bytes.find('\n', i + 1)) {
         if (i + 1 < bytes.size() && bytes[i + 1] == '\n') {
             return i + 2;
         }
@@ -110,7 +113,7 @@ std::string httpAnswer(std::string_view head, const std::function<std::string()>
         return error("400 Bad Request", true);
     }
     // Each header field line is NAME: VALUE (no folded lines).
-    for (size_t at = eol + 1; at < head.size();) {
+    for (size_t at = eol == std::string_view::npos ? head.size() : eol + 1; at < head.size();) {
         size_t next = head.find('\n', at);
         std::string_view field =
             head.substr(at, next == std::string_view::npos ? std::string_view::npos : next - at);
@@ -216,7 +219,13 @@ struct HttpEndpoint::Impl {
                 return;
             }
             if (!ec) {
-                admit(std::move(socket));
+                try {
+                    admit(std::move(socket));
+                } catch (const std::exception& e) {
+                    // Out of memory: this one connection is dropped, and the
+                    // endpoint goes on accepting.
+                    log::warning("metrics: a connection is dropped", {{"ERROR", e.what()}});
+                }
             }
             accept();
         });
@@ -305,10 +314,14 @@ struct HttpEndpoint::Impl {
             close(c);
             return;
         }
+        const size_t searched = c->bytes.size();
         c->bytes.append(buffer.data(), n);
         // Empty lines before the request line are ignored (RFC 9112, 2.2).
-        c->bytes.erase(0, c->bytes.find_first_not_of("\r\n"));
-        const size_t end = headEnd(c->bytes);
+        const size_t empty = std::min(c->bytes.find_first_not_of("\r\n"), c->bytes.size());
+        c->bytes.erase(0, empty);
+        // An empty line may begin up to two bytes before what was searched.
+        const size_t from = searched > empty + 2 ? searched - empty - 2 : 0;
+        const size_t end = headEnd(c->bytes, from);
         if (end != std::string::npos) {
             c->bytes.resize(end);
             respond(c, httpAnswer(c->bytes, body));

@@ -10,12 +10,13 @@
 #          plugin and bus tests.
 # thread:  TSan, for what runs on threads of its own: the plugin host's release
 #          thread (the plugin tests), and in svad discovery's readers, the
-#          hotplug worker, the offload workers and the rescan queue (the bus
-#          and hotplug tests, whose every svad runs them).
+#          hotplug worker, the offload workers, the rescan queue and the
+#          metrics endpoint (the bus and hotplug tests, whose every svad runs
+#          them).
 # Every sanitized process (the tests, and the svad, svactl and plugins they
 # start) writes its reports under BUILD/sanitizer-reports; any report there
-# fails the run, even one from a process whose exit no test looked at. (Not
-# the hotplug tests under TSan: their reports stop the process, see below.)
+# fails the run, even one from a process whose exit no test looked at. (The
+# hotplug test programs themselves are the exception under TSan, see below.)
 # SANITIZE_BUILD_DIR (default build-MODE/) is the build folder, JOBS (default
 # 2) the build and test jobs.
 set -euo pipefail
@@ -65,12 +66,19 @@ fi
 needs_check
 
 start=$(date +%s)
-if [ ! -f "$build/build.ninja" ]; then
-  cmake -S "$top" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DSVAD_SANITIZE="$mode" -DSVAD_BUILD_BENCH=OFF >/dev/null ||
-    die "configuring $build failed"
-fi
-cmake --build "$build" -j "$jobs" --target "${targets[@]}" >/dev/null || die "building $build failed"
+mkdir -p "$build"
+buildlog=$build/sanitize-build.log
+# Configured each time with the mode: a build folder of another mode, or of
+# none, is made this mode's (or the tests would run unsanitized and pass).
+cmake -S "$top" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DSVAD_SANITIZE="$mode" -DSVAD_BUILD_BENCH=OFF >"$buildlog" 2>&1 || {
+  tail -n 40 "$buildlog" >&2
+  die "configuring $build failed (last lines above, all in $buildlog)"
+}
+cmake --build "$build" -j "$jobs" --target "${targets[@]}" >>"$buildlog" 2>&1 || {
+  tail -n 40 "$buildlog" >&2
+  die "building $build failed (last lines above, all in $buildlog)"
+}
 echo "sanitize: $mode build in $(($(date +%s) - start)) s"
 
 reports=$build/sanitizer-reports
@@ -85,16 +93,19 @@ tsan="second_deadlock_stack=1:suppressions=$here/tsan.supp:print_suppressions=0"
 export TSAN_OPTIONS="$common:$tsan"
 
 status=0
-(cd "$build" && ctest --output-on-failure -j "$jobs" --timeout 900 -L "$labels" "$@") ||
+# (A label that selects no test is an error, not a pass.)
+(cd "$build" && ctest --output-on-failure --no-tests=error -j "$jobs" -L "$labels" "$@") ||
   status=1
 if [ "$mode" = thread ]; then
-  # The hotplug tests run under umockdev-wrapper. With a TSan log_path other
-  # than stderr, LD_PRELOAD is gone from the environment before main, so the
-  # tests would refuse to run and svad would get no uevent. Their reports go
-  # to stderr instead: the first stops its process (exit code 66), which fails
-  # the test whose process it was, or whose svad.
+  # The hotplug tests run under umockdev-wrapper. In a TSan process with a
+  # log_path other than stderr, LD_PRELOAD is gone from the environment before
+  # main, so a test program would refuse to run, and the svad it starts would
+  # not have umockdev's library. So the test programs report to stderr, where
+  # the first report stops the program (exit code 66) and fails its test; the
+  # processes they start, each svad, report to files as above.
   (cd "$build" && TSAN_OPTIONS="halt_on_error=1:exitcode=66:log_path=stderr:$tsan" \
-    ctest --output-on-failure -j "$jobs" --timeout 900 -L '^hotplug$' "$@") || status=1
+    SVAD_TEST_CHILD_TSAN_OPTIONS="$TSAN_OPTIONS" \
+    ctest --output-on-failure --no-tests=error -j "$jobs" -L '^hotplug$' "$@") || status=1
 fi
 echo "sanitize: $mode tests done in $(($(date +%s) - start)) s"
 if [ -n "$(ls -A "$reports")" ]; then

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdexcept>
 #include <string>
@@ -70,8 +71,8 @@ void sendAll(int fd, const std::string& bytes) {
     }
 }
 
-// What the server sends until it closes ("" after 5 s without its close, with
-// "(no close)" appended so that a test sees it).
+// What the server sends until it closes; without its close within 5 s, what
+// it sent with "(no close)" appended ("(reset)" on a reset), so that a test sees it.
 std::string readToClose(int fd) {
     std::string out;
     char buf[4096];
@@ -218,7 +219,7 @@ TEST(HttpEndpoint, ARequestOneByteAtATimeIsAnswered) {
         "\r\nGET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n";
     const int fd = connectTo(e.port());
     const int one = 1;
-    (void)::setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof one);
+    (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     for (char c : request) {
         sendAll(fd, std::string(1, c));
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
