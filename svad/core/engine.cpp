@@ -916,13 +916,18 @@ Engine::Restored Engine::restore(const std::function<bool(pid_t, uint64_t)>& own
     return out;
 }
 
-std::string Engine::degradedReason(const Context& ctx, const HostIndex& host) {
+std::string goneDevices(const Context& ctx, const HostIndex& host) {
     std::string gone;
     for (const auto& d : ctx.devices) {
         if (!host.has(d.id)) {
             gone += (gone.empty() ? "" : ",") + d.id;
         }
     }
+    return gone;
+}
+
+std::string Engine::degradedReason(const Context& ctx, const HostIndex& host) {
+    const std::string gone = goneDevices(ctx, host);
     return gone.empty() ? std::string() : "device " + gone + " removed from the host";
 }
 

@@ -128,6 +128,10 @@ public:
     virtual void contextsRestored() {}
 };
 
+// The ids of the context's devices that are not on `host`, comma-separated;
+// empty when every one is.
+std::string goneDevices(const Context& ctx, const HostIndex& host);
+
 class Engine final : private Claims {
 public:
     Engine(ports::Kernel& kernel, PasidAllocator& pasids, DeviceBroker& broker);

@@ -685,15 +685,10 @@ void ContextMethods::contextStateChanged(const core::Context& ctx, const std::st
     if (object != objects_.end()) {
         object->second->announceDegraded(reason);
     }
-    const core::HostIndex& host = engine_.hostIndex();
-    std::string gone;
-    for (const auto& d : ctx.devices) {
-        if (!host.has(d.id)) {
-            gone += (gone.empty() ? "" : ",") + d.id;
-        }
-    }
     log::warning("context degraded: " + reason,
-                 {{"VM", ctx.vm}, {"CONTEXT", std::to_string(ctx.id)}, {"DEVICE", gone}});
+                 {{"VM", ctx.vm},
+                  {"CONTEXT", std::to_string(ctx.id)},
+                  {"DEVICE", core::goneDevices(ctx, engine_.hostIndex())}});
 }
 
 void ContextMethods::contextReleased(const core::Context& ctx, const std::string& reason) {
