@@ -353,6 +353,12 @@ int main(int argc, char** argv) {
         for (const auto& [feature, why] : features.absentReasons) {
             svad::log::info("kernel feature absent: " + why, {{"FEATURE", feature}});
         }
+        // What a restart must not lose: every change is recorded before its reply.
+        // Declared before the plugin host and the engine, which use them: the host's
+        // release thread may record a rebind until the host is gone.
+        std::unique_ptr<svad::linux_impl::SqliteStateStore> state;
+        std::unique_ptr<svad::sim::CrashingStateStore> crashingState;
+        std::unique_ptr<svad::ports::LockedStateStore> lockedState;
         svad::plugin_host::PluginHost plugins(*kernel, *binder);
         plugins.loadDirectory(config->pluginDir);
         if (auto errors = plugins.configure(*config); !errors.empty()) {
@@ -365,10 +371,6 @@ int main(int argc, char** argv) {
         svad::core::PasidAllocator pasids;
         svad::core::Engine engine(*kernel, pasids, plugins);
         engine.setConfig(config);
-        // What a restart must not lose: every change is recorded before its reply.
-        std::unique_ptr<svad::linux_impl::SqliteStateStore> state;
-        std::unique_ptr<svad::sim::CrashingStateStore> crashingState;
-        std::unique_ptr<svad::ports::LockedStateStore> lockedState;
         // The fds of the contexts, kept by the service manager across restarts.
         svad::linux_impl::SystemdFdStore fdStore;
         std::vector<svad::ports::StoredFd> passedFds =
