@@ -35,7 +35,7 @@ source "$top/packaging/lib/needs.sh"
 NEEDS_PREFIX=sanitize
 # needs:begin
 needs+=(cmake:cmake ctest:cmake ninja:ninja-build g++:g++ mkdir:coreutils rm:coreutils
-  ls:coreutils head:coreutils date:coreutils wc:coreutils)
+  ls:coreutils head:coreutils tail:coreutils date:coreutils wc:coreutils)
 needs_load packaging/quickstart.sh
 # needs:end
 
