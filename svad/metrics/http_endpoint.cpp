@@ -250,7 +250,10 @@ struct HttpEndpoint::Impl {
                 close(c);
             }
         });
-        waitReadable(c);
+        // What the client has sent already is read now: a scraper, which sends its
+        // request with its connection, is answered before any later connection
+        // can take its place.
+        readable(c);
     }
 
     // Closes the connection open longest that has no answer going out (one that
