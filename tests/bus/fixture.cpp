@@ -74,9 +74,6 @@ Process::Process(const std::vector<std::string>& argv, const std::string& logFil
     for (const auto& [name, fd] : passFds) {
         names += (names.empty() ? "" : ":") + name;
     }
-    // tests/sanitize/run.sh's TSan options for the processes a test starts,
-    // when they differ from the test's own.
-    const char* childTsan = std::getenv("SVAD_TEST_CHILD_TSAN_OPTIONS");
     int out = ::open(logFile.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (out < 0) {
         throw std::runtime_error("cannot create " + logFile);
@@ -106,9 +103,6 @@ Process::Process(const std::vector<std::string>& argv, const std::string& logFil
             ::setenv("LISTEN_FDS", std::to_string(passFds.size()).c_str(), 1);
             ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
             ::setenv("LISTEN_FDNAMES", names.c_str(), 1);
-        }
-        if (childTsan != nullptr) {
-            ::setenv("TSAN_OPTIONS", childTsan, 1);
         }
         // Nothing else of the test's goes along (an fd a test holds without
         // O_CLOEXEC, such as a UnixFd's copy, would look like svad's own).

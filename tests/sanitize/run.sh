@@ -16,7 +16,7 @@
 # Every sanitized process (the tests, and the svad, svactl and plugins they
 # start) writes its reports under BUILD/sanitizer-reports; any report there
 # fails the run, even one from a process whose exit no test looked at. (The
-# hotplug test programs themselves are the exception under TSan, see below.)
+# hotplug tests under TSan are the exception, see below.)
 # SANITIZE_BUILD_DIR (default build-MODE/) is the build folder, JOBS (default
 # 2) the build and test jobs.
 set -euo pipefail
@@ -98,13 +98,12 @@ status=0
   status=1
 if [ "$mode" = thread ]; then
   # The hotplug tests run under umockdev-wrapper. In a TSan process with a
-  # log_path other than stderr, LD_PRELOAD is gone from the environment before
-  # main, so a test program would refuse to run, and the svad it starts would
-  # not have umockdev's library. So the test programs report to stderr, where
-  # the first report stops the program (exit code 66) and fails its test; the
-  # processes they start, each svad, report to files as above.
+  # log_path other than stderr, umockdev's preload library is lost (LD_PRELOAD
+  # is gone before main): a test program would refuse to run, and its svad
+  # would get no uevent. So these tests and their svad report to stderr, where
+  # the first report stops the process (exit code 66). A test fails when its
+  # svad stops so; a report from an svad's shutdown would go unseen.
   (cd "$build" && TSAN_OPTIONS="halt_on_error=1:exitcode=66:log_path=stderr:$tsan" \
-    SVAD_TEST_CHILD_TSAN_OPTIONS="$TSAN_OPTIONS" \
     ctest --output-on-failure --no-tests=error -j "$jobs" -L '^hotplug$' "$@") || status=1
 fi
 echo "sanitize: $mode tests done in $(($(date +%s) - start)) s"
