@@ -10,6 +10,7 @@
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <cctype>
 #include <cerrno>
 #include <fcntl.h>
 #include <future>
@@ -112,7 +113,9 @@ std::string httpAnswer(std::string_view head, const std::function<std::string()>
     if (!ok || !httpVersion) {
         return error("400 Bad Request", true);
     }
-    // Each header field line is NAME: VALUE (no folded lines).
+    // Each header field line is NAME: VALUE, the name a token with nothing between it and
+    // the colon (no folded lines); Host is counted (RFC 9112, 3.2 and 5.1).
+    int hosts = 0;
     for (size_t at = eol == std::string_view::npos ? head.size() : eol + 1; at < head.size();) {
         size_t next = head.find('\n', at);
         std::string_view field =
@@ -122,9 +125,20 @@ std::string httpAnswer(std::string_view head, const std::function<std::string()>
         }
         if (!field.empty()) {
             const size_t colon = field.find(':');
-            if (colon == std::string_view::npos || colon == 0 || field[0] == ' ' ||
-                field[0] == '\t') {
+            if (colon == std::string_view::npos || colon == 0) {
                 return error("400 Bad Request", true);
+            }
+            const std::string_view name = field.substr(0, colon);
+            for (char c : name) {
+                if (!isTokenChar(c)) {
+                    return error("400 Bad Request", true);
+                }
+            }
+            if (name.size() == 4 && std::tolower(static_cast<unsigned char>(name[0])) == 'h' &&
+                std::tolower(static_cast<unsigned char>(name[1])) == 'o' &&
+                std::tolower(static_cast<unsigned char>(name[2])) == 's' &&
+                std::tolower(static_cast<unsigned char>(name[3])) == 't') {
+                ++hosts;
             }
         }
         at = next == std::string_view::npos ? head.size() : next + 1;
@@ -132,6 +146,10 @@ std::string httpAnswer(std::string_view head, const std::function<std::string()>
     const bool isHead = method == "HEAD";
     if (version[5] != '1') {
         return error("505 HTTP Version Not Supported", !isHead);
+    }
+    // An HTTP/1.1 request names its Host once; no request names two.
+    if (hosts > 1 || (hosts == 0 && version[7] != '0')) {
+        return error("400 Bad Request", true);
     }
     const std::string_view path = target.substr(0, target.find('?'));
     if (path != kMetricsPath) {

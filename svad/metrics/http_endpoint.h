@@ -47,7 +47,8 @@ inline constexpr int kHttpListenBacklog = 1024;
 
 // The answer to a complete request head (the bytes up to and with its empty
 // line): status line, Content-Type, Content-Length, Connection: close and, for
-// a GET of /metrics, the body `body()` returns. Bad request line: 400; an HTTP
+// a GET of /metrics, the body `body()` returns. A bad request line or header
+// field name, an HTTP/1.1 request without Host, or two Host fields: 400; an HTTP
 // version other than 1.x: 505; a path other than /metrics: 404; a method other
 // than GET and HEAD: 405 with Allow. `body` is called only for GET and HEAD of
 // /metrics; if it throws, 500.

@@ -139,25 +139,27 @@ TEST(HttpAnswer, GetOfMetricsIsTheBodyWithItsLength) {
 }
 
 TEST(HttpAnswer, HeadHasTheLengthAndNoBody) {
-    const std::string a = httpAnswer("HEAD /metrics HTTP/1.1\r\n\r\n", body);
+    const std::string a = httpAnswer("HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", body);
     EXPECT_EQ(statusLine(a), "HTTP/1.1 200 OK");
     EXPECT_EQ(headerOf(a, "Content-Length"), std::to_string(kBody.size()));
     EXPECT_EQ(bodyOf(a), "");
 }
 
 TEST(HttpAnswer, OtherPathsAreNotFound) {
-    for (const char* req : {"GET / HTTP/1.1\r\n\r\n", "GET /metrics/ HTTP/1.1\r\n\r\n",
-                            "GET /metricsx HTTP/1.1\r\n\r\n", "POST /other HTTP/1.1\r\n\r\n"}) {
+    for (const char* req :
+         {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "GET /metrics/ HTTP/1.0\r\n\r\n",
+          "GET /metricsx HTTP/1.1\r\nhost: x\r\n\r\n", "POST /other HTTP/1.1\r\nHOST: x\r\n\r\n"}) {
         const std::string a = httpAnswer(req, body);
         EXPECT_EQ(statusLine(a), "HTTP/1.1 404 Not Found") << req;
         EXPECT_EQ(headerOf(a, "Content-Length"), std::to_string(bodyOf(a).size())) << req;
     }
-    EXPECT_EQ(bodyOf(httpAnswer("HEAD / HTTP/1.1\r\n\r\n", body)), "");
+    EXPECT_EQ(bodyOf(httpAnswer("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", body)), "");
 }
 
 TEST(HttpAnswer, OtherMethodsAreNotAllowed) {
     for (const char* method : {"POST", "PUT", "DELETE", "OPTIONS", "get"}) {
-        const std::string a = httpAnswer(std::string(method) + " /metrics HTTP/1.1\r\n\r\n", body);
+        const std::string a =
+            httpAnswer(std::string(method) + " /metrics HTTP/1.1\r\nHost: x\r\n\r\n", body);
         EXPECT_EQ(statusLine(a), "HTTP/1.1 405 Method Not Allowed") << method;
         EXPECT_EQ(headerOf(a, "Allow"), "GET, HEAD") << method;
         EXPECT_EQ(headerOf(a, "Content-Length"), std::to_string(bodyOf(a).size())) << method;
@@ -170,14 +172,21 @@ TEST(HttpAnswer, MalformedRequestsAreBad) {
         ++asked;
         return kBody;
     };
-    for (const char* req : {"GET /metrics\r\n\r\n", "GET  /metrics HTTP/1.1\r\n\r\n",
-                            "GET /metrics  HTTP/1.1\r\n\r\n", "GET /metrics HTTP/1.1 x\r\n\r\n",
-                            "GET metrics HTTP/1.1\r\n\r\n", "G(T /metrics HTTP/1.1\r\n\r\n",
-                            "GET /metrics HTTP/1\r\n\r\n", "GET /metrics http/1.1\r\n\r\n",
-                            "GET /met\x01rics HTTP/1.1\r\n\r\n", "\x16\x03\x01\r\n\r\n",
-                            "GET /metrics HTTP/1.1\r\nno colon\r\n\r\n",
-                            "GET /metrics HTTP/1.1\r\n folded: x\r\n\r\n",
-                            "GET /metrics HTTP/1.1\r\n: empty name\r\n\r\n"}) {
+    for (const char* req :
+         {"GET /metrics\r\n\r\n", "GET  /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+          "GET /metrics  HTTP/1.1\r\nHost: x\r\n\r\n", "GET /metrics HTTP/1.1 x\r\n\r\n",
+          "GET metrics HTTP/1.1\r\nHost: x\r\n\r\n", "G(T /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+          "GET /metrics HTTP/1\r\nHost: x\r\n\r\n", "GET /metrics http/1.1\r\nHost: x\r\n\r\n",
+          "GET /met\x01rics HTTP/1.1\r\nHost: x\r\n\r\n", "\x16\x03\x01\r\n\r\n",
+          "GET /metrics HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n",
+          "GET /metrics HTTP/1.1\r\nHost: x\r\n folded: x\r\n\r\n",
+          "GET /metrics HTTP/1.1\r\nHost: x\r\n: empty name\r\n\r\n",
+          "GET /metrics HTTP/1.1\r\n\r\n", // no Host
+          "GET /metrics HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+          "GET /metrics HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+          "GET /metrics HTTP/1.1\r\nHost : x\r\n\r\n",
+          "GET /metrics HTTP/1.1\r\nHost: x\r\nBad(Name): y\r\n\r\n",
+          "GET /metrics HTTP/1.1\r\nHost: x\r\nna\xffme: y\r\n\r\n"}) {
         const std::string a = httpAnswer(req, counted);
         EXPECT_EQ(statusLine(a), "HTTP/1.1 400 Bad Request") << req;
         EXPECT_EQ(headerOf(a, "Content-Length"), std::to_string(bodyOf(a).size())) << req;
@@ -188,7 +197,7 @@ TEST(HttpAnswer, MalformedRequestsAreBad) {
 }
 
 TEST(HttpAnswer, ABodyThatFailsIsAServerError) {
-    const std::string a = httpAnswer("GET /metrics HTTP/1.1\r\n\r\n",
+    const std::string a = httpAnswer("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
                                      []() -> std::string { throw std::bad_alloc(); });
     EXPECT_EQ(statusLine(a), "HTTP/1.1 500 Internal Server Error");
 }
@@ -208,7 +217,7 @@ TEST(HttpEndpoint, ServesAndClosesAfterTheAnswer) {
     EXPECT_EQ(statusLine(exchange(e.port(), "nonsense\r\n\r\n")), "HTTP/1.1 400 Bad Request");
     // Bytes after the head (a body, a second request) are read away, not answered.
     const std::string two =
-        exchange(e.port(), "GET /metrics HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n" +
+        exchange(e.port(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n" +
                                std::string(3000, 'x'));
     EXPECT_EQ(bodyOf(two), kBody) << two;
 }
@@ -244,7 +253,7 @@ TEST(HttpEndpoint, AnOversizedHeadIs431) {
     EXPECT_EQ(statusLine(a), "HTTP/1.1 431 Request Header Fields Too Large") << a;
     EXPECT_EQ(headerOf(a, "Content-Length"), std::to_string(bodyOf(a).size()));
     // Just under the bound is a head like any other.
-    std::string fits = "GET /metrics HTTP/1.1\r\nX-Filler: ";
+    std::string fits = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Filler: ";
     fits += std::string(metrics::kHttpMaxRequestHead - fits.size() - 4, 'a') + "\r\n\r\n";
     ASSERT_EQ(fits.size(), metrics::kHttpMaxRequestHead);
     EXPECT_EQ(statusLine(exchange(e.port(), fits)), "HTTP/1.1 200 OK");
@@ -260,7 +269,7 @@ TEST(HttpEndpoint, AFloodOfIdleConnectionsEvictsItself) {
         idle.push_back(connectTo(e.port()));
     }
     const auto t = Clock::now();
-    const std::string a = exchange(e.port(), "GET /metrics HTTP/1.1\r\n\r\n");
+    const std::string a = exchange(e.port(), "GET /metrics HTTP/1.0\r\n\r\n");
     const double took = std::chrono::duration<double>(Clock::now() - t).count();
     EXPECT_EQ(bodyOf(a), kBody) << a;
     EXPECT_LT(took, 1.0);
@@ -280,7 +289,7 @@ TEST(HttpEndpoint, AnAnswerInProgressIsNotEvictedFirst) {
     const std::string big(16 << 20, 'x'); // far more than the socket buffers hold
     HttpEndpoint e(loopback(), [&big]() -> const std::string& { return big; });
     const int reader = connectTo(e.port());
-    sendAll(reader, "GET /metrics HTTP/1.1\r\n\r\n");
+    sendAll(reader, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     std::vector<int> idle;
     for (size_t i = 0; i < metrics::kHttpMaxConnections + 5; ++i) {
@@ -323,7 +332,7 @@ TEST(HttpEndpoint, RunsOnAThreadNamedSvadMetrics) {
     };
     {
         HttpEndpoint e(loopback(), body);
-        (void)exchange(e.port(), "GET /metrics HTTP/1.1\r\n\r\n");
+        (void)exchange(e.port(), "GET /metrics HTTP/1.0\r\n\r\n");
         EXPECT_EQ(named(), 1);
     }
     EXPECT_EQ(named(), 0);
