@@ -68,11 +68,11 @@ void replyError(sdbus::MethodCall& call, const sdbus::Error& error) {
 
 } // namespace
 
-ContextMethods::ContextMethods(sdbus::IConnection& connection, sdbus::IProxy& bus,
-                               core::Engine& engine, CallerIdentity& identity, HostPublisher& host,
-                               ServiceMetrics& metrics, Hooks hooks)
+ContextMethods::ContextMethods(boost::asio::io_context& io, sdbus::IConnection& connection,
+                               sdbus::IProxy& bus, core::Engine& engine, CallerIdentity& identity,
+                               HostPublisher& host, ServiceMetrics& metrics, Hooks hooks)
     : connection_(connection), bus_(bus), engine_(engine), identity_(identity), host_(host),
-      metrics_(metrics), hooks_(std::move(hooks)) {
+      metrics_(metrics), hooks_(std::move(hooks)), deliveryCheck_(io) {
     engine_.addObserver(this);
     // The bus answers a message it refuses to pass on (a reply with fds to a connection
     // without fd passing) with an error to svad; onBusError picks out svad's replies.
@@ -81,7 +81,7 @@ ContextMethods::ContextMethods(sdbus::IConnection& connection, sdbus::IProxy& bu
 }
 
 ContextMethods::~ContextMethods() {
-    alive_.reset();
+    alive_.reset(); // a delivery check's timer fires into nothing (its wait is cancelled too)
     engine_.removeObserver(this);
     busErrors_.reset();
     pendingReplies_.clear();
@@ -281,23 +281,54 @@ void ContextMethods::watchDelivery(uint64_t id, uint64_t cookie, sdbus::MethodCa
         return; // not sent: nothing to follow
     }
     pendingReplies_.insert_or_assign(cookie, PendingReply{id, std::move(call)});
+    unchecked_.push_back(cookie);
+    if (checkScheduled_) {
+        return; // the next check covers this one too
+    }
+    // A refusal needs no check: the bus sends it as it handles the reply (onBusError).
+    // The check only lets go of the replies it has passed on, so it waits a little
+    // and covers every reply sent meanwhile: an allocation costs no extra round trip.
+    constexpr auto kCheckDelay = std::chrono::milliseconds(100);
+    checkScheduled_ = true;
+    deliveryCheck_.expires_after(kCheckDelay);
+    std::weak_ptr<int> alive = alive_;
+    deliveryCheck_.async_wait([this, alive](const boost::system::error_code& ec) {
+        if (ec || !alive.lock()) {
+            return;
+        }
+        checkScheduled_ = false;
+        checkDelivery();
+        if (hooks_.kick) {
+            hooks_.kick();
+        }
+    });
+}
+
+void ContextMethods::checkDelivery() {
     // The bus handles svad's messages in order, and sends its answers in order: once it
-    // answers this call, it has passed the reply on, or its refusal was dispatched first.
+    // answers this call, it has passed on every reply sent before, or its refusal of one
+    // was dispatched first.
+    auto covered = std::make_shared<std::vector<uint64_t>>(std::move(unchecked_));
+    unchecked_.clear();
     std::weak_ptr<int> alive = alive_;
     try {
         bus_.callMethodAsync("GetId")
             .onInterface("org.freedesktop.DBus")
             .uponReplyInvoke(
-                [this, alive, cookie](compat::AsyncError /*error*/, const std::string& /*busId*/) {
+                [this, alive, covered](compat::AsyncError /*error*/, const std::string& /*busId*/) {
                     if (alive.lock()) {
-                        pendingReplies_.erase(cookie);
+                        for (uint64_t cookie : *covered) {
+                            pendingReplies_.erase(cookie);
+                        }
                     }
                 });
     } catch (const sdbus::Error& e) {
-        // The reply went out; only the watch is lost, and the entry with it.
-        pendingReplies_.erase(cookie);
-        log::warning(std::string("cannot follow the delivery of a context's reply: ") + e.what(),
-                     {{"CONTEXT", std::to_string(id)}});
+        // The replies went out; only the watch is lost, and the entries with it.
+        for (uint64_t cookie : *covered) {
+            pendingReplies_.erase(cookie);
+        }
+        log::warning(std::string("cannot follow the delivery of contexts' replies: ") + e.what(),
+                     {{"CONTEXTS", std::to_string(covered->size())}});
     }
 }
 

@@ -16,6 +16,8 @@
 #include "svad/dbus/objects.h"
 #include "svad/dbus/service_metrics.h"
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <functional>
 #include <map>
 #include <memory>
@@ -36,9 +38,9 @@ public:
         // A process's uid (nullopt: no such process), for a reservation's owner.
         std::function<std::optional<uid_t>(pid_t)> processUid;
     };
-    ContextMethods(sdbus::IConnection& connection, sdbus::IProxy& bus, core::Engine& engine,
-                   CallerIdentity& identity, HostPublisher& host, ServiceMetrics& metrics,
-                   Hooks hooks);
+    ContextMethods(boost::asio::io_context& io, sdbus::IConnection& connection, sdbus::IProxy& bus,
+                   core::Engine& engine, CallerIdentity& identity, HostPublisher& host,
+                   ServiceMetrics& metrics, Hooks hooks);
     ~ContextMethods() override;
     ContextMethods(const ContextMethods&) = delete;
     ContextMethods& operator=(const ContextMethods&) = delete;
@@ -92,6 +94,8 @@ private:
     // Follows a sent reply that carries a context's fds until the bus has passed it on;
     // if the bus refuses it (onBusError), the context is taken back.
     void watchDelivery(uint64_t id, uint64_t cookie, sdbus::MethodCall call);
+    // Asks the bus, with one call, whether it has handled the replies sent so far.
+    void checkDelivery();
     void onBusError(sdbus::Message& message);
 
     sdbus::IConnection& connection_;
@@ -108,6 +112,11 @@ private:
         sdbus::MethodCall call; // to answer with an error when the reply is refused
     };
     std::map<uint64_t, PendingReply> pendingReplies_;
+    // The cookies of those replies that no delivery check covers yet, and the timer
+    // that sends the next check (one a period, whatever the rate of allocations).
+    std::vector<uint64_t> unchecked_;
+    boost::asio::steady_timer deliveryCheck_;
+    bool checkScheduled_ = false;
     sdbus::Slot busErrors_;
     std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };

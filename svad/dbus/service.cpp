@@ -45,7 +45,7 @@ Service::Service(boost::asio::io_context& io, sdbus::IConnection& connection, Bu
       hostObjects_(compat::rawBus(connection), options_.devRoot, engine),
       metrics_(options_.metrics, engine), identity_(io, *busProxy_),
       leases_(io, engine, [&loop] { loop.kick(); }),
-      contexts_(connection, *busProxy_, engine, identity_, hostObjects_, metrics_,
+      contexts_(io, connection, *busProxy_, engine, identity_, hostObjects_, metrics_,
                 ContextMethods::Hooks{[this] { rescan(); }, [&loop] { loop.kick(); },
                                       options_.processUid}),
       rescans_(io, std::move(scan), [this](core::Host host) {
