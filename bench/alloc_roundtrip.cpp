@@ -7,8 +7,14 @@
 // Latency: N iterations (after W of warm-up), each a Peer.Ping to svad (which
 // sd-bus answers itself: the cost of the bus), an AllocateContext of one
 // device and its ReleaseContext; p50/p99 of each and the ratios to Ping.
+// The same with a fresh connection for each round (connect, the calls,
+// disconnect), so that svad's lookup of a new caller's credentials counts.
 // Throughput: alloc+release round trips per second with 1 client and with C
 // clients at once, each a thread with its own connection and its own device.
+// The bus's floor: a monitor on the bus counts the messages it routes for one
+// Ping pair and for one allocate+release (calls, replies, the signals svad's
+// interface promises), and the Ping pair's cost per message times that count
+// is what the round trip costs the bus alone; svad's part is what is above it.
 #include "fixture.h"
 
 #include <algorithm>
@@ -17,11 +23,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <sdbus-c++/sdbus-c++.h>
 #include <signal.h>
 #include <string>
+#include <systemd/sd-bus.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -97,6 +105,76 @@ public:
 private:
     std::unique_ptr<sdbus::IConnection> connection_;
     std::unique_ptr<sdbus::IProxy> root_;
+};
+
+// A monitor connection (org.freedesktop.DBus.Monitoring.BecomeMonitor): counts
+// every message the bus routes, on a thread of its own.
+class BusMonitor {
+public:
+    explicit BusMonitor(const std::string& address) {
+        auto check = [](int r, const char* what) {
+            if (r < 0) {
+                throw std::runtime_error(std::string("bus monitor: ") + what + ": " +
+                                         std::strerror(-r));
+            }
+        };
+        check(sd_bus_new(&bus_), "sd_bus_new");
+        check(sd_bus_set_address(bus_, address.c_str()), "address");
+        check(sd_bus_set_monitor(bus_, 1), "monitor mode");
+        check(sd_bus_set_bus_client(bus_, 1), "bus client");
+        check(sd_bus_start(bus_), "connect");
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        const int r = sd_bus_call_method(bus_, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                         "org.freedesktop.DBus.Monitoring", "BecomeMonitor", &error,
+                                         nullptr, "asu", 0, 0U);
+        const std::string why = error.message != nullptr ? error.message : "";
+        sd_bus_error_free(&error);
+        check(r, ("BecomeMonitor " + why).c_str());
+        thread_ = std::thread([this] { run(); });
+    }
+    ~BusMonitor() {
+        stop_ = true;
+        thread_.join();
+        sd_bus_flush_close_unref(bus_);
+    }
+    BusMonitor(const BusMonitor&) = delete;
+    BusMonitor& operator=(const BusMonitor&) = delete;
+
+    // The count once no message has come for 200 ms.
+    uint64_t settled() {
+        uint64_t last = count_.load();
+        for (;;) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            const uint64_t now = count_.load();
+            if (now == last) {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+private:
+    void run() {
+        while (!stop_.load()) {
+            sd_bus_message* m = nullptr;
+            const int r = sd_bus_process(bus_, &m);
+            if (r < 0) {
+                return;
+            }
+            if (m != nullptr) {
+                ++count_;
+                sd_bus_message_unref(m);
+            }
+            if (r == 0) {
+                (void)sd_bus_wait(bus_, 20000);
+            }
+        }
+    }
+
+    sd_bus* bus_ = nullptr;
+    std::atomic<uint64_t> count_{0};
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
 };
 
 // Round trips per second of `op` run `perClient` times on each of `clients` threads.
@@ -241,6 +319,63 @@ int main(int argc, char** argv) {
     row("ReleaseContext", r, p);
     row("AllocateContext+ReleaseContext", ar, p);
     row("  the same, against two Pings", ar, pp);
+
+    // A fresh connection for each round: its Hello, svad's lookup of who the caller is,
+    // and its disconnect count (against a fresh connection and two Pings).
+    const int fresh = std::max(1, n / 10);
+    std::vector<double> freshPing;
+    std::vector<double> freshPair;
+    for (int i = 0; i < fresh; ++i) {
+        auto t0 = Clock::now();
+        {
+            Client c(bus.address());
+            c.ping();
+            c.ping();
+        }
+        auto t1 = Clock::now();
+        {
+            Client c(bus.address());
+            c.release(c.allocate("bench-fresh", device));
+        }
+        auto t2 = Clock::now();
+        freshPing.push_back(svad::test::micros(t1 - t0));
+        freshPair.push_back(svad::test::micros(t2 - t1));
+    }
+    const auto fp = percentiles(freshPing);
+    const auto fa = percentiles(freshPair);
+    std::printf(
+        "\nfresh connection each round, N=%d (us)      p50       p99   p50/base   p99/base\n",
+        fresh);
+    std::printf("  %-40s %8.1f  %8.1f\n", "connect, two Pings, disconnect", fp.p50, fp.p99);
+    row("connect, allocate+release, disconnect", fa, fp);
+
+    // What the bus routes for each: the Ping pair's cost per message times the count
+    // is the round trip's floor on this bus.
+    double msgPing = 0;
+    double msgPair = 0;
+    {
+        BusMonitor monitor(bus.address());
+        constexpr int kCounted = 50;
+        const uint64_t before = monitor.settled();
+        for (int i = 0; i < kCounted; ++i) {
+            client.ping();
+            client.ping();
+        }
+        const uint64_t afterPing = monitor.settled();
+        for (int i = 0; i < kCounted; ++i) {
+            client.release(client.allocate("bench-latency", device));
+        }
+        const uint64_t afterPair = monitor.settled();
+        msgPing = static_cast<double>(afterPing - before) / kCounted;
+        msgPair = static_cast<double>(afterPair - afterPing) / kCounted;
+    }
+    const double floor = pp.p50 / msgPing * msgPair;
+    std::printf("\nbus messages per round (a monitor's count)     Ping pair %.1f, "
+                "allocate+release %.1f\n",
+                msgPing, msgPair);
+    std::printf("  the bus's floor for allocate+release: %.1f us (%.2fx two Pings); svad's "
+                "round trip %.2fx that floor\n",
+                floor, floor / pp.p50, ar.p50 / floor);
 
     // Throughput.
     auto allocRelease = [](Client& c, const std::string& vm, const std::string& dev) {
