@@ -468,11 +468,42 @@ bool isWorkQueueName(const std::string& n) {
            parseDec(n.substr(dot + 1));
 }
 
-void discoverQueues(const ports::Sysfs& fs, Host& host) {
+// An entry of `previous` (a queue or a vDPA device) by name, to be kept as it is
+// when its parent function is not among `affected` (a partial re-read after PCI
+// events: a change of the entry itself comes with an event of its own, which
+// reads them all).
+template <typename Item> class Keep {
+public:
+    Keep(const std::vector<Item>* previous, const std::set<std::string>* affected)
+        : affected_(affected) {
+        if (previous != nullptr && affected != nullptr) {
+            for (const auto& i : *previous) {
+                byName_.emplace(i.name, &i);
+            }
+        }
+    }
+    const Item* find(const std::string& name, const std::string& parent) const {
+        auto it = byName_.find(name);
+        if (it == byName_.end() || it->second->parentDevice != parent ||
+            affected_->count(parent) != 0) {
+            return nullptr;
+        }
+        return it->second;
+    }
+
+private:
+    const std::set<std::string>* affected_;
+    std::unordered_map<std::string, const Item*> byName_;
+};
+
+void discoverQueues(const ports::Sysfs& fs, Host& host,
+                    const std::vector<SiovQueue>* previous = nullptr,
+                    const std::set<std::string>* affected = nullptr) {
     auto names = fs.list("bus/dsa/devices");
     if (!names) {
         return;
     }
+    const Keep<SiovQueue> keep(previous, affected);
     for (const auto& name : *names) {
         if (!isWorkQueueName(name)) {
             continue; // dsaK, iaxK, engineK.E, groupK.G live on the same bus
@@ -488,6 +519,10 @@ void discoverQueues(const ports::Sysfs& fs, Host& host) {
                 q.idxdDevice = *std::next(self);
             }
             q.parentDevice = pciParentOf(comps, name);
+        }
+        if (const SiovQueue* kept = keep.find(name, q.parentDevice)) {
+            host.queues.push_back(*kept);
+            continue;
         }
         if (q.parentDevice.empty()) {
             w.add("parent accelerator not found");
@@ -516,11 +551,14 @@ void discoverQueues(const ports::Sysfs& fs, Host& host) {
     }
 }
 
-void discoverVdpa(const ports::Sysfs& fs, Host& host) {
+void discoverVdpa(const ports::Sysfs& fs, Host& host,
+                  const std::vector<VdpaDevice>* previous = nullptr,
+                  const std::set<std::string>* affected = nullptr) {
     auto names = fs.list("bus/vdpa/devices");
     if (!names) {
         return;
     }
+    const Keep<VdpaDevice> keep(previous, affected);
     for (const auto& name : *names) {
         VdpaDevice v;
         v.name = name;
@@ -540,6 +578,11 @@ void discoverVdpa(const ports::Sysfs& fs, Host& host) {
                     v.mgmtdev = *std::next(self);
                 }
             }
+        }
+        if (const VdpaDevice* kept = keep.find(name, v.parentDevice);
+            kept != nullptr && kept->mgmtdev == v.mgmtdev) {
+            host.vdpa.push_back(*kept);
+            continue;
         }
         Warnings vw(v.warnings);
         v.driver = driverOf(fs, dir, vw);
@@ -736,7 +779,7 @@ Host refresh(const ports::Sysfs& fs, const Host& previous, const HostChanges& ch
     }
 
     Host host;
-    if (changes.units || !changes.pci.empty()) {
+    if (changes.units || changes.pciAddedOrRemoved) {
         discoverUnits(fs, host); // a unit lists its functions
     } else {
         host.units = previous.units;
@@ -793,13 +836,19 @@ Host refresh(const ports::Sysfs& fs, const Host& previous, const HostChanges& ch
               [](const IommuGroup& a, const IommuGroup& b) { return a.id < b.id; });
     computeViability(host);
     // Queues and vDPA devices hang below PCI functions: read again when any changed.
-    if (changes.queues || !changes.pci.empty()) {
+    // Queues and vDPA devices below a function that changed are read again, the
+    // rest are kept; an event of their own reads them all.
+    if (changes.queues) {
         discoverQueues(fs, host);
+    } else if (!changes.pci.empty()) {
+        discoverQueues(fs, host, &previous.queues, &affected);
     } else {
         host.queues = previous.queues;
     }
-    if (changes.vdpa || !changes.pci.empty()) {
+    if (changes.vdpa) {
         discoverVdpa(fs, host);
+    } else if (!changes.pci.empty()) {
+        discoverVdpa(fs, host, &previous.vdpa, &affected);
     } else {
         host.vdpa = previous.vdpa;
     }

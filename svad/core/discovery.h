@@ -22,17 +22,19 @@ Host discover(const SysfsFactory& makeSysfs, unsigned threads);
 
 // What changed on a live host (from hotplug events), for a partial re-read.
 struct HostChanges {
-    std::set<std::string> pci; // PCI addresses added, removed, bound, unbound or changed
-    bool units = false;        // an IOMMU unit came or went
-    bool queues = false;       // an idxd device or work queue changed
-    bool vdpa = false;         // a vDPA device came, went or was (un)bound
+    std::set<std::string> pci;      // PCI addresses added, removed, bound, unbound or changed
+    bool pciAddedOrRemoved = false; // one of them came or went (IOMMU units list theirs)
+    bool units = false;             // an IOMMU unit came or went
+    bool queues = false;            // an idxd device or work queue changed
+    bool vdpa = false;              // a vDPA device came, went or was (un)bound
     bool empty() const { return pci.empty() && !units && !queues && !vdpa; }
 };
 
 // A new host from `previous` and the changes: only the PCI functions named
 // (with their PF or VFs) and the groups holding them are read again; group
-// viability is recomputed; units, queues and vDPA devices are read again
-// when they may depend on what changed. Everything else is copied.
+// viability is recomputed; units are read again when a function came or went,
+// queues and vDPA devices below the functions read again (all of them after an
+// event of their own). Everything else is copied.
 Host refresh(const ports::Sysfs& sysfs, const Host& previous, const HostChanges& changes);
 
 } // namespace svad::core

@@ -41,6 +41,9 @@ bool addEvent(HostChanges& changes, const ports::HotplugEvent& event) {
             return false;
         }
         changes.pci.insert(address);
+        if (event.action == "add" || event.action == "remove") {
+            changes.pciAddedOrRemoved = true;
+        }
         return true;
     }
     if (s == "vfio-dev") {

@@ -151,6 +151,7 @@ void Hotplug::finished(std::optional<core::Host> host, const std::string& error,
     if (host && service_.scanCount() != scansAtFlush_) {
         // A full scan landed meanwhile: what this read copied may be older. Read again.
         pending_.pci.insert(changes.pci.begin(), changes.pci.end());
+        pending_.pciAddedOrRemoved = pending_.pciAddedOrRemoved || changes.pciAddedOrRemoved;
         pending_.units = pending_.units || changes.units;
         pending_.queues = pending_.queues || changes.queues;
         pending_.vdpa = pending_.vdpa || changes.vdpa;

@@ -138,6 +138,7 @@ TEST(Refresh, FollowsAddedAndRemovedFunctionsAndAPfsVfs) {
     const core::Host full = discoverAt(after.path());
     core::HostChanges changes;
     changes.pci.insert("0000:5e:00.0");
+    changes.pciAddedOrRemoved = true; // the NVMe's "remove"
     for (const auto& d : full.devices) {
         if (!d.physfn.empty()) {
             changes.pci.insert(d.address); // the new VF's "add"; its PF follows
@@ -148,6 +149,71 @@ TEST(Refresh, FollowsAddedAndRemovedFunctionsAndAPfsVfs) {
     EXPECT_EQ(next.devices, full.devices);
     EXPECT_EQ(next.groups, full.groups);
     EXPECT_EQ(next.units, full.units);
+}
+
+// Two DSA functions with a queue each and a NIC with a vDPA device: after an event
+// for one DSA function, its queue is read again; the other queue and the vDPA
+// device are kept as they were (their own events read them), and a bind reads
+// no unit.
+TEST(Refresh, KeepsTheQueuesAndUnitsOfFunctionsNoEventNamed) {
+    auto spec = host();
+    for (const char* a : {"0000:6a:01.0", "0000:6b:01.0"}) {
+        hostgen::DeviceSpec dsa;
+        dsa.address = a;
+        dsa.device = 0x0b25;
+        dsa.driver = "idxd";
+        dsa.group = 3;
+        dsa.iommu = "dmar0";
+        dsa.idxdName = a[6] == 'a' ? "dsa0" : "dsa1";
+        hostgen::QueueSpec wq;
+        wq.name = dsa.idxdName == "dsa0" ? "wq0.0" : "wq1.0";
+        dsa.queues.push_back(wq);
+        spec.devices.push_back(dsa);
+    }
+    device(spec, "0000:3b:00.0").vdpa.push_back(hostgen::VdpaSpec{"vdpa0", "vhost_vdpa", ""});
+    Dir before;
+    hostgen::writeTree(spec, before.path());
+    const core::Host previous = discoverAt(before.path());
+    ASSERT_EQ(previous.queues.size(), 2U);
+    ASSERT_EQ(previous.vdpa.size(), 1U);
+
+    // Both queues disabled, the vDPA device unbound, a unit's version changed; one event.
+    for (auto& d : spec.devices) {
+        for (auto& q : d.queues) {
+            q.state = "disabled";
+        }
+        for (auto& v : d.vdpa) {
+            v.driver = "";
+        }
+    }
+    spec.units[0].version = "7:0";
+    Dir after;
+    hostgen::writeTree(spec, after.path());
+    core::HostChanges changes;
+    changes.pci.insert("0000:6a:01.0");
+    const core::Host next =
+        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    ASSERT_EQ(next.queues.size(), 2U);
+    for (const auto& q : next.queues) {
+        EXPECT_EQ(q.state,
+                  q.name == "wq0.0" ? core::QueueState::Disabled : core::QueueState::Enabled)
+            << q.name;
+    }
+    ASSERT_EQ(next.vdpa.size(), 1U);
+    EXPECT_EQ(next.vdpa[0].driver, "vhost_vdpa"); // kept
+    EXPECT_EQ(next.units, previous.units);        // a bind: no unit read
+
+    // A function that came: the units are read; an event of the queues: all of them.
+    changes.pciAddedOrRemoved = true;
+    changes.queues = true;
+    changes.vdpa = true;
+    const core::Host all =
+        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host full = discoverAt(after.path());
+    EXPECT_EQ(all.queues, full.queues);
+    EXPECT_EQ(all.vdpa, full.vdpa);
+    EXPECT_EQ(all.units, full.units);
+    EXPECT_NE(all.units, previous.units);
 }
 
 TEST(Refresh, NoChangesCopiesThePreviousHost) {
@@ -168,7 +234,14 @@ TEST(HotplugEvents, MapToChanges) {
     EXPECT_TRUE(core::addEvent(
         c, {"add", "vfio-dev", "vfio3", "/devices/pci0000:3b/0000:3b:10.1/vfio-dev/vfio3", ""}));
     EXPECT_EQ(c.pci, (std::set<std::string>{"0000:6a:02.0", "0000:3b:10.1"}));
+    EXPECT_TRUE(c.pciAddedOrRemoved);
     EXPECT_FALSE(c.queues || c.vdpa || c.units);
+    core::HostChanges bound;
+    EXPECT_TRUE(core::addEvent(
+        bound, {"bind", "pci", "0000:6a:02.0", "/devices/pci0000:6a/0000:6a:02.0", "idxd"}));
+    EXPECT_TRUE(core::addEvent(bound, {"remove", "vfio-dev", "vfio3",
+                                       "/devices/pci0000:3b/0000:3b:10.1/vfio-dev/vfio3", ""}));
+    EXPECT_FALSE(bound.pciAddedOrRemoved) << "a bind, and a cdev that went: the functions stay";
     EXPECT_TRUE(core::addEvent(
         c, {"change", "dsa", "wq0.1", "/devices/pci0000:6a/0000:6a:01.0/dsa0/wq0.1", ""}));
     EXPECT_TRUE(
