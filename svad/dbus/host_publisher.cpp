@@ -122,7 +122,8 @@ void Subtree<Data>::removeMissing(const Rows& next, bool emit, EmitFailures& fai
 
 template <typename Data>
 void Subtree<Data>::addOrUpdate(Rows& next, bool emit, EmitFailures& failed) {
-    const char* iface = propertyTable<Data>().interface();
+    const PropertyTable<Data>& table = propertyTable<Data>();
+    const char* iface = table.interface();
     for (auto& [path, data] : next) {
         auto it = rows_.find(path);
         if (it == rows_.end()) {
@@ -132,11 +133,16 @@ void Subtree<Data>::addOrUpdate(Rows& next, bool emit, EmitFailures& failed) {
                              &failed);
             }
         } else if (!(it->second == data)) {
-            it->second = std::move(data);
+            // Only what changed is named (a rebind: Driver and what follows from it).
+            std::vector<const char*> names;
             if (emit) {
-                warnIfFailed(
-                    sd_bus_emit_properties_changed_strv(bus_, path.c_str(), iface, nullptr),
-                    "PropertiesChanged", path, &failed);
+                names = table.changed(it->second, data);
+            }
+            it->second = std::move(data);
+            if (names.size() > 1) {
+                warnIfFailed(sd_bus_emit_properties_changed_strv(bus_, path.c_str(), iface,
+                                                                 const_cast<char**>(names.data())),
+                             "PropertiesChanged", path, &failed);
             }
         }
     }

@@ -34,8 +34,9 @@ template <typename Data> struct PropertyEntry {
     std::string signature;
     int (*append)(sd_bus_message*, const Data&); // the value
     int (*appendVariant)(sd_bus_message*, const Data&);
-    size_t (*wireBytes)(const Data&);       // at least its bytes in a message
-    sdbus::Variant (*variant)(const Data&); // for tests and comparisons
+    size_t (*wireBytes)(const Data&);        // at least its bytes in a message
+    sdbus::Variant (*variant)(const Data&);  // for tests and comparisons
+    bool (*equal)(const Data&, const Data&); // the same value in both
 };
 
 namespace detail {
@@ -47,6 +48,7 @@ template <typename Data, typename F> struct Thunks {
     }
     static size_t wireBytes(const Data& d) { return wire::bytes(Value(F{}(d))); }
     static sdbus::Variant variant(const Data& d) { return sdbus::Variant(Value(F{}(d))); }
+    static bool equal(const Data& a, const Data& b) { return F{}(a) == F{}(b); }
 };
 } // namespace detail
 
@@ -55,7 +57,8 @@ template <typename Data, typename F> PropertyEntry<Data> property(const char* na
     using T = detail::Thunks<Data, F>;
     return {name,          dbus::compat::signatureOf<typename T::Value>(),
             &T::append,    &T::appendVariant,
-            &T::wireBytes, &T::variant};
+            &T::wireBytes, &T::variant,
+            &T::equal};
 }
 
 template <typename Data> class PropertyTable {
@@ -87,6 +90,8 @@ public:
             }
             index_.emplace(s.name, entries_.size());
             entries_.push_back(it->second);
+            announced_.push_back((s.flags & (SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE |
+                                             SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION)) != 0);
             byName.erase(it);
             vtable_.push_back(propertyEntry(s, &PropertyTable::get));
         }
@@ -132,6 +137,19 @@ public:
         }
         return out;
     }
+    // The names of the properties whose values differ between `a` and `b` and whose
+    // changes are announced (EmitsChangedSignal), in the XML's order, then a null:
+    // what a PropertiesChanged from `a` to `b` names.
+    std::vector<const char*> changed(const Data& a, const Data& b) const {
+        std::vector<const char*> out;
+        for (size_t i = 0; i < entries_.size(); ++i) {
+            if (announced_[i] && !entries_[i].equal(a, b)) {
+                out.push_back(entries_[i].name);
+            }
+        }
+        out.push_back(nullptr);
+        return out;
+    }
     // At least the bytes of appendAll's a{sv} (as WireSizeCounter counts them).
     size_t wireBytes(const Data& d, const PropertyNames* only = nullptr) const {
         size_t n = wire::kAlign + 4;
@@ -171,6 +189,7 @@ private:
 
     const char* interface_;
     std::vector<PropertyEntry<Data>> entries_;
+    std::vector<bool> announced_; // beside entries_: EmitsChangedSignal true or invalidates
     std::unordered_map<std::string_view, size_t> index_;
     std::vector<sd_bus_vtable> vtable_;
 };

@@ -120,5 +120,29 @@ TEST(PropertyTables, VariantsAndWireBytesComeFromTheSameValues) {
     EXPECT_EQ(table.find("Colour"), nullptr);
 }
 
+// A PropertiesChanged names the properties whose values differ and whose
+// changes are announced, in the XML's order; a property without
+// EmitsChangedSignal is never named, whatever its value does.
+TEST(PropertyTables, ChangedNamesOnlyWhatDiffersAndIsAnnounced) {
+    const PropertyTable<Row>& table = propertyTable<Row>();
+    auto names = [](const std::vector<const char*>& v) {
+        EXPECT_EQ(v.back(), nullptr); // an strv for sd_bus_emit_properties_changed_strv
+        return std::vector<std::string>(v.begin(), v.end() - 1);
+    };
+    const Row a{"wq0.0", 128};
+    EXPECT_EQ(names(table.changed(a, a)), std::vector<std::string>{});
+    EXPECT_EQ(names(table.changed(a, Row{"wq0.0", 64})), std::vector<std::string>{"Size"});
+    EXPECT_EQ(names(table.changed(a, Row{"wq0.1", 64})),
+              (std::vector<std::string>{"Name", "Size"}));
+
+    constexpr PropertySpec kQuiet[] = {{"Name", "s", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE},
+                                       {"Size", "u", SD_BUS_VTABLE_PROPERTY_CONST}};
+    const PropertyTable<Row> quiet("org.example.Row", kQuiet,
+                                   {property<Row>("Name", [](const Row& r) { return r.name; }),
+                                    property<Row>("Size", [](const Row& r) { return r.size; })});
+    EXPECT_EQ(names(quiet.changed(a, Row{"wq0.0", 64})), std::vector<std::string>{});
+    EXPECT_EQ(names(quiet.changed(a, Row{"wq0.1", 64})), std::vector<std::string>{"Name"});
+}
+
 } // namespace
 } // namespace svad::dbus
