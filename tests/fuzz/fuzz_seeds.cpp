@@ -31,23 +31,6 @@ std::string readFile(const fs::path& p) {
     return s.str();
 }
 
-// A written tree's sysfs part as records (links are not followed).
-std::string records(const fs::path& sys) {
-    std::string out;
-    for (auto it = fs::recursive_directory_iterator(sys); it != fs::recursive_directory_iterator();
-         ++it) {
-        const std::string rel = fs::relative(it->path(), sys).string();
-        if (it->is_symlink()) {
-            out += svad::fuzz::MemSysfs::linkRecord(rel, fs::read_symlink(it->path()).string());
-        } else if (it->is_directory()) {
-            out += svad::fuzz::MemSysfs::dirRecord(rel);
-        } else if (it->is_regular_file()) {
-            out += svad::fuzz::MemSysfs::fileRecord(rel, readFile(it->path()));
-        }
-    }
-    return out;
-}
-
 // The D-Bus arguments: each known key once with a value of its type and once
 // with a value of another, and a few whole dictionaries.
 size_t writeDbusArgsSeeds(const fs::path& dir) {
@@ -183,10 +166,31 @@ int main(int argc, char** argv) {
     for (uint32_t functions : {8U, 24U}) {
         fs::remove_all(scratch);
         svad::hostgen::writeTree(svad::hostgen::synthesize(functions, functions), scratch.string());
-        write(out / "sysfs", "synth-" + std::to_string(functions), records(scratch / "sys"));
+        write(out / "sysfs", "synth-" + std::to_string(functions),
+              svad::fuzz::MemSysfs::recordsOf((scratch / "sys").string()));
         ++n;
     }
     fs::remove_all(scratch);
+    // fuzz_sysfs_attrs: the tree as it is, and changes of each kind (fuzz_sysfs_attrs.cpp).
+    auto index = [](uint16_t i) {
+        return std::string{static_cast<char>(i & 0xffU), static_cast<char>(i >> 8U)};
+    };
+    auto file = [&index](uint16_t i, const std::string& data) {
+        return std::string(1, '\0') + index(i) + index(static_cast<uint16_t>(data.size())) + data;
+    };
+    auto link = [&index](uint16_t i, const std::string& target) {
+        return std::string(1, '\1') + index(i) + target + std::string(1, '\0');
+    };
+    write(out / "sysfs_attrs", "none", "");
+    std::string numbers;
+    std::string links;
+    for (uint16_t i = 0; i < 64; ++i) {
+        numbers += file(i, i % 2 == 0 ? "0xffffffffffffffffff\n" : "-1\n");
+        links += link(i, i % 2 == 0 ? "../../../../.." : "/abs");
+    }
+    write(out / "sysfs_attrs", "numbers", numbers);
+    write(out / "sysfs_attrs", "links", links);
+    n += 3;
     n += writeDbusArgsSeeds(out / "dbus_args");
     std::cout << "svad-fuzz-seeds: " << n << " seeds under " << out.string() << "\n";
     return 0;

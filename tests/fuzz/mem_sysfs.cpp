@@ -1,6 +1,9 @@
 #include "mem_sysfs.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace svad::fuzz {
 
@@ -80,13 +83,63 @@ MemSysfs::MemSysfs(const uint8_t* data, size_t size) {
 
 void MemSysfs::addParents(const std::string& path) {
     const auto parts = split(path);
-    for (size_t i = 0; i < parts.size(); ++i) {
+    // From the entry up: once a parent has the child already, every level above it
+    // was added with it.
+    for (size_t i = parts.size(); i-- > 0;) {
         const std::string parent = join(parts, i);
-        children_[parent].insert(parts[i]);
+        if (!children_[parent].insert(parts[i]).second) {
+            break;
+        }
         if (i > 0) {
             dirs_.insert(parent);
         }
     }
+}
+
+std::vector<std::string> MemSysfs::filePaths() const {
+    std::vector<std::string> out;
+    out.reserve(files_.size());
+    for (const auto& [path, data] : files_) {
+        out.push_back(path);
+    }
+    return out;
+}
+
+std::vector<std::string> MemSysfs::linkPaths() const {
+    std::vector<std::string> out;
+    out.reserve(links_.size());
+    for (const auto& [path, target] : links_) {
+        out.push_back(path);
+    }
+    return out;
+}
+
+void MemSysfs::swapFile(const std::string& path, std::string& value) {
+    files_.at(path).swap(value);
+}
+
+void MemSysfs::swapLink(const std::string& path, std::string& value) {
+    links_.at(path).swap(value);
+}
+
+std::string MemSysfs::recordsOf(const std::string& dir) {
+    namespace fs = std::filesystem;
+    std::string out;
+    for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator();
+         ++it) {
+        const std::string rel = fs::relative(it->path(), dir).string();
+        if (it->is_symlink()) {
+            out += linkRecord(rel, fs::read_symlink(it->path()).string());
+        } else if (it->is_directory()) {
+            out += dirRecord(rel);
+        } else if (it->is_regular_file()) {
+            std::ifstream in(it->path(), std::ios::binary);
+            std::ostringstream data;
+            data << in.rdbuf();
+            out += fileRecord(rel, data.str());
+        }
+    }
+    return out;
 }
 
 std::optional<std::string> MemSysfs::resolve(const std::string& path, bool followLast) const {

@@ -34,6 +34,16 @@ public:
     std::optional<std::string> readLink(const std::string& path) const override;
     bool exists(const std::string& path) const override;
 
+    // The paths of the tree's files and of its links, sorted.
+    std::vector<std::string> filePaths() const;
+    std::vector<std::string> linkPaths() const;
+    // Swaps the contents of the file at `path`, or the target of the link at
+    // `path`, with `value` (both must exist): a second swap undoes the first.
+    void swapFile(const std::string& path, std::string& value);
+    void swapLink(const std::string& path, std::string& value);
+
+    // A tree on disk (a written host's sys/) as records; links are kept, not followed.
+    static std::string recordsOf(const std::string& dir);
     // Encodes one record (svad-fuzz-seeds).
     static std::string dirRecord(const std::string& path);
     static std::string fileRecord(const std::string& path, const std::string& data);

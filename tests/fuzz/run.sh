@@ -4,20 +4,20 @@
 #
 #   tests/fuzz/run.sh TARGET|all SECONDS [--no-install]
 #
-# TARGET: pci_config, vtd, sysfs, config, hostgen_yaml, dbus_args (all: each
+# TARGET: pci_config, vtd, sysfs, sysfs_attrs, config, hostgen_yaml, dbus_args (all: each
 # in turn, SECONDS each). The committed corpus tests/fuzz/corpus/TARGET (inputs
 # that once crashed a target, kept so that they never do again) and the seeds
 # are replayed first; new inputs the fuzzer finds go to FUZZ_BUILD_DIR/corpus/TARGET.
 # A crash leaves its input in FUZZ_BUILD_DIR/crashes/TARGET and exits 1.
 # FUZZ_BUILD_DIR (default build-fuzz/) is the build folder, JOBS (default 2)
-# the build jobs.
+# the build jobs, FUZZ_ARGS more libFuzzer options (e.g. -max_len=2048).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(cd "$here/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$top/build-fuzz}
 jobs=${JOBS:-2}
-targets_all=(pci_config vtd sysfs config hostgen_yaml dbus_args)
+targets_all=(pci_config vtd sysfs sysfs_attrs config hostgen_yaml dbus_args)
 
 die() {
   echo "fuzz: $*" >&2
@@ -81,8 +81,9 @@ for t in "${targets[@]}"; do
   [ -d "$kept" ] && corpora+=("$kept")
   log=$build/fuzz-$t.log
   # A timeout of 10 s per input, 2 GiB at most: a hang or a blow-up is a finding too.
+  # shellcheck disable=SC2086 # FUZZ_ARGS is a list of options
   if ! "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="$crashes/" "${corpora[@]}" >"$log" 2>&1; then
+    -artifact_prefix="$crashes/" ${FUZZ_ARGS-} "${corpora[@]}" >"$log" 2>&1; then
     echo "FAIL fuzz_$t: a finding, its input in $crashes (last lines of $log):"
     tail -n 30 "$log"
     status=1
