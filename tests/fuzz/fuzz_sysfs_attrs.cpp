@@ -1,7 +1,7 @@
-// Every sysfs attribute parser, at speed: one small generated host's tree,
-// made once, whose files and links the bytes change before each discovery
-// (fuzz_sysfs, which decodes a whole tree from the bytes, also changes the
-// tree's shape, and runs a few hundred times a second).
+// Every sysfs attribute parser, at speed: one small generated host's tree
+// (one object of each kind), made once, whose files and links the bytes change before each
+// discovery (fuzz_sysfs, which decodes a whole tree from the bytes, also changes the tree's shape,
+// and runs a few hundred times a second).
 //
 // The bytes are records, one after another until they run out:
 //   SELECTOR INDEX(2 bytes, LE) ...
@@ -25,6 +25,57 @@
 
 namespace {
 
+// One of each kind of object discovery reads, and no more: a VT-d unit, groups
+// (one with a reserved region), an SR-IOV PF with a VF and a vDPA device, a
+// PASID function on vfio-pci with its cdev, a DSA function with a work queue,
+// and a vdpa_sim device.
+svad::hostgen::HostSpec smallHost() {
+    using namespace svad::hostgen;
+    HostSpec h;
+    h.name = "fuzz";
+    h.units.push_back(UnitSpec{"dmar0", 0x00d2008c40660462ULL, 0xf0ULL, "6:0"});
+    for (uint32_t g : {1U, 2U, 3U}) {
+        h.groups.push_back(GroupSpec{g, "DMA", {}});
+    }
+    h.groups[0].reservedRegions.emplace_back("0x00000000fee00000 0x00000000feefffff msi");
+    DeviceSpec nic;
+    nic.address = "0000:3b:00.0";
+    nic.vendor = 0x15b3;
+    nic.device = 0x101d;
+    nic.driver = "mlx5_core";
+    nic.group = 1;
+    nic.iommu = "dmar0";
+    nic.ats = true;
+    nic.acs = true;
+    nic.sriov = SriovSpec{8, 1, 0x101e, "vfio-pci"};
+    nic.vdpa.push_back(VdpaSpec{"vdpa0", "vhost_vdpa", ""});
+    h.devices.push_back(nic);
+    DeviceSpec gpu;
+    gpu.address = "0000:17:00.0";
+    gpu.device = 0x2236;
+    gpu.driver = "vfio-pci";
+    gpu.group = 2;
+    gpu.iommu = "dmar0";
+    gpu.vfio = 0;
+    gpu.pasid = PasidSpec{20, true, true};
+    gpu.pri = true;
+    h.devices.push_back(gpu);
+    DeviceSpec dsa;
+    dsa.address = "0000:6a:01.0";
+    dsa.device = 0x0b25;
+    dsa.driver = "idxd";
+    dsa.group = 3;
+    dsa.iommu = "dmar0";
+    dsa.configSize = 256;
+    dsa.idxdName = "dsa0";
+    QueueSpec wq;
+    wq.name = "wq0.0";
+    dsa.queues.push_back(wq);
+    h.devices.push_back(dsa);
+    h.softwareVdpa.push_back(VdpaSpec{"vdpa1", "vhost_vdpa", "vdpasim_net"});
+    return h;
+}
+
 struct Base {
     svad::fuzz::MemSysfs tree;
     std::vector<std::string> files;
@@ -37,8 +88,7 @@ Base& base() {
         const fs::path dir =
             fs::temp_directory_path() / ("svad-fuzz-attrs-" + std::to_string(::getpid()));
         fs::remove_all(dir);
-        // 8 functions: PASID devices, an SR-IOV PF with VFs, DSA queues and vDPA.
-        svad::hostgen::writeTree(svad::hostgen::synthesize(8), dir.string());
+        svad::hostgen::writeTree(smallHost(), dir.string());
         const std::string records = svad::fuzz::MemSysfs::recordsOf((dir / "sys").string());
         fs::remove_all(dir);
         svad::fuzz::MemSysfs tree(reinterpret_cast<const uint8_t*>(records.data()), records.size());

@@ -145,31 +145,41 @@ std::string MemSysfs::recordsOf(const std::string& dir) {
 std::optional<std::string> MemSysfs::resolve(const std::string& path, bool followLast) const {
     std::vector<std::string> todo = split(path);
     std::reverse(todo.begin(), todo.end());
-    std::vector<std::string> done;
+    // The components walked so far, joined by '/', and where each one starts.
+    std::string done;
+    std::vector<size_t> starts;
+    auto drop = [&done, &starts] {
+        done.resize(starts.back() == 0 ? 0 : starts.back() - 1);
+        starts.pop_back();
+    };
     int hops = 0;
     while (!todo.empty()) {
-        std::string c = todo.back();
+        std::string c = std::move(todo.back());
         todo.pop_back();
         if (c == ".") {
             continue;
         }
         if (c == "..") {
-            if (done.empty()) {
+            if (starts.empty()) {
                 return std::nullopt; // above the root: RESOLVE_BENEATH refuses it
             }
-            done.pop_back();
+            drop();
             continue;
         }
-        done.push_back(c);
+        starts.push_back(done.empty() ? 0 : done.size() + 1);
+        if (!done.empty()) {
+            done += '/';
+        }
+        done += c;
         const bool last = todo.empty();
-        auto link = links_.find(join(done, done.size()));
+        auto link = links_.find(done);
         if (link == links_.end() || (last && !followLast)) {
             continue;
         }
         if (++hops > kMaxHops || link->second.empty() || link->second[0] == '/') {
             return std::nullopt; // a loop, or an absolute link: out of the root
         }
-        done.pop_back();
+        drop();
         auto target = split(link->second);
         for (auto it = target.rbegin(); it != target.rend(); ++it) {
             todo.push_back(*it);
@@ -178,7 +188,7 @@ std::optional<std::string> MemSysfs::resolve(const std::string& path, bool follo
             return std::nullopt;
         }
     }
-    return join(done, done.size());
+    return done;
 }
 
 ports::Read<std::vector<uint8_t>> MemSysfs::readBinary(const std::string& path,
