@@ -496,6 +496,128 @@ else
     fail kill-attached-owner "$(oneline /tmp/rel)"
 fi
 
+# ---- kernel fault injection: each kernel allocation of an attached allocation fails in turn ----------------
+# fail-nth (FAILSLAB, FAIL_PAGE_ALLOC): for n = 1, 2, ... the n-th slab or page
+# allocation made by svad's workers (the svad-work threads, which make its kernel
+# calls) fails, during an attached-mode allocation with a fault queue. Each try
+# must give a context or one of svad's named errors, and svad's fds must come
+# back to where they were; the first n at which nothing was failed must give a
+# context. ACPICA's allocations are never failed (the stack filter's reject
+# range): this kernel's ACPICA oopses on one (README, "Kernel fault injection").
+fi_dir=/sys/kernel/debug
+# The longest run of acpi* symbols in the kernel's text, by address: ACPICA and
+# the ACPI glue around it. Sets fi_start and fi_end (the first address past it).
+acpica_text() {
+    awk '$2 ~ /^[tT]$/ { print $1, $3 }' /proc/kallsyms | sort >/tmp/ksyms
+    set -- $(awk '{ n = $2; sub(/^__pfx_/, "", n) }
+        n ~ /^acpi/ { if (start == 0 || NR - last > 4) { start = NR; count = 0 }
+                      last = NR; count++
+                      if (count > best) { best = count; from = start; to = NR } }
+        END { print from, to, best }' /tmp/ksyms)
+    [ "$#" = 3 ] || return 1
+    fi_start=0x$(sed -n "$1p" /tmp/ksyms | cut -d' ' -f1)
+    fi_end=0x$(sed -n "$(($2 + 1))p" /tmp/ksyms | cut -d' ' -f1)
+    fi_syms=$3
+    [ "$fi_start" != 0x0000000000000000 ] && [ "$fi_end" != 0x ] &&
+        sed -n "$1,$2p" /tmp/ksyms | grep -q ' acpi_ut_update_object_reference$' &&
+        sed -n "$1,$2p" /tmp/ksyms | grep -q ' acpi_ns_evaluate$'
+}
+fi_setup() {
+    mount -t debugfs debugfs "$fi_dir" 2>/dev/null
+    for a in failslab fail_page_alloc; do
+        [ -d "$fi_dir/$a" ] || return 1
+        # GFP_KERNEL allocations too (the default leaves out all that may sleep).
+        echo N >"$fi_dir/$a/ignore-gfp-wait" || return 1
+        echo 0 >"$fi_dir/$a/verbose" || return 1
+        echo "$fi_start" >"$fi_dir/$a/reject-start" || return 1
+        echo "$fi_end" >"$fi_dir/$a/reject-end" || return 1
+    done
+    echo N >"$fi_dir/fail_page_alloc/ignore-gfp-highmem" && echo 0 >"$fi_dir/fail_page_alloc/min-order"
+}
+# The kernel's oopses and BUGs so far (a failed allocation's own warning is no bug).
+fi_oopses() {
+    dmesg | grep -c -e 'Oops' -e 'general protection fault' -e 'BUG:'
+}
+fi_threads=
+for t in /proc/"$svad_pid"/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = svad-work ] && fi_threads="$fi_threads $t"
+done
+if ! acpica_text; then
+    fail fail-nth "ACPICA's text not found in /proc/kallsyms (no addresses, or no acpi_ut_update_object_reference)"
+elif ! fi_setup; then
+    fail fail-nth "the fault-injection knobs under $fi_dir are missing or refused"
+elif [ -z "$fi_threads" ]; then
+    fail fail-nth "svad has no svad-work thread: $(ls /proc/$svad_pid/task | tr '\n' ' ')"
+else
+    sleep 1000 &
+    fi_owner=$!
+    fi_why=
+    fi_errors=
+    fi_contexts=0
+    fi_oops0=$(fi_oopses)
+    n=1
+    while :; do
+        if [ "$n" -gt 400 ]; then
+            fi_why="still injecting at n = $n"
+            break
+        fi
+        for t in $fi_threads; do echo "$n" >"$t/fail-nth"; done
+        timeout 60 svactl --bus "$BUS" alloc --vm "vm-fail-$n" --mode attached --fault-queue \
+            --owner-pid "$fi_owner" "$EDU" >/tmp/fi 2>&1
+        rc=$?
+        injected=0
+        for t in $fi_threads; do
+            [ "$(cat "$t/fail-nth")" = 0 ] && injected=1
+            echo 0 >"$t/fail-nth"
+        done
+        if [ "$(fi_oopses)" != "$fi_oops0" ]; then
+            fi_why="the kernel oopsed at n = $n:"
+            dmesg | grep -A 30 -e 'Oops' -e 'general protection fault' -e 'BUG:' | head -n 40 >/tmp/fi.oops
+            break
+        fi
+        if ! kill -0 "$svad_pid" 2>/dev/null; then
+            fi_why="svad exited at n = $n: $(tail -n 5 /tmp/svad.log | tr '\n' ' ')"
+            break
+        fi
+        if [ "$rc" = 0 ]; then
+            ctx=$(awk '$1 == "context" { print $2 }' /tmp/fi)
+            if [ -z "$ctx" ] || ! sc release "$ctx" >/tmp/fi.rel 2>&1; then
+                fi_why="n = $n: a context that could not be released: $(oneline /tmp/fi) $(oneline /tmp/fi.rel)"
+                break
+            fi
+            fi_contexts=$((fi_contexts + 1))
+        else
+            name=$(sed -n 's/.*(\([A-Z][A-Za-z]*\))$/\1/p' /tmp/fi | tail -n 1)
+            if [ -z "$name" ] || [ "$injected" = 0 ]; then
+                fi_why="n = $n (a fault injected: $injected): not one of svad's named errors: $(oneline /tmp/fi)"
+                break
+            fi
+            fi_errors="$fi_errors $name"
+            # A refusal other than the kernel's own errno is shown whole.
+            [ "$name" = KernelError ] || echo "n = $n: $(oneline /tmp/fi)" >>/tmp/fi.other
+        fi
+        if ! wait_for '[ "$(fd_count)" = "$svad_fds" ]' 50; then
+            fi_why="n = $n: svad holds $(fd_count) fds, $svad_fds before"
+            fd_list >/tmp/fi.oops
+            break
+        fi
+        [ "$injected" = 0 ] && break # nothing left to fail: that one gave a context
+        n=$((n + 1))
+    done
+    kill -9 "$fi_owner"
+    wait "$fi_owner" 2>/dev/null
+    for a in failslab fail_page_alloc; do echo Y >"$fi_dir/$a/ignore-gfp-wait"; done
+    tally=$(echo "$fi_errors" | tr ' ' '\n' | grep . | sort | uniq -c | awk '{ printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1 }')
+    if [ -z "$fi_why" ] &&
+        sc exec --vm vm-fail-after --mode attached --device "$EDU" -- true >/tmp/fi 2>&1; then
+        pass "fail-nth ($((n - 1)) injection points covered, then a context; errors: ${tally:-none}; $fi_contexts contexts; ACPICA's $fi_syms symbols at $fi_start-$fi_end left alone)"
+        [ -f /tmp/fi.other ] && show /tmp/fi.other
+    else
+        fail fail-nth "${fi_why:-the device could not be attached again: $(oneline /tmp/fi)} (errors so far: ${tally:-none})"
+        [ -f /tmp/fi.oops ] && show /tmp/fi.oops
+    fi
+fi
+
 # ---- a device bound to vfio-pci while svad runs, then a rescan --------------------------------------------
 if bind_vfio "$NIC" && sc rescan >/tmp/rescan 2>&1 &&
     sc devices | awk -v a="$NIC" '$1 == a && $4 == "vfio-pci" && $11 ~ /^vfio[0-9]+$/ { f = 1 } END { exit(f ? 0 : 1) }'; then
