@@ -483,6 +483,9 @@ public:
         }
     }
     const Item* find(const std::string& name, const std::string& parent) const {
+        if (parent.empty()) {
+            return nullptr; // no parent found: no event would name it, so it is read again
+        }
         auto it = byName_.find(name);
         if (it == byName_.end() || it->second->parentDevice != parent ||
             affected_->count(parent) != 0) {
