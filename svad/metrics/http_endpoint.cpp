@@ -113,6 +113,7 @@ std::string httpAnswer(std::string_view head, const std::function<std::string()>
     if (!ok || !httpVersion) {
         return error("400 Bad Request", true);
     }
+    const bool isHead = method == "HEAD"; // whose answer has no body, whatever it is
     // Each header field line is NAME: VALUE, the name a token with nothing between it and
     // the colon (no folded lines); Host is counted (RFC 9112, 3.2 and 5.1).
     int hosts = 0;
@@ -126,12 +127,12 @@ std::string httpAnswer(std::string_view head, const std::function<std::string()>
         if (!field.empty()) {
             const size_t colon = field.find(':');
             if (colon == std::string_view::npos || colon == 0) {
-                return error("400 Bad Request", true);
+                return error("400 Bad Request", !isHead);
             }
             const std::string_view name = field.substr(0, colon);
             for (char c : name) {
                 if (!isTokenChar(c)) {
-                    return error("400 Bad Request", true);
+                    return error("400 Bad Request", !isHead);
                 }
             }
             if (name.size() == 4 && std::tolower(static_cast<unsigned char>(name[0])) == 'h' &&
@@ -143,13 +144,12 @@ std::string httpAnswer(std::string_view head, const std::function<std::string()>
         }
         at = next == std::string_view::npos ? head.size() : next + 1;
     }
-    const bool isHead = method == "HEAD";
     if (version[5] != '1') {
         return error("505 HTTP Version Not Supported", !isHead);
     }
     // An HTTP/1.1 request names its Host once; no request names two.
     if (hosts > 1 || (hosts == 0 && version[7] != '0')) {
-        return error("400 Bad Request", true);
+        return error("400 Bad Request", !isHead);
     }
     const std::string_view path = target.substr(0, target.find('?'));
     if (path != kMetricsPath) {

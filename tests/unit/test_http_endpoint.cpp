@@ -192,6 +192,10 @@ TEST(HttpAnswer, MalformedRequestsAreBad) {
         EXPECT_EQ(headerOf(a, "Content-Length"), std::to_string(bodyOf(a).size())) << req;
     }
     EXPECT_EQ(asked, 0);
+    // A HEAD's answer has no body, a refusal's neither.
+    const std::string head = httpAnswer("HEAD /metrics HTTP/1.1\r\n\r\n", body);
+    EXPECT_EQ(statusLine(head), "HTTP/1.1 400 Bad Request");
+    EXPECT_EQ(bodyOf(head), "");
     EXPECT_EQ(statusLine(httpAnswer("GET /metrics HTTP/2.0\r\n\r\n", body)),
               "HTTP/1.1 505 HTTP Version Not Supported");
 }
