@@ -11,10 +11,12 @@
 // disconnect), so that svad's lookup of a new caller's credentials counts.
 // Throughput: alloc+release round trips per second with 1 client and with C
 // clients at once, each a thread with its own connection and its own device.
-// The bus's floor: a monitor on the bus counts the messages it routes for one
+// The bus's share: a monitor on the bus counts the messages it routes for one
 // Ping pair and for one allocate+release (calls, replies, the signals svad's
 // interface promises), and the Ping pair's cost per message times that count
-// is what the round trip costs the bus alone; svad's part is what is above it.
+// estimates what the round trip costs the bus alone (a signal, which no one
+// answers, costs less than a call: the estimate is high); svad's part is what
+// is above it.
 #include "fixture.h"
 
 #include <algorithm>
@@ -350,7 +352,7 @@ int main(int argc, char** argv) {
     row("connect, allocate+release, disconnect", fa, fp);
 
     // What the bus routes for each: the Ping pair's cost per message times the count
-    // is the round trip's floor on this bus.
+    // estimates the bus's share of the round trip.
     double msgPing = 0;
     double msgPair = 0;
     {
@@ -373,8 +375,8 @@ int main(int argc, char** argv) {
     std::printf("\nbus messages per round (a monitor's count)     Ping pair %.1f, "
                 "allocate+release %.1f\n",
                 msgPing, msgPair);
-    std::printf("  the bus's floor for allocate+release: %.1f us (%.2fx two Pings); svad's "
-                "round trip %.2fx that floor\n",
+    std::printf("  the bus's share of allocate+release, estimated: %.1f us (%.2fx two Pings); "
+                "svad's round trip %.2fx that\n",
                 floor, floor / pp.p50, ar.p50 / floor);
 
     // Throughput.

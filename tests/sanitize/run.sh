@@ -72,6 +72,7 @@ buildlog=$build/sanitize-build.log
 # none, is made this mode's (or the tests would run unsanitized and pass).
 # -O1 -g1: half the compile time of -O2 -g on these two cores, with the line
 # tables a report's stack needs (and -O1 keeps ASan's and TSan's checks whole).
+# Without RelWithDebInfo's -DNDEBUG, the asserts (Boost's too) are on here.
 cmake -S "$top" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Sanitize \
   -DCMAKE_CXX_FLAGS_SANITIZE="-O1 -g1" \
   -DSVAD_SANITIZE="$mode" -DSVAD_BUILD_BENCH=OFF >"$buildlog" 2>&1 || {
