@@ -8,9 +8,13 @@
 // An even SELECTOR changes a file: INDEX (modulo the number of files, in path
 // order) picks it, then LEN(2 bytes, LE) DATA are its new contents. An odd one
 // changes a link: INDEX picks it, then TARGET up to \0 is where it leads.
-// Every change is undone after the discovery.
+// Every change is undone after a discovery of the tree and a refresh of the
+// unchanged tree's host (the re-read after hotplug events) naming the functions
+// whose files changed, with the kinds of event the last byte's bits give
+// (1: a function came or went, 2: a unit, 4: queues, 8: vDPA).
 #include "mem_sysfs.h"
 #include "svad/core/discovery.h"
+#include "svad/core/parse.h"
 #include "svad/hostgen/hostgen.h"
 
 #include <algorithm>
@@ -80,6 +84,7 @@ struct Base {
     svad::fuzz::MemSysfs tree;
     std::vector<std::string> files;
     std::vector<std::string> links;
+    svad::core::Host host; // the tree's discovery, unchanged: what a refresh starts from
 };
 
 Base& base() {
@@ -97,7 +102,8 @@ Base& base() {
         if (files.empty() || links.empty()) {
             std::abort(); // the generator wrote no tree: nothing would be fuzzed
         }
-        return Base{std::move(tree), std::move(files), std::move(links)};
+        svad::core::Host host = svad::core::discover(tree);
+        return Base{std::move(tree), std::move(files), std::move(links), std::move(host)};
     }();
     return b;
 }
@@ -111,6 +117,22 @@ uint16_t u16(const uint8_t* data, size_t size, size_t& pos) {
         v = static_cast<uint16_t>(v | data[pos++] << 8U);
     }
     return v;
+}
+
+// The PCI function a changed path belongs to (its last address component), if any.
+std::string functionOf(const std::string& path) {
+    std::string found;
+    size_t start = 0;
+    while (start < path.size()) {
+        size_t end = path.find('/', start);
+        end = end == std::string::npos ? path.size() : end;
+        const std::string part = path.substr(start, end - start);
+        if (svad::core::isPciAddress(part)) {
+            found = part;
+        }
+        start = end + 1;
+    }
+    return found;
 }
 
 } // namespace
@@ -148,6 +170,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         changes.push_back({file, &path, std::move(value)});
     }
     (void)svad::core::discover(b.tree);
+    // And the partial re-read after hotplug events: the functions whose files changed
+    // are named, the last byte says which other kinds of event came.
+    svad::core::HostChanges events;
+    for (const auto& c : changes) {
+        if (std::string f = functionOf(*c.path); !f.empty()) {
+            events.pci.insert(f);
+        }
+    }
+    if (size > 0) {
+        const uint8_t kinds = data[size - 1];
+        events.pciAddedOrRemoved = (kinds & 1U) != 0;
+        events.units = (kinds & 2U) != 0;
+        events.queues = (kinds & 4U) != 0;
+        events.vdpa = (kinds & 8U) != 0;
+    }
+    (void)svad::core::refresh(b.tree, b.host, events);
     // Undone in reverse: a path changed twice gets its first value back.
     for (auto it = changes.rbegin(); it != changes.rend(); ++it) {
         if (it->file) {
