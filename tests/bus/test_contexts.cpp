@@ -219,6 +219,30 @@ TEST(Contexts, AReplyThatCannotBeDeliveredTakesTheContextBack) {
         << f.svad().log();
 }
 
+// One delivery check covers every reply sent within its window: a reply the bus
+// passed on keeps its context, one it refused in the same window loses its own,
+// and only that one.
+TEST(Contexts, OneDeliveryCheckCoversDeliveredAndRefusedRepliesAlike) {
+    SvadFixture f(testHost());
+    const auto vf = vfs(f);
+    ASSERT_GE(vf.size(), 2U);
+    ReleaseWatcher watcher(f.bus());
+    auto a = allocate(f, "vm1", {vf[1]});
+    EXPECT_EQ(allocateWithoutFdPassing(f.bus(), "vm2", {vf[0]}, 10'000'000ULL),
+              "org.svad.Svad1.Error.NotSupported");
+    EXPECT_EQ(watcher.waitFor("/org/svad/Svad1/context/2"),
+              "the reply carrying its fds could not be delivered");
+    auto b = allocate(f, "vm3", {vf[0]}); // free again at once
+    // Past the check's window: the delivered two are still there.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_EQ(f.property(kRoot, kManager, "ContextCount").get<uint32_t>(), 2U);
+    EXPECT_EQ(f.property(a.context, kContext, "State").get<uint32_t>(), 1U); // active
+    EXPECT_EQ(f.property(b.context, kContext, "State").get<uint32_t>(), 1U);
+    release(f, a.context);
+    release(f, b.context);
+    EXPECT_EQ(f.property(kRoot, kManager, "ContextCount").get<uint32_t>(), 0U);
+}
+
 TEST(Contexts, AttachedModeBindsAndReportsIds) {
     SvadFixture f(testHost());
     const auto vf = vfs(f);
