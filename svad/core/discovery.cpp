@@ -838,9 +838,8 @@ Host refresh(const ports::Sysfs& fs, const Host& previous, const HostChanges& ch
     std::sort(host.groups.begin(), host.groups.end(),
               [](const IommuGroup& a, const IommuGroup& b) { return a.id < b.id; });
     computeViability(host);
-    // Queues and vDPA devices hang below PCI functions: read again when any changed.
-    // Queues and vDPA devices below a function that changed are read again, the
-    // rest are kept; an event of their own reads them all.
+    // Queues and vDPA devices hang below PCI functions: those below a function that
+    // changed are read again, the rest are kept; an event of their own reads them all.
     if (changes.queues) {
         discoverQueues(fs, host);
     } else if (!changes.pci.empty()) {
