@@ -121,17 +121,22 @@ public:
             }
         };
         check(sd_bus_new(&bus_), "sd_bus_new");
-        check(sd_bus_set_address(bus_, address.c_str()), "address");
-        check(sd_bus_set_monitor(bus_, 1), "monitor mode");
-        check(sd_bus_set_bus_client(bus_, 1), "bus client");
-        check(sd_bus_start(bus_), "connect");
-        sd_bus_error error = SD_BUS_ERROR_NULL;
-        const int r = sd_bus_call_method(bus_, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                         "org.freedesktop.DBus.Monitoring", "BecomeMonitor", &error,
-                                         nullptr, "asu", 0, 0U);
-        const std::string why = error.message != nullptr ? error.message : "";
-        sd_bus_error_free(&error);
-        check(r, ("BecomeMonitor " + why).c_str());
+        try {
+            check(sd_bus_set_address(bus_, address.c_str()), "address");
+            check(sd_bus_set_monitor(bus_, 1), "monitor mode");
+            check(sd_bus_set_bus_client(bus_, 1), "bus client");
+            check(sd_bus_start(bus_), "connect");
+            sd_bus_error error = SD_BUS_ERROR_NULL;
+            const int r = sd_bus_call_method(bus_, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                             "org.freedesktop.DBus.Monitoring", "BecomeMonitor",
+                                             &error, nullptr, "asu", 0, 0U);
+            const std::string why = error.message != nullptr ? error.message : "";
+            sd_bus_error_free(&error);
+            check(r, ("BecomeMonitor " + why).c_str());
+        } catch (...) {
+            sd_bus_unref(bus_); // no destructor runs for a constructor that threw
+            throw;
+        }
         thread_ = std::thread([this] { run(); });
     }
     ~BusMonitor() {

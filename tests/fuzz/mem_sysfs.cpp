@@ -49,6 +49,16 @@ std::string cString(const uint8_t* data, size_t size, size_t& pos) {
     return out;
 }
 
+// The keys of a map of paths, in order.
+std::vector<std::string> keysOf(const std::map<std::string, std::string>& m) {
+    std::vector<std::string> out;
+    out.reserve(m.size());
+    for (const auto& [key, value] : m) {
+        out.push_back(key);
+    }
+    return out;
+}
+
 } // namespace
 
 MemSysfs::MemSysfs(const uint8_t* data, size_t size) {
@@ -97,21 +107,11 @@ void MemSysfs::addParents(const std::string& path) {
 }
 
 std::vector<std::string> MemSysfs::filePaths() const {
-    std::vector<std::string> out;
-    out.reserve(files_.size());
-    for (const auto& [path, data] : files_) {
-        out.push_back(path);
-    }
-    return out;
+    return keysOf(files_);
 }
 
 std::vector<std::string> MemSysfs::linkPaths() const {
-    std::vector<std::string> out;
-    out.reserve(links_.size());
-    for (const auto& [path, target] : links_) {
-        out.push_back(path);
-    }
-    return out;
+    return keysOf(links_);
 }
 
 void MemSysfs::swapFile(const std::string& path, std::string& value) {
