@@ -3,6 +3,12 @@
 // generated host of vfio-pci functions, one IOMMU group each.
 //
 //   svad_bench_alloc_roundtrip [--n N] [--warmup W] [--clients C] [--per-client M]
+//                              [--state-dir DIR]
+//
+// --state-dir: svad records its contexts in DIR/state.db, as it does with the
+// linux backend (in /var/lib/svad unless told otherwise); without it the sim
+// backend keeps no state. Put DIR on the file system whose cost is wanted
+// (/dev/shm is memory; the state directory of a host is on its disk).
 //
 // Latency: N iterations (after W of warm-up), each a Peer.Ping to svad (which
 // sd-bus answers itself: the cost of the bus), an AllocateContext of one
@@ -236,6 +242,18 @@ int main(int argc, char** argv) {
     int warmup = 200;
     int clients = 16;
     int perClient = 500;
+    // The one option that is not a number; the rest go to parseIntOptions.
+    std::string stateDir;
+    std::vector<char*> args;
+    for (int i = 0; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--state-dir") == 0 && i + 1 < argc) {
+            stateDir = argv[++i];
+        } else {
+            args.push_back(argv[i]);
+        }
+    }
+    argc = static_cast<int>(args.size());
+    argv = args.data();
     svad::test::parseIntOptions(argc, argv,
                                 {{"--n", &n, 1},
                                  {"--warmup", &warmup, 0},
@@ -263,9 +281,14 @@ int main(int argc, char** argv) {
                           << "rules:\n  - name: bench\n    match: {kind: pci}\n"
                           << "    allow: {vms: [\"bench-*\"]}\n";
     svad::test::PrivateBus bus(dir.path());
-    Process svad({SVAD_BINARY, "--bus", bus.address(), "--backend", "sim", "--sysfs-root",
-                  root + "/sys", "--dev-root", root + "/dev", "--config", config},
-                 dir.path() + "/svad.log");
+    std::vector<std::string> svadArgs{
+        SVAD_BINARY,   "--bus",       bus.address(), "--backend", "sim",  "--sysfs-root",
+        root + "/sys", "--dev-root",  root + "/dev", "--config",  config, "--metrics-address",
+        "off",         "--state-dir", "off"};
+    if (!stateDir.empty()) {
+        svadArgs.back() = stateDir;
+    }
+    Process svad(svadArgs, dir.path() + "/svad.log");
     Client client(bus.address());
     while (!client.nameOwned()) {
         if (!svad.running()) {
@@ -274,8 +297,10 @@ int main(int argc, char** argv) {
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    std::printf("host: %u vfio-pci functions, one IOMMU group each; svad pid %d, sim backend\n",
-                functions, svad.pid());
+    std::printf("host: %u vfio-pci functions, one IOMMU group each; svad pid %d, sim backend; "
+                "state: %s\n",
+                functions, svad.pid(),
+                stateDir.empty() ? "none" : (stateDir + "/state.db").c_str());
 
     // Latency: the three calls interleaved, so that drift hits them alike.
     const std::string& device = devices.back(); // not one of the throughput clients'
