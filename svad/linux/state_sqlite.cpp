@@ -1,17 +1,25 @@
 #include "svad/linux/state_sqlite.h"
 
 #include "svad/core/log.h"
+#include "svad/core/thread_name.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
 #include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <optional>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
+#include <unordered_map>
 #include <utility>
 
 namespace svad::linux_impl {
@@ -19,10 +27,36 @@ namespace svad::linux_impl {
 namespace fs = std::filesystem;
 using ports::StateError;
 
+// The statements of the calls made for every context, prepared once for the
+// connection: preparing is most of what a small write costs.
+struct SqliteStateStore::Statements {
+    explicit Statements(sqlite3* connection) : db(connection) {}
+    ~Statements() {
+        for (auto& [sql, stmt] : kept) {
+            sqlite3_finalize(stmt);
+        }
+    }
+    Statements(const Statements&) = delete;
+    Statements& operator=(const Statements&) = delete;
+
+    sqlite3* db;
+    std::unordered_map<const char*, sqlite3_stmt*> kept; // by the SQL text's address
+};
+
 namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
+// The WAL is copied back into the database once it holds this many pages
+// (SQLite's own default for its automatic checkpoint).
+constexpr int kCheckpointPages = 1000;
 constexpr const char* kNextContextId = "next_context_id";
+// Context ids up to (not including) this one may have been handed out: it is
+// written durably (synchronous=FULL) a block ahead of next_context_id.
+constexpr const char* kContextIdsReserved = "context_ids_reserved";
+// The boot the other meta values were written in (a hash of its boot_id).
+constexpr const char* kBootIdHash = "boot_id_hash";
+// How far ahead the reservation runs: one durable write per kIdBlock ids.
+constexpr uint64_t kIdBlock = 1024;
 
 // Version 1: the first schema. Integers that are uint64_t in the records are
 // stored as their int64_t bit pattern.
@@ -137,7 +171,17 @@ public:
             fail(db, rc, operation);
         }
     }
-    ~Stmt() { sqlite3_finalize(stmt_); }
+    // One of the store's kept statements (see Statements): prepared the first
+    // time, reset after each use.
+    Stmt(SqliteStateStore::Statements& kept, const char* sql, const std::string& operation);
+    ~Stmt() {
+        if (kept_) {
+            sqlite3_reset(stmt_);
+            sqlite3_clear_bindings(stmt_);
+        } else {
+            sqlite3_finalize(stmt_);
+        }
+    }
     Stmt(const Stmt&) = delete;
     Stmt& operator=(const Stmt&) = delete;
 
@@ -190,7 +234,22 @@ private:
     sqlite3* db_;
     sqlite3_stmt* stmt_ = nullptr;
     std::string operation_;
+    bool kept_ = false;
 };
+
+Stmt::Stmt(SqliteStateStore::Statements& kept, const char* sql, const std::string& operation)
+    : db_(kept.db), operation_(operation), kept_(true) {
+    auto it = kept.kept.find(sql);
+    if (it == kept.kept.end()) {
+        sqlite3_stmt* stmt = nullptr;
+        int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+        if (rc != SQLITE_OK) {
+            fail(db_, rc, operation);
+        }
+        it = kept.kept.emplace(sql, stmt).first;
+    }
+    stmt_ = it->second;
+}
 
 void exec(sqlite3* db, const char* sql, const std::string& operation) {
     int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
@@ -205,6 +264,10 @@ public:
     Transaction(sqlite3* db, std::string operation) : db_(db), operation_(std::move(operation)) {
         exec(db_, "BEGIN IMMEDIATE", operation_);
     }
+    Transaction(SqliteStateStore::Statements& kept, std::string operation)
+        : db_(kept.db), kept_(&kept), operation_(std::move(operation)) {
+        Stmt(kept, "BEGIN IMMEDIATE", operation_).run();
+    }
     ~Transaction() {
         if (!done_) {
             sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -213,12 +276,17 @@ public:
     Transaction(const Transaction&) = delete;
     Transaction& operator=(const Transaction&) = delete;
     void commit() {
-        exec(db_, "COMMIT", operation_);
+        if (kept_ != nullptr) {
+            Stmt(*kept_, "COMMIT", operation_).run();
+        } else {
+            exec(db_, "COMMIT", operation_);
+        }
         done_ = true;
     }
 
 private:
     sqlite3* db_;
+    SqliteStateStore::Statements* kept_ = nullptr;
     std::string operation_;
     bool done_ = false;
 };
@@ -383,8 +451,55 @@ void applySettings(sqlite3* db, const std::string& operation) {
         throw StateError(StateError::Code::Other, operation,
                          "the database refused WAL mode (journal_mode is '" + mode + "')");
     }
-    exec(db, "PRAGMA synchronous = FULL", operation);
+    // NORMAL: a commit is in the WAL, in the page cache, when it returns. It
+    // survives svad's own crash or kill; only a crash of the host can lose it,
+    // and that ends every context it describes as well. The context ids are
+    // the exception (see settleContextIds), and they are kept durably apart.
+    exec(db, "PRAGMA synchronous = NORMAL", operation);
     exec(db, "PRAGMA foreign_keys = ON", operation);
+}
+
+// The transactions made while it lives are on disk when they commit
+// (synchronous=FULL); NORMAL again after it.
+class Durable {
+public:
+    Durable(sqlite3* db, const std::string& operation) : db_(db) {
+        exec(db_, "PRAGMA synchronous = FULL", operation);
+    }
+    ~Durable() { sqlite3_exec(db_, "PRAGMA synchronous = NORMAL", nullptr, nullptr, nullptr); }
+    Durable(const Durable&) = delete;
+    Durable& operator=(const Durable&) = delete;
+
+private:
+    sqlite3* db_;
+};
+
+std::optional<int64_t> readMeta(SqliteStateStore::Statements& db, const char* key,
+                                const std::string& op) {
+    Stmt s(db, "SELECT value FROM meta WHERE key = ?1", op);
+    s.bind(1, key);
+    if (!s.step()) {
+        return std::nullopt;
+    }
+    return s.integer(0);
+}
+
+void writeMeta(SqliteStateStore::Statements& db, const char* key, int64_t value,
+               const std::string& op) {
+    Stmt s(db,
+           "INSERT INTO meta (key, value) VALUES (?1, ?2) "
+           "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+           op);
+    s.bind(1, key).bind(2, value).run();
+}
+
+// FNV-1a: the boot id only has to compare equal to itself.
+int64_t bootHash(const std::string& bootId) {
+    uint64_t h = 14695981039346656037ULL;
+    for (unsigned char c : bootId) {
+        h = (h ^ c) * 1099511628211ULL;
+    }
+    return static_cast<int64_t>(h);
 }
 
 // Runs the steps above `from`; returns the version reached.
@@ -438,8 +553,16 @@ const std::vector<StateMigration>& SqliteStateStore::migrations() {
     return kMigrations;
 }
 
+std::string SqliteStateStore::currentBootId() {
+    std::ifstream in("/proc/sys/kernel/random/boot_id");
+    std::string id;
+    std::getline(in, id);
+    return id;
+}
+
 std::unique_ptr<SqliteStateStore> SqliteStateStore::open(const std::string& dir,
-                                                         const std::vector<StateMigration>& steps) {
+                                                         const std::vector<StateMigration>& steps,
+                                                         const std::string& bootId) {
     const std::string path = (fs::path(dir) / "state.db").string();
     const std::string operation = "open(" + path + ")";
     if (steps.empty()) {
@@ -522,16 +645,109 @@ std::unique_ptr<SqliteStateStore> SqliteStateStore::open(const std::string& dir,
             report.outcome != StateOpenReport::Outcome::Migrated) {
             syncDir(dir);
         }
-        return std::unique_ptr<SqliteStateStore>(new SqliteStateStore(db.release(), report));
+        auto store = std::unique_ptr<SqliteStateStore>(new SqliteStateStore(db.release(), report));
+        store->settleContextIds(bootId);
+        return store;
     }
     throw StateError(StateError::Code::Other, operation, "unreachable");
 }
 
+// Copies the WAL back into the database on a thread and connection of its
+// own, so that the fsyncs of a checkpoint never hold up a call of the store
+// (svad makes them on its bus loop). A PASSIVE checkpoint waits for no
+// reader or writer; one that cannot finish is tried again after the next
+// commit.
+class SqliteStateStore::Checkpointer {
+public:
+    Checkpointer(sqlite3* writer, const std::string& path) {
+        sqlite3* raw = nullptr;
+        int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW,
+                                 nullptr);
+        DbPtr db(raw);
+        if (rc != SQLITE_OK) {
+            fail(raw, rc, "open(" + path + ") for checkpoints");
+        }
+        sqlite3_busy_timeout(raw, kBusyTimeoutMs);
+        // A connection finds the database in WAL mode when it first reads it;
+        // until then a checkpoint does nothing.
+        exec(raw, "SELECT count(*) FROM sqlite_schema", "open(" + path + ") for checkpoints");
+        db_ = db.release();
+        // The writer no longer checkpoints on its own: its commits tell this one.
+        sqlite3_wal_hook(writer, &Checkpointer::committed, this);
+        thread_ = std::thread([this] { run(); });
+    }
+    ~Checkpointer() {
+        {
+            std::lock_guard<std::mutex> g(m_);
+            stop_ = true;
+        }
+        cv_.notify_one();
+        thread_.join();
+        sqlite3_close_v2(db_);
+    }
+    Checkpointer(const Checkpointer&) = delete;
+    Checkpointer& operator=(const Checkpointer&) = delete;
+
+    uint64_t checkpoints() const { return done_.load(); }
+
+private:
+    static int committed(void* self, sqlite3* /*db*/, const char* /*name*/, int pages) {
+        if (pages >= kCheckpointPages) {
+            auto* c = static_cast<Checkpointer*>(self);
+            {
+                std::lock_guard<std::mutex> g(c->m_);
+                c->due_ = true;
+            }
+            c->cv_.notify_one();
+        }
+        return SQLITE_OK;
+    }
+
+    void run() {
+        core::nameThisThread("svad-state-ckpt");
+        std::unique_lock<std::mutex> lock(m_);
+        for (;;) {
+            cv_.wait(lock, [this] { return stop_ || due_; });
+            if (stop_) {
+                return;
+            }
+            due_ = false;
+            lock.unlock();
+            int logPages = 0;
+            int copied = 0;
+            int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &logPages,
+                                               &copied);
+            if (rc == SQLITE_OK && copied > 0) {
+                done_.fetch_add(1);
+            } else if (rc != SQLITE_BUSY) {
+                log::warning(std::string("state database: a checkpoint failed: ") +
+                             sqlite3_errmsg(db_));
+            }
+            lock.lock();
+        }
+    }
+
+    sqlite3* db_ = nullptr;
+    std::mutex m_;
+    std::condition_variable cv_;
+    bool due_ = false;
+    bool stop_ = false;
+    std::atomic<uint64_t> done_{0};
+    std::thread thread_;
+};
+
 SqliteStateStore::SqliteStateStore(sqlite3* db, StateOpenReport report)
-    : db_(db), report_(std::move(report)) {}
+    : db_(db), report_(std::move(report)), kept_(std::make_unique<Statements>(db)),
+      checkpointer_(std::make_unique<Checkpointer>(db, report_.path)) {}
 
 SqliteStateStore::~SqliteStateStore() {
+    checkpointer_.reset();
+    kept_.reset();
     sqlite3_close_v2(db_);
+}
+
+uint64_t SqliteStateStore::checkpoints() const {
+    return checkpointer_->checkpoints();
 }
 
 SqliteStateStore::Settings SqliteStateStore::settings() {
@@ -546,7 +762,7 @@ SqliteStateStore::Settings SqliteStateStore::settings() {
 
 namespace {
 
-uint64_t readNext(sqlite3* db, const std::string& op) {
+uint64_t readNext(SqliteStateStore::Statements& db, const std::string& op) {
     Stmt s(db, "SELECT value FROM meta WHERE key = ?1", op);
     s.bind(1, kNextContextId);
     if (!s.step()) {
@@ -555,12 +771,12 @@ uint64_t readNext(sqlite3* db, const std::string& op) {
     return asU64(s.integer(0));
 }
 
-void writeNext(sqlite3* db, uint64_t next, const std::string& op) {
+void writeNext(SqliteStateStore::Statements& db, uint64_t next, const std::string& op) {
     Stmt s(db, "UPDATE meta SET value = ?1 WHERE key = ?2", op);
     s.bind(1, asStored(next)).bind(2, kNextContextId).run();
 }
 
-void deleteContextRows(sqlite3* db, uint64_t id, const std::string& op) {
+void deleteContextRows(SqliteStateStore::Statements& db, uint64_t id, const std::string& op) {
     // The foreign keys cascade as well; deleting the rows by name does not
     // depend on the connection's foreign_keys setting.
     for (const char* sql : {"DELETE FROM context_devices WHERE context = ?1",
@@ -576,22 +792,68 @@ std::string opName(const char* name, uint64_t id) {
     return std::string(name) + "(" + std::to_string(id) + ")";
 }
 
+uint64_t readReserved(SqliteStateStore::Statements& db, uint64_t next, const std::string& op) {
+    // A database of an svad before the reservation: what it handed out is below next.
+    return asU64(readMeta(db, kContextIdsReserved, op).value_or(asStored(next)));
+}
+
 } // namespace
 
-uint64_t SqliteStateStore::takeContextId() {
-    const std::string op = "takeContextId";
-    Transaction t(db_, op);
-    uint64_t id = readNext(db_, op);
-    writeNext(db_, id + 1, op);
+void SqliteStateStore::settleContextIds(const std::string& bootId) {
+    const std::string op = "settleContextIds";
+    Durable durable(db_, op);
+    Transaction t(*kept_, op);
+    uint64_t next = readNext(*kept_, op);
+    const uint64_t reserved = readReserved(*kept_, next, op);
+    const int64_t boot = bootHash(bootId);
+    if (bootId.empty() || readMeta(*kept_, kBootIdHash, op) != boot) {
+        // The host restarted since (or it cannot tell): the last commits may
+        // have been lost with its page cache, the durable reservation was not.
+        // No id below it is handed out again.
+        next = std::max(next, reserved);
+    }
+    writeNext(*kept_, next, op);
+    writeMeta(*kept_, kContextIdsReserved, asStored(next + kIdBlock), op);
+    writeMeta(*kept_, kBootIdHash, boot, op);
     t.commit();
+    next_ = next;
+    reserved_ = next + kIdBlock;
+}
+
+void SqliteStateStore::reserveBelow(uint64_t next, const std::string& op) {
+    if (next > reserved_) {
+        // The reservation moves a block on, on disk before any id past it is used.
+        Durable durable(db_, op);
+        Transaction t(*kept_, op);
+        writeMeta(*kept_, kContextIdsReserved, asStored(next + kIdBlock), op);
+        t.commit();
+        reserved_ = next + kIdBlock;
+    }
+}
+
+void SqliteStateStore::setNext(uint64_t next, const std::string& op) {
+    reserveBelow(next, op);
+    Transaction t(*kept_, op);
+    writeNext(*kept_, next, op);
+    t.commit();
+    next_ = next;
+}
+
+uint64_t SqliteStateStore::takeContextId() {
+    const uint64_t id = next_;
+    setNext(id + 1, "takeContextId");
     return id;
 }
 
 void SqliteStateStore::putContext(const ports::StoredContext& ctx) {
     const std::string op = opName("putContext", ctx.id);
-    Transaction t(db_, op);
-    deleteContextRows(db_, ctx.id, op);
-    Stmt(db_,
+    const bool raise = next_ <= ctx.id;
+    if (raise) {
+        reserveBelow(ctx.id + 1, op);
+    }
+    Transaction t(*kept_, op);
+    deleteContextRows(*kept_, ctx.id, op);
+    Stmt(*kept_,
          "INSERT INTO contexts (id, vm, owner_uid, owner_pid, owner_start_time, owner_bus_name, "
          "mode, ioas_id, fault_queue_id, created_usec) "
          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -609,7 +871,7 @@ void SqliteStateStore::putContext(const ports::StoredContext& ctx) {
         .run();
     int64_t position = 0;
     for (const auto& d : ctx.devices) {
-        Stmt(db_,
+        Stmt(*kept_,
              "INSERT INTO context_devices (context, position, device, kind, dev_id, plugin, rule) "
              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
              op)
@@ -623,14 +885,14 @@ void SqliteStateStore::putContext(const ports::StoredContext& ctx) {
             .run();
     }
     for (const auto& [pasid, device] : ctx.pasids) {
-        Stmt(db_, "INSERT INTO context_pasids (context, pasid, device) VALUES (?1, ?2, ?3)", op)
+        Stmt(*kept_, "INSERT INTO context_pasids (context, pasid, device) VALUES (?1, ?2, ?3)", op)
             .bind(1, asStored(ctx.id))
             .bind(2, int64_t{pasid})
             .bind(3, device)
             .run();
     }
     for (const auto& [device, virtId] : ctx.virtualIds) {
-        Stmt(db_,
+        Stmt(*kept_,
              "INSERT INTO context_virtual_ids (context, device, virtual_id) VALUES (?1, ?2, ?3)",
              op)
             .bind(1, asStored(ctx.id))
@@ -639,30 +901,34 @@ void SqliteStateStore::putContext(const ports::StoredContext& ctx) {
             .run();
     }
     for (const auto& [name, identity] : ctx.fds) {
-        Stmt(db_, "INSERT INTO context_fds (context, name, type, rdev) VALUES (?1, ?2, ?3, ?4)", op)
+        Stmt(*kept_, "INSERT INTO context_fds (context, name, type, rdev) VALUES (?1, ?2, ?3, ?4)",
+             op)
             .bind(1, asStored(ctx.id))
             .bind(2, name)
             .bind(3, int64_t{identity.type})
             .bind(4, asStored(identity.rdev))
             .run();
     }
-    if (readNext(db_, op) <= ctx.id) {
-        writeNext(db_, ctx.id + 1, op);
+    if (raise) {
+        writeNext(*kept_, ctx.id + 1, op);
     }
     t.commit();
+    if (raise) {
+        next_ = ctx.id + 1;
+    }
 }
 
 void SqliteStateStore::removeContext(uint64_t id) {
     const std::string op = opName("removeContext", id);
-    Transaction t(db_, op);
-    deleteContextRows(db_, id, op);
+    Transaction t(*kept_, op);
+    deleteContextRows(*kept_, id, op);
     t.commit();
 }
 
 void SqliteStateStore::putPasid(uint64_t context, uint32_t pasid, const std::string& device) {
     const std::string op = opName("putPasid", context);
-    Transaction t(db_, op);
-    Stmt(db_,
+    Transaction t(*kept_, op);
+    Stmt(*kept_,
          "INSERT INTO context_pasids (context, pasid, device) VALUES (?1, ?2, ?3) "
          "ON CONFLICT (context, pasid) DO UPDATE SET device = excluded.device",
          op)
@@ -675,8 +941,8 @@ void SqliteStateStore::putPasid(uint64_t context, uint32_t pasid, const std::str
 
 void SqliteStateStore::removePasid(uint64_t context, uint32_t pasid) {
     const std::string op = opName("removePasid", context);
-    Transaction t(db_, op);
-    Stmt(db_, "DELETE FROM context_pasids WHERE context = ?1 AND pasid = ?2", op)
+    Transaction t(*kept_, op);
+    Stmt(*kept_, "DELETE FROM context_pasids WHERE context = ?1 AND pasid = ?2", op)
         .bind(1, asStored(context))
         .bind(2, int64_t{pasid})
         .run();
@@ -685,8 +951,8 @@ void SqliteStateStore::removePasid(uint64_t context, uint32_t pasid) {
 
 void SqliteStateStore::putVirtualId(uint64_t context, const std::string& device, uint64_t virtId) {
     const std::string op = opName("putVirtualId", context);
-    Transaction t(db_, op);
-    Stmt(db_,
+    Transaction t(*kept_, op);
+    Stmt(*kept_,
          "INSERT INTO context_virtual_ids (context, device, virtual_id) VALUES (?1, ?2, ?3) "
          "ON CONFLICT (context, device) DO UPDATE SET virtual_id = excluded.virtual_id",
          op)
@@ -699,8 +965,8 @@ void SqliteStateStore::putVirtualId(uint64_t context, const std::string& device,
 
 void SqliteStateStore::putAutoBind(const ports::AutoBindRecord& record) {
     const std::string op = "putAutoBind(" + record.address + ")";
-    Transaction t(db_, op);
-    Stmt(db_,
+    Transaction t(*kept_, op);
+    Stmt(*kept_,
          "INSERT INTO auto_binds (address, previous_driver, previous_override, context) "
          "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (address) DO UPDATE SET "
          "previous_driver = excluded.previous_driver, "
@@ -716,8 +982,8 @@ void SqliteStateStore::putAutoBind(const ports::AutoBindRecord& record) {
 
 void SqliteStateStore::removeAutoBind(const std::string& address) {
     const std::string op = "removeAutoBind(" + address + ")";
-    Transaction t(db_, op);
-    Stmt(db_, "DELETE FROM auto_binds WHERE address = ?1", op).bind(1, address).run();
+    Transaction t(*kept_, op);
+    Stmt(*kept_, "DELETE FROM auto_binds WHERE address = ?1", op).bind(1, address).run();
     t.commit();
 }
 
@@ -793,16 +1059,14 @@ std::vector<ports::AutoBindRecord> SqliteStateStore::autoBinds() {
 }
 
 uint64_t SqliteStateStore::peekNextContextId() {
-    return readNext(db_, "peekNextContextId");
+    return next_;
 }
 
 void SqliteStateStore::raiseNextContextId(uint64_t atLeast) {
     const std::string op = opName("raiseNextContextId", atLeast);
-    Transaction t(db_, op);
-    if (readNext(db_, op) < atLeast) {
-        writeNext(db_, atLeast, op);
+    if (next_ < atLeast) {
+        setNext(atLeast, op);
     }
-    t.commit();
 }
 
 } // namespace svad::linux_impl

@@ -1,6 +1,15 @@
 // The StateStore in an SQLite database, DIR/state.db (mode 0600), in WAL mode
-// with synchronous=FULL: every call is one transaction, on disk when it
-// returns.
+// with synchronous=NORMAL: every call is one transaction, in the WAL when it
+// returns, so that svad's own crash or kill loses nothing and a call costs no
+// fsync. A crash of the host may lose the last transactions, together with
+// every kernel object and process they describe.
+//
+// Context ids are the exception: no id is ever handed out twice, even after a
+// crash of the host. The store reserves them a block ahead, durably
+// (synchronous=FULL for that one transaction, once per 1024 ids), and notes
+// the boot it runs in. Opened in another boot, it goes on from the end of the
+// reservation, since the ids written after it may be lost; opened in the same
+// boot, from the last id taken.
 //
 // The schema's version is PRAGMA user_version; migrations() lists the steps
 // from an empty file (version 0) to the version this svad writes, one step per
@@ -60,8 +69,13 @@ public:
     // ports::StateError when the database cannot be opened or migrated, or when
     // `steps` is not 1, 2, ... n; moves a corrupt or newer database aside as
     // described above. `steps` is for the tests of the migrations.
+    // `bootId` tells one boot of the host from another (currentBootId(); empty:
+    // unknown, taken as a new boot each time).
     static std::unique_ptr<SqliteStateStore>
-    open(const std::string& dir, const std::vector<StateMigration>& steps = migrations());
+    open(const std::string& dir, const std::vector<StateMigration>& steps = migrations(),
+         const std::string& bootId = currentBootId());
+    // /proc/sys/kernel/random/boot_id; empty if it cannot be read.
+    static std::string currentBootId();
 
     ~SqliteStateStore() override;
     SqliteStateStore(const SqliteStateStore&) = delete;
@@ -72,7 +86,7 @@ public:
     // The connection's settings, as SQLite reports them now.
     struct Settings {
         std::string journalMode; // "wal"
-        int synchronous = 0;     // 2: FULL
+        int synchronous = 0;     // 1: NORMAL
         bool foreignKeys = false;
         int busyTimeoutMs = 0;
     };
@@ -91,11 +105,30 @@ public:
     uint64_t peekNextContextId() override;
     void raiseNextContextId(uint64_t atLeast) override;
 
+    struct Statements; // the prepared statements it keeps (state_sqlite.cpp)
+
+    // How many checkpoints (the WAL copied back into the database) its
+    // checkpoint thread has made.
+    uint64_t checkpoints() const;
+
 private:
     SqliteStateStore(sqlite3* db, StateOpenReport report);
+    // At open: where the ids go on from, for this boot.
+    void settleContextIds(const std::string& bootId);
+    // Moves the durable reservation on, if needed, so that ids below `next` are in it.
+    void reserveBelow(uint64_t next, const std::string& op);
+    // next_context_id = next, moving the durable reservation on first if needed.
+    void setNext(uint64_t next, const std::string& op);
 
     sqlite3* db_;
     StateOpenReport report_;
+    class Checkpointer;
+    std::unique_ptr<Statements> kept_; // before db_ is closed
+    std::unique_ptr<Checkpointer> checkpointer_;
+    // next_context_id and the end of the durable reservation, as written: svad
+    // is the one writer of its state.
+    uint64_t next_ = 1;
+    uint64_t reserved_ = 1;
 };
 
 } // namespace svad::linux_impl
