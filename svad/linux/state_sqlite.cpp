@@ -340,6 +340,35 @@ void ensureDir(const std::string& dir) {
     }
 }
 
+// DIR/state.lock, 0600, with a write lock on it for as long as the store is
+// open (an open file description lock: it is the store's, not the process's).
+// A second svad on the same directory is refused: its ids and records would
+// cross the first one's.
+int lockDir(const std::string& dir, const std::string& operation) {
+    const std::string path = (fs::path(dir) / "state.lock").string();
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        int err = errno;
+        throw StateError(StateError::Code::Io, operation,
+                         "cannot open the lock " + path + ": " + errnoText(err));
+    }
+    struct flock lock {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    if (::fcntl(fd, F_OFD_SETLK, &lock) != 0) {
+        int err = errno;
+        ::close(fd);
+        if (err == EAGAIN || err == EACCES) {
+            throw StateError(StateError::Code::Busy, operation,
+                             "the state directory is in use by another svad (" + path +
+                                 " is locked)");
+        }
+        throw StateError(StateError::Code::Io, operation,
+                         "cannot lock " + path + ": " + errnoText(err));
+    }
+    return fd;
+}
+
 // Creates the file 0600 if missing, and makes an existing one 0600. SQLite
 // gives its -wal and -shm files the database's mode.
 void preparePrivateFile(const std::string& path) {
@@ -579,6 +608,14 @@ std::unique_ptr<SqliteStateStore> SqliteStateStore::open(const std::string& dir,
     const int known = steps.back().version;
 
     ensureDir(dir);
+    struct Lock {
+        int fd;
+        ~Lock() {
+            if (fd >= 0) {
+                ::close(fd);
+            }
+        }
+    } lock{lockDir(dir, operation)};
     StateOpenReport report;
     report.path = path;
     std::error_code ec;
@@ -645,7 +682,8 @@ std::unique_ptr<SqliteStateStore> SqliteStateStore::open(const std::string& dir,
             report.outcome != StateOpenReport::Outcome::Migrated) {
             syncDir(dir);
         }
-        auto store = std::unique_ptr<SqliteStateStore>(new SqliteStateStore(db.release(), report));
+        auto store = std::unique_ptr<SqliteStateStore>(
+            new SqliteStateStore(db.release(), report, std::exchange(lock.fd, -1)));
         store->settleContextIds(bootId);
         return store;
     }
@@ -736,14 +774,15 @@ private:
     std::thread thread_;
 };
 
-SqliteStateStore::SqliteStateStore(sqlite3* db, StateOpenReport report)
-    : db_(db), report_(std::move(report)), kept_(std::make_unique<Statements>(db)),
+SqliteStateStore::SqliteStateStore(sqlite3* db, StateOpenReport report, int lockFd)
+    : db_(db), lockFd_(lockFd), report_(std::move(report)), kept_(std::make_unique<Statements>(db)),
       checkpointer_(std::make_unique<Checkpointer>(db, report_.path)) {}
 
 SqliteStateStore::~SqliteStateStore() {
     checkpointer_.reset();
     kept_.reset();
     sqlite3_close_v2(db_);
+    ::close(lockFd_); // the lock goes last
 }
 
 uint64_t SqliteStateStore::checkpoints() const {

@@ -11,6 +11,12 @@
 // reservation, since the ids written after it may be lost; opened in the same
 // boot, from the last id taken.
 //
+// Checkpoints (the WAL copied back into the database, with its fsyncs) run on
+// a thread of the store's own with a connection of its own, told by the
+// writer's commits; a call never waits for one. DIR/state.lock is locked
+// while the store is open: a second store on the same directory, in svad or
+// another process, is refused with StateError::Code::Busy.
+//
 // The schema's version is PRAGMA user_version; migrations() lists the steps
 // from an empty file (version 0) to the version this svad writes, one step per
 // version. A new schema is one more entry at the end of that list; an entry is
@@ -112,7 +118,7 @@ public:
     uint64_t checkpoints() const;
 
 private:
-    SqliteStateStore(sqlite3* db, StateOpenReport report);
+    SqliteStateStore(sqlite3* db, StateOpenReport report, int lockFd);
     // At open: where the ids go on from, for this boot.
     void settleContextIds(const std::string& bootId);
     // Moves the durable reservation on, if needed, so that ids below `next` are in it.
@@ -121,6 +127,7 @@ private:
     void setNext(uint64_t next, const std::string& op);
 
     sqlite3* db_;
+    int lockFd_; // DIR/state.lock, locked while the store is open
     StateOpenReport report_;
     class Checkpointer;
     std::unique_ptr<Statements> kept_; // before db_ is closed

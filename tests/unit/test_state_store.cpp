@@ -436,6 +436,24 @@ TEST(SqliteStateStore, ACheckpointThreadCopiesTheWalBack) {
     EXPECT_EQ(store->contexts().size(), 600U);
 }
 
+// Two stores on one directory would hand out the same ids and overwrite each
+// other's records: the second is refused by name while the first is open.
+TEST(SqliteStateStore, ASecondStoreOnTheSameDirectoryIsRefused) {
+    svad::test::ScratchDir dir("svad-state");
+    auto first = SqliteStateStore::open(dir.path(), SqliteStateStore::migrations(), "boot-a");
+    try {
+        (void)SqliteStateStore::open(dir.path(), SqliteStateStore::migrations(), "boot-a");
+        ADD_FAILURE() << "a second store opened";
+    } catch (const StateError& e) {
+        EXPECT_EQ(e.code(), StateError::Code::Busy);
+        EXPECT_THAT(e.what(), HasSubstr("in use by another svad"));
+    }
+    EXPECT_EQ(first->takeContextId(), 1U) << "the first store goes on";
+    first.reset();
+    auto second = SqliteStateStore::open(dir.path(), SqliteStateStore::migrations(), "boot-a");
+    EXPECT_EQ(second->takeContextId(), 2U);
+}
+
 // The first schema, written here by hand: a released schema never changes,
 // and a database written by the first svad with a store must stay readable.
 void writeV1ByHand(const std::string& path) {
