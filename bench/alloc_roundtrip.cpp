@@ -3,12 +3,16 @@
 // generated host of vfio-pci functions, one IOMMU group each.
 //
 //   svad_bench_alloc_roundtrip [--n N] [--warmup W] [--clients C] [--per-client M]
-//                              [--state-dir DIR]
+//                              [--state-dir DIR] [--bus ADDRESS --device ID]
 //
 // --state-dir: svad records its contexts in DIR/state.db, as it does with the
 // linux backend (in /var/lib/svad unless told otherwise); without it the sim
 // backend keeps no state. Put DIR on the file system whose cost is wanted
 // (/dev/shm is memory; the state directory of a host is on its disk).
+// --bus and --device: an svad already running on that bus (the kernel tier's,
+// with the linux backend on a real kernel), and the one device it gives the
+// caller; the latency, fresh-connection and message-count rounds run on it,
+// the throughput rounds (a device per client) do not.
 //
 // Latency: N iterations (after W of warm-up), each a Peer.Ping to svad (which
 // sd-bus answers itself: the cost of the bus), an AllocateContext of one
@@ -34,6 +38,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sdbus-c++/sdbus-c++.h>
 #include <signal.h>
 #include <string>
@@ -235,6 +240,26 @@ double throughput(const std::string& bus, const std::vector<std::string>& device
     return clients * perClient / seconds;
 }
 
+// 1 client and `clients` at once, each on its own device: allocate+release and Ping.
+void throughputRounds(const std::string& bus, const std::vector<std::string>& devices, int clients,
+                      int perClient) {
+    auto allocRelease = [](Client& c, const std::string& vm, const std::string& dev) {
+        c.release(c.allocate(vm, dev));
+    };
+    auto pingOnly = [](Client& c, const std::string&, const std::string&) { c.ping(); };
+    throughput(bus, devices, clients, std::max(1, perClient / 10), allocRelease);
+    const double t1 = throughput(bus, devices, 1, perClient * 4, allocRelease);
+    const double tn = throughput(bus, devices, clients, perClient, allocRelease);
+    const double p1 = throughput(bus, devices, 1, perClient * 4, pingOnly);
+    const double pn = throughput(bus, devices, clients, perClient, pingOnly);
+    std::printf("\nthroughput                                  alloc+release/s     Ping/s\n");
+    std::printf("  1 client  (%5d round trips)            %12.0f  %12.0f\n", perClient * 4, t1, p1);
+    std::printf("  %2d clients (%5d round trips, own device)%12.0f  %12.0f\n", clients,
+                clients * perClient, tn, pn);
+    std::printf("  scaling 1 -> %d clients:                  %11.2fx  %11.2fx\n", clients, tn / t1,
+                pn / p1);
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -244,14 +269,26 @@ int main(int argc, char** argv) {
     int perClient = 500;
     // The one option that is not a number; the rest go to parseIntOptions.
     std::string stateDir;
+    std::string externalBus;
+    std::string externalDevice;
     std::vector<char*> args;
     for (int i = 0; i < argc; ++i) {
-        if (std::strcmp(argv[i], "--state-dir") == 0 && i + 1 < argc) {
-            stateDir = argv[++i];
+        std::string* text = std::strcmp(argv[i], "--state-dir") == 0 ? &stateDir
+                            : std::strcmp(argv[i], "--bus") == 0     ? &externalBus
+                            : std::strcmp(argv[i], "--device") == 0  ? &externalDevice
+                                                                     : nullptr;
+        if (text != nullptr && i + 1 < argc) {
+            *text = argv[++i];
         } else {
             args.push_back(argv[i]);
         }
     }
+    if (externalBus.empty() != externalDevice.empty() ||
+        (!externalBus.empty() && !stateDir.empty())) {
+        (void)std::fprintf(stderr, "--bus and --device go together, and without --state-dir\n");
+        return 2;
+    }
+    const bool external = !externalBus.empty();
     argc = static_cast<int>(args.size());
     argv = args.data();
     svad::test::parseIntOptions(argc, argv,
@@ -263,44 +300,58 @@ int main(int argc, char** argv) {
     if (::access("/dev/shm", W_OK) == 0 && std::getenv("TMPDIR") == nullptr) {
         ::setenv("TMPDIR", "/dev/shm", 1);
     }
-    svad::test::TempDir dir;
-    const std::string root = dir.path() + "/host";
-    const uint32_t functions = static_cast<uint32_t>(std::max(clients, 1) + 1);
-    auto host = svad::test::vfioHost("alloc-bench", functions);
-    svad::hostgen::writeTree(host, root);
-    std::vector<std::string> devices;
-    for (const auto& d : host.devices) {
-        devices.push_back(d.address);
+    std::optional<svad::test::TempDir> dir;
+    std::optional<svad::test::PrivateBus> privateBus;
+    std::optional<Process> svad;
+    std::string address = externalBus;
+    std::vector<std::string> devices{externalDevice};
+    if (!external) {
+        dir.emplace();
+        const std::string root = dir->path() + "/host";
+        const uint32_t functions = static_cast<uint32_t>(std::max(clients, 1) + 1);
+        auto host = svad::test::vfioHost("alloc-bench", functions);
+        svad::hostgen::writeTree(host, root);
+        devices.clear();
+        for (const auto& d : host.devices) {
+            devices.push_back(d.address);
+        }
+        // svad's own plugins, and a rule that gives the bench's VMs the functions: the
+        // round trip includes the policy decision, as on a real host.
+        const std::string config = dir->path() + "/svad.yaml";
+        std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\n"
+                              << "default_policy: deny\n"
+                              << "rules:\n  - name: bench\n    match: {kind: pci}\n"
+                              << "    allow: {vms: [\"bench-*\"]}\n";
+        privateBus.emplace(dir->path());
+        address = privateBus->address();
+        std::vector<std::string> svadArgs{
+            SVAD_BINARY,   "--bus",       address,       "--backend", "sim",  "--sysfs-root",
+            root + "/sys", "--dev-root",  root + "/dev", "--config",  config, "--metrics-address",
+            "off",         "--state-dir", "off"};
+        if (!stateDir.empty()) {
+            svadArgs.back() = stateDir;
+        }
+        svad.emplace(svadArgs, dir->path() + "/svad.log");
     }
-
-    // svad's own plugins, and a rule that gives the bench's VMs the functions: the
-    // round trip includes the policy decision, as on a real host.
-    const std::string config = dir.path() + "/svad.yaml";
-    std::ofstream(config) << "plugin_dir: " << SVAD_PLUGIN_BUILD_DIR << "\n"
-                          << "default_policy: deny\n"
-                          << "rules:\n  - name: bench\n    match: {kind: pci}\n"
-                          << "    allow: {vms: [\"bench-*\"]}\n";
-    svad::test::PrivateBus bus(dir.path());
-    std::vector<std::string> svadArgs{
-        SVAD_BINARY,   "--bus",       bus.address(), "--backend", "sim",  "--sysfs-root",
-        root + "/sys", "--dev-root",  root + "/dev", "--config",  config, "--metrics-address",
-        "off",         "--state-dir", "off"};
-    if (!stateDir.empty()) {
-        svadArgs.back() = stateDir;
-    }
-    Process svad(svadArgs, dir.path() + "/svad.log");
-    Client client(bus.address());
+    auto svadLog = [&svad] { return svad ? svad->log() : std::string(); };
+    Client client(address);
     while (!client.nameOwned()) {
-        if (!svad.running()) {
-            (void)std::fprintf(stderr, "svad exited: %s\n", svad.log().c_str());
+        if (!svad || !svad->running()) {
+            (void)std::fprintf(stderr, "no svad on the bus: %s\n", svadLog().c_str());
             return 1;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    std::printf("host: %u vfio-pci functions, one IOMMU group each; svad pid %d, sim backend; "
-                "state: %s\n",
-                functions, svad.pid(),
-                stateDir.empty() ? "none" : (stateDir + "/state.db").c_str());
+    const uint32_t heldBefore = client.contextCount();
+    if (external) {
+        std::printf("svad on %s (already running), device %s\n", address.c_str(),
+                    externalDevice.c_str());
+    } else {
+        std::printf("host: %zu vfio-pci functions, one IOMMU group each; svad pid %d, sim "
+                    "backend; state: %s\n",
+                    devices.size(), svad->pid(),
+                    stateDir.empty() ? "none" : (stateDir + "/state.db").c_str());
+    }
 
     // Latency: the three calls interleaved, so that drift hits them alike.
     const std::string& device = devices.back(); // not one of the throughput clients'
@@ -330,7 +381,7 @@ int main(int argc, char** argv) {
         }
     } catch (const sdbus::Error& e) {
         (void)std::fprintf(stderr, "%s: %s\n%s", e.getName().c_str(), e.getMessage().c_str(),
-                           svad.log().c_str());
+                           svadLog().c_str());
         return 1;
     }
 
@@ -360,13 +411,13 @@ int main(int argc, char** argv) {
     for (int i = 0; i < fresh; ++i) {
         auto t0 = Clock::now();
         {
-            Client c(bus.address());
+            Client c(address);
             c.ping();
             c.ping();
         }
         auto t1 = Clock::now();
         {
-            Client c(bus.address());
+            Client c(address);
             c.release(c.allocate("bench-fresh", device));
         }
         auto t2 = Clock::now();
@@ -386,7 +437,7 @@ int main(int argc, char** argv) {
     double msgPing = 0;
     double msgPair = 0;
     {
-        BusMonitor monitor(bus.address());
+        BusMonitor monitor(address);
         constexpr int kCounted = 50;
         const uint64_t before = monitor.settled();
         for (int i = 0; i < kCounted; ++i) {
@@ -409,30 +460,21 @@ int main(int argc, char** argv) {
                 "svad's round trip %.2fx that\n",
                 floor, floor / pp.p50, ar.p50 / floor);
 
-    // Throughput.
-    auto allocRelease = [](Client& c, const std::string& vm, const std::string& dev) {
-        c.release(c.allocate(vm, dev));
-    };
-    auto pingOnly = [](Client& c, const std::string&, const std::string&) { c.ping(); };
-    throughput(bus.address(), devices, clients, std::max(1, perClient / 10), allocRelease);
-    const double t1 = throughput(bus.address(), devices, 1, perClient * 4, allocRelease);
-    const double tn = throughput(bus.address(), devices, clients, perClient, allocRelease);
-    const double p1 = throughput(bus.address(), devices, 1, perClient * 4, pingOnly);
-    const double pn = throughput(bus.address(), devices, clients, perClient, pingOnly);
-    std::printf("\nthroughput                                  alloc+release/s     Ping/s\n");
-    std::printf("  1 client  (%5d round trips)            %12.0f  %12.0f\n", perClient * 4, t1, p1);
-    std::printf("  %2d clients (%5d round trips, own device)%12.0f  %12.0f\n", clients,
-                clients * perClient, tn, pn);
-    std::printf("  scaling 1 -> %d clients:                  %11.2fx  %11.2fx\n", clients, tn / t1,
-                pn / p1);
+    if (external) {
+        std::printf("\nthroughput: not measured (it takes a device per client)\n");
+    } else {
+        throughputRounds(address, devices, clients, perClient);
+    }
 
-    const uint32_t left = client.contextCount();
+    const uint32_t left = client.contextCount() - heldBefore;
     const bool met = a.p50 <= 1.5 * p.p50 && a.p99 <= 2.0 * p.p99 && r.p50 <= 1.5 * p.p50 &&
                      r.p99 <= 2.0 * p.p99;
     std::printf("\ntarget per call (p50 <= 1.5x, p99 <= 2x the no-op): %s\n",
                 met ? "met" : "missed");
     std::printf("contexts left: %u\n", left);
-    svad.signal(SIGTERM);
-    svad.wait(10000);
+    if (svad) {
+        svad->signal(SIGTERM);
+        svad->wait(10000);
+    }
     return left == 0 ? 0 : 1;
 }

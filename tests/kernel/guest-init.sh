@@ -390,6 +390,20 @@ else
     fd_list
 fi
 
+# ---- allocate+release on the linux backend, against Peer.Ping -------------------------------------
+# bench/alloc_roundtrip against this svad (real iommufd and VFIO cdev, the
+# state store on /tmp), where the image has it. Its figures are the guest's
+# (TCG, no KVM): the ratios to Ping in the same run are what compare.
+if [ -x /usr/local/bin/svad-bench-alloc ]; then
+    if svad-bench-alloc --bus "$BUS" --device "$EDU" --n 200 --warmup 20 >/tmp/bench 2>&1; then
+        ratio=$(awk '/the same, against two Pings/ { print $(NF-1) }' /tmp/bench)
+        pass "alloc-roundtrip (linux backend, $EDU: allocate+release ${ratio:-?} two Pings at p50; no context left)"
+        show /tmp/bench
+    else
+        fail alloc-roundtrip "$(tail -n 3 /tmp/bench | tr '\n' ' ')"
+    fi
+fi
+
 # ---- busy: a second context for a device held by a client ------------------------------------------
 # svactl itself in the background (not the sc function, which would be a
 # subshell): exec keeps its pid, so $! is the client's pid.

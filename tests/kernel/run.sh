@@ -74,6 +74,16 @@ if [ ! -f "$build/build.ninja" ]; then
 fi
 cmake --build "$build" -j "$jobs" --target svad svactl >/dev/null ||
   die "building svad and svactl in $build failed"
+# The allocation benchmark, where the build has the benchmarks: run in the
+# guest against its svad, it gives the linux backend's round trip.
+bench=$build/bench/svad_bench_alloc_roundtrip
+if grep -q '^SVAD_BUILD_BENCH:BOOL=ON' "$build/CMakeCache.txt" &&
+  grep -q '^SVAD_BUILD_TESTS:BOOL=ON' "$build/CMakeCache.txt"; then
+  cmake --build "$build" -j "$jobs" --target svad_bench_alloc_roundtrip >/dev/null ||
+    die "building svad_bench_alloc_roundtrip in $build failed"
+else
+  bench=
+fi
 
 # ---- the kernel and its uAPI headers --------------------------------------------
 kernel_start=$(date +%s)
@@ -119,6 +129,7 @@ copy_with_libs() {
 }
 copy_with_libs "$build/svad" /usr/local/bin/svad
 copy_with_libs "$build/svactl" /usr/local/bin/svactl
+[ -n "$bench" ] && copy_with_libs "$bench" /usr/local/bin/svad-bench-alloc
 copy_with_libs "$(command -v dbus-daemon)" /usr/bin/dbus-daemon
 copy_with_libs "$(command -v vdpa)" /usr/sbin/vdpa
 if command -v lspci >/dev/null 2>&1; then
