@@ -697,7 +697,7 @@ std::unique_ptr<SqliteStateStore> SqliteStateStore::open(const std::string& dir,
 // commit.
 class SqliteStateStore::Checkpointer {
 public:
-    Checkpointer(sqlite3* writer, const std::string& path) {
+    Checkpointer(sqlite3* writer, const std::string& path) : writer_(writer) {
         sqlite3* raw = nullptr;
         int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW,
                                  nullptr);
@@ -715,6 +715,7 @@ public:
         thread_ = std::thread([this] { run(); });
     }
     ~Checkpointer() {
+        sqlite3_wal_hook(writer_, nullptr, nullptr);
         {
             std::lock_guard<std::mutex> g(m_);
             stop_ = true;
@@ -757,15 +758,20 @@ private:
                                                &copied);
             if (rc == SQLITE_OK && copied > 0) {
                 done_.fetch_add(1);
-            } else if (rc != SQLITE_BUSY) {
+                warned_ = false;
+            } else if (rc != SQLITE_BUSY && !warned_) {
+                // Once until one succeeds: the WAL grows meanwhile, nothing is lost.
                 log::warning(std::string("state database: a checkpoint failed: ") +
                              sqlite3_errmsg(db_));
+                warned_ = true;
             }
             lock.lock();
         }
     }
 
+    sqlite3* writer_;
     sqlite3* db_ = nullptr;
+    bool warned_ = false; // the checkpoint thread's own
     std::mutex m_;
     std::condition_variable cv_;
     bool due_ = false;
