@@ -36,6 +36,7 @@ struct Engine::Ticket {
     std::shared_ptr<const HostIndex> host;
     std::shared_ptr<const Config> config;
     std::vector<Resolved> resolved;
+    bool recorded = false; // the built context is in the state store (recordBuilt)
 };
 
 const ContextDevice* Context::device(const std::string& id) const {
@@ -285,6 +286,22 @@ Outcome<std::unique_ptr<Context>> Engine::build(Ticket& t) const {
     return ctx;
 }
 
+void Engine::recordBuilt(Ticket& t, Outcome<std::unique_ptr<Context>>& built) const {
+    if (store_ == nullptr || !built.ok()) {
+        return;
+    }
+    Context& ctx = *built.value();
+    ctx.ownerStartTime = startTimeOf_ ? startTimeOf_(ctx.ownerPid) : 0;
+    auto recorded =
+        record("record the new context", [this, &ctx] { store_->putContext(stored(ctx)); });
+    if (!recorded.ok()) {
+        teardown(ctx); // nothing was handed out
+        built = recorded.failure();
+        return;
+    }
+    t.recorded = true;
+}
+
 Outcome<Context*> Engine::commit(Ticket& t, Outcome<std::unique_ptr<Context>> built) {
     unreserve(t.reservation);
     if (!built.ok()) {
@@ -293,9 +310,13 @@ Outcome<Context*> Engine::commit(Ticket& t, Outcome<std::unique_ptr<Context>> bu
     std::unique_ptr<Context> ctx = std::move(built.value());
     if (auto granted = grantQueues(*ctx); !granted.ok()) {
         teardown(*ctx);
+        if (t.recorded) {
+            (void)record("forget context " + std::to_string(ctx->id),
+                         [this, id = ctx->id] { store_->removeContext(id); });
+        }
         return granted.failure();
     }
-    if (store_ != nullptr) {
+    if (store_ != nullptr && !t.recorded) {
         ctx->ownerStartTime = startTimeOf_ ? startTimeOf_(ctx->ownerPid) : 0;
         auto recorded =
             record("record the new context", [this, &ctx] { store_->putContext(stored(*ctx)); });
@@ -345,25 +366,30 @@ void Engine::allocate(const AllocateRequest& request, uint64_t nowUsec, Allocate
     auto t = std::shared_ptr<Ticket>(std::move(ticket.value()));
     auto built = std::make_shared<std::optional<Outcome<std::unique_ptr<Context>>>>();
     std::weak_ptr<int> alive = alive_;
-    offload_->run([this, t, built] { built->emplace(build(*t)); },
-                  [this, alive, t, built, done = std::move(done)] {
-                      if (!alive.lock()) {
-                          return;
-                      }
-                      if (!built->has_value()) {
-                          // The build stopped on something it did not expect (the offload
-                          // said so in the log); nothing of it is left.
-                          built->emplace(Failure{names::Error::KernelError,
-                                                 "the allocation stopped on an internal error",
-                                                 {}});
-                      }
-                      auto stored = commit(*t, std::move(built->value()));
-                      if (!stored.ok()) {
-                          done(stored.failure());
-                      } else {
-                          done(static_cast<const Context*>(stored.value()));
-                      }
-                  });
+    // The build and its record run on a worker: neither the kernel nor the
+    // state store's disk holds up the loop.
+    offload_->run(
+        [this, t, built] {
+            built->emplace(build(*t));
+            recordBuilt(*t, built->value());
+        },
+        [this, alive, t, built, done = std::move(done)] {
+            if (!alive.lock()) {
+                return;
+            }
+            if (!built->has_value()) {
+                // The build stopped on something it did not expect (the offload
+                // said so in the log); nothing of it is left.
+                built->emplace(Failure{
+                    names::Error::KernelError, "the allocation stopped on an internal error", {}});
+            }
+            auto stored = commit(*t, std::move(built->value()));
+            if (!stored.ok()) {
+                done(stored.failure());
+            } else {
+                done(static_cast<const Context*>(stored.value()));
+            }
+        });
 }
 
 void Engine::teardown(Context& ctx) const {
@@ -532,7 +558,7 @@ bool Engine::beginRelease(uint64_t id, const std::string& reason, std::function<
     return fresh; // a second release of the same context waits for the first one
 }
 
-void Engine::finishRelease(uint64_t id) {
+void Engine::finishRelease(uint64_t id, bool forgotten) {
     auto leaving = leaving_.find(id);
     auto it = contexts_.find(id);
     if (leaving == leaving_.end() || it == contexts_.end()) {
@@ -560,7 +586,7 @@ void Engine::finishRelease(uint64_t id) {
     // Access goes before the record: a crash in between leaves a record whose
     // owner is gone (released at the next start), never a grant without one.
     revokeQueues(*ctx);
-    if (store_ != nullptr) {
+    if (store_ != nullptr && !forgotten) {
         // A failure leaves a stale record: the next start finds its owner gone.
         (void)record("forget context " + std::to_string(id),
                      [this, id] { store_->removeContext(id); });
@@ -586,14 +612,30 @@ void Engine::releaseAsync(uint64_t id, const std::string& reason, std::function<
     if (!beginRelease(id, reason, std::move(done))) {
         return;
     }
+    const Context& ctx = *contexts_.at(id);
+    // A context with queue nodes keeps its record until the loop has revoked
+    // the owner's access (finishRelease); any other loses it on the worker,
+    // once its kernel objects are gone.
+    const bool nodes = std::any_of(ctx.devices.begin(), ctx.devices.end(),
+                                   [](const ContextDevice& d) { return !d.node.empty(); });
     std::shared_ptr<Context> doomed = takeKernelObjects(*contexts_.at(id));
+    auto forgotten = std::make_shared<bool>(false);
     std::weak_ptr<int> alive = alive_;
-    offload_->run([this, doomed] { teardown(*doomed); },
-                  [this, alive, id] {
-                      if (alive.lock()) {
-                          finishRelease(id);
-                      }
-                  });
+    offload_->run(
+        [this, doomed, nodes, forgotten, id] {
+            teardown(*doomed);
+            if (store_ != nullptr && !nodes) {
+                // A failure leaves a stale record: the next start finds its owner gone.
+                (void)record("forget context " + std::to_string(id),
+                             [this, id] { store_->removeContext(id); });
+                *forgotten = true;
+            }
+        },
+        [this, alive, id, forgotten] {
+            if (alive.lock()) {
+                finishRelease(id, *forgotten);
+            }
+        });
 }
 
 Outcome<Done> Engine::release(uint64_t id, const Caller& caller) {
@@ -609,7 +651,7 @@ void Engine::setStateStore(ports::StateStore* store, std::function<uint64_t(pid_
     startTimeOf_ = std::move(startTimeOf);
 }
 
-Outcome<Done> Engine::record(const std::string& what, const std::function<void()>& change) {
+Outcome<Done> Engine::record(const std::string& what, const std::function<void()>& change) const {
     try {
         change();
         return Done{};

@@ -254,6 +254,9 @@ private:
     Outcome<std::unique_ptr<Ticket>> admit(const AllocateRequest& request, uint64_t nowUsec);
     // Runs on the Offload: reads only the ticket, and calls the kernel and the broker.
     Outcome<std::unique_ptr<Context>> build(Ticket& ticket) const;
+    // Runs on the Offload after build: records a built context in the state
+    // store (tearing it down if that fails), so that commit need not.
+    void recordBuilt(Ticket& ticket, Outcome<std::unique_ptr<Context>>& built) const;
     Outcome<Context*> commit(Ticket& ticket, Outcome<std::unique_ptr<Context>> built);
     uint64_t reserve(Reservation r);
     void unreserve(uint64_t key);
@@ -262,7 +265,8 @@ private:
     // Moves its kernel objects into a copy for the teardown.
     static std::unique_ptr<Context> takeKernelObjects(Context& ctx);
     // After the teardown: PASIDs back, the context gone, the observers told.
-    void finishRelease(uint64_t id);
+    // `forgotten`: the worker removed its record already.
+    void finishRelease(uint64_t id, bool forgotten = false);
     // A context that may be acted on: stored and not leaving.
     Context* usable(uint64_t id);
     // Kernel objects and plugins' undo; runs on the Offload.
@@ -289,7 +293,7 @@ private:
     // The PASID width a device has on the current host (0: none, or not there).
     uint32_t pasidWidthOf(const std::string& device) const;
     // Runs a change of the store; a failure is logged and named in the result.
-    Outcome<Done> record(const std::string& what, const std::function<void()>& change);
+    Outcome<Done> record(const std::string& what, const std::function<void()>& change) const;
 
     ports::Kernel& kernel_;
     PasidAllocator& pasids_;

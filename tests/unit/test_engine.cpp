@@ -1372,6 +1372,69 @@ TEST_F(EngineTest, DevicesStayReservedWhileAnAllocationOrAReleaseIsInFlight) {
     EXPECT_NE(allocOk(request({kNicA})), 0u);
 }
 
+// Which side wrote each record: the worker (the offload's work) or the loop.
+bool onWorker = false;
+struct WorkerOffload final : Offload {
+    std::vector<std::pair<std::function<void()>, std::function<void()>>> queued;
+    void run(std::function<void()> work, std::function<void()> then) override {
+        queued.emplace_back(std::move(work), std::move(then));
+    }
+    void finishAll() {
+        auto all = std::move(queued);
+        queued.clear();
+        for (auto& [work, then] : all) {
+            onWorker = true;
+            work();
+            onWorker = false;
+            then();
+        }
+    }
+};
+struct WhereStore final : ports::MemoryStateStore {
+    std::vector<std::string> writes;
+    void putContext(const ports::StoredContext& ctx) override {
+        writes.push_back(std::string("put ") + (onWorker ? "worker" : "loop"));
+        MemoryStateStore::putContext(ctx);
+    }
+    void removeContext(uint64_t id) override {
+        writes.push_back(std::string("remove ") + (onWorker ? "worker" : "loop"));
+        MemoryStateStore::removeContext(id);
+    }
+};
+
+// The state store may sit on a slow disk: an allocation records its context,
+// and a release forgets it, on the worker, never on the loop. A context with
+// a queue node is the exception on release: its record goes only after the
+// loop has revoked the owner's access to the node.
+TEST_F(EngineTest, TheWorkerWritesTheStateStoreForAllocationsAndReleases) {
+    WorkerOffload offload;
+    engine_->setOffload(&offload);
+    WhereStore store;
+    engine_->setStateStore(&store, [](pid_t) { return 5U; });
+    auto allocate = [&](const AllocateRequest& r) {
+        std::optional<Outcome<const Context*>> got;
+        engine_->allocate(r, 1, [&got](const Outcome<const Context*>& o) { got = o; });
+        offload.finishAll();
+        EXPECT_TRUE(got.has_value() && got->ok());
+        return got.has_value() && got->ok() ? got->value()->id : 0;
+    };
+    const uint64_t nic = allocate(request({kNicA}));
+    const uint64_t queue =
+        allocate(request({kQueue}, ContextMode::Handoff, false, user(kBob), "vm-2"));
+    EXPECT_EQ(store.writes, (std::vector<std::string>{"put worker", "put worker"}));
+    EXPECT_EQ(store.contexts().size(), 2u);
+    store.writes.clear();
+    engine_->releaseAsync(nic, "released by the owner", {});
+    offload.finishAll();
+    engine_->releaseAsync(queue, "released by the owner", {});
+    offload.finishAll();
+    EXPECT_EQ(store.writes, (std::vector<std::string>{"remove worker", "remove loop"}));
+    EXPECT_TRUE(store.contexts().empty());
+    engine_->setOffload(nullptr);
+    engine_->setStateStore(nullptr, {});
+    expectNothingHeld("after the releases");
+}
+
 TEST_F(EngineTest, AnAllocationInFlightIsBuiltOnTheHostItWasAdmittedOn) {
     HeldOffload offload;
     engine_->setOffload(&offload);
