@@ -407,8 +407,8 @@ int main(int argc, char** argv) {
                 crashingState = std::make_unique<svad::sim::CrashingStateStore>(*state, *crash);
                 inner = crashingState.get();
             }
-            // The engine writes on the loop and on its workers (an allocation's record, a
-            // release's forgetting); the plugin host records rebinds on workers.
+            // The engine writes on the loop and on its workers (a release forgets its
+            // context there); the plugin host records rebinds on workers.
             lockedState = std::make_unique<svad::ports::LockedStateStore>(*inner);
             engine.setStateStore(lockedState.get(),
                                  [](pid_t pid) { return svad::linux_impl::processStartTime(pid); });

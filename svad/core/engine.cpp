@@ -36,7 +36,6 @@ struct Engine::Ticket {
     std::shared_ptr<const HostIndex> host;
     std::shared_ptr<const Config> config;
     std::vector<Resolved> resolved;
-    bool recorded = false; // the built context is in the state store (recordBuilt)
 };
 
 const ContextDevice* Context::device(const std::string& id) const {
@@ -286,22 +285,6 @@ Outcome<std::unique_ptr<Context>> Engine::build(Ticket& t) const {
     return ctx;
 }
 
-void Engine::recordBuilt(Ticket& t, Outcome<std::unique_ptr<Context>>& built) const {
-    if (store_ == nullptr || !built.ok()) {
-        return;
-    }
-    Context& ctx = *built.value();
-    ctx.ownerStartTime = startTimeOf_ ? startTimeOf_(ctx.ownerPid) : 0;
-    auto recorded =
-        record("record the new context", [this, &ctx] { store_->putContext(stored(ctx)); });
-    if (!recorded.ok()) {
-        teardown(ctx); // nothing was handed out
-        built = recorded.failure();
-        return;
-    }
-    t.recorded = true;
-}
-
 Outcome<Context*> Engine::commit(Ticket& t, Outcome<std::unique_ptr<Context>> built) {
     unreserve(t.reservation);
     if (!built.ok()) {
@@ -310,13 +293,13 @@ Outcome<Context*> Engine::commit(Ticket& t, Outcome<std::unique_ptr<Context>> bu
     std::unique_ptr<Context> ctx = std::move(built.value());
     if (auto granted = grantQueues(*ctx); !granted.ok()) {
         teardown(*ctx);
-        if (t.recorded) {
-            (void)record("forget context " + std::to_string(ctx->id),
-                         [this, id = ctx->id] { store_->removeContext(id); });
-        }
         return granted.failure();
     }
-    if (store_ != nullptr && !t.recorded) {
+    // The record is written here, on the loop, not on the worker that built the
+    // context: a record made there for an allocation that svad's stop cuts off
+    // before this point would bring back, at the next start, a context its owner
+    // was never given.
+    if (store_ != nullptr) {
         ctx->ownerStartTime = startTimeOf_ ? startTimeOf_(ctx->ownerPid) : 0;
         auto recorded =
             record("record the new context", [this, &ctx] { store_->putContext(stored(*ctx)); });
@@ -366,30 +349,25 @@ void Engine::allocate(const AllocateRequest& request, uint64_t nowUsec, Allocate
     auto t = std::shared_ptr<Ticket>(std::move(ticket.value()));
     auto built = std::make_shared<std::optional<Outcome<std::unique_ptr<Context>>>>();
     std::weak_ptr<int> alive = alive_;
-    // The build and its record run on a worker: neither the kernel nor the
-    // state store's disk holds up the loop.
-    offload_->run(
-        [this, t, built] {
-            built->emplace(build(*t));
-            recordBuilt(*t, built->value());
-        },
-        [this, alive, t, built, done = std::move(done)] {
-            if (!alive.lock()) {
-                return;
-            }
-            if (!built->has_value()) {
-                // The build stopped on something it did not expect (the offload
-                // said so in the log); nothing of it is left.
-                built->emplace(Failure{
-                    names::Error::KernelError, "the allocation stopped on an internal error", {}});
-            }
-            auto stored = commit(*t, std::move(built->value()));
-            if (!stored.ok()) {
-                done(stored.failure());
-            } else {
-                done(static_cast<const Context*>(stored.value()));
-            }
-        });
+    offload_->run([this, t, built] { built->emplace(build(*t)); },
+                  [this, alive, t, built, done = std::move(done)] {
+                      if (!alive.lock()) {
+                          return;
+                      }
+                      if (!built->has_value()) {
+                          // The build stopped on something it did not expect (the offload
+                          // said so in the log); nothing of it is left.
+                          built->emplace(Failure{names::Error::KernelError,
+                                                 "the allocation stopped on an internal error",
+                                                 {}});
+                      }
+                      auto stored = commit(*t, std::move(built->value()));
+                      if (!stored.ok()) {
+                          done(stored.failure());
+                      } else {
+                          done(static_cast<const Context*>(stored.value()));
+                      }
+                  });
 }
 
 void Engine::teardown(Context& ctx) const {

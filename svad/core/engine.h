@@ -254,9 +254,6 @@ private:
     Outcome<std::unique_ptr<Ticket>> admit(const AllocateRequest& request, uint64_t nowUsec);
     // Runs on the Offload: reads only the ticket, and calls the kernel and the broker.
     Outcome<std::unique_ptr<Context>> build(Ticket& ticket) const;
-    // Runs on the Offload after build: records a built context in the state
-    // store (tearing it down if that fails), so that commit need not.
-    void recordBuilt(Ticket& ticket, Outcome<std::unique_ptr<Context>>& built) const;
     Outcome<Context*> commit(Ticket& ticket, Outcome<std::unique_ptr<Context>> built);
     uint64_t reserve(Reservation r);
     void unreserve(uint64_t key);
