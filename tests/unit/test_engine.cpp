@@ -1279,6 +1279,9 @@ struct Recorder final : ContextObserver {
     }
 };
 
+// Set while a HeldOffload runs the work it held (svad's worker side).
+bool onWorker = false;
+
 // Holds the work it is given until the test lets it run: an allocation or a
 // release stays "in flight", as on svad's workers.
 struct HeldOffload final : Offload {
@@ -1290,7 +1293,9 @@ struct HeldOffload final : Offload {
         auto all = std::move(queued);
         queued.clear();
         for (auto& [work, then] : all) {
+            onWorker = true;
             work();
+            onWorker = false;
             then();
         }
     }
@@ -1372,24 +1377,7 @@ TEST_F(EngineTest, DevicesStayReservedWhileAnAllocationOrAReleaseIsInFlight) {
     EXPECT_NE(allocOk(request({kNicA})), 0u);
 }
 
-// Which side wrote each record: the worker (the offload's work) or the loop.
-bool onWorker = false;
-struct WorkerOffload final : Offload {
-    std::vector<std::pair<std::function<void()>, std::function<void()>>> queued;
-    void run(std::function<void()> work, std::function<void()> then) override {
-        queued.emplace_back(std::move(work), std::move(then));
-    }
-    void finishAll() {
-        auto all = std::move(queued);
-        queued.clear();
-        for (auto& [work, then] : all) {
-            onWorker = true;
-            work();
-            onWorker = false;
-            then();
-        }
-    }
-};
+// Which side wrote each record: the worker (HeldOffload's work) or the loop.
 struct WhereStore final : ports::MemoryStateStore {
     std::vector<std::string> writes;
     void putContext(const ports::StoredContext& ctx) override {
@@ -1409,7 +1397,7 @@ struct WhereStore final : ports::MemoryStateStore {
 // commit: one written on the worker could outlive an allocation that svad's
 // stop cut off before its reply.
 TEST_F(EngineTest, AReleaseForgetsItsRecordOnTheWorker) {
-    WorkerOffload offload;
+    HeldOffload offload;
     engine_->setOffload(&offload);
     WhereStore store;
     engine_->setStateStore(&store, [](pid_t) { return 5U; });
