@@ -72,7 +72,8 @@ ContextMethods::ContextMethods(boost::asio::io_context& io, sdbus::IConnection& 
                                sdbus::IProxy& bus, core::Engine& engine, CallerIdentity& identity,
                                HostPublisher& host, ServiceMetrics& metrics, Hooks hooks)
     : connection_(connection), bus_(bus), engine_(engine), identity_(identity), host_(host),
-      metrics_(metrics), hooks_(std::move(hooks)), deliveryCheck_(io) {
+      metrics_(metrics), hooks_(std::move(hooks)),
+      objects_(compat::rawBus(connection), names::kContextPrefix), deliveryCheck_(io) {
     engine_.addObserver(this);
     // The bus answers a message it refuses to pass on (a reply with fds to a connection
     // without fd passing) with an error to svad; onBusError picks out svad's replies.
@@ -85,8 +86,8 @@ ContextMethods::~ContextMethods() {
     engine_.removeObserver(this);
     busErrors_.reset();
     pendingReplies_.clear();
-    // Contexts stay with the engine (their fds live on in the VMMs); only the bus side goes.
-    objects_.clear();
+    // Contexts stay with the engine (their fds live on in the VMMs); only the bus
+    // side (objects_) goes.
 }
 
 core::Outcome<uint64_t> ContextMethods::contextAt(const std::string& path) const {
@@ -419,9 +420,7 @@ void ContextMethods::allocatePasid(const std::shared_ptr<sdbus::Result<uint32_t>
                 return;
             }
             const uint32_t pasid = outcome.value();
-            if (auto it = objects_.find(id.value()); it != objects_.end()) {
-                it->second->announceChanged({"Pasids"});
-            }
+            (void)objects_.announce(contextPath(id.value()), "Pasids");
             metrics_.observe();
             log::info("PASID allocated", {{"CONTEXT", std::to_string(id.value())},
                                           {"DEVICE", device},
@@ -447,9 +446,7 @@ void ContextMethods::releasePasid(const std::shared_ptr<sdbus::Result<>>& result
                 result->returnError(busError(outcome.failure()));
                 return;
             }
-            if (auto it = objects_.find(id.value()); it != objects_.end()) {
-                it->second->announceChanged({"Pasids"});
-            }
+            (void)objects_.announce(contextPath(id.value()), "Pasids");
             metrics_.observe();
             log::info("PASID released",
                       {{"CONTEXT", std::to_string(id.value())}, {"PASID", std::to_string(pasid)}});
@@ -474,9 +471,7 @@ void ContextMethods::setVirtualId(const std::shared_ptr<sdbus::Result<>>& result
                 result->returnError(busError(outcome.failure()));
                 return;
             }
-            if (auto it = objects_.find(id.value()); it != objects_.end()) {
-                it->second->announceChanged({"VirtualIds"});
-            }
+            (void)objects_.announce(contextPath(id.value()), "VirtualIds");
             result->returnResults();
         });
 }
@@ -670,32 +665,16 @@ void ContextMethods::releaseVm(const std::shared_ptr<sdbus::Result<uint32_t>>& r
 }
 
 void ContextMethods::contextOwnerChanged(const core::Context& ctx) {
-    if (auto it = objects_.find(ctx.id); it != objects_.end()) {
-        it->second->announceChanged({"OwnerPid", "OwnerUid"});
-    }
+    (void)objects_.announce(contextPath(ctx.id), {"OwnerPid", "OwnerUid"});
 }
 
-void ContextMethods::list(const std::string& start, std::vector<ListedObject>& out) const {
-    // Contexts are kept by number; their paths sort as text.
-    for (const auto& [id, object] : objects_) {
-        std::string path = contextPath(id);
-        if (path >= start) {
-            auto* o = object.get();
-            out.push_back({std::move(path), std::string(names::kContextInterface),
-                           [o] { return propertiesOf(*o); },
-                           [o](const PropertyNames* only) { return wireBytesOf(*o, only); },
-                           [o](sd_bus_message* m, const PropertyNames* only) {
-                               return appendPropertiesOf(m, *o, only);
-                           }});
-        }
-    }
+void ContextMethods::list(const std::string& start, uint32_t limit,
+                          std::vector<ListedObject>& out) const {
+    objects_.list(start, limit, out);
 }
 
 void ContextMethods::contextCreated(const core::Context& ctx) {
-    auto object =
-        std::make_unique<ContextObject>(connection_, contextPath(ctx.id), engine_, ctx.id);
-    object->emitInterfacesAddedSignal();
-    objects_.emplace(ctx.id, std::move(object));
+    objects_.add(contextPath(ctx.id), ContextData{&engine_, ctx.id});
     std::vector<std::string> devices;
     for (const auto& d : ctx.devices) {
         devices.push_back(d.id);
@@ -704,17 +683,17 @@ void ContextMethods::contextCreated(const core::Context& ctx) {
 }
 
 void ContextMethods::contextStateChanged(const core::Context& ctx, const std::string& reason) {
-    auto object = objects_.find(ctx.id);
+    const std::string path = contextPath(ctx.id);
     if (ctx.state != core::ContextState::Degraded) {
-        if (object != objects_.end()) {
-            object->second->announceChanged({"State"});
-        }
+        (void)objects_.announce(path, "State");
         log::notice("the devices of the context are back: context active",
                     {{"VM", ctx.vm}, {"CONTEXT", std::to_string(ctx.id)}});
         return;
     }
-    if (object != objects_.end()) {
-        object->second->announceDegraded(reason);
+    if (objects_.rows().count(path) != 0) {
+        // A reason may quote a kernel error about a node under the dev root: bounded, valid UTF-8.
+        objects_.emitSignal(path, "Degraded", core::cutUtf8(reason, 1024));
+        (void)objects_.announce(path, "State");
     }
     log::warning("context degraded: " + reason,
                  {{"VM", ctx.vm},
@@ -727,9 +706,9 @@ void ContextMethods::contextReleased(const core::Context& ctx, const std::string
     for (const auto& d : ctx.devices) {
         devices.push_back(d.id);
     }
-    if (auto it = objects_.find(ctx.id); it != objects_.end()) {
-        it->second->announceRelease(reason);
-        objects_.erase(it);
+    if (const std::string path = contextPath(ctx.id); objects_.rows().count(path) != 0) {
+        objects_.emitSignal(path, "Released", core::cutUtf8(reason, 1024));
+        objects_.remove(path);
     }
     host_.announceHolders(devices);
     log::notice("context released: " + reason, {{"VM", ctx.vm},

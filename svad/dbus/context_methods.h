@@ -70,8 +70,8 @@ public:
     void releaseVm(const std::shared_ptr<sdbus::Result<uint32_t>>& result,
                    const std::string& sender, std::string vm);
 
-    // The context objects at or after `start`, appended to `out`.
-    void list(const std::string& start, std::vector<ListedObject>& out) const;
+    // The context objects at or after `start`, at most `limit` (0: all), appended to `out`.
+    void list(const std::string& start, uint32_t limit, std::vector<ListedObject>& out) const;
 
     void contextCreated(const core::Context& ctx) override;
     void contextStateChanged(const core::Context& ctx, const std::string& reason) override;
@@ -105,7 +105,7 @@ private:
     HostPublisher& host_;
     ServiceMetrics& metrics_;
     Hooks hooks_;
-    std::map<uint64_t, std::unique_ptr<ContextObject>> objects_;
+    Subtree<ContextData> objects_; // the contexts on the bus, by path
     // Replies carrying fds, by cookie, until the bus has handled them.
     struct PendingReply {
         uint64_t context = 0;

@@ -151,15 +151,43 @@ void Subtree<Data>::addOrUpdate(Rows& next, bool emit, EmitFailures& failed) {
 
 template <typename Data>
 bool Subtree<Data>::announce(const std::string& path, const char* property) {
+    return announce(path, std::vector<const char*>{property});
+}
+
+template <typename Data>
+bool Subtree<Data>::announce(const std::string& path, std::vector<const char*> properties) {
     if (rows_.find(path) == rows_.end()) {
         return false;
     }
-    const char* names[] = {property, nullptr};
+    properties.push_back(nullptr);
     warnIfFailed(sd_bus_emit_properties_changed_strv(bus_, path.c_str(),
                                                      propertyTable<Data>().interface(),
-                                                     const_cast<char**>(names)),
+                                                     const_cast<char**>(properties.data())),
                  "PropertiesChanged", path);
     return true;
+}
+
+template <typename Data> void Subtree<Data>::add(const std::string& path, Data data) {
+    rows_.insert_or_assign(path, std::move(data));
+    warnIfFailed(sd_bus_emit_object_added(bus_, path.c_str()), "InterfacesAdded", path);
+}
+
+template <typename Data> void Subtree<Data>::remove(const std::string& path) {
+    auto it = rows_.find(path);
+    if (it == rows_.end()) {
+        return;
+    }
+    // sd-bus names the interfaces the object still has: it goes after.
+    warnIfFailed(sd_bus_emit_object_removed(bus_, path.c_str()), "InterfacesRemoved", path);
+    rows_.erase(it);
+}
+
+template <typename Data>
+void Subtree<Data>::emitSignal(const std::string& path, const char* member,
+                               const std::string& text) {
+    warnIfFailed(sd_bus_emit_signal(bus_, path.c_str(), propertyTable<Data>().interface(), member,
+                                    "s", text.c_str()),
+                 member, path);
 }
 
 template <typename Data>
@@ -185,6 +213,7 @@ template class Subtree<core::IommuUnit>;
 template class Subtree<core::IommuGroup>;
 template class Subtree<DeviceData>;
 template class Subtree<QueueData>;
+template class Subtree<ContextData>;
 
 HostPublisher::HostPublisher(sd_bus* bus, std::string devRoot, const core::Engine& engine)
     : devRoot_(std::move(devRoot)), engine_(engine), units_(bus, names::kUnitPrefix),

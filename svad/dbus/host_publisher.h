@@ -47,6 +47,14 @@ public:
     void addOrUpdate(Rows& next, bool emit, EmitFailures& failed);
     // Announces that `property` of the object at `path` changed; false if there is none.
     bool announce(const std::string& path, const char* property);
+    // The same for several properties, named in one PropertiesChanged.
+    bool announce(const std::string& path, std::vector<const char*> properties);
+    // One object at a time, with its InterfacesAdded or InterfacesRemoved (a
+    // signal sd-bus cannot send is told in the log).
+    void add(const std::string& path, Data data);
+    void remove(const std::string& path);
+    // Sends the interface's signal `member`, of one string argument, from `path`.
+    void emitSignal(const std::string& path, const char* member, const std::string& text);
     const Rows& rows() const { return rows_; }
     // The objects at or after `start`, at most `limit` (0: all), appended to `out`.
     void list(const std::string& start, uint32_t limit, std::vector<ListedObject>& out) const;

@@ -2,7 +2,7 @@
 
 #include "svad/core/parse.h"
 #include "svad/core/paths.h"
-#include "svad/core/text.h"
+#include "svad/dbus/Context_properties.h"
 #include "svad/dbus/Device_properties.h"
 #include "svad/dbus/Group_properties.h"
 #include "svad/dbus/Queue_properties.h"
@@ -287,72 +287,79 @@ uint64_t contextIdOf(const std::string& path) {
     return id && *id > 0 ? static_cast<uint64_t>(*id) : 0;
 }
 
-ContextObject::ContextObject(sdbus::IConnection& connection, std::string path,
-                             const core::Engine& engine, uint64_t id)
-    : AdaptorInterfaces(connection, sdbus::ObjectPath(std::move(path))), engine_(engine), id_(id) {
-    registerAdaptor();
+namespace {
+
+const core::Context& contextOf(const ContextData& c) {
+    static const core::Context kGone{};
+    const core::Context* found = c.engine != nullptr ? c.engine->find(c.id) : nullptr;
+    return found != nullptr ? *found : kGone;
 }
 
-ContextObject::~ContextObject() {
-    unregisterAdaptor();
-}
+} // namespace
 
-const core::Context& ContextObject::ctx() const {
-    const core::Context* c = engine_.find(id_);
-    return c != nullptr ? *c : gone_;
-}
-
-// A reason may quote a kernel error about a node under the dev root: bounded, valid UTF-8.
-void ContextObject::announceRelease(const std::string& reason) {
-    emitReleased(core::cutUtf8(reason, 1024));
-    emitInterfacesRemovedSignal();
-}
-
-void ContextObject::announceDegraded(const std::string& reason) {
-    emitDegraded(core::cutUtf8(reason, 1024));
-    announceChanged({"State"});
-}
-
-std::vector<std::string> ContextObject::Devices() {
-    std::vector<std::string> out;
-    for (const auto& d : ctx().devices) {
-        out.push_back(d.id);
-    }
-    return out;
-}
-
-std::vector<sdbus::ObjectPath> ContextObject::DeviceObjects() {
-    std::vector<sdbus::ObjectPath> out;
-    for (const auto& d : ctx().devices) {
-        switch (d.kind) {
-        case core::HeldKind::Vfio:
-            out.emplace_back(core::devicePath(d.id));
-            break;
-        case core::HeldKind::Vdpa:
-            out.emplace_back(core::vdpaPath(d.id));
-            break;
-        case core::HeldKind::Queue:
-            out.emplace_back(core::queuePath(d.id));
-            break;
-        }
-    }
-    return out;
-}
-
-std::vector<sdbus::Struct<uint32_t, std::string>> ContextObject::Pasids() {
-    std::vector<sdbus::Struct<uint32_t, std::string>> out;
-    for (const auto& [pasid, device] : ctx().pasids) {
-        out.emplace_back(pasid, device);
-    }
-    return out;
-}
-
-std::vector<sdbus::Struct<std::string, uint64_t>> ContextObject::VirtualIds() {
-    std::vector<sdbus::Struct<std::string, uint64_t>> out;
-    for (const auto& [device, id] : ctx().virtualIds) {
-        out.emplace_back(device, id);
-    }
-    return out;
+template <> const PropertyTable<ContextData>& propertyTable<ContextData>() {
+    using C = ContextData;
+    static const PropertyTable<C> table(
+        spec::Context::kInterface, spec::Context::kProperties, spec::Context::kSignals,
+        {
+            property<C>("Vm", [](const C& c) { return contextOf(c).vm; }),
+            property<C>("OwnerUid",
+                        [](const C& c) { return static_cast<uint32_t>(contextOf(c).ownerUid); }),
+            property<C>("OwnerPid",
+                        [](const C& c) { return static_cast<uint32_t>(contextOf(c).ownerPid); }),
+            property<C>("OwnerBusName", [](const C& c) { return contextOf(c).ownerBusName; }),
+            property<C>("Devices",
+                        [](const C& c) {
+                            std::vector<std::string> out;
+                            for (const auto& d : contextOf(c).devices) {
+                                out.push_back(d.id);
+                            }
+                            return out;
+                        }),
+            property<C>("DeviceObjects",
+                        [](const C& c) {
+                            std::vector<sdbus::ObjectPath> out;
+                            for (const auto& d : contextOf(c).devices) {
+                                switch (d.kind) {
+                                case core::HeldKind::Vfio:
+                                    out.emplace_back(core::devicePath(d.id));
+                                    break;
+                                case core::HeldKind::Vdpa:
+                                    out.emplace_back(core::vdpaPath(d.id));
+                                    break;
+                                case core::HeldKind::Queue:
+                                    out.emplace_back(core::queuePath(d.id));
+                                    break;
+                                }
+                            }
+                            return out;
+                        }),
+            property<C>("Pasids",
+                        [](const C& c) {
+                            std::vector<sdbus::Struct<uint32_t, std::string>> out;
+                            for (const auto& [pasid, device] : contextOf(c).pasids) {
+                                out.emplace_back(pasid, device);
+                            }
+                            return out;
+                        }),
+            property<C>("VirtualIds",
+                        [](const C& c) {
+                            std::vector<sdbus::Struct<std::string, uint64_t>> out;
+                            for (const auto& [device, id] : contextOf(c).virtualIds) {
+                                out.emplace_back(device, id);
+                            }
+                            return out;
+                        }),
+            property<C>("IoasId", [](const C& c) { return contextOf(c).ioasId; }),
+            property<C>("FaultQueueId", [](const C& c) { return contextOf(c).faultQueueId; }),
+            property<C>("Mode",
+                        [](const C& c) { return static_cast<uint32_t>(contextOf(c).mode); }),
+            property<C>("State",
+                        [](const C& c) { return static_cast<uint32_t>(contextOf(c).state); }),
+            property<C>("CreatedTime", [](const C& c) { return contextOf(c).createdUsec; }),
+            property<C>("FdsHeld", [](const C& c) { return contextOf(c).fdsHeld; }),
+        });
+    return table;
 }
 
 } // namespace svad::dbus

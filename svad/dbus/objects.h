@@ -1,12 +1,11 @@
 // What the bus shows of the model. The host's objects (devices, groups, units,
-// queues) are rows of data served through property tables, with no object of
-// their own (host_publisher.h); a context is an sdbus-c++ object that reads its
+// queues) and the contexts are rows of data served through property tables,
+// with no object of their own (host_publisher.h); a context's row reads its
 // engine live.
 #pragma once
 
 #include "svad/core/engine.h"
 #include "svad/core/model.h"
-#include "svad/dbus/Context_adaptor.h"
 #include "svad/dbus/object_listing.h"
 #include "svad/dbus/property_table.h"
 #include "svad/dbus/sdbus_compat.h"
@@ -54,62 +53,15 @@ template <> const PropertyTable<core::IommuGroup>& propertyTable<core::IommuGrou
 template <> const PropertyTable<core::IommuUnit>& propertyTable<core::IommuUnit>();
 template <> const PropertyTable<QueueData>& propertyTable<QueueData>();
 
-// A context, read live from the engine that owns it.
-class ContextObject final
-    : public sdbus::AdaptorInterfaces<org::svad::Svad1::Context_adaptor,
-                                      sdbus::ManagedObject_adaptor, sdbus::Properties_adaptor> {
-public:
-    using Adaptor = org::svad::Svad1::Context_adaptor;
-    // Calls v(name, value) for each property of the interface, in the XML's order.
-    template <typename V> void visitProperties(V& v) {
-        v("Vm", Vm());
-        v("OwnerUid", OwnerUid());
-        v("OwnerPid", OwnerPid());
-        v("OwnerBusName", OwnerBusName());
-        v("Devices", Devices());
-        v("DeviceObjects", DeviceObjects());
-        v("Pasids", Pasids());
-        v("VirtualIds", VirtualIds());
-        v("IoasId", IoasId());
-        v("FaultQueueId", FaultQueueId());
-        v("Mode", Mode());
-        v("State", State());
-        v("CreatedTime", CreatedTime());
-        v("FdsHeld", FdsHeld());
-    }
-    ContextObject(sdbus::IConnection& connection, std::string path, const core::Engine& engine,
-                  uint64_t id);
-    ~ContextObject();
-    uint64_t id() const { return id_; }
-    // Emits Released(reason), then InterfacesRemoved; the object goes with the caller's reset.
-    void announceRelease(const std::string& reason);
-    void announceChanged(const std::vector<std::string>& properties) {
-        emitPropertiesChangedSignal(Adaptor::INTERFACE_NAME, compat::propertyNames(properties));
-    }
-    // Emits Degraded(reason) and the State change.
-    void announceDegraded(const std::string& reason);
-
-private:
-    const core::Context& ctx() const;
-    std::string Vm() override { return ctx().vm; }
-    uint32_t OwnerUid() override { return ctx().ownerUid; }
-    uint32_t OwnerPid() override { return static_cast<uint32_t>(ctx().ownerPid); }
-    std::string OwnerBusName() override { return ctx().ownerBusName; }
-    std::vector<std::string> Devices() override;
-    std::vector<sdbus::ObjectPath> DeviceObjects() override;
-    std::vector<sdbus::Struct<uint32_t, std::string>> Pasids() override;
-    std::vector<sdbus::Struct<std::string, uint64_t>> VirtualIds() override;
-    uint32_t IoasId() override { return ctx().ioasId; }
-    uint32_t FaultQueueId() override { return ctx().faultQueueId; }
-    uint32_t Mode() override { return static_cast<uint32_t>(ctx().mode); }
-    uint32_t State() override { return static_cast<uint32_t>(ctx().state); }
-    uint64_t CreatedTime() override { return ctx().createdUsec; }
-    bool FdsHeld() override { return ctx().fdsHeld; }
-
-    const core::Engine& engine_;
-    uint64_t id_;
-    core::Context gone_; // answers reads after the engine forgot the context
+// A context, read live from the engine that owns it (served like the host's
+// objects: one fallback vtable over the contexts' prefix, no object of its own).
+// A context the engine has let go reads as an empty one until its row goes.
+struct ContextData {
+    const core::Engine* engine = nullptr;
+    uint64_t id = 0;
+    bool operator==(const ContextData&) const = default;
 };
+template <> const PropertyTable<ContextData>& propertyTable<ContextData>();
 
 // The object path of context `id`, and back (0 if `path` is not one).
 std::string contextPath(uint64_t id);

@@ -1,5 +1,5 @@
-// One property of a D-Bus interface as its XML in dbus/ declares it; the
-// build writes each interface's table (svad-property-specs, svad/dbus/gen/).
+// One property or signal of a D-Bus interface as its XML in dbus/ declares it;
+// the build writes each interface's tables (svad-property-specs, svad/dbus/gen/).
 #pragma once
 
 #include <cstdint>
@@ -12,5 +12,14 @@ struct PropertySpec {
     const char* signature;
     uint64_t flags; // sd-bus vtable flags: how a change is announced
 };
+
+struct SignalSpec {
+    const char* name;
+    const char* signature;
+    const char* names; // each argument's name followed by a NUL, as sd-bus reads them
+};
+
+// An interface without signals.
+inline constexpr SignalSpec kNoSignals[] = {{nullptr, nullptr, nullptr}};
 
 } // namespace svad::dbus

@@ -66,6 +66,12 @@ public:
     template <size_t N>
     PropertyTable(const char* interface, const PropertySpec (&specs)[N],
                   std::vector<PropertyEntry<Data>> entries)
+        : PropertyTable(interface, specs, kNoSignals, std::move(entries)) {}
+    // The interface's signals go in the vtable too (for introspection); they are
+    // sent with sd_bus_emit_signal.
+    template <size_t N, size_t M>
+    PropertyTable(const char* interface, const PropertySpec (&specs)[N],
+                  const SignalSpec (&signals)[M], std::vector<PropertyEntry<Data>> entries)
         : interface_(interface) {
         std::map<std::string_view, PropertyEntry<Data>> byName;
         for (auto& e : entries) {
@@ -98,6 +104,11 @@ public:
         if (!byName.empty()) {
             throw std::logic_error(std::string(interface) + "." + byName.begin()->second.name +
                                    " is not in the XML");
+        }
+        for (const SignalSpec& s : signals) {
+            if (s.name != nullptr) {
+                vtable_.push_back(signalEntry(s));
+            }
         }
         sd_bus_vtable end{};
         end.type = _SD_BUS_VTABLE_END;
@@ -182,6 +193,15 @@ private:
         v.x.property.get = get;
         v.x.property.set = nullptr;
         v.x.property.offset = 0;
+        return v;
+    }
+    static sd_bus_vtable signalEntry(const SignalSpec& s) {
+        sd_bus_vtable v{};
+        v.type = _SD_BUS_VTABLE_SIGNAL;
+        v.flags = 0;
+        v.x.signal.member = s.name;
+        v.x.signal.signature = s.signature;
+        v.x.signal.names = s.names;
         return v;
     }
     static int get(sd_bus* bus, const char* path, const char* interface, const char* property,

@@ -197,7 +197,7 @@ void Service::Rescan(sdbus::Result<>&& result) {
 std::vector<ListedObject> Service::listedObjects(const std::string& start, uint32_t limit) {
     std::vector<ListedObject> out;
     hostObjects_.list(start, limit, out);
-    contexts_.list(start, out);
+    contexts_.list(start, limit, out);
     std::sort(out.begin(), out.end(),
               [](const ListedObject& a, const ListedObject& b) { return a.path < b.path; });
     return out;

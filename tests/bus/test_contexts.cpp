@@ -6,9 +6,12 @@
 #include <condition_variable>
 #include <dirent.h>
 #include <filesystem>
+#include <fstream>
 #include <gtest/gtest.h>
 #include <mutex>
+#include <regex>
 #include <signal.h>
+#include <sstream>
 #include <thread>
 #include <unistd.h>
 
@@ -183,6 +186,55 @@ TEST(Contexts, HandoffHandsOverRealFds) {
     // Everything svad opened for the contexts is closed again.
     EXPECT_EQ(fdCount(f.svad().pid()), fdsBefore);
     EXPECT_EQ(f.property(kRoot, kManager, "ContextCount").get<uint32_t>(), 0U);
+}
+
+// A context is served from a row, not an object of its own: introspection still
+// shows its interface as the XML declares it, signals and their arguments too,
+// and GetAll gives every property.
+TEST(Contexts, AContextIntrospectsAsItsInterfaceXml) {
+    SvadFixture f(testHost());
+    const auto vf = vfs(f);
+    auto a = allocate(f, "vm1", {vf[0]});
+    std::string xml;
+    f.proxy(a.context)
+        ->callMethod("Introspect")
+        .onInterface("org.freedesktop.DBus.Introspectable")
+        .storeResultsTo(xml);
+    const auto start = xml.find("<interface name=\"org.svad.Svad1.Context\">");
+    ASSERT_NE(start, std::string::npos) << xml;
+    const std::string iface = xml.substr(start, xml.find("</interface>", start) - start);
+
+    std::ifstream in(std::string(SVAD_SOURCE_DIR) + "/dbus/org.svad.Svad1.Context.xml");
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string declared = text.str();
+    const std::regex property(R"re(<property\s+name="([A-Za-z]+)"\s+type="([^"]+)")re");
+    size_t properties = 0;
+    for (auto it = std::sregex_iterator(declared.begin(), declared.end(), property);
+         it != std::sregex_iterator(); ++it, ++properties) {
+        EXPECT_NE(iface.find("<property name=\"" + std::string((*it)[1]) + "\" type=\"" +
+                             std::string((*it)[2]) + "\" access=\"read\""),
+                  std::string::npos)
+            << (*it)[1] << " in " << iface;
+    }
+    EXPECT_EQ(properties, 14U);
+    for (const char* signal : {"Released", "Degraded"}) {
+        const std::regex shown("<signal name=\"" + std::string(signal) +
+                               "\">\\s*<arg type=\"s\" name=\"reason\"/>\\s*</signal>");
+        EXPECT_TRUE(std::regex_search(iface, shown)) << signal << " in " << iface;
+    }
+    std::map<std::string, sdbus::Variant> all;
+    f.proxy(a.context)
+        ->callMethod("GetAll")
+        .onInterface("org.freedesktop.DBus.Properties")
+        .withArguments(std::string(kContext))
+        .storeResultsTo(all);
+    EXPECT_EQ(all.size(), properties);
+    EXPECT_EQ(all.at("Vm").get<std::string>(), "vm1");
+    release(f, a.context);
+    // Gone with its context: no such object any more.
+    EXPECT_EQ(errorOf([&] { (void)f.property(a.context, kContext, "Vm"); }),
+              "org.freedesktop.DBus.Error.UnknownObject");
 }
 
 // A client whose bus connection did not negotiate fd passing cannot receive the

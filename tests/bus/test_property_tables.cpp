@@ -1,14 +1,16 @@
-// The property tables that serve the host's objects (svad/dbus/property_table.h):
-// each follows its interface's XML in dbus/, property by property, and a table
-// that strays from its XML is refused when it is made.
+// The property tables that serve the host's objects and the contexts
+// (svad/dbus/property_table.h): each follows its interface's XML in dbus/, property by property,
+// and a table that strays from its XML is refused when it is made.
 #include "svad/dbus/Device_properties.h"
 #include "svad/dbus/objects.h"
 
+#include <cstring>
 #include <fstream>
 #include <gtest/gtest.h>
 #include <regex>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -48,6 +50,8 @@ TEST(PropertyTables, EachFollowsItsInterfaceXml) {
     EXPECT_EQ(tableProperties<core::IommuGroup>(), xmlProperties("Group"));
     EXPECT_EQ(tableProperties<core::IommuUnit>(), xmlProperties("Unit"));
     EXPECT_EQ(tableProperties<QueueData>(), xmlProperties("Queue"));
+    EXPECT_EQ(tableProperties<ContextData>(), xmlProperties("Context"));
+    EXPECT_STREQ(propertyTable<ContextData>().interface(), "org.svad.Svad1.Context");
     EXPECT_STREQ(propertyTable<DeviceData>().interface(), "org.svad.Svad1.Device");
 }
 
@@ -62,6 +66,56 @@ TEST(PropertyTables, TheVtableHasOneEntryPerPropertyWithItsXmlType) {
         seen.emplace_back(v->x.property.member, v->x.property.signature);
     }
     EXPECT_EQ(seen, xmlProperties("Group"));
+}
+
+// The signals of dbus/org.svad.Svad1.NAME.xml: name, signature, argument names
+// (each followed by a NUL, as sd-bus reads them).
+std::vector<std::tuple<std::string, std::string, std::string>> xmlSignals(const std::string& name) {
+    std::ifstream in(std::string(SVAD_SOURCE_DIR) + "/dbus/org.svad.Svad1." + name + ".xml");
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string s = text.str();
+    std::vector<std::tuple<std::string, std::string, std::string>> out;
+    const std::regex signal(R"re(<signal\s+name="([A-Za-z]+)">([\s\S]*?)</signal>)re");
+    const std::regex arg(R"re(<arg\s+name="([A-Za-z_]+)"\s+type="([^"]+)")re");
+    for (auto it = std::sregex_iterator(s.begin(), s.end(), signal); it != std::sregex_iterator();
+         ++it) {
+        std::string signature;
+        std::string names;
+        const std::string body = (*it)[2];
+        for (auto a = std::sregex_iterator(body.begin(), body.end(), arg);
+             a != std::sregex_iterator(); ++a) {
+            names += std::string((*a)[1]) + '\0';
+            signature += (*a)[2];
+        }
+        out.emplace_back((*it)[1], signature, names);
+    }
+    return out;
+}
+
+// A context's signals are in its vtable, so that introspection shows them; the
+// host's interfaces have none.
+TEST(PropertyTables, TheContextVtableCarriesItsXmlSignals) {
+    auto signalsOf = [](const sd_bus_vtable* v) {
+        std::vector<std::tuple<std::string, std::string, std::string>> out;
+        for (++v; v->type != _SD_BUS_VTABLE_END; ++v) {
+            if (v->type == _SD_BUS_VTABLE_SIGNAL) {
+                std::string names;
+                for (const char* n = v->x.signal.names; *n != '\0'; n += std::strlen(n) + 1) {
+                    names += std::string(n) + '\0';
+                }
+                out.emplace_back(v->x.signal.member, v->x.signal.signature, names);
+            }
+        }
+        return out;
+    };
+    const auto context = xmlSignals("Context");
+    ASSERT_EQ(context.size(), 2U);
+    EXPECT_EQ(std::get<0>(context[0]), "Released");
+    EXPECT_EQ(std::get<2>(context[0]), std::string("reason\0", 7));
+    EXPECT_EQ(signalsOf(propertyTable<ContextData>().vtable()), context);
+    EXPECT_EQ(signalsOf(propertyTable<DeviceData>().vtable()), xmlSignals("Device"));
+    EXPECT_TRUE(xmlSignals("Device").empty());
 }
 
 struct Row {

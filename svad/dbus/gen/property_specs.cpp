@@ -1,10 +1,12 @@
-// Build tool: writes the properties of a D-Bus interface, read from its XML in
-// dbus/, as a C++ table (name, signature, sd-bus flags), so that the vtables
-// svad registers by hand come from the same XML as sdbus-c++'s adaptors.
+// Build tool: writes the properties and signals of a D-Bus interface, read
+// from its XML in dbus/, as C++ tables (name, signature, sd-bus flags; a
+// signal's argument names), so that the vtables svad registers by hand come
+// from the same XML as sdbus-c++'s adaptors.
 //
 //   svad-property-specs INTERFACE.xml NAME OUT.h
 //
-// NAME is the C++ namespace the table goes in (Device: spec::Device::kProperties).
+// NAME is the C++ namespace the tables go in (Device: spec::Device::kProperties,
+// spec::Device::kSignals).
 // A property's EmitsChangedSignal annotation, or else its interface's, gives
 // its flags: true (the default) emits the change, invalidates emits the name,
 // const never changes, false says nothing.
@@ -122,6 +124,43 @@ int main(int argc, char** argv) {
     }
     if (count == 0) {
         out += "    {nullptr, nullptr, 0},\n";
+    }
+    out += "};\n\ninline constexpr SignalSpec kSignals[] = {\n";
+    count = 0;
+    for (xmlNode* s = iface->children; s != nullptr; s = s->next) {
+        if (!named(s, "signal")) {
+            continue;
+        }
+        const std::string name = attr(s, "name");
+        std::string signature;
+        std::string names; // each argument's name and a NUL, as sd-bus reads them
+        for (xmlNode* a = s->children; a != nullptr; a = a->next) {
+            if (!named(a, "arg")) {
+                continue;
+            }
+            const std::string argName = attr(a, "name");
+            const std::string type = attr(a, "type");
+            if (argName.empty() || type.empty() ||
+                argName.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
+                                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
+                    std::string::npos) {
+                std::cerr << argv[1] << ": an argument of signal '" << name
+                          << "' lacks a type or a plain name\n";
+                return 1;
+            }
+            signature += type;
+            names += argName + "\\0";
+        }
+        if (name.empty()) {
+            std::cerr << argv[1] << ": a signal without a name\n";
+            return 1;
+        }
+        out.append("    {\"").append(name).append("\", \"").append(signature).append("\", \"");
+        out.append(names).append("\"},\n");
+        ++count;
+    }
+    if (count == 0) {
+        out += "    {nullptr, nullptr, nullptr},\n";
     }
     out += "};\n\n} // namespace svad::dbus::spec::" + std::string(argv[2]) + "\n";
     // Written whole or not at all: a half header would build and mislead.
