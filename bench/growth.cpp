@@ -1,6 +1,7 @@
 // How svad grows with the host's size and with the contexts it holds: each
 // figure per PCI function or per context, and its ratio to the same figure at
-// the smallest size, in the same run; beside them the bus's floor, a Peer.Ping.
+// the smallest size, in the same run; beside each per-call figure the bus's
+// floor, a Peer.Ping taken in turns with it.
 //
 //   svad_bench_growth [--functions LIST] [--contexts LIST] [--runs R] [--calls C] [--quick]
 //
@@ -22,11 +23,13 @@
 //               of R, after one untimed)
 //   Get         Properties.Get of a vfio-pci function's Driver (median of C)
 //   alloc       AllocateContext of that function, then ReleaseContext (median of C)
+//   Ping        a Peer.Ping after each Get and each alloc (median of C each)
 // Cold start, RSS and listing are printed per function, with the ratio of that
 // slope to the smallest host's (target 0.75-1.25: growth in proportion) and the
 // marginal slope from the size before (what a function adds, fixed costs left
-// out); Get and alloc per call, with their ratio to the smallest host (target
-// <= 1.25: they should not grow with the host).
+// out); Get and alloc per call, over their Ping, and the growth of that ratio
+// from the smallest host (target <= 1.25: they should not grow with the host;
+// the Ping taken in turns keeps the machine's drift over a run of minutes out).
 //
 // Context counts: one host of max(LIST)+1 vfio-pci functions, one IOMMU group
 // each. This program allocates contexts of one function each (VM bench-ctx-I)
@@ -39,7 +42,7 @@
 //               them: the listing with none held is printed for reference)
 //   Get         Properties.Get of a held context's Vm (median of C)
 //   alloc       AllocateContext+ReleaseContext of the spare function with N held
-//               (median of C)
+//               (median of C; Get and alloc each in turns with a Ping, as above)
 // with the same ratios to the smallest N, and svad's open fds per context. svad
 // inherits this program's open-files limit, raised as far as it may be: a count
 // whose fds would pass it is cut to what fits, with a note saying so.
@@ -69,7 +72,9 @@
 #include <sys/statfs.h>
 #include <systemd/sd-bus.h>
 #include <thread>
+#include <tuple>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -271,19 +276,27 @@ void stopSvad(Setup& s, std::unique_ptr<Process>& p) {
     p.reset();
 }
 
-// Median of `calls` runs of `op` (after a tenth as many for warm-up), in microseconds.
-template <typename Op> double medianMicros(int calls, Op op) {
-    std::vector<double> sample;
-    sample.reserve(static_cast<size_t>(calls));
+// Medians of `calls` runs each of `op` and of `base`, taken in turns (after a
+// tenth as many of each for warm-up), in microseconds: both see the machine as
+// it is at that moment.
+template <typename Op, typename Base>
+std::pair<double, double> pairedMedians(int calls, Op op, Base base) {
+    std::vector<double> ops;
+    std::vector<double> bases;
+    ops.reserve(static_cast<size_t>(calls));
+    bases.reserve(static_cast<size_t>(calls));
     for (int i = 0; i < calls / 10 + calls; ++i) {
         const auto t0 = Clock::now();
         op();
         const auto t1 = Clock::now();
+        base();
+        const auto t2 = Clock::now();
         if (i >= calls / 10) {
-            sample.push_back(svad::test::micros(t1 - t0));
+            ops.push_back(svad::test::micros(t1 - t0));
+            bases.push_back(svad::test::micros(t2 - t1));
         }
     }
-    return median(sample);
+    return {median(ops), median(bases)};
 }
 
 void call(const char* what, const std::function<void()>& op) {
@@ -299,7 +312,8 @@ void call(const char* what, const std::function<void()>& op) {
 struct Row {
     uint32_t size;
     double total;
-    double per; // total * scale / size, or given
+    double per;      // total * scale / size, or given
+    double ping = 0; // printFlat: the Ping measured in turns with `per`
 };
 
 void printSlope(const char* title, const char* sizeName, const char* totalUnit, double scale,
@@ -320,15 +334,17 @@ void printSlope(const char* title, const char* sizeName, const char* totalUnit, 
     }
 }
 
-// A per-call figure that should not grow: its ratio to the smallest size's and
-// to the bus's floor.
-void printFlat(const char* title, const char* sizeName, const std::vector<Row>& rows, double ping) {
+// A per-call figure that should not grow, beside the Ping measured in turns
+// with it: its ratio to that Ping, and the growth of that ratio from the
+// smallest size (a run lasts minutes, and the machine's speed drifts).
+void printFlat(const char* title, const char* sizeName, const std::vector<Row>& rows) {
     std::printf("\n%s\n", title);
-    std::printf("  %10s %12s %10s   %-16s %10s\n", sizeName, "us", "ratio", "", "x Ping");
+    std::printf("  %10s %10s %10s %10s %10s\n", sizeName, "us", "Ping us", "x Ping", "growth");
     for (size_t i = 0; i < rows.size(); ++i) {
         const Row& r = rows[i];
-        std::printf("  %10u %12.1f %9.2fx   %-16s %9.2fx\n", r.size, r.per,
-                    r.per / rows.front().per, i == 0 ? "" : "target <= 1.25", r.per / ping);
+        const double x = r.per / r.ping;
+        std::printf("  %10u %10.1f %10.1f %9.2fx %9.2fx   %s\n", r.size, r.per, r.ping, x,
+                    x / (rows.front().per / rows.front().ping), i == 0 ? "" : "target <= 1.25");
     }
 }
 
@@ -339,10 +355,12 @@ struct HostFigures {
     double rssKiB = 0;
     double listMs = 0;
     double getUs = 0;
+    double getPingUs = 0; // Ping in turns with the Get
     double allocUs = 0;
+    double allocPingUs = 0;
 };
 
-HostFigures measureHost(Setup& s, uint32_t wanted, int runs, int calls, double* pingUs) {
+HostFigures measureHost(Setup& s, uint32_t wanted, int runs, int calls) {
     svad::test::TempDir tree(scratchBase());
     const std::string root = tree.path() + "/host";
     const auto t0 = Clock::now();
@@ -381,10 +399,6 @@ HostFigures measureHost(Setup& s, uint32_t wanted, int runs, int calls, double* 
     }
     h.listMs = median(listings);
 
-    if (*pingUs == 0) {
-        call("Ping", [&] { *pingUs = medianMicros(calls * 2, [&] { s.client->ping(); }); });
-    }
-
     // A vfio-pci function that can be allocated (alone in a viable group).
     std::vector<sdbus::ObjectPath> vfio;
     call("ListDevices", [&] {
@@ -413,12 +427,14 @@ HostFigures measureHost(Setup& s, uint32_t wanted, int runs, int calls, double* 
     }
     auto device = s.client->proxy(path);
     call("Get Driver", [&] {
-        h.getUs =
-            medianMicros(calls, [&] { (void)device->getProperty("Driver").onInterface(kDevice); });
+        std::tie(h.getUs, h.getPingUs) = pairedMedians(
+            calls, [&] { (void)device->getProperty("Driver").onInterface(kDevice); },
+            [&] { s.client->ping(); });
     });
     call("AllocateContext/ReleaseContext", [&] {
-        h.allocUs = medianMicros(
-            calls, [&] { s.client->release(s.client->allocate("bench-host", address)); });
+        std::tie(h.allocUs, h.allocPingUs) = pairedMedians(
+            calls, [&] { s.client->release(s.client->allocate("bench-host", address)); },
+            [&] { s.client->ping(); });
     });
     std::printf("  started %d times, listed %zu objects; Get and alloc on %s\n", runs, h.objects,
                 address.c_str());
@@ -448,12 +464,14 @@ struct ContextFigures {
     double listMs = 0;
     size_t objects = 0;
     double getUs = 0;
+    double getPingUs = 0;
     double allocUs = 0;
+    double allocPingUs = 0;
     int fds = 0;
 };
 
 std::vector<ContextFigures> measureContexts(Setup& s, const std::vector<uint32_t>& counts, int runs,
-                                            int calls, double* pingUs, ContextFigures* none) {
+                                            int calls, ContextFigures* none) {
     svad::test::TempDir tree(scratchBase());
     const std::string root = tree.path() + "/host";
     const uint32_t functions = counts.back() + 1;
@@ -466,9 +484,6 @@ std::vector<ContextFigures> measureContexts(Setup& s, const std::vector<uint32_t
 
     double ready = 0;
     auto svad = startSvad(s, root, &ready);
-    if (*pingUs == 0) {
-        call("Ping", [&] { *pingUs = medianMicros(calls * 2, [&] { s.client->ping(); }); });
-    }
     const std::string spare = spec.devices.back().address;
     // Warm-up, then the figures with none held.
     call("AllocateContext/ReleaseContext", [&] {
@@ -544,12 +559,14 @@ std::vector<ContextFigures> measureContexts(Setup& s, const std::vector<uint32_t
         c.listMs = median(listings);
         auto context = s.client->proxy(held.front());
         call("Get Vm", [&] {
-            c.getUs = medianMicros(calls,
-                                   [&] { (void)context->getProperty("Vm").onInterface(kContext); });
+            std::tie(c.getUs, c.getPingUs) = pairedMedians(
+                calls, [&] { (void)context->getProperty("Vm").onInterface(kContext); },
+                [&] { s.client->ping(); });
         });
         call("AllocateContext/ReleaseContext", [&] {
-            c.allocUs = medianMicros(
-                calls, [&] { s.client->release(s.client->allocate("bench-spare", spare)); });
+            std::tie(c.allocUs, c.allocPingUs) = pairedMedians(
+                calls, [&] { s.client->release(s.client->allocate("bench-spare", spare)); },
+                [&] { s.client->ping(); });
         });
         std::printf("  %u contexts held: %zu objects listed, svad has %d fds open\n", n, c.objects,
                     c.fds);
@@ -661,18 +678,15 @@ void run(const std::vector<uint32_t>& functions, const std::vector<uint32_t>& co
                 runs, calls);
     std::fflush(stdout);
 
-    double ping = 0;
     std::vector<HostFigures> hosts;
     for (uint32_t f : functions) {
-        hosts.push_back(measureHost(s, f, runs, calls, &ping));
+        hosts.push_back(measureHost(s, f, runs, calls));
     }
     ContextFigures none;
     std::vector<ContextFigures> held;
     if (!contexts.empty()) {
-        held = measureContexts(s, contexts, runs, calls, &ping, &none);
+        held = measureContexts(s, contexts, runs, calls, &none);
     }
-
-    std::printf("\nbus floor: Peer.Ping to svad, p50 %.1f us (median of %d)\n", ping, calls * 2);
     if (!hosts.empty()) {
         std::printf("\n== host size (PCI functions) ==\n");
         std::vector<Row> start;
@@ -685,8 +699,8 @@ void run(const std::vector<uint32_t>& functions, const std::vector<uint32_t>& co
             start.push_back({h.functions, h.startMs, h.startMs * 1000 / f});
             rss.push_back({h.functions, h.rssKiB / 1024, h.rssKiB / f});
             list.push_back({h.functions, h.listMs, h.listMs * 1000 / f});
-            get.push_back({h.functions, h.getUs, h.getUs});
-            alloc.push_back({h.functions, h.allocUs, h.allocUs});
+            get.push_back({h.functions, h.getUs, h.getUs, h.getPingUs});
+            alloc.push_back({h.functions, h.allocUs, h.allocUs, h.allocPingUs});
         }
         printSlope("cold start, exec to name owned", "functions", "ms", 1000, "us/function", start);
         printSlope("RSS when ready", "functions", "MiB", 1024, "KiB/function", rss);
@@ -697,9 +711,8 @@ void run(const std::vector<uint32_t>& functions, const std::vector<uint32_t>& co
             std::printf(" %zu", h.objects);
         }
         std::printf(")\n");
-        printFlat("Properties.Get of a device's Driver", "functions", get, ping);
-        printFlat("AllocateContext+ReleaseContext, one vfio-pci function", "functions", alloc,
-                  ping);
+        printFlat("Properties.Get of a device's Driver", "functions", get);
+        printFlat("AllocateContext+ReleaseContext, one vfio-pci function", "functions", alloc);
     }
     if (!held.empty()) {
         std::printf("\n== contexts held (host of %u vfio-pci functions) ==\n", contexts.back() + 1);
@@ -717,8 +730,8 @@ void run(const std::vector<uint32_t>& functions, const std::vector<uint32_t>& co
             alloc.push_back({c.contexts, c.allocTotalMs, c.allocTotalMs * 1000 / n});
             list.push_back(
                 {c.contexts, c.listMs, c.listMs * 1000 / static_cast<double>(c.objects)});
-            get.push_back({c.contexts, c.getUs, c.getUs});
-            pair.push_back({c.contexts, c.allocUs, c.allocUs});
+            get.push_back({c.contexts, c.getUs, c.getUs, c.getPingUs});
+            pair.push_back({c.contexts, c.allocUs, c.allocUs, c.allocPingUs});
             fds.push_back({c.contexts, static_cast<double>(c.fds - none.fds),
                            static_cast<double>(c.fds - none.fds) / n});
         }
@@ -728,9 +741,8 @@ void run(const std::vector<uint32_t>& functions, const std::vector<uint32_t>& co
                    alloc);
         printSlope("full listing, per object listed", "contexts", "ms", 0, "us/object", list,
                    false);
-        printFlat("Properties.Get of a context's Vm", "contexts", get, ping);
-        printFlat("AllocateContext+ReleaseContext of a spare function, N held", "contexts", pair,
-                  ping);
+        printFlat("Properties.Get of a context's Vm", "contexts", get);
+        printFlat("AllocateContext+ReleaseContext of a spare function, N held", "contexts", pair);
         printSlope("svad's open fds above none held", "contexts", "fds", 1, "fds/context", fds);
     }
 }
