@@ -9,10 +9,12 @@
 #include <cstdio>
 #include <dirent.h>
 #include <fcntl.h>
+#include <string_view>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <system_error>
 #include <unistd.h>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -67,33 +69,44 @@ bool SimFeatures::set(std::string_view name, bool on) {
 
 namespace {
 
-uint8_t pasidLog2Of(const core::Host& host, const core::PciDevice* dev) {
-    const core::PciDevice* pf = nullptr;
+// The host's functions by address (they live as long as `host`).
+std::unordered_map<std::string_view, const core::PciDevice*> byAddress(const core::Host& host) {
+    std::unordered_map<std::string_view, const core::PciDevice*> out;
+    out.reserve(host.devices.size());
     for (const auto& d : host.devices) {
-        if (!dev->physfn.empty() && d.address == dev->physfn) {
-            pf = &d;
+        out.emplace(d.address, &d);
+    }
+    return out;
+}
+
+uint8_t pasidLog2Of(const core::Host& host,
+                    const std::unordered_map<std::string_view, const core::PciDevice*>& devices,
+                    const core::PciDevice& dev) {
+    const core::PciDevice* pf = nullptr;
+    if (!dev.physfn.empty()) {
+        if (auto it = devices.find(dev.physfn); it != devices.end()) {
+            pf = it->second;
         }
     }
-    return static_cast<uint8_t>(core::pasidWidth(*dev, pf, host.units));
+    return static_cast<uint8_t>(core::pasidWidth(dev, pf, host.units));
 }
 
 } // namespace
 
 uint8_t SimConfig::pasidLog2(const core::Host& host, const std::string& address) {
-    for (const auto& d : host.devices) {
-        if (d.address == address) {
-            return pasidLog2Of(host, &d);
-        }
-    }
-    return 0;
+    const auto devices = byAddress(host);
+    auto it = devices.find(address);
+    return it == devices.end() ? 0 : pasidLog2Of(host, devices, *it->second);
 }
 
+// Called on svad's loop with every host it publishes: one pass, not one a function.
 SimConfig SimConfig::fromHost(const core::Host& host, const std::string& devRoot) {
     SimConfig c;
     c.devRoot = devRoot;
+    const auto devices = byAddress(host);
     for (const auto& d : host.devices) {
         if (!d.vfioDevice.empty()) {
-            c.vfio[d.vfioDevice] = pasidLog2Of(host, &d);
+            c.vfio[d.vfioDevice] = pasidLog2Of(host, devices, d);
         }
     }
     for (const auto& v : host.vdpa) {
