@@ -185,9 +185,18 @@ template <typename Data> void Subtree<Data>::remove(const std::string& path) {
 template <typename Data>
 void Subtree<Data>::emitSignal(const std::string& path, const char* member,
                                const std::string& text) {
-    warnIfFailed(sd_bus_emit_signal(bus_, path.c_str(), propertyTable<Data>().interface(), member,
-                                    "s", text.c_str()),
-                 member, path);
+    const PropertyTable<Data>& table = propertyTable<Data>();
+    const SignalSpec* spec = table.signal(member);
+    if (spec == nullptr || std::string_view(spec->signature) != "s") {
+        // What introspection shows comes from the XML: never send something else.
+        log::error(std::string("not sent: ") + table.interface() + "." + member +
+                       " is not a signal of one string in the interface's XML",
+                   {{"OBJECT", path}});
+        return;
+    }
+    warnIfFailed(
+        sd_bus_emit_signal(bus_, path.c_str(), table.interface(), member, "s", text.c_str()),
+        member, path);
 }
 
 template <typename Data>

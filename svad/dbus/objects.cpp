@@ -65,7 +65,7 @@ const core::VtdCaps& vtdOf(const core::IommuUnit& u) {
 template <> const PropertyTable<DeviceData>& propertyTable<DeviceData>() {
     using D = DeviceData;
     static const PropertyTable<D> table(
-        spec::Device::kInterface, spec::Device::kProperties,
+        spec::Device::kInterface, spec::Device::kProperties, spec::Device::kSignals,
         {
             property<D>("Address", [](const D& d) { return idOf(d); }),
             property<D>("Kind", [](const D& d) { return uint32_t{d.vdpa ? 2U : 1U}; }),
@@ -174,7 +174,7 @@ template <> const PropertyTable<DeviceData>& propertyTable<DeviceData>() {
 template <> const PropertyTable<core::IommuGroup>& propertyTable<core::IommuGroup>() {
     using G = core::IommuGroup;
     static const PropertyTable<G> table(
-        spec::Group::kInterface, spec::Group::kProperties,
+        spec::Group::kInterface, spec::Group::kProperties, spec::Group::kSignals,
         {
             property<G>("Id", [](const G& g) { return g.id; }),
             property<G>("Type", [](const G& g) { return static_cast<uint32_t>(g.type); }),
@@ -209,7 +209,7 @@ template <> const PropertyTable<core::IommuGroup>& propertyTable<core::IommuGrou
 template <> const PropertyTable<core::IommuUnit>& propertyTable<core::IommuUnit>() {
     using U = core::IommuUnit;
     static const PropertyTable<U> table(
-        spec::Unit::kInterface, spec::Unit::kProperties,
+        spec::Unit::kInterface, spec::Unit::kProperties, spec::Unit::kSignals,
         {
             property<U>("Name", [](const U& u) { return u.name; }),
             property<U>("Kind", [](const U& u) { return static_cast<uint32_t>(u.kind); }),
@@ -236,7 +236,7 @@ template <> const PropertyTable<core::IommuUnit>& propertyTable<core::IommuUnit>
 template <> const PropertyTable<QueueData>& propertyTable<QueueData>() {
     using Q = QueueData;
     static const PropertyTable<Q> table(
-        spec::Queue::kInterface, spec::Queue::kProperties,
+        spec::Queue::kInterface, spec::Queue::kProperties, spec::Queue::kSignals,
         {
             property<Q>("Name", [](const Q& q) { return q.queue.name; }),
             property<Q>("Device",

@@ -107,6 +107,7 @@ public:
         }
         for (const SignalSpec& s : signals) {
             if (s.name != nullptr) {
+                signals_.push_back(s);
                 vtable_.push_back(signalEntry(s));
             }
         }
@@ -123,6 +124,15 @@ public:
     const PropertyEntry<Data>* find(std::string_view name) const {
         auto it = index_.find(name);
         return it == index_.end() ? nullptr : &entries_[it->second];
+    }
+    // The signal `name` as the XML declares it, or null.
+    const SignalSpec* signal(std::string_view name) const {
+        for (const auto& s : signals_) {
+            if (name == s.name) {
+                return &s;
+            }
+        }
+        return nullptr;
     }
     // The sd-bus vtable; its getters take a `const Data*` as their userdata.
     const sd_bus_vtable* vtable() const { return vtable_.data(); }
@@ -210,6 +220,7 @@ private:
     const char* interface_;
     std::vector<PropertyEntry<Data>> entries_;
     std::vector<bool> announced_; // beside entries_: EmitsChangedSignal true or invalidates
+    std::vector<SignalSpec> signals_;
     std::unordered_map<std::string_view, size_t> index_;
     std::vector<sd_bus_vtable> vtable_;
 };

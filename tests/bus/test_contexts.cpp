@@ -2,6 +2,7 @@
 // owner, every bad request is a named error and nothing leaks in svad.
 #include "fixture.h"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <dirent.h>
@@ -9,6 +10,7 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <signal.h>
 #include <sstream>
@@ -186,6 +188,77 @@ TEST(Contexts, HandoffHandsOverRealFds) {
     // Everything svad opened for the contexts is closed again.
     EXPECT_EQ(fdCount(f.svad().pid()), fdsBefore);
     EXPECT_EQ(f.property(kRoot, kManager, "ContextCount").get<uint32_t>(), 0U);
+}
+
+// The ObjectManager's signals about contexts: the interfaces each names, by path.
+class ManagerWatcher {
+public:
+    using Added = std::map<std::string, std::map<std::string, sdbus::Variant>>;
+    explicit ManagerWatcher(const std::string& bus)
+        : conn_(sdbus::createSessionBusConnectionWithAddress(bus)) {
+        slot_ = svad::dbus::compat::addMatch(
+            *conn_,
+            "type='signal',sender='org.svad.Svad1',interface='org.freedesktop.DBus.ObjectManager'",
+            [this](sdbus::Message& msg) {
+                sdbus::ObjectPath path;
+                msg >> path;
+                std::lock_guard lock(m_);
+                if (std::string(msg.getMemberName()) == "InterfacesAdded") {
+                    Added interfaces;
+                    msg >> interfaces;
+                    added_[path] = interfaces;
+                } else {
+                    std::vector<std::string> names;
+                    msg >> names;
+                    removed_[path] = names;
+                }
+                cv_.notify_all();
+            });
+        conn_->enterEventLoopAsync();
+    }
+    ~ManagerWatcher() { conn_->leaveEventLoop(); }
+    std::optional<Added> added(const std::string& path) {
+        std::unique_lock lock(m_);
+        cv_.wait_for(lock, std::chrono::seconds(10), [&] { return added_.count(path) != 0; });
+        return added_.count(path) != 0 ? std::optional(added_[path]) : std::nullopt;
+    }
+    std::vector<std::string> removed(const std::string& path) {
+        std::unique_lock lock(m_);
+        cv_.wait_for(lock, std::chrono::seconds(10), [&] { return removed_.count(path) != 0; });
+        return removed_[path];
+    }
+
+private:
+    std::unique_ptr<sdbus::IConnection> conn_;
+    sdbus::Slot slot_;
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::map<std::string, Added> added_;
+    std::map<std::string, std::vector<std::string>> removed_;
+};
+
+// A context's InterfacesAdded carries its interface with every property but
+// Pasids (announced by invalidation, so left out), and its InterfacesRemoved
+// names that interface: sd-bus reads both from the context's row, which must
+// be there when each goes out.
+TEST(Contexts, InterfacesAddedAndRemovedNameTheContextInterface) {
+    SvadFixture f(testHost());
+    const auto vf = vfs(f);
+    ManagerWatcher watcher(f.bus());
+    auto a = allocate(f, "vm1", {vf[0]});
+    const auto added = watcher.added(a.context);
+    ASSERT_TRUE(added.has_value()) << a.context;
+    ASSERT_EQ(added->count(kContext), 1U);
+    const auto& properties = added->at(kContext);
+    EXPECT_EQ(properties.size(), 13U);
+    EXPECT_EQ(properties.count("Pasids"), 0U);
+    EXPECT_EQ(properties.at("Vm").get<std::string>(), "vm1");
+    EXPECT_EQ(properties.at("Devices").get<std::vector<std::string>>(),
+              std::vector<std::string>{vf[0]});
+    release(f, a.context);
+    const auto removed = watcher.removed(a.context);
+    EXPECT_NE(std::find(removed.begin(), removed.end(), kContext), removed.end())
+        << "InterfacesRemoved of " << a.context << " names " << removed.size() << " interfaces";
 }
 
 // A context is served from a row, not an object of its own: introspection still

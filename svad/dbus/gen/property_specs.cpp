@@ -143,13 +143,14 @@ int main(int argc, char** argv) {
             if (argName.empty() || type.empty() ||
                 argName.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
                                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
-                    std::string::npos) {
+                    std::string::npos ||
+                (argName[0] >= '0' && argName[0] <= '9')) {
                 std::cerr << argv[1] << ": an argument of signal '" << name
                           << "' lacks a type or a plain name\n";
                 return 1;
             }
             signature += type;
-            names += argName + "\\0";
+            names += argName + "\\000"; // three digits: a NUL, whatever follows
         }
         if (name.empty()) {
             std::cerr << argv[1] << ": a signal without a name\n";
