@@ -173,6 +173,8 @@ public:
     // once, for the lookups of every request until the next.
     void setHost(Host host);
     const Host& host() const { return host_->host(); }
+    // The same host, shared: no copy for a reader on another thread.
+    std::shared_ptr<const Host> sharedHost() const { return host_->sharedHost(); }
     // The same host's index (valid until the next setHost; share it to keep it).
     const HostIndex& hostIndex() const { return *host_; }
     // How many hosts were set: a reader of host() knows whether it changed.

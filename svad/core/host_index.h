@@ -30,6 +30,8 @@ public:
     HostIndex& operator=(const HostIndex&) = delete;
 
     const Host& host() const { return *host_; }
+    // The same host, to keep beyond this index (a worker reads it while the next is set).
+    const std::shared_ptr<const Host>& sharedHost() const { return host_; }
 
     // Null when the host has no such object. A name the host lists twice
     // (discovery never does) finds the first, as a walk of the list would.

@@ -127,11 +127,13 @@ void Hotplug::flush() {
     log::info("hotplug: reading the host again",
               {{"EVENTS", std::to_string(events)}, {"DEVICE", describe(changes)}});
     std::weak_ptr<int> alive = alive_;
-    boost::asio::post(worker_, [this, alive, previous = service_.host(), changes, events] {
+    // The published host is shared, not copied: the loop does nothing here that
+    // grows with the host.
+    boost::asio::post(worker_, [this, alive, previous = service_.sharedHost(), changes, events] {
         std::optional<core::Host> host;
         std::string error;
         try {
-            host = refresh_(previous, changes);
+            host = refresh_(*previous, changes);
         } catch (const std::exception& e) {
             error = e.what();
         }

@@ -88,6 +88,7 @@ public:
     void rescan(ScanDone done = {});
 
     const core::Host& host() const { return engine_.host(); }
+    std::shared_ptr<const core::Host> sharedHost() const { return engine_.sharedHost(); }
     // How many hosts were published (scans, rescans, hotplug re-reads).
     uint32_t scanCount() const { return scanCount_; }
     // Publishes a host from a partial re-read (hotplug) through the rescan's diff.
