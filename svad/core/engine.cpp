@@ -72,7 +72,11 @@ void Engine::removeObserver(ContextObserver* observer) {
 }
 
 void Engine::setHost(Host host) {
-    host_ = std::make_shared<const HostIndex>(std::make_shared<const Host>(std::move(host)));
+    setHost(std::make_shared<const Host>(std::move(host)));
+}
+
+void Engine::setHost(std::shared_ptr<const Host> host) {
+    host_ = std::make_shared<const HostIndex>(std::move(host));
     ++hostGeneration_;
 }
 

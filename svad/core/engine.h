@@ -172,6 +172,8 @@ public:
     // The host the next requests resolve devices against; it is indexed here,
     // once, for the lookups of every request until the next.
     void setHost(Host host);
+    // The same for a host already shared (with the bus's objects, which point into it).
+    void setHost(std::shared_ptr<const Host> host);
     const Host& host() const { return host_->host(); }
     // The same host, shared: no copy for a reader on another thread.
     std::shared_ptr<const Host> sharedHost() const { return host_->sharedHost(); }

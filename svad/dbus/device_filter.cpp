@@ -55,8 +55,8 @@ DeviceFilter DeviceFilter::parse(const std::map<std::string, sdbus::Variant>& fi
 }
 
 bool DeviceFilter::matches(const DeviceData& d) const {
-    const bool isVdpa = d.vdpa.has_value();
-    const auto& pci = d.pci;
+    const bool isVdpa = d.vdpa != nullptr;
+    const auto& pci = *d.pci;
     if (kind_ && *kind_ != (isVdpa ? 2U : 1U)) {
         return false;
     }

@@ -229,7 +229,8 @@ HostPublisher::HostPublisher(sd_bus* bus, std::string devRoot, const core::Engin
       groups_(bus, names::kGroupPrefix), devices_(bus, names::kDevicePrefix),
       vdpa_(bus, names::kVdpaPrefix), queues_(bus, names::kQueuePrefix) {}
 
-void HostPublisher::publish(const core::Host& host, bool emit) {
+void HostPublisher::publish(const std::shared_ptr<const core::Host>& shared, bool emit) {
+    const core::Host& host = *shared;
     Subtree<core::IommuUnit>::Rows units;
     for (const auto& u : host.units) {
         units.emplace(core::unitPath(u.name), u);
@@ -247,7 +248,7 @@ void HostPublisher::publish(const core::Host& host, bool emit) {
     }
     Subtree<DeviceData>::Rows devices;
     for (const auto& d : host.devices) {
-        DeviceData data{devRoot_, &engine_, d, std::nullopt, {}};
+        DeviceData data{devRoot_, &engine_, shared, &d, nullptr, {}};
         if (auto it = links.find(d.address); it != links.end()) {
             data.links = it->second;
         }
@@ -255,11 +256,12 @@ void HostPublisher::publish(const core::Host& host, bool emit) {
     }
     Subtree<DeviceData>::Rows vdpa;
     for (const auto& v : host.vdpa) {
-        vdpa.emplace(core::vdpaPath(v.name), DeviceData{devRoot_, &engine_, {}, v, {}});
+        vdpa.emplace(core::vdpaPath(v.name),
+                     DeviceData{devRoot_, &engine_, shared, &kNoFunction, &v, {}});
     }
     Subtree<QueueData>::Rows queues;
     for (const auto& q : host.queues) {
-        queues.emplace(core::queuePath(q.name), QueueData{devRoot_, &engine_, q});
+        queues.emplace(core::queuePath(q.name), QueueData{devRoot_, &engine_, shared, &q});
     }
 
     // Objects that others point at appear first and go last.

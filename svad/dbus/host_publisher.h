@@ -80,8 +80,9 @@ public:
     HostPublisher(const HostPublisher&) = delete;
     HostPublisher& operator=(const HostPublisher&) = delete;
 
-    // Brings the objects in line with `host`, with signals when `emit` is set.
-    void publish(const core::Host& host, bool emit);
+    // Brings the objects in line with `host`, with signals when `emit` is set. The
+    // objects point into `host` and keep it.
+    void publish(const std::shared_ptr<const core::Host>& host, bool emit);
     // The HeldBy property of these devices or queues changed.
     void announceHolders(const std::vector<std::string>& devices);
     // The objects at or after `start` in path order, at most `limit` of each kind

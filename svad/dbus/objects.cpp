@@ -52,7 +52,7 @@ namespace {
 using Dvsec = sdbus::Struct<uint16_t, uint16_t, uint8_t>;
 
 const std::string& idOf(const DeviceData& d) {
-    return d.vdpa ? d.vdpa->name : d.pci.address;
+    return d.vdpa ? d.vdpa->name : d.pci->address;
 }
 
 const core::VtdCaps& vtdOf(const core::IommuUnit& u) {
@@ -69,64 +69,64 @@ template <> const PropertyTable<DeviceData>& propertyTable<DeviceData>() {
         {
             property<D>("Address", [](const D& d) { return idOf(d); }),
             property<D>("Kind", [](const D& d) { return uint32_t{d.vdpa ? 2U : 1U}; }),
-            property<D>("VendorId", [](const D& d) { return d.pci.vendor; }),
-            property<D>("DeviceId", [](const D& d) { return d.pci.device; }),
-            property<D>("SubsystemVendorId", [](const D& d) { return d.pci.subsystemVendor; }),
-            property<D>("SubsystemDeviceId", [](const D& d) { return d.pci.subsystemDevice; }),
-            property<D>("ClassCode", [](const D& d) { return d.pci.classCode; }),
-            property<D>("Revision", [](const D& d) { return d.pci.revision; }),
+            property<D>("VendorId", [](const D& d) { return d.pci->vendor; }),
+            property<D>("DeviceId", [](const D& d) { return d.pci->device; }),
+            property<D>("SubsystemVendorId", [](const D& d) { return d.pci->subsystemVendor; }),
+            property<D>("SubsystemDeviceId", [](const D& d) { return d.pci->subsystemDevice; }),
+            property<D>("ClassCode", [](const D& d) { return d.pci->classCode; }),
+            property<D>("Revision", [](const D& d) { return d.pci->revision; }),
             property<D>("Driver",
-                        [](const D& d) { return d.vdpa ? d.vdpa->driver : d.pci.driver; }),
-            property<D>("DriverOverride", [](const D& d) { return d.pci.driverOverride; }),
-            property<D>("NumaNode", [](const D& d) { return d.pci.numaNode; }),
+                        [](const D& d) { return d.vdpa ? d.vdpa->driver : d.pci->driver; }),
+            property<D>("DriverOverride", [](const D& d) { return d.pci->driverOverride; }),
+            property<D>("NumaNode", [](const D& d) { return d.pci->numaNode; }),
             property<D>("Group",
                         [](const D& d) {
-                            return d.pci.group ? sdbus::ObjectPath(core::groupPath(*d.pci.group))
-                                               : none();
+                            return d.pci->group ? sdbus::ObjectPath(core::groupPath(*d.pci->group))
+                                                : none();
                         }),
             property<D>("Unit",
                         [](const D& d) {
-                            return d.pci.iommuUnit.empty()
+                            return d.pci->iommuUnit.empty()
                                        ? none()
-                                       : sdbus::ObjectPath(core::unitPath(d.pci.iommuUnit));
+                                       : sdbus::ObjectPath(core::unitPath(d.pci->iommuUnit));
                         }),
             property<D>("PhysicalFunction",
                         [](const D& d) {
-                            return d.pci.physfn.empty()
+                            return d.pci->physfn.empty()
                                        ? none()
-                                       : sdbus::ObjectPath(core::devicePath(d.pci.physfn));
+                                       : sdbus::ObjectPath(core::devicePath(d.pci->physfn));
                         }),
-            property<D>("VirtualFunctions", [](const D& d) { return devicePaths(d.pci.virtfns); }),
-            property<D>("SriovTotalVfs", [](const D& d) { return d.pci.sriovTotalVfs; }),
-            property<D>("SriovNumVfs", [](const D& d) { return d.pci.sriovNumVfs; }),
-            property<D>("VfioDevice", [](const D& d) { return d.pci.vfioDevice; }),
+            property<D>("VirtualFunctions", [](const D& d) { return devicePaths(d.pci->virtfns); }),
+            property<D>("SriovTotalVfs", [](const D& d) { return d.pci->sriovTotalVfs; }),
+            property<D>("SriovNumVfs", [](const D& d) { return d.pci->sriovNumVfs; }),
+            property<D>("VfioDevice", [](const D& d) { return d.pci->vfioDevice; }),
             property<D>("VfioCdev",
                         [](const D& d) {
-                            return d.pci.vfioDevice.empty()
+                            return d.pci->vfioDevice.empty()
                                        ? std::string()
-                                       : underRoot(d.devRoot, "vfio/devices/" + d.pci.vfioDevice);
+                                       : underRoot(d.devRoot, "vfio/devices/" + d.pci->vfioDevice);
                         }),
-            property<D>("HeaderType", [](const D& d) { return d.pci.headerType; }),
-            property<D>("ConfigSize", [](const D& d) { return d.pci.configSize; }),
-            property<D>("Pasid", [](const D& d) { return d.pci.caps.pasid.present; }),
-            property<D>("PasidExec", [](const D& d) { return d.pci.caps.pasid.exec; }),
-            property<D>("PasidPriv", [](const D& d) { return d.pci.caps.pasid.priv; }),
-            property<D>("PasidMaxWidth", [](const D& d) { return d.pci.caps.pasid.maxWidth; }),
-            property<D>("Ats", [](const D& d) { return d.pci.caps.ats.present; }),
+            property<D>("HeaderType", [](const D& d) { return d.pci->headerType; }),
+            property<D>("ConfigSize", [](const D& d) { return d.pci->configSize; }),
+            property<D>("Pasid", [](const D& d) { return d.pci->caps.pasid.present; }),
+            property<D>("PasidExec", [](const D& d) { return d.pci->caps.pasid.exec; }),
+            property<D>("PasidPriv", [](const D& d) { return d.pci->caps.pasid.priv; }),
+            property<D>("PasidMaxWidth", [](const D& d) { return d.pci->caps.pasid.maxWidth; }),
+            property<D>("Ats", [](const D& d) { return d.pci->caps.ats.present; }),
             property<D>("AtsInvalidateQueueDepth",
-                        [](const D& d) { return d.pci.caps.ats.invalidateQueueDepth; }),
-            property<D>("Pri", [](const D& d) { return d.pci.caps.pri.present; }),
+                        [](const D& d) { return d.pci->caps.ats.invalidateQueueDepth; }),
+            property<D>("Pri", [](const D& d) { return d.pci->caps.pri.present; }),
             property<D>("PriOutstandingCapacity",
-                        [](const D& d) { return d.pci.caps.pri.outstandingCapacity; }),
-            property<D>("Acs", [](const D& d) { return d.pci.caps.acs.present; }),
-            property<D>("AcsCapability", [](const D& d) { return d.pci.caps.acs.capability; }),
-            property<D>("Sriov", [](const D& d) { return d.pci.caps.sriov.present; }),
-            property<D>("Siov", [](const D& d) { return d.pci.caps.siov; }),
+                        [](const D& d) { return d.pci->caps.pri.outstandingCapacity; }),
+            property<D>("Acs", [](const D& d) { return d.pci->caps.acs.present; }),
+            property<D>("AcsCapability", [](const D& d) { return d.pci->caps.acs.capability; }),
+            property<D>("Sriov", [](const D& d) { return d.pci->caps.sriov.present; }),
+            property<D>("Siov", [](const D& d) { return d.pci->caps.siov; }),
             property<D>("Dvsecs",
                         [](const D& d) {
                             std::vector<Dvsec> out;
-                            out.reserve(d.pci.caps.dvsecs.size());
-                            for (const auto& v : d.pci.caps.dvsecs) {
+                            out.reserve(d.pci->caps.dvsecs.size());
+                            for (const auto& v : d.pci->caps.dvsecs) {
                                 out.emplace_back(v.vendor, v.id, v.revision);
                             }
                             return out;
@@ -134,8 +134,8 @@ template <> const PropertyTable<DeviceData>& propertyTable<DeviceData>() {
             property<D>("ExtendedCapabilities",
                         [](const D& d) {
                             std::vector<Dvsec> out;
-                            out.reserve(d.pci.caps.extended.size());
-                            for (const auto& c : d.pci.caps.extended) {
+                            out.reserve(d.pci->caps.extended.size());
+                            for (const auto& c : d.pci->caps.extended) {
                                 out.emplace_back(c.offset, c.id, c.version);
                             }
                             return out;
@@ -164,7 +164,7 @@ template <> const PropertyTable<DeviceData>& propertyTable<DeviceData>() {
                             return holder == 0 ? none() : sdbus::ObjectPath(contextPath(holder));
                         }),
             property<D>("Warnings",
-                        [](const D& d) { return d.vdpa ? d.vdpa->warnings : d.pci.warnings; }),
+                        [](const D& d) { return d.vdpa ? d.vdpa->warnings : d.pci->warnings; }),
         });
     return table;
 }
@@ -238,35 +238,35 @@ template <> const PropertyTable<QueueData>& propertyTable<QueueData>() {
     static const PropertyTable<Q> table(
         spec::Queue::kInterface, spec::Queue::kProperties, spec::Queue::kSignals,
         {
-            property<Q>("Name", [](const Q& q) { return q.queue.name; }),
+            property<Q>("Name", [](const Q& q) { return q.queue->name; }),
             property<Q>("Device",
                         [](const Q& q) {
-                            return q.queue.parentDevice.empty()
+                            return q.queue->parentDevice.empty()
                                        ? none()
-                                       : sdbus::ObjectPath(core::devicePath(q.queue.parentDevice));
+                                       : sdbus::ObjectPath(core::devicePath(q.queue->parentDevice));
                         }),
-            property<Q>("IdxdDevice", [](const Q& q) { return q.queue.idxdDevice; }),
-            property<Q>("Mode", [](const Q& q) { return static_cast<uint32_t>(q.queue.mode); }),
-            property<Q>("Type", [](const Q& q) { return static_cast<uint32_t>(q.queue.type); }),
-            property<Q>("State", [](const Q& q) { return static_cast<uint32_t>(q.queue.state); }),
-            property<Q>("Size", [](const Q& q) { return q.queue.size; }),
-            property<Q>("GroupId", [](const Q& q) { return q.queue.groupId; }),
-            property<Q>("Priority", [](const Q& q) { return q.queue.priority; }),
-            property<Q>("Threshold", [](const Q& q) { return q.queue.threshold; }),
-            property<Q>("WqName", [](const Q& q) { return q.queue.wqName; }),
+            property<Q>("IdxdDevice", [](const Q& q) { return q.queue->idxdDevice; }),
+            property<Q>("Mode", [](const Q& q) { return static_cast<uint32_t>(q.queue->mode); }),
+            property<Q>("Type", [](const Q& q) { return static_cast<uint32_t>(q.queue->type); }),
+            property<Q>("State", [](const Q& q) { return static_cast<uint32_t>(q.queue->state); }),
+            property<Q>("Size", [](const Q& q) { return q.queue->size; }),
+            property<Q>("GroupId", [](const Q& q) { return q.queue->groupId; }),
+            property<Q>("Priority", [](const Q& q) { return q.queue->priority; }),
+            property<Q>("Threshold", [](const Q& q) { return q.queue->threshold; }),
+            property<Q>("WqName", [](const Q& q) { return q.queue->wqName; }),
             property<Q>("CharDevice",
-                        [](const Q& q) { return underRoot(q.devRoot, q.queue.charDevice); }),
+                        [](const Q& q) { return underRoot(q.devRoot, q.queue->charDevice); }),
             property<Q>("HeldBy",
                         [](const Q& q) {
                             std::vector<sdbus::ObjectPath> out;
                             if (q.engine != nullptr) {
-                                for (uint64_t holder : q.engine->holdersOf(q.queue.name)) {
+                                for (uint64_t holder : q.engine->holdersOf(q.queue->name)) {
                                     out.emplace_back(contextPath(holder));
                                 }
                             }
                             return out;
                         }),
-            property<Q>("Warnings", [](const Q& q) { return q.queue.warnings; }),
+            property<Q>("Warnings", [](const Q& q) { return q.queue->warnings; }),
         });
     return table;
 }

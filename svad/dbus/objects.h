@@ -29,20 +29,34 @@ struct DeviceLinks {
     bool operator==(const DeviceLinks&) const = default;
 };
 
+// What a vDPA device's row shows of PCI: nothing.
+inline const core::PciDevice kNoFunction{};
+
+// A row points into the published host, which it keeps alive: publishing a
+// host copies none of its objects, and svad holds the model once.
 struct DeviceData {
     std::string devRoot;
-    const core::Engine* engine = nullptr; // who holds what
-    core::PciDevice pci;                  // a PCI function ...
-    std::optional<core::VdpaDevice> vdpa; // ... or a vDPA device
+    const core::Engine* engine = nullptr;      // who holds what
+    std::shared_ptr<const core::Host> host;    // what the pointers below point into
+    const core::PciDevice* pci = &kNoFunction; // a PCI function ...
+    const core::VdpaDevice* vdpa = nullptr;    // ... or a vDPA device
     DeviceLinks links;
-    bool operator==(const DeviceData&) const = default;
+    // The same values, whichever host they are in.
+    bool operator==(const DeviceData& o) const {
+        return devRoot == o.devRoot && engine == o.engine && *pci == *o.pci &&
+               (vdpa == nullptr ? o.vdpa == nullptr : o.vdpa != nullptr && *vdpa == *o.vdpa) &&
+               links == o.links;
+    }
 };
 
 struct QueueData {
     std::string devRoot;
     const core::Engine* engine = nullptr;
-    core::SiovQueue queue;
-    bool operator==(const QueueData&) const = default;
+    std::shared_ptr<const core::Host> host; // what `queue` points into
+    const core::SiovQueue* queue = nullptr;
+    bool operator==(const QueueData& o) const {
+        return devRoot == o.devRoot && engine == o.engine && *queue == *o.queue;
+    }
 };
 
 // The properties of the host's objects, served from this data (property_table.h):

@@ -111,9 +111,12 @@ void Service::publishInitial(core::Host host) {
     apply(std::move(host), false);
 }
 
-void Service::apply(core::Host host, bool emit) {
+void Service::apply(core::Host scanned, bool emit) {
+    // One copy of the host, shared by the engine and the bus's objects.
+    auto shared = std::make_shared<const core::Host>(std::move(scanned));
+    const core::Host& host = *shared;
     warnings_.update(host);
-    hostObjects_.publish(host, emit);
+    hostObjects_.publish(shared, emit);
     if (options_.onHostChanged) {
         options_.onHostChanged(host);
     }
@@ -122,7 +125,7 @@ void Service::apply(core::Host host, bool emit) {
     const size_t units = host.units.size();
     const size_t queues = host.queues.size();
     const size_t vdpa = host.vdpa.size();
-    engine_.setHost(std::move(host));
+    engine_.setHost(std::move(shared));
     (void)engine_.markDegraded(); // the observers announce each change
     lastScanUsec_ = realtimeUsec();
     ++scanCount_;

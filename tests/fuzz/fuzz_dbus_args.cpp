@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
@@ -218,13 +219,15 @@ bool allKnown(const std::map<std::string, sdbus::Variant>& dict, const auto& key
     });
 }
 
+// Rows as svad publishes them: each points into a host it shares.
 std::vector<svad::dbus::DeviceData> devices(Bytes& in) {
-    std::vector<svad::dbus::DeviceData> out(4);
-    auto& plain = out[0].pci;
+    auto host = std::make_shared<svad::core::Host>();
+    host->devices.resize(3);
+    auto& plain = host->devices[0];
     plain.address = "0000:00:02.0";
     plain.vendor = 0x8086;
     plain.device = 0x46a6;
-    auto& capable = out[1].pci;
+    auto& capable = host->devices[1];
     capable.address = "0000:6a:01.0";
     capable.driver = "vfio-pci";
     capable.vendor = 0x8086;
@@ -236,11 +239,11 @@ std::vector<svad::dbus::DeviceData> devices(Bytes& in) {
     capable.caps.ats.present = true;
     capable.caps.pri.present = true;
     capable.caps.siov = true;
-    out[2].vdpa = svad::core::VdpaDevice{};
-    out[2].vdpa->name = "vdpa0";
-    out[2].vdpa->driver = "vhost_vdpa";
+    auto& vdpa = host->vdpa.emplace_back();
+    vdpa.name = "vdpa0";
+    vdpa.driver = "vhost_vdpa";
     // One device from the rest of the bytes.
-    auto& any = out[3].pci;
+    auto& any = host->devices[2];
     any.address = readString(in);
     any.driver = readString(in);
     any.iommuUnit = readString(in);
@@ -257,6 +260,14 @@ std::vector<svad::dbus::DeviceData> devices(Bytes& in) {
     if (flags & 32) {
         any.vfioDevice = "vfio1";
     }
+    std::vector<svad::dbus::DeviceData> out(4);
+    for (auto& d : out) {
+        d.host = host;
+    }
+    out[0].pci = &host->devices[0];
+    out[1].pci = &host->devices[1];
+    out[2].vdpa = &host->vdpa[0];
+    out[3].pci = &host->devices[2];
     return out;
 }
 
