@@ -72,12 +72,15 @@ void Engine::removeObserver(ContextObserver* observer) {
 }
 
 void Engine::setHost(Host host) {
-    setHost(std::make_shared<const Host>(std::move(host)));
+    (void)setHostIndex(
+        std::make_shared<const HostIndex>(std::make_shared<const Host>(std::move(host))));
 }
 
-void Engine::setHost(std::shared_ptr<const Host> host) {
-    host_ = std::make_shared<const HostIndex>(std::move(host));
+std::shared_ptr<const HostIndex> Engine::setHostIndex(std::shared_ptr<const HostIndex> index) {
+    std::shared_ptr<const HostIndex> old = std::move(host_);
+    host_ = std::move(index);
     ++hostGeneration_;
+    return old;
 }
 
 void Engine::setConfig(std::shared_ptr<const Config> config) {

@@ -172,8 +172,9 @@ public:
     // The host the next requests resolve devices against; it is indexed here,
     // once, for the lookups of every request until the next.
     void setHost(Host host);
-    // The same for a host already shared (with the bus's objects, which point into it).
-    void setHost(std::shared_ptr<const Host> host);
+    // The same for a host indexed already (off the engine's thread); returns the
+    // index it replaces, for the caller to let go of where it likes.
+    std::shared_ptr<const HostIndex> setHostIndex(std::shared_ptr<const HostIndex> index);
     const Host& host() const { return host_->host(); }
     // The same host, shared: no copy for a reader on another thread.
     std::shared_ptr<const Host> sharedHost() const { return host_->sharedHost(); }

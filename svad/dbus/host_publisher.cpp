@@ -59,8 +59,8 @@ template <typename Data>
 int Subtree<Data>::find(sd_bus* /*bus*/, const char* path, const char* /*interface*/,
                         void* userdata, void** found, sd_bus_error* /*error*/) {
     const auto* self = static_cast<const Subtree*>(userdata);
-    auto it = self->rows_.find(std::string_view(path));
-    if (it == self->rows_.end()) {
+    auto it = self->rows_->find(std::string_view(path));
+    if (it == self->rows_->end()) {
         return 0;
     }
     *found = const_cast<Data*>(&it->second);
@@ -81,15 +81,15 @@ int Subtree<Data>::enumerate(sd_bus* /*bus*/, const char* path, void* userdata, 
     const bool above = asked == "/" || (self->prefix_.size() > asked.size() &&
                                         self->prefix_.compare(0, asked.size(), asked) == 0 &&
                                         self->prefix_[asked.size()] == '/');
-    if (!above || self->rows_.empty()) {
+    if (!above || self->rows_->empty()) {
         return 0;
     }
-    auto** out = static_cast<char**>(std::calloc(self->rows_.size() + 1, sizeof(char*)));
+    auto** out = static_cast<char**>(std::calloc(self->rows_->size() + 1, sizeof(char*)));
     if (out == nullptr) {
         return -ENOMEM;
     }
     size_t n = 0;
-    for (const auto& [p, row] : self->rows_) {
+    for (const auto& [p, row] : *self->rows_) {
         out[n] = strdup(p.c_str());
         if (out[n] == nullptr) {
             for (size_t i = 0; i < n; ++i) {
@@ -104,49 +104,87 @@ int Subtree<Data>::enumerate(sd_bus* /*bus*/, const char* path, void* userdata, 
     return 1;
 }
 
-template <typename Data>
-void Subtree<Data>::removeMissing(const Rows& next, bool emit, EmitFailures& failed) {
-    for (auto it = rows_.begin(); it != rows_.end();) {
-        if (next.find(it->first) != next.end()) {
-            ++it;
-            continue;
+template <typename Data> typename Subtree<Data>::Change Subtree<Data>::prepare(Rows next) const {
+    Change change;
+    {
+        std::lock_guard lock(mu_);
+        change.base = rows_;
+    }
+    change.next = std::make_shared<const Rows>(std::move(next));
+    diff(*change.base, change);
+    return change;
+}
+
+template <typename Data> void Subtree<Data>::diff(const Rows& from, Change& change) {
+    const PropertyTable<Data>& table = propertyTable<Data>();
+    const Rows& to = *change.next;
+    change.removed.clear();
+    change.added.clear();
+    change.changed.clear();
+    // Both in path order: one walk.
+    auto a = from.begin();
+    auto b = to.begin();
+    while (a != from.end() || b != to.end()) {
+        if (b == to.end() || (a != from.end() && a->first < b->first)) {
+            change.removed.push_back(a->first);
+            ++a;
+        } else if (a == from.end() || b->first < a->first) {
+            change.added.push_back(b->first);
+            ++b;
+        } else {
+            if (!(a->second == b->second)) {
+                // Only what changed is named (a rebind: Driver and what follows from it).
+                auto names = table.changed(a->second, b->second);
+                if (names.size() > 1) {
+                    change.changed.emplace_back(b->first, std::move(names));
+                }
+            }
+            ++a;
+            ++b;
         }
-        if (emit) {
-            // sd-bus names the interfaces the object still has: it goes after.
-            warnIfFailed(sd_bus_emit_object_removed(bus_, it->first.c_str()), "InterfacesRemoved",
-                         it->first, &failed);
-        }
-        it = rows_.erase(it);
     }
 }
 
 template <typename Data>
-void Subtree<Data>::addOrUpdate(Rows& next, bool emit, EmitFailures& failed) {
-    const PropertyTable<Data>& table = propertyTable<Data>();
-    const char* iface = table.interface();
-    for (auto& [path, data] : next) {
-        auto it = rows_.find(path);
-        if (it == rows_.end()) {
-            it = rows_.emplace(path, std::move(data)).first;
-            if (emit) {
-                warnIfFailed(sd_bus_emit_object_added(bus_, path.c_str()), "InterfacesAdded", path,
-                             &failed);
-            }
-        } else if (!(it->second == data)) {
-            // Only what changed is named (a rebind: Driver and what follows from it).
-            std::vector<const char*> names;
-            if (emit) {
-                names = table.changed(it->second, data);
-            }
-            it->second = std::move(data);
-            if (names.size() > 1) {
-                warnIfFailed(sd_bus_emit_properties_changed_strv(bus_, path.c_str(), iface,
-                                                                 const_cast<char**>(names.data())),
-                             "PropertiesChanged", path, &failed);
-            }
+void Subtree<Data>::removeGone(Change& change, bool emit, EmitFailures& failed) {
+    if (change.base != rows_) {
+        // Published meanwhile (a hotplug refresh and a rescan crossed): work it out again.
+        change.base = rows_;
+        diff(*rows_, change);
+    }
+    if (!emit) {
+        return;
+    }
+    // sd-bus names the interfaces the object still has: these go out before the rows do.
+    for (const auto& path : change.removed) {
+        warnIfFailed(sd_bus_emit_object_removed(bus_, path.c_str()), "InterfacesRemoved", path,
+                     &failed);
+    }
+}
+
+template <typename Data>
+std::shared_ptr<const typename Subtree<Data>::Rows>
+Subtree<Data>::addOrUpdate(Change& change, bool emit, EmitFailures& failed) {
+    std::shared_ptr<const Rows> old = rows_;
+    {
+        // Rows are never changed through `next` again: the const is the contract.
+        std::lock_guard lock(mu_);
+        rows_ = std::const_pointer_cast<Rows>(change.next);
+    }
+    if (emit) {
+        const char* iface = propertyTable<Data>().interface();
+        for (const auto& path : change.added) {
+            warnIfFailed(sd_bus_emit_object_added(bus_, path.c_str()), "InterfacesAdded", path,
+                         &failed);
+        }
+        for (auto& [path, names] : change.changed) {
+            warnIfFailed(sd_bus_emit_properties_changed_strv(bus_, path.c_str(), iface,
+                                                             const_cast<char**>(names.data())),
+                         "PropertiesChanged", path, &failed);
         }
     }
-    next.clear();
+    change = {};
+    return old;
 }
 
 template <typename Data>
@@ -156,7 +194,7 @@ bool Subtree<Data>::announce(const std::string& path, const char* property) {
 
 template <typename Data>
 bool Subtree<Data>::announce(const std::string& path, std::vector<const char*> properties) {
-    if (rows_.find(path) == rows_.end()) {
+    if (rows_->find(path) == rows_->end()) {
         return false;
     }
     properties.push_back(nullptr);
@@ -168,18 +206,18 @@ bool Subtree<Data>::announce(const std::string& path, std::vector<const char*> p
 }
 
 template <typename Data> void Subtree<Data>::add(const std::string& path, Data data) {
-    rows_.insert_or_assign(path, std::move(data));
+    rows_->insert_or_assign(path, std::move(data));
     warnIfFailed(sd_bus_emit_object_added(bus_, path.c_str()), "InterfacesAdded", path);
 }
 
 template <typename Data> void Subtree<Data>::remove(const std::string& path) {
-    auto it = rows_.find(path);
-    if (it == rows_.end()) {
+    auto it = rows_->find(path);
+    if (it == rows_->end()) {
         return;
     }
     // sd-bus names the interfaces the object still has: it goes after.
     warnIfFailed(sd_bus_emit_object_removed(bus_, path.c_str()), "InterfacesRemoved", path);
-    rows_.erase(it);
+    rows_->erase(it);
 }
 
 template <typename Data>
@@ -204,7 +242,7 @@ void Subtree<Data>::list(const std::string& start, uint32_t limit,
                          std::vector<ListedObject>& out) const {
     const PropertyTable<Data>& table = propertyTable<Data>();
     uint32_t n = 0;
-    for (auto it = rows_.lower_bound(start); it != rows_.end(); ++it) {
+    for (auto it = rows_->lower_bound(start); it != rows_->end(); ++it) {
         if (limit != 0 && n++ >= limit) {
             break;
         }
@@ -229,7 +267,7 @@ HostPublisher::HostPublisher(sd_bus* bus, std::string devRoot, const core::Engin
       groups_(bus, names::kGroupPrefix), devices_(bus, names::kDevicePrefix),
       vdpa_(bus, names::kVdpaPrefix), queues_(bus, names::kQueuePrefix) {}
 
-void HostPublisher::publish(const std::shared_ptr<const core::Host>& shared, bool emit) {
+PreparedHost HostPublisher::prepare(std::shared_ptr<const core::Host> shared) const {
     const core::Host& host = *shared;
     Subtree<core::IommuUnit>::Rows units;
     for (const auto& u : host.units) {
@@ -263,19 +301,29 @@ void HostPublisher::publish(const std::shared_ptr<const core::Host>& shared, boo
     for (const auto& q : host.queues) {
         queues.emplace(core::queuePath(q.name), QueueData{devRoot_, &engine_, shared, &q});
     }
+    PreparedHost out;
+    out.units = units_.prepare(std::move(units));
+    out.groups = groups_.prepare(std::move(groups));
+    out.devices = devices_.prepare(std::move(devices));
+    out.vdpa = vdpa_.prepare(std::move(vdpa));
+    out.queues = queues_.prepare(std::move(queues));
+    out.host = std::move(shared);
+    return out;
+}
 
+void HostPublisher::publish(PreparedHost host, bool emit, Retired& retired) {
     // Objects that others point at appear first and go last.
     EmitFailures failed;
-    queues_.removeMissing(queues, emit, failed);
-    vdpa_.removeMissing(vdpa, emit, failed);
-    devices_.removeMissing(devices, emit, failed);
-    groups_.removeMissing(groups, emit, failed);
-    units_.removeMissing(units, emit, failed);
-    units_.addOrUpdate(units, emit, failed);
-    groups_.addOrUpdate(groups, emit, failed);
-    devices_.addOrUpdate(devices, emit, failed);
-    vdpa_.addOrUpdate(vdpa, emit, failed);
-    queues_.addOrUpdate(queues, emit, failed);
+    queues_.removeGone(host.queues, emit, failed);
+    vdpa_.removeGone(host.vdpa, emit, failed);
+    devices_.removeGone(host.devices, emit, failed);
+    groups_.removeGone(host.groups, emit, failed);
+    units_.removeGone(host.units, emit, failed);
+    retired.push_back(units_.addOrUpdate(host.units, emit, failed));
+    retired.push_back(groups_.addOrUpdate(host.groups, emit, failed));
+    retired.push_back(devices_.addOrUpdate(host.devices, emit, failed));
+    retired.push_back(vdpa_.addOrUpdate(host.vdpa, emit, failed));
+    retired.push_back(queues_.addOrUpdate(host.queues, emit, failed));
     if (failed.count > 0) {
         log::warning("cannot emit the host's changes: " + std::to_string(failed.count) +
                          " signals not sent, the first: " + std::strerror(-failed.firstError),

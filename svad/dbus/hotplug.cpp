@@ -130,10 +130,11 @@ void Hotplug::flush() {
     // The published host is shared, not copied: the loop does nothing here that
     // grows with the host.
     boost::asio::post(worker_, [this, alive, previous = service_.sharedHost(), changes, events] {
-        std::optional<core::Host> host;
+        std::optional<ReadyHost> host;
         std::string error;
         try {
-            host = refresh_(*previous, changes);
+            // Read, then made ready here too: the loop only swaps it in.
+            host = service_.prepare(refresh_(*previous, changes));
         } catch (const std::exception& e) {
             error = e.what();
         }
@@ -146,7 +147,7 @@ void Hotplug::flush() {
     });
 }
 
-void Hotplug::finished(std::optional<core::Host> host, const std::string& error,
+void Hotplug::finished(std::optional<ReadyHost> host, const std::string& error,
                        const core::HostChanges& changes, size_t events) {
     refreshing_ = false;
     refreshingEvents_ = 0;

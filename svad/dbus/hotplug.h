@@ -9,6 +9,7 @@
 #pragma once
 
 #include "svad/core/discovery.h"
+#include "svad/dbus/host_publisher.h"
 #include "svad/ports/hotplug.h"
 
 #include <boost/asio/io_context.hpp>
@@ -17,6 +18,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 
 namespace svad::metrics {
 class Metrics;
@@ -51,7 +53,7 @@ private:
     void onEvent(const ports::HotplugEvent& event);
     void arm();
     void flush();
-    void finished(std::optional<core::Host> host, const std::string& error,
+    void finished(std::optional<ReadyHost> host, const std::string& error,
                   const core::HostChanges& changes, size_t events);
     void publishPending();
 

@@ -42,7 +42,7 @@ void RescanQueue::start() {
     scanning_ = true;
     std::weak_ptr<int> alive = alive_;
     boost::asio::post(worker_, [this, alive] {
-        std::optional<core::Host> host;
+        std::optional<ReadyHost> host;
         std::string error;
         try {
             host = scan_();
@@ -57,7 +57,7 @@ void RescanQueue::start() {
     });
 }
 
-void RescanQueue::finished(std::optional<core::Host> host, const std::string& error) {
+void RescanQueue::finished(std::optional<ReadyHost> host, const std::string& error) {
     scanning_ = false;
     std::optional<std::string> failure;
     if (host) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "svad/core/model.h"
+#include "svad/dbus/host_publisher.h"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -20,10 +21,11 @@ class RescanQueue {
 public:
     // `error` is set when the scan failed (the old host stays).
     using ScanDone = std::function<void(const std::optional<std::string>& error)>;
-    // Runs discovery on the worker: must touch nothing shared.
-    using Scan = std::function<core::Host()>;
+    // Runs discovery on the worker, and prepares what it found for the loop:
+    // must touch nothing shared but what prepare reads.
+    using Scan = std::function<ReadyHost()>;
     // Publishes a scanned host, on the loop.
-    using Apply = std::function<void(core::Host)>;
+    using Apply = std::function<void(ReadyHost)>;
 
     RescanQueue(boost::asio::io_context& io, Scan scan, Apply apply);
     ~RescanQueue();
@@ -39,7 +41,7 @@ public:
 
 private:
     void start();
-    void finished(std::optional<core::Host> host, const std::string& error);
+    void finished(std::optional<ReadyHost> host, const std::string& error);
 
     boost::asio::io_context& io_;
     Scan scan_;

@@ -12,6 +12,7 @@
 #include "svad/version.h"
 
 #include <algorithm>
+#include <malloc.h>
 #include <boost/asio/post.hpp>
 #include <cstdlib>
 #include <cstring>
@@ -48,11 +49,13 @@ Service::Service(boost::asio::io_context& io, sdbus::IConnection& connection, Bu
       contexts_(io, connection, *busProxy_, engine, identity_, hostObjects_, metrics_,
                 ContextMethods::Hooks{[this] { rescan(); }, [&loop] { loop.kick(); },
                                       options_.processUid}),
-      rescans_(io, std::move(scan), [this](core::Host host) {
-          apply(std::move(host), true);
-          reprobe();
-          loop_.kick();
-      }) {
+      rescans_(
+          io, [this, scan = std::move(scan)] { return prepare(scan()); },
+          [this](ReadyHost host) {
+              apply(std::move(host), true);
+              reprobe();
+              loop_.kick();
+          }) {
     engine_.setOffload(&offload_);
     registerAdaptor();
     compat::onSignal(*busProxy_, "org.freedesktop.DBus", "NameOwnerChanged",
@@ -108,15 +111,24 @@ uint32_t Service::WarningCount() {
 }
 
 void Service::publishInitial(core::Host host) {
-    apply(std::move(host), false);
+    apply(prepare(std::move(host)), false);
 }
 
-void Service::apply(core::Host scanned, bool emit) {
-    // One copy of the host, shared by the engine and the bus's objects.
+ReadyHost Service::prepare(core::Host scanned) const {
+    // One copy of the host, shared by the engine's index and the bus's objects.
     auto shared = std::make_shared<const core::Host>(std::move(scanned));
+    ReadyHost out;
+    out.index = std::make_shared<const core::HostIndex>(shared);
+    out.objects = hostObjects_.prepare(std::move(shared));
+    return out;
+}
+
+void Service::apply(ReadyHost ready, bool emit) {
+    const std::shared_ptr<const core::Host> shared = ready.objects.host;
     const core::Host& host = *shared;
+    Retired retired;
     warnings_.update(host);
-    hostObjects_.publish(shared, emit);
+    hostObjects_.publish(std::move(ready.objects), emit, retired);
     if (options_.onHostChanged) {
         options_.onHostChanged(host);
     }
@@ -125,7 +137,18 @@ void Service::apply(core::Host scanned, bool emit) {
     const size_t units = host.units.size();
     const size_t queues = host.queues.size();
     const size_t vdpa = host.vdpa.size();
-    engine_.setHost(std::move(shared));
+    retired.push_back(engine_.setHostIndex(std::move(ready.index)));
+    // The old rows, index and host are freed on a worker: at 16,384 functions
+    // that is tens of milliseconds the loop keeps for callers.
+    auto old = std::make_shared<Retired>(std::move(retired));
+    offload_.run(
+        [old] {
+            old->clear();
+            // A host's worth of memory was just freed: give it back rather than keep
+            // the peak of two hosts for good.
+            (void)malloc_trim(0);
+        },
+        [] {});
     (void)engine_.markDegraded(); // the observers announce each change
     lastScanUsec_ = realtimeUsec();
     ++scanCount_;
@@ -148,7 +171,7 @@ void Service::rescan(ScanDone done) {
     rescans_.request(std::move(done));
 }
 
-void Service::applyRefreshed(core::Host host) {
+void Service::applyRefreshed(ReadyHost host) {
     apply(std::move(host), true);
     rescans_.refreshed();
     loop_.kick();

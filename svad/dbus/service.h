@@ -91,8 +91,11 @@ public:
     std::shared_ptr<const core::Host> sharedHost() const { return engine_.sharedHost(); }
     // How many hosts were published (scans, rescans, hotplug re-reads).
     uint32_t scanCount() const { return scanCount_; }
-    // Publishes a host from a partial re-read (hotplug) through the rescan's diff.
-    void applyRefreshed(core::Host host);
+    // Any thread: a scanned host's rows, their differences from those published,
+    // and its index, so that publishing it costs the loop only what changed.
+    ReadyHost prepare(core::Host host) const;
+    // Publishes a host from a partial re-read (hotplug), prepared, through the rescan's diff.
+    void applyRefreshed(ReadyHost host);
     // svad is stopping: callers still waiting for a rescan get an error now.
     void stopping();
 
@@ -162,7 +165,7 @@ private:
     int refuseLargeTree(sd_bus_message* m);
     int answerListObjects(sd_bus_message* m, bool withProperties);
 
-    void apply(core::Host host, bool emit);
+    void apply(ReadyHost host, bool emit);
     // Probes the kernel again; announces KernelFeatures when they changed.
     void reprobe();
     // The sender of the call being handled; PermissionDenied without one.
