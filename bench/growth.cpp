@@ -24,6 +24,8 @@
 //   Get         Properties.Get of a vfio-pci function's Driver (median of C)
 //   alloc       AllocateContext of that function, then ReleaseContext (median of C)
 //   Ping        a Peer.Ping after each Get and each alloc (median of C each)
+//   rescan      a Rescan call (median of R), and the slowest Ping a second
+//               client, pinging without pause, got meanwhile: the loop's longest turn
 // Cold start, RSS and listing are printed per function, with the ratio of that
 // slope to the smallest host's (target 0.75-1.25: growth in proportion) and the
 // marginal slope from the size before (what a function adds, fixed costs left
@@ -53,6 +55,7 @@
 #include "svad/dbus/sdbus_compat.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -169,6 +172,8 @@ public:
     }
 
     void ping() { root_->callMethod("Ping").onInterface("org.freedesktop.DBus.Peer"); }
+
+    void rescan() { root_->callMethod("Rescan").onInterface(kManager); }
 
     sdbus::ObjectPath allocate(const std::string& vm, const std::string& device) {
         const svad::test::Allocated a = svad::test::allocateContext(*root_, vm, {device});
@@ -358,7 +363,50 @@ struct HostFigures {
     double getPingUs = 0; // Ping in turns with the Get
     double allocUs = 0;
     double allocPingUs = 0;
+    double rescanMs = 0;      // a Rescan call, median of R
+    double slowestPingUs = 0; // the slowest Ping another client got while svad rescanned
+    size_t pingsDuring = 0;
 };
+
+// Rescans `runs` times while a second client pings svad without pause: how
+// long a rescan takes, and how long the loop kept a caller waiting meanwhile.
+void measureRescan(Setup& s, int runs, HostFigures& h) {
+    Client pinger(s.bus);
+    std::atomic<bool> done{false};
+    std::vector<double> during;
+    std::string pingError;
+    std::thread t([&] {
+        try {
+            while (!done.load()) {
+                const auto p0 = Clock::now();
+                pinger.ping();
+                during.push_back(svad::test::micros(Clock::now() - p0));
+            }
+        } catch (const sdbus::Error& e) {
+            pingError = e.getName() + ": " + e.getMessage();
+        }
+    });
+    std::vector<double> rescans;
+    try {
+        for (int r = 0; r < runs; ++r) {
+            const auto r0 = Clock::now();
+            s.client->rescan();
+            rescans.push_back(ms(Clock::now() - r0));
+        }
+    } catch (const sdbus::Error& e) {
+        done = true;
+        t.join();
+        fail("Rescan: " + e.getName() + ": " + e.getMessage());
+    }
+    done = true;
+    t.join();
+    if (!pingError.empty() || during.empty()) {
+        fail("Ping during a rescan: " + (pingError.empty() ? "none answered" : pingError));
+    }
+    h.rescanMs = median(rescans);
+    h.slowestPingUs = *std::max_element(during.begin(), during.end());
+    h.pingsDuring = during.size();
+}
 
 HostFigures measureHost(Setup& s, uint32_t wanted, int runs, int calls) {
     svad::test::TempDir tree(scratchBase());
@@ -436,6 +484,7 @@ HostFigures measureHost(Setup& s, uint32_t wanted, int runs, int calls) {
             calls, [&] { s.client->release(s.client->allocate("bench-host", address)); },
             [&] { s.client->ping(); });
     });
+    measureRescan(s, runs, h);
     std::printf("  started %d times, listed %zu objects; Get and alloc on %s\n", runs, h.objects,
                 address.c_str());
     std::fflush(stdout);
@@ -713,6 +762,16 @@ void run(const std::vector<uint32_t>& functions, const std::vector<uint32_t>& co
         std::printf(")\n");
         printFlat("Properties.Get of a device's Driver", "functions", get);
         printFlat("AllocateContext+ReleaseContext, one vfio-pci function", "functions", alloc);
+        std::printf("\nRescan (median of %d), and the slowest Ping another client got meanwhile\n"
+                    "  (the loop's longest turn: it should not grow with the host)\n",
+                    runs);
+        std::printf("  %10s %12s %16s %14s %10s %8s\n", "functions", "rescan ms", "us/function",
+                    "slowest Ping", "x Ping", "pings");
+        for (const auto& h : hosts) {
+            std::printf("  %10u %12.1f %16.3f %12.1f us %9.1fx %8zu\n", h.functions, h.rescanMs,
+                        h.rescanMs * 1000 / h.functions, h.slowestPingUs,
+                        h.slowestPingUs / h.getPingUs, h.pingsDuring);
+        }
     }
     if (!held.empty()) {
         std::printf("\n== contexts held (host of %u vfio-pci functions) ==\n", contexts.back() + 1);
