@@ -48,12 +48,19 @@ core::IommuUnit unit(const std::string& name, const std::string& version = "1:0"
     return u;
 }
 
-TEST(HostPublisher, AChangeNamesWhatGoesWhatComesAndWhatDiffers) {
+// The units' subtree served on a private bus of its own.
+struct UnitsOnABus {
     svad::test::TempDir dir;
-    svad::test::PrivateBus daemon(dir.path());
-    Bus c(daemon.address());
-    Units units(c.bus, "/org/svad/Svad1/unit/");
+    svad::test::PrivateBus daemon{dir.path()};
+    Bus connection{daemon.address()};
+    Units units{connection.bus, "/org/svad/Svad1/unit/"};
     EmitFailures failed;
+};
+
+TEST(HostPublisher, AChangeNamesWhatGoesWhatComesAndWhatDiffers) {
+    UnitsOnABus t;
+    Units& units = t.units;
+    EmitFailures& failed = t.failed;
 
     auto first = units.prepare(rowsOf({unit("dmar0"), unit("dmar1")}));
     EXPECT_EQ(first.added,
@@ -82,11 +89,9 @@ TEST(HostPublisher, AChangeNamesWhatGoesWhatComesAndWhatDiffers) {
 // rescan that crossed): the second goes in after the first, and must name
 // what differs from the first, not from the rows both started from.
 TEST(HostPublisher, AChangeWorkedOutAgainstReplacedRowsIsWorkedOutAgain) {
-    svad::test::TempDir dir;
-    svad::test::PrivateBus daemon(dir.path());
-    Bus c(daemon.address());
-    Units units(c.bus, "/org/svad/Svad1/unit/");
-    EmitFailures failed;
+    UnitsOnABus t;
+    Units& units = t.units;
+    EmitFailures& failed = t.failed;
 
     auto a = units.prepare(rowsOf({unit("dmar0")}));
     auto b = units.prepare(rowsOf({unit("dmar1")}));
