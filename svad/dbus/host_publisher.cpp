@@ -116,7 +116,6 @@ template <typename Data> typename Subtree<Data>::Change Subtree<Data>::prepare(R
 }
 
 template <typename Data> void Subtree<Data>::diff(const Rows& from, Change& change) {
-    const PropertyTable<Data>& table = propertyTable<Data>();
     const Rows& to = *change.next;
     change.removed.clear();
     change.added.clear();
@@ -132,12 +131,8 @@ template <typename Data> void Subtree<Data>::diff(const Rows& from, Change& chan
             change.added.push_back(b->first);
             ++b;
         } else {
-            if (!(a->second == b->second)) {
-                // Only what changed is named (a rebind: Driver and what follows from it).
-                auto names = table.changed(a->second, b->second);
-                if (names.size() > 1) {
-                    change.changed.emplace_back(b->first, std::move(names));
-                }
+            if (!(a->second == b->second)) { // the model's values only: no engine
+                change.changed.push_back(b->first);
             }
             ++a;
             ++b;
@@ -167,20 +162,32 @@ std::shared_ptr<const typename Subtree<Data>::Rows>
 Subtree<Data>::addOrUpdate(Change& change, bool emit, EmitFailures& failed) {
     std::shared_ptr<const Rows> old = rows_;
     {
-        // Rows are never changed through `next` again: the const is the contract.
+        // Rows are never changed through `next` again (prepared_ makes add and
+        // remove refuse): the const is the contract.
         std::lock_guard lock(mu_);
         rows_ = std::const_pointer_cast<Rows>(change.next);
+        prepared_ = true;
     }
     if (emit) {
-        const char* iface = propertyTable<Data>().interface();
+        const PropertyTable<Data>& table = propertyTable<Data>();
         for (const auto& path : change.added) {
             warnIfFailed(sd_bus_emit_object_added(bus_, path.c_str()), "InterfacesAdded", path,
                          &failed);
         }
-        for (auto& [path, names] : change.changed) {
-            warnIfFailed(sd_bus_emit_properties_changed_strv(bus_, path.c_str(), iface,
-                                                             const_cast<char**>(names.data())),
-                         "PropertiesChanged", path, &failed);
+        for (const auto& path : change.changed) {
+            auto before = old->find(path);
+            auto after = rows_->find(path);
+            if (before == old->end() || after == rows_->end()) {
+                continue;
+            }
+            // Only what changed is named (a rebind: Driver and what follows from it).
+            std::vector<const char*> names = table.changed(before->second, after->second);
+            if (names.size() > 1) {
+                warnIfFailed(sd_bus_emit_properties_changed_strv(bus_, path.c_str(),
+                                                                 table.interface(),
+                                                                 const_cast<char**>(names.data())),
+                             "PropertiesChanged", path, &failed);
+            }
         }
     }
     change = {};
@@ -206,11 +213,17 @@ bool Subtree<Data>::announce(const std::string& path, std::vector<const char*> p
 }
 
 template <typename Data> void Subtree<Data>::add(const std::string& path, Data data) {
+    if (prepared_) {
+        throw std::logic_error("svad: " + prefix_ + " is published whole: no row is added alone");
+    }
     rows_->insert_or_assign(path, std::move(data));
     warnIfFailed(sd_bus_emit_object_added(bus_, path.c_str()), "InterfacesAdded", path);
 }
 
 template <typename Data> void Subtree<Data>::remove(const std::string& path) {
+    if (prepared_) {
+        throw std::logic_error("svad: " + prefix_ + " is published whole: no row goes alone");
+    }
     auto it = rows_->find(path);
     if (it == rows_->end()) {
         return;

@@ -44,7 +44,9 @@ public:
         std::shared_ptr<const Rows> next;
         std::vector<std::string> removed;
         std::vector<std::string> added;
-        std::vector<std::pair<std::string, std::vector<const char*>>> changed; // null-ended
+        // Rows whose values differ; which properties is worked out on the loop, as a
+        // property may read the engine (HeldBy), which only the loop may.
+        std::vector<std::string> changed;
     };
     // Registers the kind's interface on `bus` for every path under `prefix`
     // ("/org/svad/Svad1/device/"); throws when sd-bus refuses.
@@ -89,9 +91,11 @@ private:
 
     sd_bus* bus_;
     std::string prefix_; // with its trailing '/'
-    // Replaced whole by addOrUpdate (changed in place only by add and remove);
-    // the loop reads it freely, prepare under mu_, which guards the pointer.
+    // Replaced whole by addOrUpdate (changed in place only by add and remove,
+    // on a kind never prepared); the loop reads it freely, prepare under mu_,
+    // which guards the pointer.
     std::shared_ptr<Rows> rows_ = std::make_shared<Rows>();
+    bool prepared_ = false; // rows_ came from prepare: add and remove refuse
     mutable std::mutex mu_;
     sd_bus_slot* vtableSlot_ = nullptr;
     sd_bus_slot* enumeratorSlot_ = nullptr;
