@@ -12,10 +12,10 @@
 #include "svad/version.h"
 
 #include <algorithm>
-#include <malloc.h>
 #include <boost/asio/post.hpp>
 #include <cstdlib>
 #include <cstring>
+#include <malloc.h>
 #include <systemd/sd-bus.h>
 
 namespace svad::dbus {
