@@ -468,10 +468,10 @@ bool isWorkQueueName(const std::string& n) {
            parseDec(n.substr(dot + 1));
 }
 
-// An entry of `previous` (a queue or a vDPA device) by name, to be kept as it is
-// when its parent function is not among `affected` (a partial re-read after PCI
-// events: a change of the entry itself comes with an event of its own, which
-// reads them all).
+// An entry of `previous` (a queue or a vDPA device) by name, to be kept as it is,
+// link and all, when its parent function is not among `affected` (a partial
+// re-read after PCI events). A change of the entry itself comes with an event of
+// its own, which reads them all; one that came or went shows in the listing.
 template <typename Item> class Keep {
 public:
     Keep(const std::vector<Item>* previous, const std::set<std::string>* affected)
@@ -482,13 +482,12 @@ public:
             }
         }
     }
-    const Item* find(const std::string& name, const std::string& parent) const {
-        if (parent.empty()) {
-            return nullptr; // no parent found: no event would name it, so it is read again
-        }
+    // None without a previous host, for an entry that was not there, one below an
+    // affected function, or one whose parent was not found (no event would name it).
+    const Item* unchanged(const std::string& name) const {
         auto it = byName_.find(name);
-        if (it == byName_.end() || it->second->parentDevice != parent ||
-            affected_->count(parent) != 0) {
+        if (it == byName_.end() || it->second->parentDevice.empty() ||
+            affected_->count(it->second->parentDevice) != 0) {
             return nullptr;
         }
         return it->second;
@@ -511,6 +510,10 @@ void discoverQueues(const ports::Sysfs& fs, Host& host,
         if (!isWorkQueueName(name)) {
             continue; // dsaK, iaxK, engineK.E, groupK.G live on the same bus
         }
+        if (const SiovQueue* kept = keep.unchanged(name)) {
+            host.queues.push_back(*kept);
+            continue;
+        }
         SiovQueue q;
         q.name = name;
         Warnings w(q.warnings);
@@ -522,10 +525,6 @@ void discoverQueues(const ports::Sysfs& fs, Host& host,
                 q.idxdDevice = *std::next(self);
             }
             q.parentDevice = pciParentOf(comps, name);
-        }
-        if (const SiovQueue* kept = keep.find(name, q.parentDevice)) {
-            host.queues.push_back(*kept);
-            continue;
         }
         if (q.parentDevice.empty()) {
             w.add("parent accelerator not found");
@@ -563,6 +562,10 @@ void discoverVdpa(const ports::Sysfs& fs, Host& host,
     }
     const Keep<VdpaDevice> keep(previous, affected);
     for (const auto& name : *names) {
+        if (const VdpaDevice* kept = keep.unchanged(name)) {
+            host.vdpa.push_back(*kept);
+            continue;
+        }
         VdpaDevice v;
         v.name = name;
         const std::string dir = "bus/vdpa/devices/" + name;
@@ -581,11 +584,6 @@ void discoverVdpa(const ports::Sysfs& fs, Host& host,
                     v.mgmtdev = *std::next(self);
                 }
             }
-        }
-        if (const VdpaDevice* kept = keep.find(name, v.parentDevice);
-            kept != nullptr && kept->mgmtdev == v.mgmtdev) {
-            host.vdpa.push_back(*kept);
-            continue;
         }
         Warnings vw(v.warnings);
         v.driver = driverOf(fs, dir, vw);
@@ -781,13 +779,30 @@ Host refresh(const ports::Sysfs& fs, const Host& previous, const HostChanges& ch
         }
     }
 
+    // A function named that svad did not have is one that came, whatever the event said.
+    const bool cameOrWent = changes.pciAddedOrRemoved ||
+                            std::any_of(changes.pci.begin(), changes.pci.end(),
+                                        [&old](const std::string& a) { return old.count(a) == 0; });
+    const bool listed = changes.units || cameOrWent;
     Host host;
-    if (changes.units || changes.pciAddedOrRemoved) {
+    ScanPlan p;
+    if (listed) {
         discoverUnits(fs, host); // a unit lists its functions
+        p = plan(fs, host);
     } else {
+        // Nothing came or went: the functions and groups are those of before, and
+        // so are the warnings their listings gave; nothing is listed again.
         host.units = previous.units;
+        host.warnings = previous.warnings;
+        for (const auto& g : previous.groups) {
+            p.groups.emplace_back(g.id, std::to_string(g.id));
+        }
+        for (const auto& d : previous.devices) {
+            p.devices.push_back(d.address);
+        }
+        host.groups.resize(p.groups.size());
+        host.devices.resize(p.devices.size());
     }
-    ScanPlan p = plan(fs, host);
     std::vector<size_t> reread;
     for (size_t i = 0; i < p.devices.size(); ++i) {
         const std::string& a = p.devices[i];
@@ -804,10 +819,16 @@ Host refresh(const ports::Sysfs& fs, const Host& previous, const HostChanges& ch
     for (size_t i = 0; i < host.devices.size(); ++i) {
         index.emplace(host.devices[i].address, i);
     }
+    std::unordered_map<uint32_t, const IommuGroup*> oldGroups;
+    for (const auto& g : previous.groups) {
+        oldGroups.emplace(g.id, &g);
+    }
+    bool unlistedHolds = true; // what was taken from `previous` unlisted is still so
     for (size_t i : reread) {
         const PciDevice& d = host.devices[i];
         if (d.group) {
             groups.insert(*d.group);
+            unlistedHolds = unlistedHolds && oldGroups.count(*d.group) != 0;
         }
         std::vector<std::string> related = d.virtfns;
         if (!d.physfn.empty()) {
@@ -817,13 +838,24 @@ Host refresh(const ports::Sysfs& fs, const Host& previous, const HostChanges& ch
             if (affected.insert(r).second) {
                 if (auto it = index.find(r); it != index.end()) {
                     host.devices[it->second] = readPciDevice(fs, r);
+                } else {
+                    unlistedHolds = false; // a PF or VF svad does not have
                 }
             }
         }
     }
-    std::unordered_map<uint32_t, const IommuGroup*> oldGroups;
-    for (const auto& g : previous.groups) {
-        oldGroups.emplace(g.id, &g);
+    if (!listed) {
+        // VFIO's no-IOMMU mode makes a group when a function binds and frees it on the
+        // unbind, with no event but the function's: a group named that was not there,
+        // or one that went, means listing after all.
+        for (uint32_t id : groups) {
+            unlistedHolds = unlistedHolds && fs.exists("kernel/iommu_groups/" + std::to_string(id));
+        }
+        if (!unlistedHolds) {
+            HostChanges listing = changes;
+            listing.pciAddedOrRemoved = true;
+            return refresh(fs, previous, listing);
+        }
     }
     for (size_t i = 0; i < p.groups.size(); ++i) {
         const auto& [id, name] = p.groups[i];

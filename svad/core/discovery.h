@@ -32,9 +32,10 @@ struct HostChanges {
 
 // A new host from `previous` and the changes: only the PCI functions named
 // (with their PF or VFs) and the groups holding them are read again; group
-// viability is recomputed; units are read again when a function came or went,
-// queues and vDPA devices below the functions read again (all of them after an
-// event of their own). Everything else is copied.
+// viability is recomputed; units, and the lists of functions and groups, are
+// read again only when a function came or went; queues and vDPA devices below
+// the functions are read again (all of them after an event of their own), the
+// others kept without reading even their links. Everything else is copied.
 Host refresh(const ports::Sysfs& sysfs, const Host& previous, const HostChanges& changes);
 
 } // namespace svad::core

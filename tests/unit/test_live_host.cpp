@@ -9,6 +9,7 @@
 #include "svad/linux/sysfs_reader.h"
 #include "svad/metrics/metrics.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
@@ -214,6 +215,180 @@ TEST(Refresh, KeepsTheQueuesAndUnitsOfFunctionsNoEventNamed) {
     EXPECT_EQ(all.vdpa, full.vdpa);
     EXPECT_EQ(all.units, full.units);
     EXPECT_NE(all.units, previous.units);
+}
+
+// A reader that records what it is asked for, in order.
+class RecordingSysfs final : public ports::Sysfs {
+public:
+    explicit RecordingSysfs(const std::string& root) : inner_(root) {}
+    ports::Read<std::string> readText(const std::string& path) const override {
+        asked.push_back("read " + path);
+        return inner_.readText(path);
+    }
+    ports::Read<std::vector<uint8_t>> readBinary(const std::string& path,
+                                                 size_t maxBytes) const override {
+        asked.push_back("read " + path);
+        return inner_.readBinary(path, maxBytes);
+    }
+    std::optional<std::vector<std::string>> list(const std::string& path) const override {
+        asked.push_back("list " + path);
+        return inner_.list(path);
+    }
+    std::optional<std::string> readLink(const std::string& path) const override {
+        asked.push_back("link " + path);
+        return inner_.readLink(path);
+    }
+    bool exists(const std::string& path) const override {
+        asked.push_back("exists " + path);
+        return inner_.exists(path);
+    }
+    bool askedFor(const std::string& what) const {
+        return std::find(asked.begin(), asked.end(), what) != asked.end();
+    }
+    mutable std::vector<std::string> asked;
+
+private:
+    linux_impl::SysfsReader inner_;
+};
+
+// A lone bind costs what changed, not what the host holds: neither the lists of
+// functions and groups nor the links of queues and vDPA devices below other
+// functions are read again, and the result is still that of a full scan.
+TEST(Refresh, ABindListsNoFunctionsAndFollowsNoOtherLinks) {
+    auto spec = host();
+    hostgen::DeviceSpec dsa;
+    dsa.address = "0000:6a:01.0";
+    dsa.device = 0x0b25;
+    dsa.driver = "idxd";
+    dsa.group = 3;
+    dsa.iommu = "dmar0";
+    dsa.idxdName = "dsa0";
+    hostgen::QueueSpec wq;
+    wq.name = "wq0.0";
+    dsa.queues.push_back(wq);
+    spec.devices.push_back(dsa);
+    device(spec, "0000:3b:00.0").vdpa.push_back(hostgen::VdpaSpec{"vdpa0", "vhost_vdpa", ""});
+    Dir before;
+    hostgen::writeTree(spec, before.path());
+    // An entry that is no function: its warning is the listing's, and stays.
+    std::filesystem::create_directory(before.path() + "/sys/bus/pci/devices/junk");
+    const core::Host previous = discoverAt(before.path());
+    ASSERT_EQ(previous.queues.size(), 1U);
+    ASSERT_EQ(previous.vdpa.size(), 1U);
+    ASSERT_EQ(previous.warnings.size(), 1U);
+
+    device(spec, "0000:5e:00.0").driver = "vfio-pci";
+    Dir after;
+    hostgen::writeTree(spec, after.path());
+    std::filesystem::create_directory(after.path() + "/sys/bus/pci/devices/junk");
+    core::HostChanges changes;
+    changes.pci.insert("0000:5e:00.0");
+    const RecordingSysfs reader(after.path() + "/sys");
+    const core::Host next = core::refresh(reader, previous, changes);
+    EXPECT_FALSE(reader.askedFor("list bus/pci/devices"));
+    EXPECT_FALSE(reader.askedFor("list kernel/iommu_groups"));
+    EXPECT_FALSE(reader.askedFor("link bus/dsa/devices/wq0.0"));
+    EXPECT_FALSE(reader.askedFor("link bus/vdpa/devices/vdpa0"));
+    EXPECT_TRUE(reader.askedFor("link bus/pci/devices/0000:5e:00.0/driver"));
+    const core::Host full = discoverAt(after.path());
+    EXPECT_EQ(next.devices, full.devices);
+    EXPECT_EQ(next.groups, full.groups);
+    EXPECT_EQ(next.queues, full.queues);
+    EXPECT_EQ(next.vdpa, full.vdpa);
+    EXPECT_EQ(next.warnings, full.warnings);
+
+    // An event for the DSA function reads its queue again, link and all.
+    core::HostChanges dsaChanged;
+    dsaChanged.pci.insert("0000:6a:01.0");
+    const RecordingSysfs again(after.path() + "/sys");
+    (void)core::refresh(again, previous, dsaChanged);
+    EXPECT_TRUE(again.askedFor("link bus/dsa/devices/wq0.0"));
+    EXPECT_FALSE(again.askedFor("link bus/vdpa/devices/vdpa0"));
+}
+
+// A function svad did not have is listed whatever its event said (a "bind" for
+// it, its "add" never seen).
+TEST(Refresh, AnUnknownFunctionIsListedEvenWithoutAnAdd) {
+    auto spec = host();
+    Dir before;
+    hostgen::writeTree(spec, before.path());
+    const core::Host previous = discoverAt(before.path());
+    hostgen::DeviceSpec extra;
+    extra.address = "0000:5e:00.1";
+    extra.driver = "nvme";
+    extra.group = 3;
+    extra.iommu = "dmar0";
+    spec.devices.push_back(extra);
+    Dir after;
+    hostgen::writeTree(spec, after.path());
+    core::HostChanges changes;
+    changes.pci.insert("0000:5e:00.1");
+    const core::Host next =
+        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    EXPECT_EQ(next.devices, discoverAt(after.path()).devices);
+    EXPECT_EQ(next.devices.size(), previous.devices.size() + 1);
+}
+
+// VFIO's no-IOMMU mode: binding vfio-pci makes a group and the unbind frees it,
+// with no event but the function's. The refresh lists the groups after all.
+TEST(Refresh, AGroupMadeOrFreedByABindIsFollowed) {
+    auto without = host();
+    device(without, "0000:5e:00.0").group.reset();
+    device(without, "0000:5e:00.0").driver = "";
+    auto with = without;
+    with.groups.push_back(hostgen::GroupSpec{9, "DMA", {}});
+    device(with, "0000:5e:00.0").group = 9;
+    device(with, "0000:5e:00.0").driver = "vfio-pci";
+    Dir a;
+    Dir b;
+    hostgen::writeTree(without, a.path());
+    hostgen::writeTree(with, b.path());
+    core::HostChanges changes;
+    changes.pci.insert("0000:5e:00.0");
+
+    const core::Host unbound = discoverAt(a.path());
+    const core::Host bound =
+        core::refresh(linux_impl::SysfsReader(b.path() + "/sys"), unbound, changes);
+    const core::Host fullBound = discoverAt(b.path());
+    // The generator numbers VFIO cdevs in order: only the groups and the function
+    // compare whole (the others' cdevs were renumbered, with no event).
+    auto nvme = [](const core::Host& h) {
+        for (const auto& d : h.devices) {
+            if (d.address == "0000:5e:00.0") {
+                return d;
+            }
+        }
+        return core::PciDevice{};
+    };
+    EXPECT_EQ(bound.groups, fullBound.groups);
+    EXPECT_EQ(nvme(bound), nvme(fullBound));
+    EXPECT_EQ(nvme(bound).group, std::optional<uint32_t>(9));
+
+    const core::Host freed =
+        core::refresh(linux_impl::SysfsReader(a.path() + "/sys"), fullBound, changes);
+    EXPECT_EQ(freed.groups, unbound.groups);
+    EXPECT_EQ(nvme(freed), nvme(unbound));
+    EXPECT_FALSE(nvme(freed).group.has_value());
+}
+
+// A PF's event without its new VF's "add" (udev delivers them apart): the VF it
+// names is a function svad did not have, so the functions are listed after all.
+TEST(Refresh, AVfNamedByItsPfIsListedWithoutItsAdd) {
+    Dir before;
+    Dir after;
+    auto spec = host();
+    hostgen::writeTree(spec, before.path());
+    spec.devices[0].sriov->numVfs = 3;
+    hostgen::writeTree(spec, after.path());
+    const core::Host previous = discoverAt(before.path());
+    core::HostChanges changes;
+    changes.pci.insert("0000:3b:00.0");
+    const core::Host next =
+        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host full = discoverAt(after.path());
+    EXPECT_EQ(next.devices, full.devices);
+    EXPECT_EQ(next.groups, full.groups);
+    EXPECT_EQ(next.devices.size(), previous.devices.size() + 1);
 }
 
 TEST(Refresh, NoChangesCopiesThePreviousHost) {
