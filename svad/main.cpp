@@ -308,6 +308,16 @@ int main(int argc, char** argv) {
                 std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count());
         };
         raiseFileLimit();
+        // The hotplug monitor listens before the scan: an event that comes while the
+        // host is read waits in its socket, and none falls between the scan and the
+        // start of hotplug (a later event names only its own function). Without one
+        // svad still serves (SIGHUP rescans).
+        std::unique_ptr<svad::linux_impl::UdevMonitor> udev;
+        try {
+            udev = std::make_unique<svad::linux_impl::UdevMonitor>(io);
+        } catch (const svad::linux_impl::UdevError& e) {
+            svad::log::warning(std::string("hotplug disabled: ") + e.what());
+        }
         auto t0 = Clock::now();
         svad::core::Host host = scan();
         svad::log::debug("initial scan done", {{"MS", msSince(t0)}});
@@ -547,11 +557,9 @@ int main(int argc, char** argv) {
                                {"AUTO_BIND_GIVEN_BACK", std::to_string(restored.givenBack)}});
         }
         svad::log::debug("objects registered", {{"MS", msSince(t1)}});
-        // Hotplug: a libudev monitor on this loop; without one svad still serves (SIGHUP rescans).
-        std::unique_ptr<svad::linux_impl::UdevMonitor> udev;
+        // Hotplug: the libudev monitor, on this loop.
         std::unique_ptr<svad::dbus::Hotplug> hotplug;
-        try {
-            udev = std::make_unique<svad::linux_impl::UdevMonitor>(io);
+        if (udev) {
             hotplug = std::make_unique<svad::dbus::Hotplug>(
                 io, *service, *udev,
                 [sysfsRoot](const svad::core::Host& previous,
@@ -561,8 +569,6 @@ int main(int argc, char** argv) {
                 },
                 metrics.get(), opts.hotplugSettle);
             hotplug->start();
-        } catch (const svad::linux_impl::UdevError& e) {
-            svad::log::warning(std::string("hotplug disabled: ") + e.what());
         }
         try {
             svad::dbus::compat::requestName(*connection, std::string(svad::names::kService));
