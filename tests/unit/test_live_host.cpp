@@ -306,6 +306,40 @@ TEST(Refresh, ABindListsNoFunctionsAndFollowsNoOtherLinks) {
     EXPECT_FALSE(again.askedFor("link bus/vdpa/devices/vdpa0"));
 }
 
+// After PCI events the queue and vDPA listings are still read: an entry that
+// went is dropped and one that came is read, whichever function the event named.
+TEST(Refresh, QueuesAndVdpaDevicesThatCameOrWentFollowTheirListings) {
+    auto spec = host();
+    hostgen::DeviceSpec dsa;
+    dsa.address = "0000:6a:01.0";
+    dsa.device = 0x0b25;
+    dsa.driver = "idxd";
+    dsa.group = 3;
+    dsa.iommu = "dmar0";
+    dsa.idxdName = "dsa0";
+    hostgen::QueueSpec wq;
+    wq.name = "wq0.0";
+    dsa.queues.push_back(wq);
+    spec.devices.push_back(dsa);
+    device(spec, "0000:3b:00.0").vdpa.push_back(hostgen::VdpaSpec{"vdpa0", "vhost_vdpa", ""});
+    Dir before;
+    hostgen::writeTree(spec, before.path());
+    const core::Host previous = discoverAt(before.path());
+
+    device(spec, "0000:6a:01.0").queues[0].name = "wq0.1";
+    device(spec, "0000:3b:00.0").vdpa.clear();
+    Dir after;
+    hostgen::writeTree(spec, after.path());
+    core::HostChanges changes;
+    changes.pci.insert("0000:17:00.0");
+    const core::Host next =
+        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host full = discoverAt(after.path());
+    ASSERT_EQ(next.queues.size(), 1U);
+    EXPECT_EQ(next.queues, full.queues);
+    EXPECT_TRUE(next.vdpa.empty());
+}
+
 // A function svad did not have is listed whatever its event said (a "bind" for
 // it, its "add" never seen).
 TEST(Refresh, AnUnknownFunctionIsListedEvenWithoutAnAdd) {
