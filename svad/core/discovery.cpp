@@ -824,12 +824,9 @@ Host refresh(const ports::Sysfs& fs, const Host& previous, const HostChanges& ch
         oldGroups.emplace(g.id, &g);
     }
     bool unlistedHolds = true; // what was taken from `previous` unlisted is still so
+    std::vector<size_t> relatives;
     for (size_t i : reread) {
         const PciDevice& d = host.devices[i];
-        if (d.group) {
-            groups.insert(*d.group);
-            unlistedHolds = unlistedHolds && oldGroups.count(*d.group) != 0;
-        }
         std::vector<std::string> related = d.virtfns;
         if (!d.physfn.empty()) {
             related.push_back(d.physfn);
@@ -838,16 +835,34 @@ Host refresh(const ports::Sysfs& fs, const Host& previous, const HostChanges& ch
             if (affected.insert(r).second) {
                 if (auto it = index.find(r); it != index.end()) {
                     host.devices[it->second] = readPciDevice(fs, r);
+                    relatives.push_back(it->second);
+                    if (auto was = old.find(r); was != old.end() && was->second->group) {
+                        groups.insert(*was->second->group);
+                    }
                 } else {
                     unlistedHolds = false; // a PF or VF svad does not have
                 }
             }
         }
     }
+    reread.insert(reread.end(), relatives.begin(), relatives.end());
+    for (size_t i : reread) {
+        const PciDevice& d = host.devices[i];
+        if (d.group) {
+            groups.insert(*d.group);
+            unlistedHolds = unlistedHolds && oldGroups.count(*d.group) != 0;
+        }
+    }
     if (!listed) {
-        // VFIO's no-IOMMU mode makes a group when a function binds and frees it on the
-        // unbind, with no event but the function's: a group named that was not there,
-        // or one that went, means listing after all.
+        // The kernel sends a function's "unbind" before its "remove", and its
+        // directory may be gone by the time it is read; and VFIO's no-IOMMU mode makes a group when
+        // a function binds and frees it on the unbind, with no event but the
+        // function's. A function or group read again that is not there, or a group
+        // named that was not there before, means listing after all.
+        for (size_t i : reread) {
+            unlistedHolds =
+                unlistedHolds && fs.exists("bus/pci/devices/" + host.devices[i].address);
+        }
         for (uint32_t id : groups) {
             unlistedHolds = unlistedHolds && fs.exists("kernel/iommu_groups/" + std::to_string(id));
         }

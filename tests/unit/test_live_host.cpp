@@ -405,6 +405,27 @@ TEST(Refresh, AGroupMadeOrFreedByABindIsFollowed) {
     EXPECT_FALSE(nvme(freed).group.has_value());
 }
 
+// Hot-unplug: the kernel sends "unbind" before "remove", and the function's
+// directory may be gone when the unbind is read. Its group stays (another
+// function is in it), so only the function itself tells: it is listed away.
+TEST(Refresh, AFunctionGoneBeforeItsRemoveIsListedAway) {
+    Dir before;
+    Dir after;
+    auto spec = host();
+    hostgen::writeTree(spec, before.path());
+    std::erase_if(spec.devices, [](const auto& d) { return d.address == "0000:17:00.1"; });
+    hostgen::writeTree(spec, after.path());
+    const core::Host previous = discoverAt(before.path());
+    core::HostChanges changes;
+    changes.pci.insert("0000:17:00.1"); // its "unbind"
+    const core::Host next =
+        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host full = discoverAt(after.path());
+    EXPECT_EQ(next.devices, full.devices);
+    EXPECT_EQ(next.groups, full.groups);
+    EXPECT_EQ(next.devices.size(), previous.devices.size() - 1);
+}
+
 // A PF's event without its new VF's "add" (udev delivers them apart): the VF it
 // names is a function svad did not have, so the functions are listed after all.
 TEST(Refresh, AVfNamedByItsPfIsListedWithoutItsAdd) {
