@@ -15,27 +15,32 @@
 // runs it on a synthesized host of F functions (with its work queues and vDPA
 // devices) instead, flipping the first bound function that is neither a PF
 // nor a VF, so that what a lone event costs can be compared across sizes.
-// The harness's own share: a libudev monitor of this program receives the
-// same uevent, so the time umockdev takes to deliver one (no svad involved)
-// is measured beside it, and svad's part is the difference, event by event.
+// The harness's own share: a libudev monitor of this program, waiting on a
+// thread of its own as svad's loop does, receives the same uevent (umockdev
+// sends it to each monitor in turn), so what umockdev takes to deliver one is
+// measured beside svad's signal, and svad's part is the difference, event by
+// event: an estimate, since which monitor umockdev serves first is not fixed.
 // The program runs itself under umockdev-wrapper when it is not already.
 #include "fixture.h"
 #include "svad/hostgen/hostgen.h"
 #include "testbed.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <libudev.h>
 #include <mutex>
 #include <poll.h>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
+#include <sys/eventfd.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -103,19 +108,46 @@ private:
     Clock::time_point seen_;
 };
 
-// A libudev monitor of this program for PCI uevents: when one arrives.
+// A libudev monitor of this program for PCI uevents, waiting on a thread of its
+// own as svad's loop waits on its monitor: when each one arrived.
 class DeliveryWatch {
 public:
     DeliveryWatch() : udev_(udev_new()) {
+        // umockdev's preload names a monitor's socket after its fd number
+        // ($UMOCKDEV_DIR/eventN) and replaces one already there: the bench's monitor
+        // must not get the number svad's has in its own process. Such numbers are
+        // held while the monitor is made.
+        std::vector<int> held;
+        const char* dir = std::getenv("UMOCKDEV_DIR");
+        for (int fd = ::eventfd(0, EFD_CLOEXEC); fd >= 0; fd = ::eventfd(0, EFD_CLOEXEC)) {
+            std::string socket = dir == nullptr ? "" : dir;
+            socket += "/event";
+            socket += std::to_string(fd);
+            if (dir == nullptr || !std::filesystem::exists(socket)) {
+                ::close(fd);
+                break;
+            }
+            held.push_back(fd);
+        }
         if (udev_ != nullptr) {
             monitor_ = udev_monitor_new_from_netlink(udev_, "udev");
+        }
+        for (int fd : held) {
+            ::close(fd);
         }
         ok_ = monitor_ != nullptr &&
               udev_monitor_filter_add_match_subsystem_devtype(monitor_, "pci", nullptr) >= 0 &&
               udev_monitor_enable_receiving(monitor_) >= 0;
+        if (ok_) {
+            thread_ = std::thread([this] { run(); });
+        }
     }
     bool ok() const { return ok_; }
     ~DeliveryWatch() {
+        stop_ = true;
+        if (thread_.joinable()) {
+            thread_.join();
+        }
         if (monitor_ != nullptr) {
             udev_monitor_unref(monitor_);
         }
@@ -124,27 +156,42 @@ public:
     DeliveryWatch(const DeliveryWatch&) = delete;
     DeliveryWatch& operator=(const DeliveryWatch&) = delete;
 
-    // When the next uevent was received, or nullopt after 5 s.
+    // When the next uevent arrived, or nullopt after 5 s.
     std::optional<Clock::time_point> next() {
-        pollfd p{udev_monitor_get_fd(monitor_), POLLIN, 0};
-        const auto deadline = Clock::now() + std::chrono::seconds(5);
-        while (Clock::now() < deadline) {
-            if (::poll(&p, 1, 100) <= 0) {
-                continue;
-            }
-            if (udev_device* dev = udev_monitor_receive_device(monitor_); dev != nullptr) {
-                const auto at = Clock::now();
-                udev_device_unref(dev);
-                return at;
-            }
+        std::unique_lock l(m_);
+        if (!cv_.wait_for(l, std::chrono::seconds(5), [this] { return !arrivals_.empty(); })) {
+            return std::nullopt;
         }
-        return std::nullopt;
+        const auto at = arrivals_.front();
+        arrivals_.pop_front();
+        return at;
     }
 
 private:
+    void run() {
+        pollfd p{udev_monitor_get_fd(monitor_), POLLIN, 0};
+        while (!stop_) {
+            if (::poll(&p, 1, 100) <= 0) {
+                continue;
+            }
+            while (udev_device* dev = udev_monitor_receive_device(monitor_)) {
+                const auto at = Clock::now();
+                udev_device_unref(dev);
+                std::lock_guard g(m_);
+                arrivals_.push_back(at);
+                cv_.notify_all();
+            }
+        }
+    }
+
     udev* udev_;
     udev_monitor* monitor_ = nullptr;
     bool ok_ = false;
+    std::atomic<bool> stop_{false};
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::deque<Clock::time_point> arrivals_;
+    std::thread thread_;
 };
 
 std::string objectPathOf(std::string address) {
