@@ -15,6 +15,11 @@ namespace {
 // Events read in one turn of the loop at most, so that a storm cannot starve the bus.
 constexpr int kBatch = 256;
 
+// The monitor listens from before the first scan, and a burst (256 VFs made at
+// once are several hundred events) should wait there rather than overflow into
+// a full rescan: the receive buffer size systemd-udevd asks for its own monitor.
+constexpr int kReceiveBuffer = 128 * 1024 * 1024;
+
 std::string orEmpty(const char* s) {
     return s != nullptr ? std::string(s) : std::string();
 }
@@ -50,6 +55,11 @@ UdevMonitor::UdevMonitor(boost::asio::io_context& io) : descriptor_(io) {
     }
     if (int r = udev_monitor_enable_receiving(monitor_); r < 0) {
         fail("udev_monitor_enable_receiving", r);
+    }
+    // Beyond net.core.rmem_max only with CAP_NET_ADMIN; without it the smaller
+    // buffer serves, and an overflow is still caught (ENOBUFS: a full rescan).
+    if (int r = udev_monitor_set_receive_buffer_size(monitor_, kReceiveBuffer); r < 0) {
+        log::debug(std::string("udev monitor: receive buffer left as it is: ") + std::strerror(-r));
     }
     // The descriptor waits on a duplicate: the monitor keeps (and closes) its own fd.
     int fd = ::fcntl(udev_monitor_get_fd(monitor_), F_DUPFD_CLOEXEC, 0);
