@@ -251,10 +251,9 @@ private:
     linux_impl::SysfsReader inner_;
 };
 
-// A lone bind costs what changed, not what the host holds: neither the lists of
-// functions and groups nor the links of queues and vDPA devices below other
-// functions are read again, and the result is still that of a full scan.
-TEST(Refresh, ABindListsNoFunctionsAndFollowsNoOtherLinks) {
+// host() with a DSA function 0000:6a:01.0 and its queue wq0.0, and a vDPA
+// device vdpa0 below the NIC.
+hostgen::HostSpec hostWithQueueAndVdpa() {
     auto spec = host();
     hostgen::DeviceSpec dsa;
     dsa.address = "0000:6a:01.0";
@@ -268,6 +267,14 @@ TEST(Refresh, ABindListsNoFunctionsAndFollowsNoOtherLinks) {
     dsa.queues.push_back(wq);
     spec.devices.push_back(dsa);
     device(spec, "0000:3b:00.0").vdpa.push_back(hostgen::VdpaSpec{"vdpa0", "vhost_vdpa", ""});
+    return spec;
+}
+
+// A lone bind costs what changed, not what the host holds: neither the lists of
+// functions and groups nor the links of queues and vDPA devices below other
+// functions are read again, and the result is still that of a full scan.
+TEST(Refresh, ABindListsNoFunctionsAndFollowsNoOtherLinks) {
+    auto spec = hostWithQueueAndVdpa();
     Dir before;
     hostgen::writeTree(spec, before.path());
     // An entry that is no function: its warning is the listing's, and stays.
@@ -309,19 +316,7 @@ TEST(Refresh, ABindListsNoFunctionsAndFollowsNoOtherLinks) {
 // After PCI events the queue and vDPA listings are still read: an entry that
 // went is dropped and one that came is read, whichever function the event named.
 TEST(Refresh, QueuesAndVdpaDevicesThatCameOrWentFollowTheirListings) {
-    auto spec = host();
-    hostgen::DeviceSpec dsa;
-    dsa.address = "0000:6a:01.0";
-    dsa.device = 0x0b25;
-    dsa.driver = "idxd";
-    dsa.group = 3;
-    dsa.iommu = "dmar0";
-    dsa.idxdName = "dsa0";
-    hostgen::QueueSpec wq;
-    wq.name = "wq0.0";
-    dsa.queues.push_back(wq);
-    spec.devices.push_back(dsa);
-    device(spec, "0000:3b:00.0").vdpa.push_back(hostgen::VdpaSpec{"vdpa0", "vhost_vdpa", ""});
+    auto spec = hostWithQueueAndVdpa();
     Dir before;
     hostgen::writeTree(spec, before.path());
     const core::Host previous = discoverAt(before.path());
