@@ -81,9 +81,19 @@ for t in "${targets[@]}"; do
   [ -d "$kept" ] && corpora+=("$kept")
   log=$build/fuzz-$t.log
   # A timeout of 10 s per input, 2 GiB at most: a hang or a blow-up is a finding too.
+  began=$(date +%s)
+  rc=0
   # shellcheck disable=SC2086 # FUZZ_ARGS is a list of options
-  if ! "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="$crashes/" ${FUZZ_ARGS-} "${corpora[@]}" >"$log" 2>&1; then
+  "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    -artifact_prefix="$crashes/" ${FUZZ_ARGS-} "${corpora[@]}" >"$log" 2>&1 || rc=$?
+  if [ "$rc" -eq 72 ] && grep -q 'libFuzzer: run interrupted' "$log"; then
+    # Stopped by SIGINT or SIGTERM (libFuzzer exits 72): no finding, but no pass
+    # either, and the targets after it are not run.
+    echo "STOPPED fuzz_$t: interrupted after $(($(date +%s) - began)) s, no finding (log: $log)"
+    status=1
+    break
+  fi
+  if [ "$rc" -ne 0 ]; then
     echo "FAIL fuzz_$t: a finding, its input in $crashes (last lines of $log):"
     tail -n 30 "$log"
     status=1
@@ -91,6 +101,6 @@ for t in "${targets[@]}"; do
   fi
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
-  echo "PASS fuzz_$t: ${runs:-0} runs in $seconds s, ${cov:-cov: ?} edges"
+  echo "PASS fuzz_$t: ${runs:-0} runs in $(($(date +%s) - began)) s, ${cov:-cov: ?} edges"
 done
 exit "$status"
