@@ -855,10 +855,10 @@ Host refresh(const ports::Sysfs& fs, const Host& previous, const HostChanges& ch
     }
     if (!listed) {
         // The kernel sends a function's "unbind" before its "remove", and its
-        // directory may be gone by the time it is read; and VFIO's no-IOMMU mode makes a group when
-        // a function binds and frees it on the unbind, with no event but the
-        // function's. A function or group read again that is not there, or a group
-        // named that was not there before, means listing after all.
+        // directory may be gone by the time it is read; VFIO's no-IOMMU mode makes
+        // a group when a function binds and frees it on the unbind, with no event
+        // but the function's. A function or group read again that is not there, or
+        // a group named that was not there before, means listing after all.
         for (size_t i : reread) {
             unlistedHolds =
                 unlistedHolds && fs.exists("bus/pci/devices/" + host.devices[i].address);
