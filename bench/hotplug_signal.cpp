@@ -201,18 +201,18 @@ std::string objectPathOf(std::string address) {
 }
 
 // The test host's NVMe, or on a synthesized host its first bound function
-// that is neither a PF nor a VF.
+// that is neither a PF nor a VF; it flips to vfio-pci, or from it to nvme.
 std::optional<Target> pickTarget(const std::string& sysfs, bool synthesized) {
     namespace fs = std::filesystem;
-    if (!synthesized) {
-        return Target{kNvme, objectPathOf(kNvme), svad::test::pciDevpath(kNvme), "nvme",
-                      "vfio-pci"};
-    }
     std::vector<std::string> addresses;
-    for (const auto& e : fs::directory_iterator(sysfs + "/bus/pci/devices")) {
-        addresses.push_back(e.path().filename().string());
+    if (synthesized) {
+        for (const auto& e : fs::directory_iterator(sysfs + "/bus/pci/devices")) {
+            addresses.push_back(e.path().filename().string());
+        }
+        std::sort(addresses.begin(), addresses.end());
+    } else {
+        addresses.emplace_back(kNvme);
     }
-    std::sort(addresses.begin(), addresses.end());
     for (const auto& a : addresses) {
         std::string link = sysfs;
         link += "/bus/pci/devices/";
@@ -264,7 +264,7 @@ int main(int argc, char** argv) {
                               {"--hotplug-settle", std::to_string(settle)}, testbed.root());
     const std::optional<Target> picked = pickTarget(f.sysfs(), functions > 0);
     if (!picked) {
-        (void)std::fprintf(stderr, "no bound function to flip in the synthesized host\n");
+        (void)std::fprintf(stderr, "no bound function to flip in the host\n");
         return 1;
     }
     const Target& target = *picked;

@@ -68,6 +68,12 @@ core::Host discoverAt(const std::string& root) {
     return core::discover(linux_impl::SysfsReader(root + "/sys"));
 }
 
+// The re-read after `changes` of the tree written at `root`, from `previous`.
+core::Host refreshAt(const std::string& root, const core::Host& previous,
+                     const core::HostChanges& changes) {
+    return core::refresh(linux_impl::SysfsReader(root + "/sys"), previous, changes);
+}
+
 hostgen::DeviceSpec& device(hostgen::HostSpec& h, const std::string& address) {
     for (auto& d : h.devices) {
         if (d.address == address) {
@@ -89,8 +95,7 @@ TEST(Refresh, AfterRebindEqualsAFullScan) {
     ASSERT_TRUE(previous.groups[1].viable);
     core::HostChanges changes;
     changes.pci.insert("0000:17:00.1");
-    const core::Host next =
-        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host next = refreshAt(after.path(), previous, changes);
     const core::Host full = discoverAt(after.path());
     EXPECT_EQ(next.devices, full.devices);
     EXPECT_EQ(next.groups, full.groups);
@@ -112,8 +117,7 @@ TEST(Refresh, ReadsOnlyWhatChangedAndWhatDependsOnIt) {
     const core::Host previous = discoverAt(before.path());
     core::HostChanges changes;
     changes.pci.insert("0000:5e:00.0");
-    const core::Host next =
-        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host next = refreshAt(after.path(), previous, changes);
     for (const auto& d : next.devices) {
         if (d.address == "0000:5e:00.0") {
             EXPECT_EQ(d.driver, "vfio-pci");
@@ -145,8 +149,7 @@ TEST(Refresh, FollowsAddedAndRemovedFunctionsAndAPfsVfs) {
             changes.pci.insert(d.address); // the new VF's "add"; its PF follows
         }
     }
-    const core::Host next =
-        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host next = refreshAt(after.path(), previous, changes);
     EXPECT_EQ(next.devices, full.devices);
     EXPECT_EQ(next.groups, full.groups);
     EXPECT_EQ(next.units, full.units);
@@ -192,8 +195,7 @@ TEST(Refresh, KeepsTheQueuesAndUnitsOfFunctionsNoEventNamed) {
     hostgen::writeTree(spec, after.path());
     core::HostChanges changes;
     changes.pci.insert("0000:6a:01.0");
-    const core::Host next =
-        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host next = refreshAt(after.path(), previous, changes);
     ASSERT_EQ(next.queues.size(), 2U);
     for (const auto& q : next.queues) {
         EXPECT_EQ(q.state,
@@ -208,8 +210,7 @@ TEST(Refresh, KeepsTheQueuesAndUnitsOfFunctionsNoEventNamed) {
     changes.pciAddedOrRemoved = true;
     changes.queues = true;
     changes.vdpa = true;
-    const core::Host all =
-        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host all = refreshAt(after.path(), previous, changes);
     const core::Host full = discoverAt(after.path());
     EXPECT_EQ(all.queues, full.queues);
     EXPECT_EQ(all.vdpa, full.vdpa);
@@ -327,8 +328,7 @@ TEST(Refresh, QueuesAndVdpaDevicesThatCameOrWentFollowTheirListings) {
     hostgen::writeTree(spec, after.path());
     core::HostChanges changes;
     changes.pci.insert("0000:17:00.0");
-    const core::Host next =
-        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host next = refreshAt(after.path(), previous, changes);
     const core::Host full = discoverAt(after.path());
     ASSERT_EQ(next.queues.size(), 1U);
     EXPECT_EQ(next.queues, full.queues);
@@ -352,8 +352,7 @@ TEST(Refresh, AnUnknownFunctionIsListedEvenWithoutAnAdd) {
     hostgen::writeTree(spec, after.path());
     core::HostChanges changes;
     changes.pci.insert("0000:5e:00.1");
-    const core::Host next =
-        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host next = refreshAt(after.path(), previous, changes);
     EXPECT_EQ(next.devices, discoverAt(after.path()).devices);
     EXPECT_EQ(next.devices.size(), previous.devices.size() + 1);
 }
@@ -376,8 +375,7 @@ TEST(Refresh, AGroupMadeOrFreedByABindIsFollowed) {
     changes.pci.insert("0000:5e:00.0");
 
     const core::Host unbound = discoverAt(a.path());
-    const core::Host bound =
-        core::refresh(linux_impl::SysfsReader(b.path() + "/sys"), unbound, changes);
+    const core::Host bound = refreshAt(b.path(), unbound, changes);
     const core::Host fullBound = discoverAt(b.path());
     // The generator numbers VFIO cdevs in order: only the groups and the function
     // compare whole (the others' cdevs were renumbered, with no event).
@@ -393,8 +391,7 @@ TEST(Refresh, AGroupMadeOrFreedByABindIsFollowed) {
     EXPECT_EQ(nvme(bound), nvme(fullBound));
     EXPECT_EQ(nvme(bound).group, std::optional<uint32_t>(9));
 
-    const core::Host freed =
-        core::refresh(linux_impl::SysfsReader(a.path() + "/sys"), fullBound, changes);
+    const core::Host freed = refreshAt(a.path(), fullBound, changes);
     EXPECT_EQ(freed.groups, unbound.groups);
     EXPECT_EQ(nvme(freed), nvme(unbound));
     EXPECT_FALSE(nvme(freed).group.has_value());
@@ -413,8 +410,7 @@ TEST(Refresh, AFunctionGoneBeforeItsRemoveIsListedAway) {
     const core::Host previous = discoverAt(before.path());
     core::HostChanges changes;
     changes.pci.insert("0000:17:00.1"); // its "unbind"
-    const core::Host next =
-        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host next = refreshAt(after.path(), previous, changes);
     const core::Host full = discoverAt(after.path());
     EXPECT_EQ(next.devices, full.devices);
     EXPECT_EQ(next.groups, full.groups);
@@ -433,8 +429,7 @@ TEST(Refresh, AVfNamedByItsPfIsListedWithoutItsAdd) {
     const core::Host previous = discoverAt(before.path());
     core::HostChanges changes;
     changes.pci.insert("0000:3b:00.0");
-    const core::Host next =
-        core::refresh(linux_impl::SysfsReader(after.path() + "/sys"), previous, changes);
+    const core::Host next = refreshAt(after.path(), previous, changes);
     const core::Host full = discoverAt(after.path());
     EXPECT_EQ(next.devices, full.devices);
     EXPECT_EQ(next.groups, full.groups);
@@ -445,9 +440,7 @@ TEST(Refresh, NoChangesCopiesThePreviousHost) {
     Dir before;
     hostgen::writeTree(host(), before.path());
     const core::Host previous = discoverAt(before.path());
-    Dir empty;
-    const core::Host next = core::refresh(linux_impl::SysfsReader(before.path() + "/sys"), previous,
-                                          core::HostChanges{});
+    const core::Host next = refreshAt(before.path(), previous, core::HostChanges{});
     EXPECT_EQ(next.devices, previous.devices);
     EXPECT_EQ(next.groups, previous.groups);
 }
